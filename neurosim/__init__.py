@@ -1,0 +1,15 @@
+"""neurosim: fast simulation of nonspiking, conductance-based neuron circuits.
+
+Units everywhere: mV, ms, nS, pF, pA.  See ``DESIGN`` in the docs for the equation.
+"""
+
+from neurosim._version import __version__
+from neurosim.errors import CircuitError, NeurosimError, SimulationError
+from neurosim.integrators import METHODS
+from neurosim.model import Circuit, GapJunction, Neuron, Protocol, Stimulus, Synapse
+from neurosim.record import Result
+from neurosim.simulate import simulate
+
+__all__ = ["METHODS", "Circuit", "CircuitError", "GapJunction", "Neuron", "NeurosimError",
+           "Protocol", "Result", "SimulationError", "Stimulus", "Synapse", "__version__",
+           "simulate"]

@@ -1,0 +1,248 @@
+"""Circuit + protocol → flat float64/int64 arrays for the kernels.
+
+Parameters live in one vector ``theta`` so that fitting and batching swap numbers
+without recompiling anything; the layout is
+
+    [C (n), g_L (n), E_L (n), V0 (n), w (S), E (S), mu (S), nu (S), kappa (S), g_gap (G)]
+
+with synapses sorted by postsynaptic neuron (CSR) and each gap junction stored once in
+``theta`` but listed under both of its neurons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurosim.errors import CircuitError
+from neurosim.kernels import constants as kc
+from neurosim.model import STIMULUS_KINDS, Circuit, Protocol, Stimulus, unknown_name_message
+
+NEURON_FIELDS = ("C", "g_L", "E_L", "V0")
+SYNAPSE_FIELDS = ("w", "E", "mu", "nu", "kappa")
+GAP_FIELDS = ("g",)
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledCircuit:
+    """A circuit as arrays.  Build it with :func:`compile_circuit`.
+
+    Attributes
+    ----------
+    circuit : Circuit
+        The circuit after ablation.
+    neuron_names : tuple of str
+        Names in state-vector order.
+    theta : ndarray, shape (n_params,)
+        Parameter vector (see module docstring); never mutated by neurosim.
+    param_names : tuple of str
+        ``"neurons[AVA].C"``, ``"synapses[PVD->AVA].w"``, ``"gap_junctions[AVM-AVD].g"``...
+    syn_ptr, syn_pre : ndarray of int64
+        CSR of chemical synapses by postsynaptic neuron.
+    gap_ptr, gap_nbr, gap_idx : ndarray of int64
+        CSR of gap-junction half-edges by neuron; ``gap_idx`` indexes the junction in theta.
+    hold : ndarray, shape (n_neurons,), mV
+        Clamp holding potential (NaN for free neurons).
+    """
+
+    circuit: Circuit
+    neuron_names: tuple[str, ...]
+    theta: np.ndarray
+    param_names: tuple[str, ...]
+    syn_ptr: np.ndarray
+    syn_pre: np.ndarray
+    gap_ptr: np.ndarray
+    gap_nbr: np.ndarray
+    gap_idx: np.ndarray
+    hold: np.ndarray
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.neuron_names)
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.syn_pre.shape[0])
+
+    @property
+    def n_gap(self) -> int:
+        return int(self.theta.shape[0] - 4 * self.n_neurons - 5 * self.n_synapses)
+
+    @property
+    def net(self) -> tuple:
+        """The integer structure the kernels take."""
+        return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx)
+
+    def index(self, name: str) -> int:
+        """State-vector index of neuron ``name``."""
+        try:
+            return self.neuron_names.index(name)
+        except ValueError:
+            raise CircuitError(unknown_name_message("neuron", name, list(self.neuron_names))) from None
+
+    def param_index(self, name: str) -> int:
+        """Position of parameter ``name`` in ``theta``."""
+        try:
+            return self.param_names.index(name)
+        except ValueError:
+            raise CircuitError(unknown_name_message("parameter", name, list(self.param_names))) from None
+
+    def with_theta(self, theta) -> "CompiledCircuit":
+        """The same structure with another parameter vector (validated)."""
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        if theta.shape != self.theta.shape:
+            raise CircuitError(f"theta must have shape {self.theta.shape}, got {theta.shape}")
+        check_theta(theta, self)
+        return CompiledCircuit(self.circuit, self.neuron_names, theta, self.param_names,
+                               self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr,
+                               self.gap_idx, self.hold)
+
+
+def check_theta(theta: np.ndarray, compiled: CompiledCircuit) -> None:
+    """Raise CircuitError naming the first parameter that is non-finite or out of range."""
+    bad = ~np.isfinite(theta)
+    n, s = compiled.n_neurons, compiled.n_synapses
+    rules = [(slice(0, n), lambda x: x <= 0, "must be > 0"),
+             (slice(n, 2 * n), lambda x: x < 0, "must be >= 0"),
+             (slice(4 * n, 4 * n + s), lambda x: x < 0, "must be >= 0"),
+             (slice(4 * n + 4 * s, 4 * n + 5 * s), lambda x: (x < 0) | (x > 1), "must be in [0, 1]"),
+             (slice(4 * n + 5 * s, None), lambda x: x < 0, "must be >= 0")]
+    for where, test, rule in rules:
+        hits = np.flatnonzero(test(theta[where]))
+        if hits.size:
+            k = where.start + hits[0]
+            raise CircuitError(f"{rule}, got {theta[k]!r}", path=compiled.param_names[k])
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise CircuitError(f"must be a finite number, got {theta[k]!r}", path=compiled.param_names[k])
+
+
+def compile_circuit(circuit: Circuit, ablate=()) -> CompiledCircuit:
+    """Flatten ``circuit`` (with the neurons in ``ablate`` removed) into arrays.
+
+    Examples
+    --------
+    >>> from neurosim.model import Circuit, Neuron, Synapse
+    >>> c = Circuit("pair", (Neuron("A"), Neuron("B")), (Synapse("A", "B", w=0.5),))
+    >>> compile_circuit(c).param_names[8]
+    'synapses[A->B].w'
+    """
+    if ablate:
+        circuit = circuit.without(tuple(ablate))
+    names = circuit.neuron_names
+    index = {name: i for i, name in enumerate(names)}
+    n = len(names)
+    synapses = sorted(circuit.synapses, key=lambda s: index[s.post])  # stable: file order kept
+    syn_ptr = np.zeros(n + 1, dtype=np.int64)
+    for syn in synapses:
+        syn_ptr[index[syn.post] + 1] += 1
+    syn_ptr = np.cumsum(syn_ptr)
+    syn_pre = np.array([index[s.pre] for s in synapses], dtype=np.int64)
+
+    halves = [[] for _ in range(n)]
+    for q, gap in enumerate(circuit.gap_junctions):
+        halves[index[gap.a]].append((index[gap.b], q))
+        halves[index[gap.b]].append((index[gap.a], q))
+    gap_ptr = np.cumsum([0] + [len(h) for h in halves]).astype(np.int64)
+    gap_nbr = np.array([nbr for h in halves for nbr, _ in h], dtype=np.int64)
+    gap_idx = np.array([q for h in halves for _, q in h], dtype=np.int64)
+
+    neuron_values = {
+        "C": [nr.C for nr in circuit.neurons], "g_L": [nr.g_L for nr in circuit.neurons],
+        "E_L": [nr.E_L for nr in circuit.neurons],
+        "V0": [nr.initial_V for nr in circuit.neurons]}
+    theta = np.concatenate(
+        [np.array(neuron_values[f], dtype=np.float64) for f in NEURON_FIELDS]
+        + [np.array([getattr(s, f) for s in synapses], dtype=np.float64) for f in SYNAPSE_FIELDS]
+        + [np.array([g.g for g in circuit.gap_junctions], dtype=np.float64)])
+    param_names = tuple(
+        [f"neurons[{nm}].{f}" for f in NEURON_FIELDS for nm in names]
+        + [f"synapses[{s.key}].{f}" for f in SYNAPSE_FIELDS for s in synapses]
+        + [f"gap_junctions[{g.key}].g" for g in circuit.gap_junctions])
+    hold = np.array([math.nan if nr.clamp is None else nr.clamp for nr in circuit.neurons])
+    return CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre,
+                           gap_ptr, gap_nbr, gap_idx, hold)
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledDrive:
+    """Stimuli and clamps of one protocol as kernel arrays.
+
+    Attributes
+    ----------
+    arrays : tuple
+        (kind, target, is_voltage, params, table_ptr, table_t, table_v, clamped, hold),
+        the ``drive`` argument of the kernels.
+    breakpoints : ndarray, ms
+        Sorted times where an input jumps; adaptive steps land on them.
+    duration : float, ms
+    """
+
+    arrays: tuple
+    breakpoints: np.ndarray
+    duration: float
+
+    @property
+    def clamped(self) -> np.ndarray:
+        return self.arrays[7]
+
+
+def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> CompiledDrive:
+    """Stimulus rows (one per stimulus target), clamp mask and breakpoints.
+
+    A voltage stimulus clamps its target for the whole run, around the neuron's holding
+    potential (``clamp``) or, for an unclamped neuron, its V0.
+    """
+    kind, target, is_voltage, params, ptr, tab_t, tab_v = [], [], [], [], [0], [], []
+    V0 = compiled.theta[3 * compiled.n_neurons:4 * compiled.n_neurons]
+    hold = np.where(np.isnan(compiled.hold), V0, compiled.hold)
+    clamped = ~np.isnan(compiled.hold)
+    breakpoints = set()
+    for stim in stimuli:
+        if not isinstance(stim, Stimulus):
+            raise CircuitError(f"expected a Stimulus, got {type(stim).__name__}")
+        breakpoints.update(stim.breakpoints(duration))
+        row = np.zeros(kc.N_STIM_PARAMS)
+        row[kc.P_OFFSET] = stim.offset
+        row[kc.P_AMPLITUDE] = stim.amplitude
+        row[kc.P_START] = stim.start
+        row[kc.P_DURATION] = stim.duration
+        row[kc.P_PERIOD] = stim.period or math.inf
+        row[kc.P_COUNT] = math.inf if stim.count is None else stim.count
+        row[kc.P_OMEGA] = 2 * math.pi * (stim.frequency or 0.0) * 1e-3  # Hz → rad/ms
+        row[kc.P_PHASE] = stim.phase
+        for name in stim.targets:
+            i = compiled.index(name)
+            kind.append(list(STIMULUS_KINDS).index(stim.kind))
+            target.append(i)
+            is_voltage.append(stim.quantity == "voltage")
+            params.append(row)
+            if stim.kind == "table":
+                tab_t.extend(stim.times)
+                tab_v.extend(stim.values)
+            ptr.append(len(tab_t))
+            if stim.quantity == "voltage":
+                clamped[i] = True
+    arrays = (np.array(kind, dtype=np.int64), np.array(target, dtype=np.int64),
+              np.array(is_voltage, dtype=np.bool_),
+              np.array(params, dtype=np.float64).reshape(len(kind), kc.N_STIM_PARAMS),
+              np.array(ptr, dtype=np.int64), np.array(tab_t, dtype=np.float64),
+              np.array(tab_v, dtype=np.float64), clamped.astype(np.bool_),
+              hold.astype(np.float64))
+    return CompiledDrive(arrays, np.array(sorted(breakpoints), dtype=np.float64), float(duration))
+
+
+def resolve_protocol(circuit: Circuit, protocol) -> tuple[str, Protocol]:
+    """(name, Protocol) from a protocol name, a Protocol, or None (the only one, if any)."""
+    if protocol is None:
+        if len(circuit.protocols) == 1:
+            return next(iter(circuit.protocols.items()))
+        choices = ", ".join(circuit.protocols) or "(the circuit defines none)"
+        raise CircuitError(f"give protocol= (one of: {choices}) or duration=")
+    if isinstance(protocol, str):
+        return protocol, circuit.protocol(protocol)
+    if isinstance(protocol, Protocol):
+        return "(inline)", protocol
+    raise CircuitError(f"protocol must be a name or a Protocol, got {type(protocol).__name__}")

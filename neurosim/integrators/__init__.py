@@ -1,0 +1,278 @@
+"""Integrators: small objects that hold a method's options and drive its kernel.
+
+The contract every integrator keeps (compare scipy's ``OdeSolver``):
+
+1. ``name``, ``order`` and ``adaptive`` describe the method; options are given on
+   construction and validated there.
+2. :meth:`Integrator.plan` checks the options against a run (duration, output step)
+   and returns how many output rows the run has.
+3. :meth:`Integrator.start` returns a :class:`Stepper` positioned at t = 0.
+4. :meth:`Stepper.advance` fills the next rows of the output grid and returns a kernel
+   status; it never allocates per step and never calls back into Python.
+5. Clamped neurons follow their command exactly, whatever the method.
+
+``METHODS`` maps names to classes; ``simulate(integrator=...)`` takes a name or an instance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neurosim.errors import CircuitError
+from neurosim.kernels import constants as kc
+from neurosim.kernels.adaptive import run_adaptive
+from neurosim.kernels.fixed import impose_clamps, run_fixed
+
+OK = kc.OK
+
+STATUS_MESSAGES = {
+    kc.OK: "completed",
+    kc.NON_FINITE: "non-finite V",
+    kc.OUT_OF_BOUNDS: "|V| beyond the bound of {v_bound:g} mV",
+    kc.STEP_UNDERFLOW: "step size underflow",
+}
+
+STATS_NAMES = ("steps", "rejected", "rhs_evaluations", "jacobians")
+
+
+def describe_failure(status: int, stepper) -> str:
+    """The sentence for a failed kernel status: what, which neuron, when, what to try."""
+    what = STATUS_MESSAGES[status].format(v_bound=stepper.v_bound)
+    where = ""
+    if status != kc.STEP_UNDERFLOW:
+        where = f" in neuron '{stepper.compiled.neuron_names[stepper.stats[kc.S_FAIL_NEURON]]}'"
+    return (f"{what}{where} at t = {stepper.failure_time():.6g} ms "
+            f"(step {int(stepper.stats[kc.S_STEPS])}) with integrator '{stepper.method.name}'; "
+            f"{stepper.method.hint()}")
+
+
+class _Stepper:
+    """Shared state of a run in progress; clamps are imposed on V at t = 0."""
+
+    def __init__(self, method, compiled, drive, V0, record, v_bound, dt_out):
+        self.method, self.compiled, self.drive = method, compiled, drive
+        self.V, self.record, self.v_bound, self.dt_out = V0, record, v_bound, dt_out
+        self.stats = np.zeros(kc.N_STATS, dtype=np.int64)
+        impose_clamps(0.0, self.V, drive.arrays, np.empty((4, V0.shape[0])))
+
+
+def _positive_option(value, name: str) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise CircuitError(f"`{name}` must be a positive number, got {value!r}")
+    return number
+
+
+class Integrator:
+    """Base class; see the module docstring for the contract."""
+
+    name = ""
+    order = 0
+    adaptive = False
+
+    def options(self) -> dict:
+        """Settings that reproduce this integrator (stored with every result)."""
+        raise NotImplementedError
+
+    def plan(self, duration: float, dt_out: float | None) -> tuple[float, int]:
+        """(dt_out, n_rows) of the output grid t = dt_out·k, k = 1..n_rows."""
+        raise NotImplementedError
+
+    def start(self, compiled, drive, V0, record, v_bound, dt_out):
+        """A stepper at t = 0 that writes ``V[record]`` every ``dt_out`` ms."""
+        raise NotImplementedError
+
+    def hint(self) -> str:
+        return "try integrator='rosenbrock23' (stiff) or smaller tolerances"
+
+    def __repr__(self):
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def _rows(duration: float, dt_out: float) -> int:
+    n_rows = int(math.floor(duration / dt_out + 1e-9))
+    if n_rows < 1:
+        raise CircuitError(f"dt_out = {dt_out} ms is longer than the run ({duration} ms)")
+    return n_rows
+
+
+class FixedStepIntegrator(Integrator):
+    """A method with a constant step ``dt`` (ms); output every ``dt_out / dt`` steps."""
+
+    code = -1
+
+    def __init__(self, dt: float = 0.05):
+        self.dt = _positive_option(dt, "dt")
+
+    def options(self) -> dict:
+        return {"dt": self.dt}
+
+    def hint(self) -> str:
+        return f"try a smaller dt than {self.dt:g} ms or integrator='rosenbrock23'"
+
+    def plan(self, duration, dt_out):
+        dt_out = self.dt if dt_out is None else _positive_option(dt_out, "dt_out")
+        stride = round(dt_out / self.dt)
+        if stride < 1 or abs(stride * self.dt - dt_out) > 1e-9 * dt_out:
+            raise CircuitError(
+                f"dt_out = {dt_out} ms must be a whole multiple of dt = {self.dt} ms "
+                f"for the fixed-step integrator '{self.name}'")
+        return dt_out, _rows(duration, dt_out)
+
+    def start(self, compiled, drive, V0, record, v_bound, dt_out):
+        return _FixedStepper(self, compiled, drive, V0, record, v_bound, dt_out)
+
+
+class _FixedStepper(_Stepper):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.stride = round(self.dt_out / self.method.dt)
+        self.row = 0
+
+    def advance(self, out_V):
+        m = self.method
+        status = run_fixed(m.code, self.V, 0.0, self.row * self.stride, m.dt, out_V.shape[0],
+                           self.stride, self.compiled.theta, self.compiled.net, self.drive.arrays,
+                           self.record, self.v_bound, self.stats, out_V)
+        self.row += out_V.shape[0]
+        return status
+
+    def failure_time(self) -> float:
+        return self.stats[kc.S_FAIL_STEP] * self.method.dt
+
+
+class Euler(FixedStepIntegrator):
+    """Explicit (forward) Euler, order 1."""
+
+    name, order, code = "euler", 1, kc.EULER
+
+
+class RK4(FixedStepIntegrator):
+    """The classic four-stage Runge–Kutta method, order 4."""
+
+    name, order, code = "rk4", 4, kc.RK4
+
+
+class ExponentialEuler(FixedStepIntegrator):
+    """Exponential Euler on each neuron's linearisation, order 1.
+
+    With the sigmoids frozen over the step, C dV/dt = N − G·V is solved exactly, so a
+    passive neuron is integrated without error at any dt and stiff leaks stay stable.
+    """
+
+    name, order, code = "exp_euler", 1, kc.EXP_EULER
+
+
+class LTC(FixedStepIntegrator):
+    """The fused semi-implicit step of the LTC/NCP papers, order 1.
+
+    V ← (C/Δt·V + g_L E_L + Σ wσE + Σ ĝ V_j + I) / (C/Δt + g_L + Σ wσκ + Σ ĝ).
+    """
+
+    name, order, code = "ltc", 1, kc.LTC
+
+
+class AdaptiveIntegrator(Integrator):
+    """An embedded pair with error control, PI step-size control and dense output.
+
+    Parameters
+    ----------
+    rtol, atol : float
+        Relative and absolute (mV) tolerance of the local error.
+    dt : float, ms, optional
+        First step; chosen automatically when omitted.  With ``adaptive=False`` the
+        method takes steps of exactly ``dt`` (for convergence studies).
+    max_step : float, ms
+        Upper bound on the step (default: unbounded).
+    """
+
+    adaptive = True
+    code = -1
+
+    def __init__(self, rtol: float = 1e-6, atol: float = 1e-6, dt: float | None = None,
+                 max_step: float = math.inf, adaptive: bool = True):
+        self.rtol = _positive_option(rtol, "rtol")
+        self.atol = _positive_option(atol, "atol")
+        self.dt = None if dt is None else _positive_option(dt, "dt")
+        self.max_step = float(max_step)
+        if not self.max_step > 0:
+            raise CircuitError(f"`max_step` must be > 0, got {max_step!r}")
+        self.adaptive = bool(adaptive)
+        if not self.adaptive and self.dt is None:
+            raise CircuitError(f"'{self.name}' with adaptive=False needs a step dt")
+
+    def options(self) -> dict:
+        return {"rtol": self.rtol, "atol": self.atol, "dt": self.dt,
+                "max_step": self.max_step, "adaptive": self.adaptive}
+
+    def plan(self, duration, dt_out):
+        dt_out = 0.1 if dt_out is None else _positive_option(dt_out, "dt_out")
+        return dt_out, _rows(duration, dt_out)
+
+    def start(self, compiled, drive, V0, record, v_bound, dt_out):
+        return _AdaptiveStepper(self, compiled, drive, V0, record, v_bound, dt_out)
+
+
+class _AdaptiveStepper(_Stepper):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.state = np.zeros(kc.N_SOLVER_STATE)
+        self.state[kc.X_H] = self.method.dt if self.method.dt is not None else 0.0
+        self.state[kc.X_ERR_OLD] = 1e-4
+        self.rows_done = 0
+
+    def advance(self, out_V):
+        m = self.method
+        rows = np.arange(self.rows_done + 1, self.rows_done + 1 + out_V.shape[0])
+        out_times = rows * self.dt_out
+        if not m.adaptive:
+            self.state[kc.X_H] = m.dt
+        status = run_adaptive(m.code, self.V, out_times, self.drive.breakpoints,
+                              self.compiled.theta, self.compiled.net, self.drive.arrays,
+                              m.rtol, m.atol, m.max_step, m.adaptive, self.record,
+                              self.v_bound, self.state, self.stats, out_V)
+        self.rows_done += out_V.shape[0]
+        return status
+
+    def failure_time(self) -> float:
+        return float(self.state[kc.X_FAIL_T])
+
+
+class Dopri5(AdaptiveIntegrator):
+    """Dormand–Prince 5(4) with a 4th-order continuous extension (Hairer's DOPRI5)."""
+
+    name, order, code = "dopri5", 5, kc.DOPRI5
+
+
+class Rosenbrock23(AdaptiveIntegrator):
+    """The L-stable Rosenbrock 2(3) of Shampine & Reichelt (MATLAB's ode23s).
+
+    Uses the analytic Jacobian; one LU factorisation per step.  For stiff circuits
+    (tiny C, large conductances) where explicit methods need absurdly small steps.
+    """
+
+    name, order, code = "rosenbrock23", 2, kc.ROSENBROCK23
+
+
+METHODS: dict[str, type[Integrator]] = {
+    cls.name: cls for cls in (Euler, RK4, ExponentialEuler, LTC, Dopri5, Rosenbrock23)}
+
+
+def make_integrator(integrator, *, dt=None, rtol=None, atol=None) -> Integrator:
+    """An Integrator from a name (with options) or an instance (taken as is)."""
+    if isinstance(integrator, Integrator):
+        if dt is not None or rtol is not None or atol is not None:
+            raise CircuitError("give dt/rtol/atol to the Integrator instance, not to simulate()")
+        return integrator
+    if integrator not in METHODS:
+        raise CircuitError(f"unknown integrator {integrator!r}; allowed: {', '.join(METHODS)}")
+    cls = METHODS[integrator]
+    if issubclass(cls, FixedStepIntegrator):
+        if rtol is not None or atol is not None:
+            raise CircuitError(f"'{integrator}' is a fixed-step method: it takes dt, not rtol/atol")
+        return cls() if dt is None else cls(dt=dt)
+    options = {k: v for k, v in (("dt", dt), ("rtol", rtol), ("atol", atol)) if v is not None}
+    return cls(**options)

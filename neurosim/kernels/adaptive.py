@@ -1,0 +1,324 @@
+"""Adaptive time loop: Dormand–Prince 5(4) and the stiff Rosenbrock 2(3) of Shampine.
+
+Both methods share one loop that owns step acceptance, step-size control, landing on
+stimulus breakpoints and dense output onto the requested output grid.  The methods only
+propose a step and its error vector.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
+                                        S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
+                                        STEP_UNDERFLOW, X_ERR_OLD, X_FAIL_T, X_H, X_T)
+from neurosim.kernels.fixed import check_state
+from neurosim.kernels.network import apply_drive, jacobian, rhs
+
+# Dormand & Prince (1980) tableau, as in Hairer's DOPRI5 and scipy's RK45.
+DP_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
+DP_A = np.array([
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [1 / 5, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [3 / 40, 9 / 40, 0.0, 0.0, 0.0, 0.0],
+    [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0, 0.0],
+    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0, 0.0],
+    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0.0],
+    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+])
+DP_B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
+DP_E = np.array([-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40])
+# Fourth-order continuous extension (Hairer's DOPRI5 dense output, as in scipy's RK45):
+# y(t + θh) = y + h Σ_s K_s (P_s · [θ, θ², θ³, θ⁴]).
+DP_P = np.array([
+    [1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432],
+    [0.0, 0.0, 0.0, 0.0],
+    [0.0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799],
+    [0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072],
+    [0.0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632],
+    [0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
+    [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
+])
+
+# Shampine & Reichelt (1997), "The MATLAB ODE suite", the L-stable Rosenbrock 2(3) of ode23s.
+RB_D = 1.0 / (2.0 + math.sqrt(2.0))
+RB_E32 = 6.0 + math.sqrt(2.0)
+
+
+@njit(cache=True)
+def lu_factor(A, piv):
+    """In-place LU with partial pivoting; returns False if A is singular."""
+    n = A.shape[0]
+    for c in range(n):
+        p = c
+        big = abs(A[c, c])
+        for r in range(c + 1, n):
+            if abs(A[r, c]) > big:
+                big = abs(A[r, c])
+                p = r
+        piv[c] = p
+        if big == 0.0:
+            return False
+        if p != c:
+            for q in range(n):
+                A[c, q], A[p, q] = A[p, q], A[c, q]
+        inv = 1.0 / A[c, c]
+        for r in range(c + 1, n):
+            A[r, c] *= inv
+            f = A[r, c]
+            if f != 0.0:
+                for q in range(c + 1, n):
+                    A[r, q] -= f * A[c, q]
+    return True
+
+
+@njit(cache=True)
+def lu_solve(LU, piv, b):
+    """Solve LU x = b in place of b."""
+    n = LU.shape[0]
+    for c in range(n):
+        p = piv[c]
+        if p != c:
+            b[c], b[p] = b[p], b[c]
+    for r in range(n):
+        acc = b[r]
+        for q in range(r):
+            acc -= LU[r, q] * b[q]
+        b[r] = acc
+    for r in range(n - 1, -1, -1):
+        acc = b[r]
+        for q in range(r + 1, n):
+            acc -= LU[r, q] * b[q]
+        b[r] = acc / LU[r, r]
+
+
+@njit(cache=True)
+def error_norm(err, V, V_new, clamped, rtol, atol):
+    """RMS of err / (atol + rtol·max(|V|, |V_new|)) over the free neurons."""
+    total = 0.0
+    count = 0
+    for i in range(V.shape[0]):
+        if clamped[i]:
+            continue
+        scale = atol + rtol * max(abs(V[i]), abs(V_new[i]))
+        total += (err[i] / scale) ** 2
+        count += 1
+    return 0.0 if count == 0 else math.sqrt(total / count)
+
+
+@njit(cache=True)
+def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, clamped, tmp, f1):
+    """Hairer, Nørsett & Wanner I, II.4: a first step from the scale of y, f and f'."""
+    zero = np.zeros_like(V)
+    d0 = error_norm(V, zero, V, clamped, rtol, atol)
+    d1 = error_norm(f0, zero, V, clamped, rtol, atol)
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    for i in range(V.shape[0]):
+        tmp[i] = V[i] + h0 * f0[i]
+    rhs(t + h0, False, tmp, theta, net, drive, work, f1)
+    for i in range(V.shape[0]):
+        f1[i] -= f0[i]
+    d2 = error_norm(f1, zero, V, clamped, rtol, atol) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (error_order + 1))
+    return min(100.0 * h0, h1)
+
+
+@njit(cache=True)
+def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
+    """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
+    n = V.shape[0]
+    tmp = work[4]
+    for s in range(1, 7):
+        for i in range(n):
+            acc = 0.0
+            for q in range(s):
+                acc += DP_A[s, q] * K[q, i]
+            tmp[i] = V[i] + h * acc
+        # the last two stages sit at t + h: take the input's limit from below on landing
+        rhs(t + DP_C[s] * h, left and s >= 5, tmp, theta, net, drive, work, K[s])
+        if s == 6:
+            for i in range(n):
+                V_new[i] = tmp[i]
+    for i in range(n):
+        acc = 0.0
+        for s in range(7):
+            acc += DP_E[s] * K[s, i]
+        err[i] = h * acc
+
+
+@njit(cache=True)
+def dopri5_dense(V, K, h, frac, out):
+    q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
+    for i in range(V.shape[0]):
+        acc = 0.0
+        for s in range(7):
+            acc += K[s, i] * (DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3)
+        out[i] = V[i] + h * acc
+
+
+@njit(cache=True)
+def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, work,
+                    V_new, err):
+    """One ode23s step; K[0] = f(t, V) on entry, J the Jacobian at (t, V).
+
+    K[1], K[2] hold the stages k1, k2 (for dense output), K[3] = f(t + h, V_new).
+    Returns False if I − h·d·J is singular.
+    """
+    n = V.shape[0]
+    F0, k1, k2, F2 = K[0], K[1], K[2], K[3]
+    F1, T, tmp = K[4], K[5], work[4]
+    hd = h * RB_D
+    for r in range(n):
+        for c in range(n):
+            W[r, c] = -hd * J[r, c]
+        W[r, r] += 1.0
+    if not lu_factor(W, piv):
+        return False
+    # ∂f/∂t by a forward difference; the segment holds no input jump (breakpoints are landed on)
+    if has_inputs:
+        delta = min(0.5 * h, 1.5e-8 * (1.0 + abs(t)))
+        rhs(t + delta, False, V, theta, net, drive, work, T)
+        for i in range(n):
+            T[i] = (T[i] - F0[i]) / delta
+    else:
+        T[:] = 0.0
+    for i in range(n):
+        k1[i] = F0[i] + hd * T[i]
+    lu_solve(W, piv, k1)
+    for i in range(n):
+        tmp[i] = V[i] + 0.5 * h * k1[i]
+    rhs(t + 0.5 * h, False, tmp, theta, net, drive, work, F1)
+    for i in range(n):
+        k2[i] = F1[i] - k1[i]
+    lu_solve(W, piv, k2)
+    for i in range(n):
+        k2[i] += k1[i]
+        V_new[i] = V[i] + h * k2[i]
+    rhs(t + h, left, V_new, theta, net, drive, work, F2)
+    for i in range(n):
+        err[i] = F2[i] - RB_E32 * (k2[i] - F1[i]) - 2.0 * (k1[i] - F0[i]) + hd * T[i]
+    lu_solve(W, piv, err)
+    for i in range(n):
+        err[i] = h / 6.0 * (k1[i] - 2.0 * k2[i] + err[i])
+    return True
+
+
+@njit(cache=True)
+def rosenbrock_dense(V, K, h, frac, out):
+    scale = 1.0 / (1.0 - 2.0 * RB_D)
+    a = frac * (1.0 - frac) * scale
+    b = frac * (frac - 2.0 * RB_D) * scale
+    for i in range(V.shape[0]):
+        out[i] = V[i] + h * (a * K[1, i] + b * K[2, i])
+
+
+@njit(cache=True)
+def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, max_step,
+                 adaptive, record, v_bound, state, stats, out_V):
+    """Integrate from state[X_T] to out_times[-1], writing V[record] at each out_time.
+
+    ``state`` carries (t, h, err_old, fail_t) across calls; h ≤ 0 asks for an automatic
+    first step.  With ``adaptive`` False every step has size h (landing on breakpoints
+    and the chunk end still shortens the step that reaches them).  Returns a status code.
+    """
+    n = V.shape[0]
+    clamped = drive[7]
+    has_inputs = drive[0].shape[0] > 0
+    work = np.empty((5, n))
+    K = np.empty((7, n))
+    V_new = np.empty(n)
+    err = np.empty(n)
+    dense = np.empty(n)
+    J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
+    W = np.empty_like(J)
+    piv = np.empty(J.shape[0], dtype=np.int64)
+    error_order = 4 if method == DOPRI5 else 2
+    t = state[X_T]
+    h = state[X_H]
+    err_old = state[X_ERR_OLD]
+    t_end = out_times[out_times.shape[0] - 1]
+    rhs(t, False, V, theta, net, drive, work, K[0])
+    stats[S_RHS] += 1
+    if h <= 0.0:
+        h = initial_step(t, V, K[0], error_order, rtol, atol, theta, net, drive, work, clamped,
+                         work[4], V_new)
+        stats[S_RHS] += 1
+    next_out = 0
+    stop = np.searchsorted(tstops, t, side="right")
+    jacobian_fresh = False
+    while t < t_end:
+        t_target = t_end
+        if stop < tstops.shape[0] and tstops[stop] < t_end:
+            t_target = tstops[stop]
+        h_try = min(h, max_step)
+        landing = t + 1.05 * h_try >= t_target
+        if landing:
+            h_try = t_target - t
+        if method == DOPRI5:
+            dopri5_step(t, h_try, V, K, landing, theta, net, drive, work, V_new, err)
+            stats[S_RHS] += 6
+            ok = True
+        else:
+            if not jacobian_fresh:
+                jacobian(t, V, theta, net, drive, work, J)
+                stats[S_JACOBIANS] += 1
+                jacobian_fresh = True
+            ok = rosenbrock_step(t, h_try, V, K, landing, J, W, piv, has_inputs, theta, net,
+                                 drive, work, V_new, err)
+            stats[S_RHS] += 3 if has_inputs else 2
+        err_now = error_norm(err, V, V_new, clamped, rtol, atol) if ok else math.inf
+        if math.isnan(err_now):
+            err_now = math.inf
+        if err_now <= 1.0 or not adaptive:
+            t_new = t_target if landing else t + h_try
+            while next_out < out_times.shape[0] and out_times[next_out] <= t_new:
+                frac = (out_times[next_out] - t) / h_try
+                if method == DOPRI5:
+                    dopri5_dense(V, K, h_try, frac, dense)
+                else:
+                    rosenbrock_dense(V, K, h_try, frac, dense)
+                apply_drive(out_times[next_out], False, dense, drive, work[0], work[1])
+                for c in range(record.shape[0]):
+                    i = record[c]
+                    out_V[next_out, c] = work[0, i] if clamped[i] else dense[i]
+                next_out += 1
+            t = t_new
+            V[:] = V_new
+            stats[S_STEPS] += 1
+            status = check_state(V, v_bound, stats, stats[S_STEPS])
+            if status != OK:
+                state[X_FAIL_T] = t
+                return status
+            if landing and t == t_target and stop < tstops.shape[0] and t_target == tstops[stop]:
+                stop += 1
+                rhs(t, False, V, theta, net, drive, work, K[0])  # input jumped: new f
+                stats[S_RHS] += 1
+            elif method == DOPRI5:
+                K[0, :] = K[6]
+            else:
+                K[0, :] = K[3]
+            jacobian_fresh = False
+            if adaptive:
+                factor = SAFETY * max(err_now, 1e-10) ** (-1.0 / (error_order + 1))
+                factor *= err_old ** PI_BETA
+                err_old = max(err_now, 1e-4)
+                # a landing step shortened below h says nothing about h itself: keep h
+                if not (landing and h_try < h):
+                    h = h_try * min(MAX_FACTOR, max(MIN_FACTOR, factor))
+        else:
+            stats[S_REJECTED] += 1
+            factor = SAFETY * err_now ** (-1.0 / (error_order + 1)) if math.isfinite(err_now) \
+                else MIN_FACTOR
+            h = h_try * max(MIN_FACTOR, min(1.0, factor))
+            if h < 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t)):
+                state[X_T] = t
+                state[X_FAIL_T] = t
+                return STEP_UNDERFLOW
+    state[X_T] = t
+    state[X_H] = h
+    state[X_ERR_OLD] = err_old
+    return OK

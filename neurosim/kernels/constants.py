@@ -1,0 +1,38 @@
+"""Numbers shared by the kernels and the Python that reads their results.
+
+Kernels report failure as numbers; :data:`neurosim.integrators.STATUS_MESSAGES` turns
+them into sentences.
+"""
+
+# kernel status codes
+OK = 0
+NON_FINITE = 1          # a potential became NaN or ±inf
+OUT_OF_BOUNDS = 2       # |V| exceeded the run's v_bound
+STEP_UNDERFLOW = 3      # the adaptive step shrank below the float resolution of t
+
+# waveform kinds (order matches neurosim.model.STIMULUS_KINDS)
+STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE = range(6)
+
+# columns of a compiled stimulus row's parameter vector
+P_OFFSET, P_AMPLITUDE, P_START, P_DURATION, P_PERIOD, P_COUNT, P_OMEGA, P_PHASE = range(8)
+N_STIM_PARAMS = 8
+
+# integer statistics a run accumulates (index into the stats array)
+S_STEPS, S_REJECTED, S_RHS, S_JACOBIANS, S_FAIL_NEURON, S_FAIL_STEP = range(6)
+N_STATS = 6
+
+# float solver state carried across chunks (index into the solver-state array)
+X_T, X_H, X_ERR_OLD, X_FAIL_T = range(4)
+N_SOLVER_STATE = 4
+
+# method codes of the fixed-step loop
+EULER, RK4, EXP_EULER, LTC = range(4)
+# method codes of the adaptive loop
+DOPRI5, ROSENBROCK23 = range(2)
+
+# Step-size control (Hairer, Nørsett & Wanner I, II.4): safety factor, bounds on the
+# change of h per step, PI exponent on the previous error.
+SAFETY = 0.9
+MIN_FACTOR = 0.2
+MAX_FACTOR = 10.0
+PI_BETA = 0.04

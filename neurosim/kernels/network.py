@@ -1,0 +1,169 @@
+"""Right-hand side, Jacobian and the conductance split of the circuit equation.
+
+    C_i dV_i/dt = g_L,i (E_L,i − V_i) + Σ_k w_k σ(ν_k (V_j − μ_k)) (E_k − κ_k V_i)
+                + Σ_gap ĝ (V_nbr − V_i) + I_i(t)
+
+Given the sigmoids, the equation is linear in V_i:  C_i dV_i/dt = N_i − G_i V_i with
+total conductance G_i = g_L + Σ w σ κ + Σ ĝ and drive N_i = g_L E_L + Σ w σ E + Σ ĝ V_nbr + I.
+Every method is written in terms of (G, N), so the equation lives in one loop:
+:func:`conductance_split`.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_OFFSET, P_OMEGA,
+                                        P_PERIOD, P_PHASE, P_START, PULSE, PULSE_TRAIN, RAMP,
+                                        SINE, STEP)
+
+
+@njit(cache=True)
+def unpack_theta(theta, n_neurons, n_synapses):
+    """Views of the parameter vector: C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap."""
+    n, s = n_neurons, n_synapses
+    C = theta[0:n]
+    g_L = theta[n:2 * n]
+    E_L = theta[2 * n:3 * n]
+    V0 = theta[3 * n:4 * n]
+    b = 4 * n
+    w = theta[b:b + s]
+    E = theta[b + s:b + 2 * s]
+    mu = theta[b + 2 * s:b + 3 * s]
+    nu = theta[b + 3 * s:b + 4 * s]
+    kappa = theta[b + 4 * s:b + 5 * s]
+    g_gap = theta[b + 5 * s:]
+    return C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap
+
+
+@njit(cache=True)
+def sigmoid(z):
+    # exp overflows to inf for z < -709 and 1/(1+inf) = 0: no NaN, no branch needed.
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@njit(cache=True)
+def waveform(kind, p, t, left, tab_t, tab_v):
+    """One stimulus row at time t; ``left`` takes the limit from below at a jump."""
+    rel = t - p[P_START]
+    if left:
+        started = rel > 0.0
+        inside = started and rel <= p[P_DURATION]
+    else:
+        started = rel >= 0.0
+        inside = started and rel < p[P_DURATION]
+    shape = 0.0
+    if kind == STEP:
+        shape = 1.0 if started else 0.0
+    elif kind == PULSE:
+        shape = 1.0 if inside else 0.0
+    elif kind == PULSE_TRAIN:
+        if started:
+            k = math.floor(rel / p[P_PERIOD])
+            phase = rel - k * p[P_PERIOD]
+            if left and phase == 0.0:
+                k -= 1.0
+                phase = p[P_PERIOD]
+            on = (phase > 0.0 and phase <= p[P_DURATION]) if left else phase < p[P_DURATION]
+            if on and k < p[P_COUNT]:
+                shape = 1.0
+    elif kind == RAMP:
+        if inside:
+            shape = rel / p[P_DURATION]
+    elif kind == SINE:
+        if inside:
+            shape = math.sin(p[P_OMEGA] * rel + p[P_PHASE])
+    else:  # TABLE: linear interpolation, held beyond the ends
+        m = tab_t.shape[0]
+        if t <= tab_t[0]:
+            shape = tab_v[0]
+        elif t >= tab_t[m - 1]:
+            shape = tab_v[m - 1]
+        else:
+            r = np.searchsorted(tab_t, t, side="right")
+            frac = (t - tab_t[r - 1]) / (tab_t[r] - tab_t[r - 1])
+            shape = tab_v[r - 1] + frac * (tab_v[r] - tab_v[r - 1])
+    return p[P_OFFSET] + p[P_AMPLITUDE] * shape
+
+
+@njit(cache=True)
+def apply_drive(t, left, V, drive, V_in, I):
+    """Effective potentials (clamps substituted) and injected currents at time t."""
+    kind, target, is_voltage, par, tab_ptr, tab_t, tab_v, clamped, hold = drive
+    n = V.shape[0]
+    for i in range(n):
+        V_in[i] = hold[i] if clamped[i] else V[i]
+        I[i] = 0.0
+    for r in range(kind.shape[0]):
+        value = waveform(kind[r], par[r], t, left, tab_t[tab_ptr[r]:tab_ptr[r + 1]],
+                         tab_v[tab_ptr[r]:tab_ptr[r + 1]])
+        if is_voltage[r]:
+            V_in[target[r]] += value
+        else:
+            I[target[r]] += value
+
+
+@njit(cache=True)
+def conductance_split(V_in, I, theta, net, clamped, G, N):
+    """Total conductance G (nS) and drive N (pA) of every neuron: C dV/dt = N − G V."""
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx = net
+    n = V_in.shape[0]
+    C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap = unpack_theta(theta, n, syn_pre.shape[0])
+    for i in range(n):
+        if clamped[i]:
+            G[i] = 0.0
+            N[i] = 0.0
+            continue
+        g_tot = g_L[i]
+        drive = g_L[i] * E_L[i] + I[i]
+        for k in range(syn_ptr[i], syn_ptr[i + 1]):
+            ws = w[k] * sigmoid(nu[k] * (V_in[syn_pre[k]] - mu[k]))
+            g_tot += ws * kappa[k]
+            drive += ws * E[k]
+        for q in range(gap_ptr[i], gap_ptr[i + 1]):
+            g = g_gap[gap_idx[q]]
+            g_tot += g
+            drive += g * V_in[gap_nbr[q]]
+        G[i] = g_tot
+        N[i] = drive
+
+
+@njit(cache=True)
+def rhs(t, left, V, theta, net, drive, work, dV):
+    """dV/dt (mV/ms) at (t, V); clamped neurons get 0.  ``work`` is a (4, n) scratch array."""
+    V_in, I, G, N = work[0], work[1], work[2], work[3]
+    apply_drive(t, left, V, drive, V_in, I)
+    clamped = drive[7]
+    conductance_split(V_in, I, theta, net, clamped, G, N)
+    C = theta[0:V.shape[0]]
+    for i in range(V.shape[0]):
+        dV[i] = 0.0 if clamped[i] else (N[i] - G[i] * V_in[i]) / C[i]
+
+
+@njit(cache=True)
+def jacobian(t, V, theta, net, drive, work, J):
+    """∂(dV/dt)/∂V at (t, V), dense (n, n).  Rows and columns of clamped neurons are 0."""
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx = net
+    V_in, I = work[0], work[1]
+    apply_drive(t, False, V, drive, V_in, I)
+    clamped = drive[7]
+    n = V.shape[0]
+    C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap = unpack_theta(theta, n, syn_pre.shape[0])
+    J[:, :] = 0.0
+    for i in range(n):
+        if clamped[i]:
+            continue
+        diag = -g_L[i]
+        for k in range(syn_ptr[i], syn_ptr[i + 1]):
+            j = syn_pre[k]
+            s = sigmoid(nu[k] * (V_in[j] - mu[k]))
+            diag -= w[k] * s * kappa[k]
+            if not clamped[j]:
+                J[i, j] += w[k] * s * (1.0 - s) * nu[k] * (E[k] - kappa[k] * V_in[i]) / C[i]
+        for q in range(gap_ptr[i], gap_ptr[i + 1]):
+            g = g_gap[gap_idx[q]]
+            diag -= g
+            if not clamped[gap_nbr[q]]:
+                J[i, gap_nbr[q]] += g / C[i]
+        J[i, i] += diag / C[i]

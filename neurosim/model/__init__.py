@@ -1,0 +1,8 @@
+"""Frozen, validated model objects; names, not indices."""
+
+from neurosim.model.circuit import (SYNAPSE_TYPES, Circuit, GapJunction, Neuron, Synapse,
+                                    unknown_name_message)
+from neurosim.model.stimulus import QUANTITIES, STIMULUS_KINDS, Protocol, Stimulus
+
+__all__ = ["Circuit", "GapJunction", "Neuron", "Protocol", "QUANTITIES", "STIMULUS_KINDS",
+           "SYNAPSE_TYPES", "Stimulus", "Synapse", "unknown_name_message"]

@@ -1,0 +1,213 @@
+"""Stimuli (injected current or clamp command) and protocols (named experiments)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurosim.errors import CircuitError
+
+#: waveform kinds and the fields each one uses besides offset/amplitude/start
+STIMULUS_KINDS: dict[str, tuple[str, ...]] = {
+    "step": (),
+    "pulse": ("duration",),
+    "pulse_train": ("duration", "period", "count"),
+    "ramp": ("duration",),
+    "sine": ("frequency", "phase", "duration"),
+    "table": ("times", "values"),
+}
+
+#: what a stimulus drives: injected current (pA) or the clamp command (mV)
+QUANTITIES = ("current", "voltage")
+
+
+def _fail(message: str, path: str):
+    raise CircuitError(message, path=path)
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """A waveform applied to one or more neurons.
+
+    ``value(t) = offset + amplitude · shape(t)`` where ``shape`` is, by ``kind``:
+
+    * ``step``: 0 before ``start``, 1 from then on;
+    * ``pulse``: 1 on ``[start, start + duration)``;
+    * ``pulse_train``: ``count`` pulses of width ``duration`` every ``period`` from ``start``;
+    * ``ramp``: rises linearly from 0 at ``start`` to 1 at ``start + duration``, 0 after;
+    * ``sine``: ``sin(2π·frequency·(t − start) + phase)`` on ``[start, start + duration)``;
+    * ``table``: linear interpolation of ``values`` at ``times`` (held beyond the ends),
+      with ``amplitude`` as a scale (default 1).
+
+    With ``quantity="current"`` the value is a current in pA added to the neuron.  With
+    ``quantity="voltage"`` the neuron is clamped for the whole protocol to its holding
+    potential (its ``clamp``, else its ``V0``) plus the value in mV.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`STIMULUS_KINDS`.
+    target : str or tuple of str
+        Neuron name(s).
+    amplitude : float, pA or mV
+    start, duration, period : float, ms
+    frequency : float, Hz
+    phase : float, rad
+    count : int
+        Number of pulses of a train (None: until the end of the run).
+    times, values : tuple of float, ms and pA/mV
+        Samples of a ``table`` waveform.
+    """
+
+    kind: str
+    target: str | tuple[str, ...]
+    amplitude: float = 1.0
+    quantity: str = "current"
+    offset: float = 0.0
+    start: float = 0.0
+    duration: float = math.inf
+    period: float | None = None
+    count: int | None = None
+    frequency: float | None = None
+    phase: float = 0.0
+    times: tuple[float, ...] | None = None
+    values: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.kind not in STIMULUS_KINDS:
+            _fail(f"unknown stimulus kind {self.kind!r}; allowed: {', '.join(STIMULUS_KINDS)}",
+                  "kind")
+        if self.quantity not in QUANTITIES:
+            _fail(f"unknown quantity {self.quantity!r}; allowed: {', '.join(QUANTITIES)}",
+                  "quantity")
+        targets = (self.target,) if isinstance(self.target, str) else tuple(self.target)
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            _fail(f"must name one or more neurons, got {self.target!r}", "target")
+        object.__setattr__(self, "target", targets)
+        for name in ("amplitude", "offset", "start", "phase"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value):
+                _fail(f"must be a finite number, got {getattr(self, name)!r}", name)
+            object.__setattr__(self, name, value)
+        if self.start < 0:
+            _fail(f"must be >= 0 ms, got {self.start}", "start")
+        duration = float(self.duration)
+        if math.isnan(duration) or duration <= 0:
+            _fail(f"must be > 0 ms, got {self.duration!r}", "duration")
+        if self.kind in ("pulse", "pulse_train", "ramp") and math.isinf(duration):
+            _fail(f"a {self.kind} needs a finite duration (ms)", "duration")
+        object.__setattr__(self, "duration", duration)
+        if self.kind == "pulse_train":
+            if self.period is None or not (float(self.period) > duration):
+                _fail(f"a pulse train needs a period (ms) longer than its pulse duration "
+                      f"({duration} ms), got {self.period!r}", "period")
+            object.__setattr__(self, "period", float(self.period))
+            if self.count is not None:
+                if int(self.count) != self.count or self.count < 1:
+                    _fail(f"must be a whole number >= 1, got {self.count!r}", "count")
+                object.__setattr__(self, "count", int(self.count))
+        if self.kind == "sine":
+            if self.frequency is None or not (math.isfinite(float(self.frequency))
+                                              and float(self.frequency) > 0):
+                _fail(f"a sine needs a frequency > 0 (Hz), got {self.frequency!r}", "frequency")
+            object.__setattr__(self, "frequency", float(self.frequency))
+        if self.kind == "table":
+            self._check_table()
+        else:
+            for name in ("times", "values"):
+                if getattr(self, name) is not None:
+                    _fail(f"only a table stimulus takes {name}", name)
+
+    def _check_table(self):
+        if self.times is None or self.values is None:
+            _fail("a table stimulus needs both times (ms) and values", "times")
+        times = tuple(float(t) for t in self.times)
+        values = tuple(float(v) for v in self.values)
+        if len(times) != len(values) or len(times) < 1:
+            _fail(f"times and values must have the same length >= 1, got "
+                  f"{len(times)} and {len(values)}", "values")
+        if not all(map(math.isfinite, times + values)):
+            _fail("times and values must be finite numbers", "values")
+        if any(b <= a for a, b in zip(times, times[1:])):
+            _fail("times must increase strictly", "times")
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "values", values)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.target
+
+    def value(self, t) -> np.ndarray:
+        """The waveform at times ``t`` (ms), in pA or mV.  A NumPy reference of the kernel."""
+        t = np.asarray(t, dtype=float)
+        rel = t - self.start
+        inside = (rel >= 0) & (rel < self.duration)
+        if self.kind == "step":
+            shape = (rel >= 0).astype(float)
+        elif self.kind == "pulse":
+            shape = inside.astype(float)
+        elif self.kind == "pulse_train":
+            phase = np.mod(rel, self.period)
+            shape = ((rel >= 0) & (phase < self.duration)).astype(float)
+            if self.count is not None:
+                shape = np.where(rel < self.count * self.period, shape, 0.0)
+        elif self.kind == "ramp":
+            shape = np.where(inside, rel / self.duration, 0.0)
+        elif self.kind == "sine":
+            shape = np.where(inside, np.sin(2 * np.pi * self.frequency * 1e-3 * rel + self.phase),
+                             0.0)
+        else:
+            shape = np.interp(t, self.times, self.values)
+        return self.offset + self.amplitude * shape
+
+    def breakpoints(self, t_end: float) -> list[float]:
+        """Times in ``[0, t_end]`` where the waveform or its slope jumps (ms)."""
+        points = [self.start]
+        if self.kind in ("pulse", "ramp", "sine"):
+            points.append(self.start + self.duration)
+        elif self.kind == "pulse_train":
+            n_max = int(t_end // self.period) + 1
+            n = n_max if self.count is None else min(self.count, n_max)
+            for k in range(n):
+                points += [self.start + k * self.period, self.start + k * self.period + self.duration]
+        elif self.kind == "table":
+            points = list(self.times)
+        return [p for p in points if 0 < p < t_end and math.isfinite(p)]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named experiment: how long to run, which stimuli, which neurons to ablate.
+
+    Parameters
+    ----------
+    duration : float, ms
+    stimuli : tuple of str or Stimulus
+        Stimulus names (looked up in the circuit) or stimulus objects.
+    ablate : tuple of str
+        Neurons removed with all their synapses and gap junctions.
+    description : str
+    """
+
+    duration: float
+    stimuli: tuple = ()
+    ablate: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self):
+        duration = float(self.duration)
+        if not (math.isfinite(duration) and duration > 0):
+            _fail(f"must be a finite number of ms > 0, got {self.duration!r}", "duration")
+        object.__setattr__(self, "duration", duration)
+        stimuli = (self.stimuli,) if isinstance(self.stimuli, (str, Stimulus)) else tuple(self.stimuli)
+        for k, stim in enumerate(stimuli):
+            if not isinstance(stim, (str, Stimulus)):
+                _fail(f"must be a stimulus name or a Stimulus, got {stim!r}", f"stimuli[{k}]")
+        object.__setattr__(self, "stimuli", stimuli)
+        ablate = (self.ablate,) if isinstance(self.ablate, str) else tuple(self.ablate)
+        for k, name in enumerate(ablate):
+            if not isinstance(name, str):
+                _fail(f"must be a neuron name, got {name!r}", f"ablate[{k}]")
+        object.__setattr__(self, "ablate", ablate)

@@ -1,0 +1,117 @@
+"""What a run keeps: the Result type and the recorders that build it chunk by chunk.
+
+A recorder receives the output grid in chunks while the run goes (``open``, ``append``
+many times, ``close``), so a long run can stream to disk with bounded memory
+(:class:`neurosim.io.hdf5.HDF5Recorder`) or stay in memory (:class:`MemoryRecorder`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurosim.errors import CircuitError
+from neurosim.model import unknown_name_message
+
+#: how a run ended
+RUN_STATUSES = ("complete", "failed", "interrupted")
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What a recorder learns before the first sample.
+
+    Attributes
+    ----------
+    neuron_names : tuple of str
+        Recorded neurons, in column order.
+    n_samples : int
+        Rows the finished run will have (t = 0 included).
+    dt_out : float, ms
+    metadata : dict
+        Circuit, protocol, integrator and version information (JSON-able values).
+    """
+
+    neuron_names: tuple[str, ...]
+    n_samples: int
+    dt_out: float
+    metadata: dict
+
+
+@dataclass
+class Result:
+    """Traces of one run.
+
+    Attributes
+    ----------
+    t : ndarray, shape (n_samples,), ms
+    V : ndarray, shape (n_samples, n_recorded), mV
+    neuron_names : tuple of str
+        Column names of ``V``.
+    status : str
+        ``"complete"``, ``"failed"`` or ``"interrupted"``; a failed or interrupted run
+        holds the samples computed before it stopped.
+    message : str
+    stats : dict
+        Solver statistics: steps, rejected, rhs_evaluations, jacobians, wall_time_s.
+    metadata : dict
+    """
+
+    t: np.ndarray
+    V: np.ndarray
+    neuron_names: tuple[str, ...]
+    status: str = "complete"
+    message: str = ""
+    stats: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def v(self, name: str) -> np.ndarray:
+        """Trace of neuron ``name`` (mV), shape (n_samples,)."""
+        if name not in self.neuron_names:
+            raise CircuitError(unknown_name_message("recorded neuron", name, list(self.neuron_names)))
+        return self.V[:, self.neuron_names.index(name)]
+
+    def __repr__(self):
+        span = f"{self.t[-1]:g} ms" if self.t.size else "no samples"
+        return (f"Result({self.status}, {len(self.neuron_names)} neurons, {self.t.size} samples, "
+                f"{span})")
+
+
+class Recorder:
+    """Receives a run's output in chunks.  Subclasses implement the three calls."""
+
+    def open(self, header: RunHeader) -> None:
+        raise NotImplementedError
+
+    def append(self, t: np.ndarray, V: np.ndarray) -> None:
+        """Rows ``V`` (shape (m, n_recorded)) at times ``t`` (shape (m,))."""
+        raise NotImplementedError
+
+    def close(self, status: str, message: str, stats: dict) -> Result:
+        raise NotImplementedError
+
+
+class MemoryRecorder(Recorder):
+    """Keeps the run in preallocated arrays."""
+
+    def open(self, header):
+        self.header = header
+        self.t = np.empty(header.n_samples)
+        self.V = np.empty((header.n_samples, len(header.neuron_names)))
+        self.rows = 0
+
+    def append(self, t, V):
+        end = self.rows + t.shape[0]
+        self.t[self.rows:end] = t
+        self.V[self.rows:end] = V
+        self.rows = end
+
+    def close(self, status, message, stats):
+        return Result(self.t[:self.rows].copy(), self.V[:self.rows].copy(),
+                      self.header.neuron_names, status, message, dict(stats),
+                      dict(self.header.metadata))

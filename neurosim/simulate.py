@@ -1,0 +1,190 @@
+"""The public run API: compile, pick the integrator, run in chunks, feed a recorder."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from neurosim._version import __version__
+from neurosim.compile import compile_circuit, compile_drive, resolve_protocol
+from neurosim.errors import CircuitError, SimulationError
+from neurosim.integrators import OK, STATS_NAMES, describe_failure, make_integrator
+from neurosim.model import Circuit, Protocol
+from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
+
+#: default bound on |V| (mV); beyond it a run is declared diverged
+DEFAULT_V_BOUND = 1e5
+
+#: at most this many output values are held per chunk (bounded memory while streaming)
+CHUNK_VALUES = 1 << 20
+
+
+def _record_indices(compiled, record) -> np.ndarray:
+    if record is None:
+        return np.arange(compiled.n_neurons, dtype=np.int64)
+    names = [record] if isinstance(record, str) else list(record)
+    if not names:
+        raise CircuitError("record= is empty: nothing would be recorded")
+    return np.array([compiled.index(name) for name in names], dtype=np.int64)
+
+
+def _initial_state(compiled, v0) -> np.ndarray:
+    V = compiled.theta[3 * compiled.n_neurons:4 * compiled.n_neurons].copy()
+    if v0 is None:
+        return V
+    if isinstance(v0, dict):
+        for name, value in v0.items():
+            V[compiled.index(name)] = float(value)
+    else:
+        given = np.asarray(v0, dtype=np.float64)
+        if given.shape != V.shape:
+            raise CircuitError(f"v0 must have shape {V.shape} (one value per neuron), got {given.shape}")
+        V = given.copy()
+    if not np.all(np.isfinite(V)):
+        raise CircuitError("v0 must hold finite potentials (mV)")
+    return V
+
+
+def _progress_bar(progress, total: float):
+    if progress is True:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, unit="ms", desc="simulating", leave=False,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} ms [{elapsed}<{remaining}]")
+        return bar.update, bar.close
+    if callable(progress):
+        return progress, lambda: None
+    return None, lambda: None
+
+
+def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, stimuli=(),
+             ablate=(), integrator="dopri5", dt=None, rtol=None, atol=None, dt_out=None,
+             record=None, v0=None, theta=None, recorder: Recorder | None = None,
+             progress=None, v_bound: float = DEFAULT_V_BOUND,
+             raise_on_failure: bool = True) -> Result:
+    """Simulate ``circuit`` under a protocol and return the recorded traces.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    protocol : str or Protocol, optional
+        A protocol of the circuit by name, or a Protocol object.  Omit it and give
+        ``duration`` (with optional ``stimuli``) for an ad-hoc run.
+    duration : float, ms, optional
+    stimuli : sequence of Stimulus or str
+        Stimuli of an ad-hoc run (objects, or names of the circuit's stimuli).
+    ablate : sequence of str
+        Neurons removed (with all their connections) in addition to the protocol's.
+    integrator : str or Integrator
+        One of ``euler, rk4, exp_euler, ltc, dopri5, rosenbrock23``, or an instance.
+    dt : float, ms
+        Fixed step (fixed-step methods) or first step (adaptive ones).
+    rtol, atol : float
+        Tolerances of the adaptive methods (defaults 1e-6, 1e-6 mV).
+    dt_out : float, ms
+        Output grid spacing; default dt for fixed-step, 0.1 ms for adaptive methods.
+    record : sequence of str, optional
+        Neurons to record (default: all neurons after ablation).
+    v0 : dict or ndarray, optional
+        Initial potentials overriding the circuit's V0 (mV).
+    theta : ndarray, optional
+        A parameter vector replacing the circuit's (see :mod:`neurosim.compile`).
+    recorder : Recorder, optional
+        Where samples go (default: memory).  Pass an HDF5 recorder to stream to disk.
+    progress : bool or callable, optional
+        True shows a progress bar; a callable receives the model time advanced (ms).
+    v_bound : float, mV
+        |V| beyond this stops the run as diverged.
+    raise_on_failure : bool
+        Raise SimulationError (holding the partial result as ``.result``) on numerical
+        failure; if False, return the partial result with ``status == "failed"``.
+
+    Returns
+    -------
+    Result
+
+    Examples
+    --------
+    >>> from neurosim.model import Circuit, Neuron
+    >>> c = Circuit("one", (Neuron("A", C=10.0, g_L=1.0, E_L=-70.0, V0=-50.0),))
+    >>> r = simulate(c, duration=10.0, integrator="exp_euler", dt=0.1)
+    >>> round(float(r.v("A")[-1]), 4)  # -70 + 20·exp(-10/10)
+    -62.6424
+    """
+    if duration is not None:
+        if protocol is not None:
+            raise CircuitError("give either protocol= or duration=, not both")
+        protocol_name, proto = "(inline)", Protocol(duration, stimuli=tuple(stimuli))
+    else:
+        if stimuli:
+            raise CircuitError("stimuli= goes with duration=; a protocol brings its own stimuli")
+        protocol_name, proto = resolve_protocol(circuit, protocol)
+    gone = tuple(proto.ablate) + tuple(ablate)
+    compiled = compile_circuit(circuit, ablate=gone)
+    if theta is not None:
+        compiled = compiled.with_theta(theta)
+    survivors = set(compiled.neuron_names)
+    resolved = []
+    for stim in circuit.resolve_stimuli(proto):
+        targets = tuple(t for t in stim.targets if t in survivors)
+        if targets:
+            resolved.append(dataclasses.replace(stim, target=targets))
+    method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
+    dt_out, n_rows = method.plan(proto.duration, dt_out)
+    drive = compile_drive(compiled, resolved, proto.duration)
+    record_idx = _record_indices(compiled, record)
+    V = _initial_state(compiled, v0)
+    v_bound = float(v_bound)
+    if not v_bound > 0:
+        raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
+
+    names = tuple(compiled.neuron_names[i] for i in record_idx)
+    metadata = {
+        "circuit": circuit.name, "protocol": protocol_name, "duration_ms": proto.duration,
+        "ablated": list(gone), "stimuli": [s if isinstance(s, str) else s.kind for s in proto.stimuli],
+        "integrator": method.name, "integrator_options": method.options(), "dt_out_ms": dt_out,
+        "v_bound_mV": v_bound, "neurosim_version": __version__}
+    recorder = MemoryRecorder() if recorder is None else recorder
+    recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata))
+
+    stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
+    recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
+
+    chunk = max(1, min(n_rows, max(256, math.ceil(n_rows / 100)),
+                       CHUNK_VALUES // max(1, len(names))))
+    advance_progress, close_progress = _progress_bar(progress, proto.duration)
+    started = time.perf_counter()
+    status, row = OK, 0
+
+    def stats():
+        out = {k: int(v) for k, v in zip(STATS_NAMES, stepper.stats)}
+        out["wall_time_s"] = time.perf_counter() - started
+        return out
+
+    try:
+        while row < n_rows and status == OK:
+            m = min(chunk, n_rows - row)
+            out_V = np.empty((m, len(names)))
+            status = stepper.advance(out_V)
+            if status == OK:
+                recorder.append(np.arange(row + 1, row + m + 1) * dt_out, out_V)
+                row += m
+                if advance_progress:
+                    advance_progress(m * dt_out)
+    except BaseException as exc:
+        close_progress()
+        recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
+                                      f"({type(exc).__name__})", stats())
+        raise
+    close_progress()
+    if status == OK:
+        return recorder.close("complete", "completed", stats())
+    message = describe_failure(status, stepper)
+    result = recorder.close("failed", message, stats())
+    if raise_on_failure:
+        error = SimulationError(message)
+        error.result = result
+        raise error
+    return result

@@ -1,0 +1,129 @@
+"""The one unit table of neurosim.
+
+Every number inside the engine is in **mV, ms, nS, pF, pA** (and 1/mV for sigmoid
+slopes).  These are mutually consistent: pF/nS = ms and nS·mV = pA, so no conversion
+factor ever appears in a kernel.  This module turns user input such as ``"50 pF"``,
+``"0.1 uS"`` or ``"0.1 /mV"`` into those units, and refuses a quantity of the wrong
+dimension.
+
+Examples
+--------
+>>> parse_quantity("0.004 nF", "capacitance")
+4.0
+>>> parse_quantity("0.1 uS", "conductance")
+100.0
+>>> parse_quantity(-70, "voltage")
+-70.0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+#: dimension -> (engine unit symbol, SI base symbol, size of the engine unit in SI)
+DIMENSIONS: dict[str, tuple[str, str, float]] = {
+    "voltage": ("mV", "V", 1e-3),
+    "time": ("ms", "s", 1e-3),
+    "conductance": ("nS", "S", 1e-9),
+    "capacitance": ("pF", "F", 1e-12),
+    "current": ("pA", "A", 1e-12),
+    "frequency": ("Hz", "Hz", 1.0),
+    "inverse_voltage": ("1/mV", "/V", 1e3),
+    "dimensionless": ("1", "", 1.0),
+}
+
+#: the engine unit of each dimension, for docs and HDF5 attributes
+ENGINE_UNITS: dict[str, str] = {dim: spec[0] for dim, spec in DIMENSIONS.items()}
+
+_PREFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "μ": 1e-6,
+             "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6}
+
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
+
+
+def _unit_scale(unit: str, dimension: str) -> float | None:
+    """Size of ``unit`` in SI for ``dimension``, or None if it is not a unit of it."""
+    base = DIMENSIONS[dimension][1]
+    if dimension == "inverse_voltage":
+        for lead in ("1/", "/"):
+            if unit.startswith(lead):
+                scale = _unit_scale(unit[len(lead):], "voltage")
+                return None if scale is None else 1.0 / scale
+        return None
+    if dimension == "dimensionless":
+        return 1.0 if unit in ("", "1") else None
+    if dimension == "frequency":
+        scales = {"Hz": 1.0, "kHz": 1e3, "mHz": 1e-3, "/s": 1.0, "1/s": 1.0,
+                  "/ms": 1e3, "1/ms": 1e3}
+        return scales.get(unit)
+    if unit.endswith(base):
+        prefix = unit[: len(unit) - len(base)]
+        if prefix in _PREFIXES:
+            return _PREFIXES[prefix]
+    return None
+
+
+def allowed_units(dimension: str) -> list[str]:
+    """A few accepted spellings of ``dimension``, for error messages."""
+    examples = {
+        "voltage": ["mV", "V", "uV"], "time": ["ms", "s", "us"],
+        "conductance": ["nS", "uS", "pS", "mS"], "capacitance": ["pF", "nF", "uF"],
+        "current": ["pA", "nA", "fA"], "frequency": ["Hz", "kHz", "1/ms"],
+        "inverse_voltage": ["1/mV", "/mV", "1/V"], "dimensionless": ["(no unit)"],
+    }
+    return examples[dimension]
+
+
+def parse_quantity(value: object, dimension: str) -> float:
+    """Convert ``value`` to the engine unit of ``dimension``.
+
+    Parameters
+    ----------
+    value : float, int or str
+        A bare number is taken to be in the engine unit already; a string is a number
+        followed by a unit, e.g. ``"50 pF"``.
+    dimension : str
+        One of :data:`DIMENSIONS`.
+
+    Returns
+    -------
+    float
+        The value in the engine unit (mV, ms, nS, pF, pA, Hz or 1/mV).
+
+    Raises
+    ------
+    ValueError
+        The value is not a finite number, or its unit is not one of ``dimension``.
+    """
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}; known: {', '.join(DIMENSIONS)}")
+    engine_unit = DIMENSIONS[dimension][0]
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number in {engine_unit}, got the boolean {value}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        match = _QUANTITY.match(value)
+        if match is None:
+            raise ValueError(
+                f"cannot read {value!r} as a quantity; write a number and a unit, "
+                f"e.g. '1.5 {engine_unit}'")
+        unit = match.group(2).replace(" ", "")
+        if unit in ("", engine_unit):
+            scale = 1.0
+        else:
+            si = _unit_scale(unit, dimension)
+            if si is None:
+                raise ValueError(
+                    f"{value!r} is not a {dimension.replace('_', ' ')}; allowed units: "
+                    f"{', '.join(allowed_units(dimension))}")
+            scale = si / DIMENSIONS[dimension][2]
+        number = float(match.group(1)) * scale
+    else:
+        raise ValueError(
+            f"expected a number in {engine_unit} or a string such as '1.5 {engine_unit}', "
+            f"got {type(value).__name__} {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
