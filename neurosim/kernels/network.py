@@ -60,11 +60,22 @@ def waveform(kind, p, t, left, tab_t, tab_v):
         shape = 1.0 if inside else 0.0
     elif kind == PULSE_TRAIN:
         if started:
-            k = math.floor(rel / p[P_PERIOD])
-            phase = rel - k * p[P_PERIOD]
+            period = p[P_PERIOD]
+            # Snap to the pulse edges: rel − k·period rounds, and the edges are where
+            # the adaptive step lands (test_waveform_kernel_matches_stimulus_value).
+            snap = 1e-9 * period
+            k = math.floor(rel / period)
+            phase = rel - k * period
+            if period - phase < snap:
+                k += 1.0
+                phase = 0.0
+            elif phase < snap:
+                phase = 0.0
+            elif abs(phase - p[P_DURATION]) < snap:
+                phase = p[P_DURATION]
             if left and phase == 0.0:
                 k -= 1.0
-                phase = p[P_PERIOD]
+                phase = period
             on = (phase > 0.0 and phase <= p[P_DURATION]) if left else phase < p[P_DURATION]
             if on and k < p[P_COUNT]:
                 shape = 1.0

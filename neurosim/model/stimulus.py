@@ -149,10 +149,13 @@ class Stimulus:
         elif self.kind == "pulse":
             shape = inside.astype(float)
         elif self.kind == "pulse_train":
-            phase = np.mod(rel, self.period)
-            shape = ((rel >= 0) & (phase < self.duration)).astype(float)
+            n_pulses = int(np.max(rel, initial=0.0) // self.period) + 1
             if self.count is not None:
-                shape = np.where(rel < self.count * self.period, shape, 0.0)
+                n_pulses = min(n_pulses, self.count)
+            onsets = self.start + self.period * np.arange(n_pulses)
+            shape = np.zeros_like(t)
+            for onset in onsets:
+                shape[(t >= onset) & (t < onset + self.duration)] = 1.0
         elif self.kind == "ramp":
             shape = np.where(inside, rel / self.duration, 0.0)
         elif self.kind == "sine":
