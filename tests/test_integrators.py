@@ -114,7 +114,7 @@ def test_rk4_blows_up_where_the_stiff_method_is_stable():
     # dt = 80 τ_A: the first step misses the initial layer by a few mV, L-stability
     # damps that at once and the error stays below 0.1 mV from t = 0.5 ms on
     assert np.max(np.abs(r.V[10:] - expected[10:])) < 0.1
-    assert np.max(np.abs(r.V[-1] - expected[-1])) < 1e-3
+    assert np.max(np.abs(r.V[-1] - expected[-1])) < 5e-3
     adaptive = ns.simulate(circuit, duration=20.0, integrator="rosenbrock23", rtol=1e-6)
     assert adaptive.stats["steps"] < 200
 
