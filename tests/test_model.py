@@ -1,0 +1,112 @@
+"""Model validation, ablation and simulate's argument checks."""
+
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim.compile import compile_circuit
+from reference import random_circuit
+
+
+def test_ablation_equals_deleting_the_neuron():
+    circuit, stimuli = random_circuit(3, 8, p_syn=0.4, p_gap=0.3)
+    ablated = ns.simulate(circuit, duration=10.0, stimuli=stimuli, ablate=["N2", "N5"],
+                          integrator="rk4", dt=0.01, dt_out=0.1)
+    kept = lambda *names: not {"N2", "N5"} & set(names)  # noqa: E731
+    deleted = ns.Circuit(
+        "by hand", tuple(n for n in circuit.neurons if kept(n.name)),
+        tuple(s for s in circuit.synapses if kept(s.pre, s.post)),
+        tuple(g for g in circuit.gap_junctions if kept(g.a, g.b)))
+    expected = ns.simulate(deleted, duration=10.0, stimuli=stimuli, integrator="rk4", dt=0.01,
+                           dt_out=0.1)
+    assert ablated.neuron_names == expected.neuron_names
+    np.testing.assert_array_equal(ablated.V, expected.V)
+    assert len(compile_circuit(circuit, ablate=["N2", "N5"]).circuit.synapses) == \
+        sum(kept(s.pre, s.post) for s in circuit.synapses)
+
+
+def test_relabelling_neurons_permutes_the_traces():
+    circuit, stimuli = random_circuit(4, 7, n_clamped=1)
+    order = [3, 0, 6, 1, 5, 2, 4]
+    shuffled = circuit.replace(neurons=tuple(circuit.neurons[i] for i in order))
+    a = ns.simulate(circuit, duration=8.0, stimuli=stimuli, rtol=1e-10, atol=1e-10)
+    b = ns.simulate(shuffled, duration=8.0, stimuli=stimuli, rtol=1e-10, atol=1e-10)
+    for name in circuit.neuron_names:
+        np.testing.assert_allclose(a.v(name), b.v(name), atol=1e-7)
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: ns.Neuron("A", C=0.0), "C: must be > 0"),
+    (lambda: ns.Neuron("A", g_L=-1.0), "g_L: must be >= 0"),
+    (lambda: ns.Neuron("A", E_L=float("nan")), "E_L: must be a finite number"),
+    (lambda: ns.Neuron(""), "non-empty name"),
+    (lambda: ns.Synapse("A", "B", w=-0.1), "w: must be >= 0"),
+    (lambda: ns.Synapse("A", "B", kappa=2.0), r"kappa: must be in \[0, 1\]"),
+    (lambda: ns.GapJunction("A", "A"), "two different neurons"),
+    (lambda: ns.Stimulus("spike", "A"), "unknown stimulus kind 'spike'; allowed: step, pulse"),
+    (lambda: ns.Stimulus("pulse", "A"), "needs a finite duration"),
+    (lambda: ns.Stimulus("pulse_train", "A", duration=2.0, period=1.0), "period"),
+    (lambda: ns.Stimulus("table", "A", times=(1.0, 0.5), values=(1.0, 2.0)), "increase"),
+    (lambda: ns.Stimulus("step", "A", quantity="charge"), "allowed: current, voltage"),
+    (lambda: ns.Protocol(duration=-5.0), "duration: must be a finite number of ms > 0"),
+])
+def test_invalid_objects_are_refused_with_the_field_named(build, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        build()
+
+
+def two_neurons(**extra):
+    return dict(name="c", neurons=(ns.Neuron("AVA"), ns.Neuron("AVB")), **extra)
+
+
+@pytest.mark.parametrize("extra,match", [
+    ({"synapses": (ns.Synapse("AVA", "AVX"),)},
+     r"synapses\[0\].post: unknown neuron 'AVX'; known: AVA, AVB. Did you mean 'AV[AB]'\?"),
+    ({"synapses": (ns.Synapse("AVA", "AVB"), ns.Synapse("AVA", "AVB"))}, "duplicate synapse"),
+    ({"gap_junctions": (ns.GapJunction("AVA", "AVB"), ns.GapJunction("AVB", "AVA"))},
+     "duplicate gap junction"),
+    ({"protocols": {"p": ns.Protocol(10.0, stimuli=("nope",))}},
+     r"protocols.p.stimuli\[0\]: unknown stimulus 'nope'"),
+    ({"protocols": {"p": ns.Protocol(10.0, ablate=("AVC",))}}, r"protocols.p.ablate\[0\]"),
+    ({"stimuli": {"s": ns.Stimulus("step", "XYZ")}}, "stimuli.s.target: unknown neuron 'XYZ'"),
+])
+def test_invalid_circuits_name_the_path(extra, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        ns.Circuit(**two_neurons(**extra))
+
+
+def test_duplicate_neuron_names_are_refused():
+    with pytest.raises(ns.CircuitError, match=r"neurons\[1\].name: duplicate neuron name 'A'"):
+        ns.Circuit("c", (ns.Neuron("A"), ns.Neuron("A")))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"integrator": "rk45"}, "unknown integrator 'rk45'; allowed: euler, rk4"),
+    ({"integrator": "rk4", "dt": 0.03, "dt_out": 0.1}, "whole multiple of dt"),
+    ({"integrator": "rk4", "rtol": 1e-3}, "fixed-step method"),
+    ({"rtol": -1.0}, "`rtol` must be a positive number"),
+    ({"record": []}, "nothing would be recorded"),
+    ({"record": ["B"]}, "unknown neuron 'B'"),
+    ({"v0": [1.0, 2.0]}, "v0 must have shape"),
+    ({"dt_out": 50.0}, "longer than the run"),
+])
+def test_simulate_refuses_bad_arguments(kwargs, match):
+    circuit = ns.Circuit("c", (ns.Neuron("A"),))
+    with pytest.raises(ns.CircuitError, match=match):
+        ns.simulate(circuit, duration=10.0, **kwargs)
+
+
+def test_theta_vector_is_validated_by_name():
+    circuit = ns.Circuit("c", (ns.Neuron("A"), ns.Neuron("B")), (ns.Synapse("A", "B"),))
+    compiled = compile_circuit(circuit)
+    theta = compiled.theta.copy()
+    theta[compiled.param_index("synapses[A->B].w")] = -1.0
+    with pytest.raises(ns.CircuitError, match=r"synapses\[A->B\].w: must be >= 0"):
+        ns.simulate(circuit, duration=1.0, theta=theta)
+
+
+def test_nonfinite_parameter_run_fails_loudly():
+    circuit = ns.Circuit("c", (ns.Neuron("A", C=1e-9, g_L=100.0, V0=0.0),))
+    with pytest.raises(ns.SimulationError, match="neuron 'A' at t = .*try a smaller dt") as info:
+        ns.simulate(circuit, duration=1.0, integrator="euler", dt=0.1)
+    assert info.value.result.status == "failed"
