@@ -1,0 +1,424 @@
+"""Circuit YAML ⇄ model objects.
+
+Structure and units are checked with pydantic models; every error is reported as
+``FILE:LINE: key.path: what was found; what is allowed``.  The line comes from the
+YAML node of the offending value (or of its closest parent that exists in the file).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from neurosim.errors import CircuitError
+from neurosim.model import (QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
+                            Neuron, Protocol, Stimulus, Synapse)
+from neurosim.units import parse_quantity
+
+
+def _quantity(dimension: str):
+    return Annotated[float, BeforeValidator(lambda value: parse_quantity(value, dimension))]
+
+
+Voltage = _quantity("voltage")
+Time = _quantity("time")
+Conductance = _quantity("conductance")
+Capacitance = _quantity("capacitance")
+Frequency = _quantity("frequency")
+InverseVoltage = _quantity("inverse_voltage")
+Number = _quantity("dimensionless")
+Name = Annotated[str, Field(min_length=1)]
+Raw = float | str  # converted once the stimulus' quantity (pA or mV) is known
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class NeuronDefaults(_Spec):
+    C: Capacitance | None = None
+    g_L: Conductance | None = None
+    E_L: Voltage | None = None
+    V0: Voltage | None = None
+    clamp: Voltage | None = None
+
+
+class NeuronSpec(NeuronDefaults):
+    name: Name
+
+
+class SynapseDefaults(_Spec):
+    w: Conductance | None = None
+    E: Voltage | None = None
+    type: Literal["excitatory", "inhibitory"] | None = None
+    mu: Voltage | None = None
+    nu: InverseVoltage | None = None
+    kappa: Number | None = None
+
+
+class SynapseSpec(SynapseDefaults):
+    pre: Name
+    post: Name
+
+
+class GapDefaults(_Spec):
+    g: Conductance | None = None
+
+
+class GapSpec(GapDefaults):
+    a: Name
+    b: Name
+
+
+class DefaultsSpec(_Spec):
+    neuron: NeuronDefaults = NeuronDefaults()
+    synapse: SynapseDefaults = SynapseDefaults()
+    gap_junction: GapDefaults = GapDefaults()
+
+
+class StimulusSpec(_Spec):
+    kind: Literal[tuple(STIMULUS_KINDS)]
+    target: Name | list[Name]
+    quantity: Literal[QUANTITIES] = "current"
+    amplitude: Raw | None = None
+    offset: Raw | None = None
+    start: Time | None = None
+    duration: Time | None = None
+    period: Time | None = None
+    count: int | None = None
+    frequency: Frequency | None = None
+    phase: Number | None = None
+    times: list[Time] | None = None
+    values: list[Raw] | None = None
+
+
+class ProtocolSpec(_Spec):
+    duration: Time
+    stimuli: list[Name] = []
+    ablate: list[Name] = []
+    description: str = ""
+
+
+class CircuitSpec(_Spec):
+    name: Name
+    description: str = ""
+    defaults: DefaultsSpec = DefaultsSpec()
+    neurons: list[NeuronSpec] = Field(min_length=1)
+    synapses: list[SynapseSpec] = []
+    gap_junctions: list[GapSpec] = []
+    stimuli: dict[Name, StimulusSpec] = {}
+    protocols: dict[Name, ProtocolSpec] = {}
+    readouts: dict[Name, dict[str, Any]] = {}
+
+
+# --- reading YAML with line numbers -------------------------------------------------
+
+def _parent(path: str) -> str:
+    """'synapses[3].pre' → 'synapses[3]' → 'synapses' → ''."""
+    return re.sub(r"(^|\.)[^.\[\]]+$|\[\d+\]$", "", path)
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+class _LineMap:
+    """YAML text → (data, {key path: line})."""
+
+    def __init__(self, text: str, source: str):
+        self.source = source
+        self.lines: dict[str, int] = {}
+        try:
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                self.data = self._walk(node, "", loader) if node is not None else None
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else None
+            problem = exc.problem or str(exc)
+            raise CircuitError(f"invalid YAML: {problem}", file=source, line=line) from None
+        except yaml.YAMLError as exc:
+            raise CircuitError(f"invalid YAML: {exc}", file=source) from None
+
+    def _walk(self, node, path, loader):
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
+                    raise CircuitError(f"keys must be names, got {key!r}", path=path or None,
+                                       file=self.source, line=key_node.start_mark.line + 1)
+                key = str(key)
+                child = _join(path, key)
+                if key in out:
+                    raise CircuitError(f"duplicate key {key!r}", path=child, file=self.source,
+                                       line=key_node.start_mark.line + 1)
+                out[key] = self._walk(value_node, child, loader)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._walk(item, _join(path, k), loader) for k, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    def line_of(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = _parent(path)
+        return self.lines.get("")
+
+
+def _allowed_keys(spec_model, loc_path) -> list[str]:
+    model = spec_model
+    for part in loc_path:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            if model is CircuitSpec or not issubclass(model, _Spec):
+                return []
+            continue
+        model = _submodel(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _submodel(annotation):
+    """The pydantic model inside list[...] / dict[..., ...] / X | None, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict, lines: _LineMap) -> CircuitError:
+    loc = [p for p in error["loc"]]
+    path = ""
+    data_path = []
+    for part in loc:
+        candidate = _join(path, part)
+        if candidate in lines.lines or error["type"] in ("missing", "extra_forbidden"):
+            path = candidate
+            data_path.append(part)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(data_path[-1])
+        allowed = _allowed_keys(CircuitSpec, data_path[:-1])
+        message = f"unknown key {key!r}; allowed: {', '.join(allowed)}"
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if close:
+            message += f". Did you mean {close[0]!r}?"
+    elif kind == "missing":
+        message = f"missing required key {str(data_path[-1])!r}"
+        return CircuitError(message, path=path, file=lines.source,
+                            line=lines.line_of(_parent(path)))
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = f"expected a mapping (key: value, ...), got {error['input']!r}"
+    elif kind == "list_type":
+        message = f"expected a list, got {error['input']!r}"
+    elif kind == "literal_error":
+        message = f"got {error['input']!r}; allowed: {error['ctx']['expected']}"
+    else:
+        message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+    return CircuitError(message, path=path or None, file=lines.source, line=lines.line_of(path))
+
+
+def _first_error(exc: ValidationError, lines: _LineMap) -> CircuitError:
+    errors = exc.errors(include_url=False)
+    # a union (e.g. target: str | list[str]) reports one error per branch: keep the first
+    described = _describe(errors[0], lines)
+    others = len({tuple(e["loc"][:-1]) for e in errors[1:]} - {tuple(errors[0]["loc"][:-1])})
+    if others:
+        described = CircuitError(f"{described.message} (and {others} more problem"
+                                 f"{'s' if others > 1 else ''})", path=described.path,
+                                 file=described.file, line=described.line)
+    return described
+
+
+# --- spec → model --------------------------------------------------------------------
+
+def _merge(defaults: BaseModel, spec: BaseModel) -> dict:
+    merged = {k: v for k, v in defaults.model_dump().items() if v is not None}
+    merged.update({k: v for k, v in spec.model_dump().items() if v is not None})
+    return merged
+
+
+def _synapse(fields: dict) -> Synapse:
+    syn_type = fields.pop("type", None)
+    if syn_type is not None:
+        if "E" in fields and fields["E"] != SYNAPSE_TYPES[syn_type]:
+            raise CircuitError(f"type {syn_type!r} means E = {SYNAPSE_TYPES[syn_type]} mV but "
+                               f"E = {fields['E']} mV is given; give one of them", path="E")
+        fields["E"] = SYNAPSE_TYPES[syn_type]
+    return Synapse(**fields)
+
+
+def _stimulus(spec: StimulusSpec) -> Stimulus:
+    dimension = "current" if spec.quantity == "current" else "voltage"
+    fields = {k: v for k, v in spec.model_dump().items() if v is not None}
+    for key in ("amplitude", "offset"):
+        if key in fields:
+            try:
+                fields[key] = parse_quantity(fields[key], dimension)
+            except ValueError as exc:
+                raise CircuitError(str(exc), path=key) from None
+    if "values" in fields:
+        converted = []
+        for k, value in enumerate(fields["values"]):
+            try:
+                converted.append(parse_quantity(value, dimension))
+            except ValueError as exc:
+                raise CircuitError(str(exc), path=f"values[{k}]") from None
+        fields["values"] = tuple(converted)
+    if "times" in fields:
+        fields["times"] = tuple(fields["times"])
+    if isinstance(fields["target"], list):
+        fields["target"] = tuple(fields["target"])
+    return Stimulus(**fields)
+
+
+def _build(spec: CircuitSpec, lines: _LineMap) -> Circuit:
+    def located(err: CircuitError, prefix: str) -> CircuitError:
+        path = f"{prefix}.{err.path}" if err.path and prefix else err.path or prefix
+        return CircuitError(err.message, path=path, file=lines.source, line=lines.line_of(path))
+
+    d = spec.defaults
+    parts: dict[str, Any] = {"neurons": [], "synapses": [], "gap_junctions": [], "stimuli": {},
+                             "protocols": {}}
+    builders = (("neurons", spec.neurons, lambda s: Neuron(**_merge(d.neuron, s))),
+                ("synapses", spec.synapses, lambda s: _synapse(_merge(d.synapse, s))),
+                ("gap_junctions", spec.gap_junctions, lambda s: GapJunction(**_merge(d.gap_junction, s))))
+    for key, items, build in builders:
+        for k, item in enumerate(items):
+            try:
+                parts[key].append(build(item))
+            except CircuitError as err:
+                raise located(err, f"{key}[{k}]") from None
+    for name, item in spec.stimuli.items():
+        try:
+            parts["stimuli"][name] = _stimulus(item)
+        except CircuitError as err:
+            raise located(err, f"stimuli.{name}") from None
+    for name, item in spec.protocols.items():
+        try:
+            parts["protocols"][name] = Protocol(item.duration, tuple(item.stimuli),
+                                                tuple(item.ablate), item.description)
+        except CircuitError as err:
+            raise located(err, f"protocols.{name}") from None
+    try:
+        return Circuit(spec.name, tuple(parts["neurons"]), tuple(parts["synapses"]),
+                       tuple(parts["gap_junctions"]), parts["stimuli"], parts["protocols"],
+                       spec.readouts)
+    except CircuitError as err:
+        raise located(err, "") from None
+
+
+def loads_circuit(text: str, source: str = "<string>") -> Circuit:
+    """A Circuit from YAML text; errors name ``source``, the line and the key path."""
+    lines = _LineMap(text, source)
+    if not isinstance(lines.data, dict):
+        found = "an empty document" if lines.data is None else type(lines.data).__name__
+        raise CircuitError(f"a circuit file is a mapping with keys name, neurons, ...; "
+                           f"found {found}", file=source, line=1)
+    try:
+        spec = CircuitSpec.model_validate(lines.data)
+    except ValidationError as exc:
+        raise _first_error(exc, lines) from None
+    return _build(spec, lines)
+
+
+def load_circuit(path) -> Circuit:
+    """Read a circuit YAML file.
+
+    Examples
+    --------
+    >>> c = load_circuit("circuits/examples/three_cells.yaml")  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CircuitError(f"cannot read circuit file: {exc.strerror}", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CircuitError(f"not a UTF-8 text file (byte {exc.start})", file=str(path)) from None
+    return loads_circuit(text, str(path))
+
+
+# --- model → YAML --------------------------------------------------------------------
+
+_STIMULUS_DEFAULTS = {"amplitude": 1.0, "quantity": "current", "offset": 0.0, "start": 0.0,
+                      "duration": math.inf, "period": None, "count": None, "frequency": None,
+                      "phase": 0.0, "times": None, "values": None}
+
+
+def circuit_to_dict(circuit: Circuit) -> dict:
+    """Plain data with every value in engine units; ``load(dump(c)) == c``."""
+    def neuron(n: Neuron):
+        out = {"name": n.name, "C": n.C, "g_L": n.g_L, "E_L": n.E_L}
+        out.update({k: getattr(n, k) for k in ("V0", "clamp") if getattr(n, k) is not None})
+        return out
+
+    def stimulus(s: Stimulus):
+        out = {"kind": s.kind, "target": s.targets[0] if len(s.targets) == 1 else list(s.targets)}
+        for key, default in _STIMULUS_DEFAULTS.items():
+            value = getattr(s, key)
+            if value != default:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def protocol(p: Protocol):
+        out = {"duration": p.duration}
+        for key in ("stimuli", "ablate"):
+            if getattr(p, key):
+                names = getattr(p, key)
+                if not all(isinstance(x, str) for x in names):
+                    raise CircuitError("only protocols that name their stimuli can be saved; "
+                                       "add the stimuli to circuit.stimuli", path=key)
+                out[key] = list(names)
+        if p.description:
+            out["description"] = p.description
+        return out
+
+    data: dict[str, Any] = {"name": circuit.name,
+                            "neurons": [neuron(n) for n in circuit.neurons]}
+    if circuit.synapses:
+        data["synapses"] = [{"pre": s.pre, "post": s.post, "w": s.w, "E": s.E, "mu": s.mu,
+                             "nu": s.nu, "kappa": s.kappa} for s in circuit.synapses]
+    if circuit.gap_junctions:
+        data["gap_junctions"] = [{"a": g.a, "b": g.b, "g": g.g} for g in circuit.gap_junctions]
+    if circuit.stimuli:
+        data["stimuli"] = {name: stimulus(s) for name, s in circuit.stimuli.items()}
+    if circuit.protocols:
+        data["protocols"] = {name: protocol(p) for name, p in circuit.protocols.items()}
+    if circuit.readouts:
+        data["readouts"] = circuit.readouts
+    return data
+
+
+def dump_circuit(circuit: Circuit) -> str:
+    """YAML text of ``circuit`` (units: mV, ms, nS, pF, pA, Hz, 1/mV)."""
+    header = "# neurosim circuit; units: mV, ms, nS, pF, pA, Hz, 1/mV\n"
+    return header + yaml.safe_dump(circuit_to_dict(circuit), sort_keys=False,
+                                   default_flow_style=None, width=100, allow_unicode=True)
+
+
+def save_circuit(circuit: Circuit, path) -> None:
+    """Write ``circuit`` as YAML to ``path``."""
+    Path(path).write_text(dump_circuit(circuit), encoding="utf-8")
