@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurosim.errors import CircuitError
-from neurosim.model import unknown_name_message
+from neurosim.model import Circuit, unknown_name_message
 
 #: how a run ended
 RUN_STATUSES = ("complete", "failed", "interrupted")
@@ -31,12 +31,15 @@ class RunHeader:
     dt_out : float, ms
     metadata : dict
         Circuit, protocol, integrator and version information (JSON-able values).
+    circuit : Circuit, optional
+        The circuit as given (before ablation), for recorders that store it.
     """
 
     neuron_names: tuple[str, ...]
     n_samples: int
     dt_out: float
     metadata: dict
+    circuit: Circuit | None = None
 
 
 @dataclass

@@ -145,9 +145,9 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         "circuit": circuit.name, "protocol": protocol_name, "duration_ms": proto.duration,
         "ablated": list(gone), "stimuli": [s if isinstance(s, str) else s.kind for s in proto.stimuli],
         "integrator": method.name, "integrator_options": method.options(), "dt_out_ms": dt_out,
-        "v_bound_mV": v_bound, "neurosim_version": __version__}
+        "record": list(names), "v_bound_mV": v_bound, "neurosim_version": __version__}
     recorder = MemoryRecorder() if recorder is None else recorder
-    recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata))
+    recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
 
     stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
     recorder.append(np.zeros(1), stepper.V[record_idx][None, :])

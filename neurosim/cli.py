@@ -1,0 +1,201 @@
+"""``neurosim``: run, validate, inspect and plot circuits from the shell.
+
+A thin shell over the Python API.  Exit status: 0 ok, 1 the run failed numerically or
+was interrupted, 2 bad usage or bad input.  Errors are one line on stderr unless
+``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from neurosim._version import __version__
+from neurosim.errors import CircuitError, NeurosimError, SimulationError
+from neurosim.integrators import METHODS
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _output_paths(out: Path, protocols: list[str]) -> dict[str, Path]:
+    if len(protocols) == 1:
+        return {protocols[0]: out}
+    return {p: out.with_name(f"{out.stem}_{p}{out.suffix or '.h5'}") for p in protocols}
+
+
+def cmd_run(args) -> int:
+    from neurosim.io.hdf5 import HDF5Recorder
+    from neurosim.io.yaml import load_circuit
+    from neurosim.simulate import simulate
+
+    circuit = load_circuit(args.circuit)
+    if args.all:
+        protocols = list(circuit.protocols)
+        if not protocols:
+            raise CircuitError("--all: the circuit defines no protocols", file=args.circuit)
+    elif args.protocol:
+        protocols = [circuit.protocol(args.protocol) and args.protocol]
+    elif len(circuit.protocols) == 1:
+        protocols = list(circuit.protocols)
+    else:
+        raise CircuitError(f"choose --protocol (one of: {', '.join(circuit.protocols) or 'none'}) "
+                           "or --all", file=args.circuit)
+    outputs = _output_paths(Path(args.output), protocols)
+    status = EXIT_OK
+    for protocol, out in outputs.items():
+        recorder = HDF5Recorder(out, overwrite=args.overwrite,
+                                dtype="float32" if args.float32 else "float64")
+        try:
+            result = simulate(circuit, protocol, integrator=args.integrator, dt=args.dt,
+                              rtol=args.rtol, atol=args.atol, dt_out=args.dt_out,
+                              record=_names(args.record) if args.record else None,
+                              recorder=recorder, progress=sys.stderr.isatty() or None)
+        except SimulationError as exc:
+            print(f"neurosim: {protocol}: run failed: {exc} (partial result in {out})",
+                  file=sys.stderr)
+            status = EXIT_RUN_FAILED
+            continue
+        s = result.stats
+        print(f"{protocol}: {result.t.size} samples x {len(result.neuron_names)} neurons, "
+              f"{result.t[-1]:g} ms in {s['wall_time_s']:.3g} s ({args.integrator}: "
+              f"{s['steps']} steps, {s['rejected']} rejected) -> {out}")
+        if args.plot:
+            from neurosim.plot import plot_traces, save_figure
+            plot_out = Path(args.plot)
+            if len(outputs) > 1:
+                plot_out = plot_out.with_name(f"{plot_out.stem}_{protocol}{plot_out.suffix}")
+            save_figure(plot_traces(result), plot_out)
+            print(f"traces -> {plot_out}")
+    return status
+
+
+def cmd_validate(args) -> int:
+    from neurosim.io.yaml import load_circuit
+
+    c = load_circuit(args.circuit)
+    clamped = [n.name for n in c.neurons if n.clamp is not None]
+    print(f"{args.circuit}: OK: '{c.name}'")
+    print(f"  neurons       {c.n_neurons}: {', '.join(c.neuron_names)}")
+    if clamped:
+        print(f"  clamped       {', '.join(clamped)}")
+    exc = sum(s.E > -50.0 for s in c.synapses)
+    print(f"  synapses      {len(c.synapses)} ({exc} excitatory, {len(c.synapses) - exc} inhibitory)")
+    print(f"  gap junctions {len(c.gap_junctions)}")
+    print(f"  stimuli       {len(c.stimuli)}: {', '.join(c.stimuli) or '-'}")
+    print(f"  protocols     {len(c.protocols)}")
+    for name, p in c.protocols.items():
+        extra = f", ablate {', '.join(p.ablate)}" if p.ablate else ""
+        print(f"    {name}: {p.duration:g} ms, stimuli {', '.join(map(str, p.stimuli)) or '-'}{extra}")
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from neurosim.io.hdf5 import result_summary
+
+    info = result_summary(args.result)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    print(f"{args.result}: {info['status']}{'' if info['complete'] else ' (INCOMPLETE)'}")
+    print(f"  circuit   {info['circuit']} (sha256 {info['circuit_sha256'][:12]}...)")
+    print(f"  protocol  {info['protocol']}")
+    print(f"  samples   {info['samples']} up to t = {info['t_end_ms']:g} ms")
+    print(f"  neurons   {len(info['neurons'])}: {', '.join(info['neurons'])}")
+    opts = ", ".join(f"{k}={v}" for k, v in info["integrator_options"].items())
+    print(f"  integrator {info['integrator']} ({opts})")
+    print(f"  stats     {', '.join(f'{k}={v}' for k, v in info['stats'].items())}")
+    print(f"  message   {info['message']}")
+    print(f"  neurosim  {info['neurosim_version']}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from neurosim.io.hdf5 import load_result
+    from neurosim.plot import plot_traces, save_figure
+
+    result = load_result(args.result)
+    save_figure(plot_traces(result, _names(args.neurons) if args.neurons else None), args.output)
+    print(f"traces -> {args.output}")
+    return EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    from neurosim.io.yaml import load_circuit
+    from neurosim.plot import plot_graph, save_figure
+
+    save_figure(plot_graph(load_circuit(args.circuit)), args.output)
+    print(f"graph -> {args.output}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
+    parser.add_argument("--version", action="version", version=f"neurosim {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="simulate a protocol and record to HDF5",
+                         description="Simulate one protocol (or all) and stream traces to HDF5.")
+    run.add_argument("circuit", help="circuit YAML file")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--protocol", "-p", help="protocol name")
+    which.add_argument("--all", action="store_true",
+                       help="run every protocol; OUT gets the protocol name appended")
+    run.add_argument("--integrator", "-i", default="dopri5", choices=list(METHODS))
+    run.add_argument("--dt", type=float, help="step (fixed-step) or first step (adaptive), ms")
+    run.add_argument("--rtol", type=float, help="relative tolerance (adaptive)")
+    run.add_argument("--atol", type=float, help="absolute tolerance in mV (adaptive)")
+    run.add_argument("--dt-out", type=float, help="output sampling interval, ms")
+    run.add_argument("--record", help="comma-separated neurons to record (default: all)")
+    run.add_argument("--float32", action="store_true", help="store V as float32")
+    run.add_argument("--plot", metavar="PNG", help="also save the traces as a picture")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    run.add_argument("-o", "--output", required=True, metavar="OUT.h5")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a circuit file and summarise it")
+    validate.add_argument("circuit")
+    validate.set_defaults(func=cmd_validate)
+
+    info = sub.add_parser("info", help="describe a result file")
+    info.add_argument("result")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=cmd_info)
+
+    plot = sub.add_parser("plot", help="plot the traces of a result file")
+    plot.add_argument("result")
+    plot.add_argument("--neurons", help="comma-separated subset, in panel order")
+    plot.add_argument("-o", "--output", required=True, metavar="PNG")
+    plot.set_defaults(func=cmd_plot)
+
+    graph = sub.add_parser("graph", help="draw a circuit's connectivity")
+    graph.add_argument("circuit")
+    graph.add_argument("-o", "--output", required=True, metavar="PNG")
+    graph.set_defaults(func=cmd_graph)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("neurosim: interrupted; files written so far are marked incomplete", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except NeurosimError as exc:
+        if args.debug:
+            raise
+        print(f"neurosim: error: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED if isinstance(exc, SimulationError) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

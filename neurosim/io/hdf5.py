@@ -1,0 +1,176 @@
+"""HDF5 results: a recorder that streams while the run goes, and a reader.
+
+Layout (readable by any HDF5 tool)::
+
+    /time   (n_samples,)              float64, ms
+    /V      (n_samples, n_recorded)   float64 (or float32), mV, chunked by rows
+    attributes of /:
+        neuron_names, units, complete, status, message, integrator, integrator_options,
+        protocol, circuit_name, circuit_yaml, circuit_sha256, neurosim_version,
+        dt_out_ms, duration_ms, ablated, record, wall_time_s, stats, metadata (JSON)
+
+``complete`` is written False when the file is opened and set True only after the last
+sample is flushed, so a file left by a crash or Ctrl-C says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from neurosim.errors import ResultFileError
+from neurosim.io.yaml import dump_circuit
+from neurosim.record import Recorder, Result, RunHeader
+
+#: rows per HDF5 chunk of /V (also the flush granularity of a streaming run)
+CHUNK_ROWS = 4096
+
+FORMAT_VERSION = 1
+
+
+class HDF5Recorder(Recorder):
+    """Stream a run to ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+    overwrite : bool
+        Replace an existing file; otherwise an existing file is an error.
+    dtype : {"float64", "float32"}
+        Storage type of /V.
+    compression : str, optional
+        An h5py filter such as ``"gzip"``; off by default (it costs time while recording).
+    """
+
+    def __init__(self, path, *, overwrite: bool = False, dtype: str = "float64",
+                 compression: str | None = None):
+        self.path = Path(path)
+        if dtype not in ("float64", "float32"):
+            raise ResultFileError(f"dtype must be float64 or float32, got {dtype!r}")
+        if self.path.is_dir():
+            raise ResultFileError(f"{self.path} is a directory; give a file name such as run.h5")
+        if self.path.exists() and not overwrite:
+            raise ResultFileError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+        self.dtype = dtype
+        self.compression = compression
+        self.file = None
+
+    def open(self, header: RunHeader):
+        self.header = header
+        try:
+            self.file = h5py.File(self.path, "w")
+        except OSError as exc:
+            raise ResultFileError(f"cannot write {self.path}: {exc}") from None
+        n_rec = len(header.neuron_names)
+        rows = max(1, min(CHUNK_ROWS, header.n_samples))
+        self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8",
+                                             chunks=(rows,))
+        self.V = self.file.create_dataset("V", shape=(0, n_rec), maxshape=(None, n_rec),
+                                          dtype=self.dtype, chunks=(rows, n_rec),
+                                          compression=self.compression)
+        self.time.attrs["units"] = "ms"
+        self.V.attrs["units"] = "mV"
+        self.V.attrs["columns"] = np.array(header.neuron_names, dtype=h5py.string_dtype())
+        attrs = self.file.attrs
+        meta = header.metadata
+        attrs["format"] = "neurosim-result"
+        attrs["format_version"] = FORMAT_VERSION
+        attrs["complete"] = False
+        attrs["status"] = "running"
+        attrs["neuron_names"] = np.array(header.neuron_names, dtype=h5py.string_dtype())
+        attrs["units"] = json.dumps({"time": "ms", "V": "mV"})
+        attrs["integrator"] = meta.get("integrator", "")
+        attrs["integrator_options"] = json.dumps(meta.get("integrator_options", {}))
+        attrs["protocol"] = meta.get("protocol", "")
+        attrs["circuit_name"] = meta.get("circuit", "")
+        attrs["neurosim_version"] = meta.get("neurosim_version", "")
+        attrs["dt_out_ms"] = header.dt_out
+        attrs["metadata"] = json.dumps(meta)
+        if header.circuit is not None:
+            text = dump_circuit(header.circuit)
+            attrs["circuit_yaml"] = text
+            attrs["circuit_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        self.file.flush()
+
+    def append(self, t, V):
+        n0 = self.time.shape[0]
+        n1 = n0 + t.shape[0]
+        self.time.resize((n1,))
+        self.V.resize((n1, self.V.shape[1]))
+        self.time[n0:n1] = t
+        self.V[n0:n1] = V
+        if n1 // CHUNK_ROWS != n0 // CHUNK_ROWS:
+            self.file.flush()
+
+    def close(self, status, message, stats):
+        attrs = self.file.attrs
+        attrs["status"] = status
+        attrs["message"] = message
+        attrs["stats"] = json.dumps(stats)
+        attrs["wall_time_s"] = float(stats.get("wall_time_s", 0.0))
+        self.file.flush()
+        attrs["complete"] = status == "complete"
+        self.file.close()
+        self.file = None
+        return load_result(self.path)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def load_result(path) -> Result:
+    """Read a result file written by :class:`HDF5Recorder` into a :class:`Result`.
+
+    A file whose run was interrupted is read as it is, with ``status`` telling so.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultFileError(f"{path}: no such result file")
+    try:
+        with h5py.File(path, "r") as f:
+            if _text(f.attrs.get("format", "")) != "neurosim-result":
+                raise ResultFileError(f"{path} is an HDF5 file but not a neurosim result")
+            t = f["time"][...]
+            V = f["V"][...].astype(np.float64)
+            n = min(t.shape[0], V.shape[0])  # a killed writer may have resized one only
+            names = tuple(_text(x) for x in f.attrs["neuron_names"])
+            status = _text(f.attrs.get("status", "running"))
+            if status == "running":
+                status = "interrupted"
+            metadata = json.loads(_text(f.attrs.get("metadata", "{}")))
+            for key in ("circuit_yaml", "circuit_sha256"):
+                if key in f.attrs:
+                    metadata[key] = _text(f.attrs[key])
+            metadata["complete"] = bool(f.attrs.get("complete", False))
+            stats = json.loads(_text(f.attrs.get("stats", "{}")))
+            message = _text(f.attrs.get("message", "the run stopped before it closed the file"))
+    except OSError as exc:
+        raise ResultFileError(f"cannot read {path}: {exc}") from None
+    except KeyError as exc:
+        raise ResultFileError(f"{path} lacks {exc}; not a complete neurosim result") from None
+    return Result(t[:n], V[:n], names, status, message, stats, metadata)
+
+
+def result_summary(path) -> dict:
+    """Key facts of a result file without reading the traces."""
+    with h5py.File(Path(path), "r") as f:
+        return {"status": _text(f.attrs.get("status", "")),
+                "complete": bool(f.attrs.get("complete", False)),
+                "samples": int(f["time"].shape[0]),
+                "t_end_ms": float(f["time"][-1]) if f["time"].shape[0] else 0.0,
+                "neurons": [_text(x) for x in f.attrs["neuron_names"]],
+                "integrator": _text(f.attrs.get("integrator", "")),
+                "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),
+                "protocol": _text(f.attrs.get("protocol", "")),
+                "circuit": _text(f.attrs.get("circuit_name", "")),
+                "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
+                "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
+                "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
+                "message": _text(f.attrs.get("message", "")),
+                "size_bytes": os.path.getsize(path)}

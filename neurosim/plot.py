@@ -1,0 +1,112 @@
+"""Pictures: stacked voltage traces and the circuit's connectivity.
+
+Functions return a :class:`matplotlib.figure.Figure` built without pyplot, so they work
+on machines without a display and never touch global plotting state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from neurosim.model import Circuit
+from neurosim.record import Result
+
+#: a synapse whose reversal potential lies above this is drawn as excitatory (mV)
+EXCITATORY_ABOVE = -50.0
+
+COLORS = {"excitatory": "#c0392b", "inhibitory": "#2c6fbb", "gap": "#27ae60"}
+
+
+def plot_traces(result: Result, neurons=None, *, title: str | None = None, figure=None):
+    """One panel per neuron, shared time axis, potentials in mV.
+
+    Parameters
+    ----------
+    result : Result
+    neurons : sequence of str, optional
+        Which traces and in which order (default: all recorded).
+    title : str, optional
+        Default: circuit and protocol from the result's metadata.
+    """
+    from matplotlib.figure import Figure
+
+    names = list(result.neuron_names if neurons is None else neurons)
+    fig = figure or Figure(figsize=(8, 1.1 + 0.9 * len(names)), layout="constrained")
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        ax.plot(result.t, result.v(name), lw=1.2, color="#34495e")
+        ax.set_ylabel(f"{name}\n(mV)", rotation=0, ha="right", va="center", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].set_xlabel("time (ms)")
+    meta = result.metadata
+    if title is None:
+        title = f"{meta.get('circuit', '')} — {meta.get('protocol', '')}".strip(" —")
+        if not result.complete:
+            title += f" [{result.status}]"
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def circle_layout(names) -> dict[str, tuple[float, float]]:
+    n = len(names)
+    return {name: (math.cos(2 * math.pi * k / n + math.pi / 2),
+                   math.sin(2 * math.pi * k / n + math.pi / 2)) for k, name in enumerate(names)}
+
+
+def plot_graph(circuit: Circuit, *, positions=None, highlight=(), figure=None):
+    """Connectivity: excitatory (red arrows), inhibitory (blue, bar heads), gap (green dashed).
+
+    Line width grows with the synaptic weight ``w`` (or ``ĝ``).  Clamped neurons are drawn
+    as squares.  ``highlight`` is a collection of (pre, post) pairs drawn on top, thicker.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    pos = positions or circle_layout(circuit.neuron_names)
+    fig = figure or Figure(figsize=(7, 7), layout="constrained")
+    ax = fig.subplots()
+    weights = [s.w for s in circuit.synapses] + [g.g for g in circuit.gap_junctions]
+    scale = 3.0 / max(weights) if weights and max(weights) > 0 else 1.0
+    for gap in circuit.gap_junctions:
+        (xa, ya), (xb, yb) = pos[gap.a], pos[gap.b]
+        ax.plot([xa, xb], [ya, yb], ls="--", color=COLORS["gap"], lw=0.6 + gap.g * scale, zorder=1)
+    highlighted = set(map(tuple, highlight))
+    for syn in circuit.synapses:
+        kind = "excitatory" if syn.E > EXCITATORY_ABOVE else "inhibitory"
+        start, end = pos[syn.pre], pos[syn.post]
+        lw = 0.6 + syn.w * scale + (2.0 if (syn.pre, syn.post) in highlighted else 0.0)
+        if syn.pre == syn.post:
+            ax.annotate("", xy=(end[0] * 1.12, end[1] * 1.12 + 0.02), xytext=end,
+                        arrowprops=dict(arrowstyle="->", color=COLORS[kind], lw=lw,
+                                        connectionstyle="arc3,rad=1.5"))
+            continue
+        ax.annotate("", xy=end, xytext=start, zorder=2,
+                    arrowprops=dict(arrowstyle="-|>" if kind == "excitatory" else "-[",
+                                    color=COLORS[kind], lw=lw, shrinkA=14, shrinkB=14,
+                                    connectionstyle="arc3,rad=0.12", mutation_scale=14))
+    for neuron in circuit.neurons:
+        x, y = pos[neuron.name]
+        ax.scatter([x], [y], s=900, marker="s" if neuron.clamp is not None else "o",
+                   color="white", edgecolor="#2c3e50", lw=1.5, zorder=3)
+        ax.text(x, y, neuron.name, ha="center", va="center", fontsize=8, zorder=4)
+    ax.legend(handles=[Line2D([], [], color=COLORS["excitatory"], label="excitatory synapse"),
+                       Line2D([], [], color=COLORS["inhibitory"], label="inhibitory synapse"),
+                       Line2D([], [], color=COLORS["gap"], ls="--", label="gap junction")],
+              loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=3, frameon=False, fontsize=8)
+    xs, ys = zip(*pos.values())
+    pad = 0.25
+    ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"{circuit.name}: {circuit.n_neurons} neurons, {len(circuit.synapses)} synapses, "
+                 f"{len(circuit.gap_junctions)} gap junctions", fontsize=10)
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    fig.savefig(path, dpi=130)
+
+
+__all__ = ["circle_layout", "plot_graph", "plot_traces", "save_figure"]
