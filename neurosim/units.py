@@ -115,8 +115,10 @@ def parse_quantity(value: object, dimension: str) -> float:
         else:
             si = _unit_scale(unit, dimension)
             if si is None:
+                noun = dimension.replace("_", " ")
+                article = "an" if noun[0] in "aeiou" else "a"
                 raise ValueError(
-                    f"{value!r} is not a {dimension.replace('_', ' ')}; allowed units: "
+                    f"{value!r} is not {article} {noun}; allowed units: "
                     f"{', '.join(allowed_units(dimension))}")
             scale = si / DIMENSIONS[dimension][2]
         number = float(match.group(1)) * scale

@@ -124,18 +124,27 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _open_result(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise ResultFileError(f"{path}: no such result file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ResultFileError(f"cannot read {path}: {exc}") from None
+    if _text(f.attrs.get("format", "")) != "neurosim-result":
+        f.close()
+        raise ResultFileError(f"{path} is an HDF5 file but not a neurosim result")
+    return f
+
+
 def load_result(path) -> Result:
     """Read a result file written by :class:`HDF5Recorder` into a :class:`Result`.
 
     A file whose run was interrupted is read as it is, with ``status`` telling so.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ResultFileError(f"{path}: no such result file")
     try:
-        with h5py.File(path, "r") as f:
-            if _text(f.attrs.get("format", "")) != "neurosim-result":
-                raise ResultFileError(f"{path} is an HDF5 file but not a neurosim result")
+        with _open_result(path) as f:
             t = f["time"][...]
             V = f["V"][...].astype(np.float64)
             n = min(t.shape[0], V.shape[0])  # a killed writer may have resized one only
@@ -159,7 +168,7 @@ def load_result(path) -> Result:
 
 def result_summary(path) -> dict:
     """Key facts of a result file without reading the traces."""
-    with h5py.File(Path(path), "r") as f:
+    with _open_result(Path(path)) as f:
         return {"status": _text(f.attrs.get("status", "")),
                 "complete": bool(f.attrs.get("complete", False)),
                 "samples": int(f["time"].shape[0]),

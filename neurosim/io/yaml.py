@@ -151,8 +151,9 @@ class _LineMap:
         except yaml.YAMLError as exc:
             raise CircuitError(f"invalid YAML: {exc}", file=source) from None
 
-    def _walk(self, node, path, loader):
-        self.lines[path] = node.start_mark.line + 1
+    def _walk(self, node, path, loader, line=None):
+        # a mapping value is placed at its key's line: that is where a reader looks
+        self.lines[path] = line or node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             out = {}
             for key_node, value_node in node.value:
@@ -165,7 +166,7 @@ class _LineMap:
                 if key in out:
                     raise CircuitError(f"duplicate key {key!r}", path=child, file=self.source,
                                        line=key_node.start_mark.line + 1)
-                out[key] = self._walk(value_node, child, loader)
+                out[key] = self._walk(value_node, child, loader, key_node.start_mark.line + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._walk(item, _join(path, k), loader) for k, item in enumerate(node.value)]

@@ -1,0 +1,118 @@
+"""HDF5 recording: equality with memory, metadata, interruption, refusal to overwrite."""
+
+import hashlib
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim.errors import ResultFileError
+from test_io_yaml import EXAMPLE
+
+
+def test_hdf5_content_equals_the_in_memory_result(tmp_path):
+    c = ns.load_circuit(EXAMPLE)
+    memory = ns.simulate(c, "baseline", dt_out=0.5)
+    streamed = ns.simulate(c, "baseline", dt_out=0.5, recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    again = ns.load_result(tmp_path / "r.h5")
+    for r in (streamed, again):
+        np.testing.assert_array_equal(r.t, memory.t)
+        np.testing.assert_array_equal(r.V, memory.V)
+        assert r.neuron_names == memory.neuron_names and r.status == "complete"
+    assert again.stats["steps"] == memory.stats["steps"]
+
+
+def test_file_holds_everything_needed_to_rerun(tmp_path):
+    c = ns.load_circuit(EXAMPLE)
+    ns.simulate(c, "no_A", integrator="rk4", dt=0.05, dt_out=0.5, record=["B"],
+                recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        attrs = f.attrs
+        assert attrs["complete"] and attrs["status"] == "complete"
+        assert list(attrs["neuron_names"]) == ["B"]
+        assert f["time"].attrs["units"] == "ms" and f["V"].attrs["units"] == "mV"
+        text = attrs["circuit_yaml"]
+        assert hashlib.sha256(text.encode()).hexdigest() == attrs["circuit_sha256"]
+        assert attrs["integrator"] == "rk4"
+        assert json.loads(attrs["integrator_options"]) == {"dt": 0.05}
+        assert attrs["protocol"] == "no_A" and attrs["neurosim_version"] == ns.__version__
+        meta = json.loads(attrs["metadata"])
+        assert meta["ablated"] == ["A"] and meta["record"] == ["B"]
+        stored_V = f["V"][...]
+    rerun = ns.simulate(ns.loads_circuit(text), meta["protocol"], integrator=attrs_integrator(tmp_path),
+                        dt=0.05, dt_out=meta["dt_out_ms"], record=meta["record"])
+    np.testing.assert_array_equal(rerun.V, stored_V)
+
+
+def attrs_integrator(tmp_path):
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        return str(f.attrs["integrator"])
+
+
+class InterruptAfter(ns.HDF5Recorder):
+    """A recorder whose callback raises KeyboardInterrupt after a few chunks."""
+
+    def __init__(self, path, chunks):
+        super().__init__(path)
+        self.left = chunks
+
+    def append(self, t, V):
+        super().append(t, V)
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_leaves_a_valid_incomplete_file(tmp_path):
+    c = ns.load_circuit(EXAMPLE)
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate(c, "baseline", dt_out=0.01, recorder=InterruptAfter(tmp_path / "r.h5", 3))
+    r = ns.load_result(tmp_path / "r.h5")
+    assert r.status == "interrupted" and not r.metadata["complete"]
+    assert 1 < r.t.size < 50001 and np.all(np.isfinite(r.V))
+    full = ns.simulate(c, "baseline", dt_out=0.01)
+    np.testing.assert_array_equal(r.V, full.V[:r.t.size])
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert not f.attrs["complete"]
+
+
+def test_failed_run_is_recorded_as_failed(tmp_path):
+    c = ns.Circuit("stiff", (ns.Neuron("A", C=1e-3, g_L=10.0, V0=0.0),))
+    with pytest.raises(ns.SimulationError) as info:
+        ns.simulate(c, duration=5.0, integrator="euler", dt=0.1,
+                    recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    r = ns.load_result(tmp_path / "r.h5")
+    assert r.status == "failed" and "neuron 'A'" in r.message
+    assert info.value.result.status == "failed"
+
+
+def test_existing_file_directory_and_foreign_file_are_refused(tmp_path):
+    (tmp_path / "r.h5").write_text("x")
+    with pytest.raises(ResultFileError, match="exists; pass overwrite=True"):
+        ns.HDF5Recorder(tmp_path / "r.h5")
+    with pytest.raises(ResultFileError, match="is a directory"):
+        ns.HDF5Recorder(tmp_path)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(ResultFileError, match="not a neurosim result"):
+        ns.load_result(tmp_path / "other.h5")
+    with pytest.raises(ResultFileError, match="cannot read"):
+        ns.load_result(tmp_path / "r.h5")
+
+
+def test_long_run_streams_in_bounded_chunks(tmp_path):
+    c = ns.Circuit("one", (ns.Neuron("A"),))
+    sizes = []
+
+    class Spy(ns.HDF5Recorder):
+        def append(self, t, V):
+            sizes.append(t.size)
+            super().append(t, V)
+
+    ns.simulate(c, duration=2000.0, integrator="euler", dt=0.01,
+                recorder=Spy(tmp_path / "r.h5", dtype="float32"))
+    assert sum(sizes) == 200001 and max(sizes) <= 2001  # ~1 % of the run per chunk
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["V"].dtype == np.float32 and f["V"].chunks[0] <= 4096
