@@ -7,7 +7,7 @@ many times, ``close``), so a long run can stream to disk with bounded memory
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +42,6 @@ class RunHeader:
     circuit: Circuit | None = None
 
 
-@dataclass
 class Result:
     """Traces of one run.
 
@@ -50,6 +49,8 @@ class Result:
     ----------
     t : ndarray, shape (n_samples,), ms
     V : ndarray, shape (n_samples, n_recorded), mV
+        Given as an array, or as a function returning it (a result streamed to disk
+        reads its traces only when ``V`` is first used, so memory stays bounded).
     neuron_names : tuple of str
         Column names of ``V``.
     status : str
@@ -61,13 +62,21 @@ class Result:
     metadata : dict
     """
 
-    t: np.ndarray
-    V: np.ndarray
-    neuron_names: tuple[str, ...]
-    status: str = "complete"
-    message: str = ""
-    stats: dict = field(default_factory=dict)
-    metadata: dict = field(default_factory=dict)
+    def __init__(self, t, V, neuron_names, status="complete", message="", stats=None,
+                 metadata=None):
+        self.t = t
+        self._V = V
+        self.neuron_names = tuple(neuron_names)
+        self.status = status
+        self.message = message
+        self.stats = {} if stats is None else stats
+        self.metadata = {} if metadata is None else metadata
+
+    @property
+    def V(self) -> np.ndarray:
+        if callable(self._V):
+            self._V = self._V()
+        return self._V
 
     @property
     def complete(self) -> bool:

@@ -115,4 +115,4 @@ def test_long_run_streams_in_bounded_chunks(tmp_path):
                 recorder=Spy(tmp_path / "r.h5", dtype="float32"))
     assert sum(sizes) == 200001 and max(sizes) <= 2001  # ~1 % of the run per chunk
     with h5py.File(tmp_path / "r.h5", "r") as f:
-        assert f["V"].dtype == np.float32 and f["V"].chunks[0] <= 4096
+        assert f["V"].dtype == np.float32 and f["V"].chunks[0] <= 1 << 17

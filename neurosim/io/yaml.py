@@ -8,8 +8,10 @@ YAML node of the offending value (or of its closest parent that exists in the fi
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
+import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +22,10 @@ from neurosim.errors import CircuitError
 from neurosim.model import (QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
                             Neuron, Protocol, Stimulus, Synapse)
 from neurosim.units import parse_quantity
+
+
+# libyaml's C parser when PyYAML was built with it: much faster on big circuits
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _quantity(dimension: str):
@@ -137,7 +143,7 @@ class _LineMap:
         self.source = source
         self.lines: dict[str, int] = {}
         try:
-            loader = yaml.SafeLoader(text)
+            loader = _Loader(text)
             try:
                 node = loader.get_single_node()
                 self.data = self._walk(node, "", loader) if node is not None else None
@@ -413,11 +419,68 @@ def circuit_to_dict(circuit: Circuit) -> dict:
     return data
 
 
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def _flow(value) -> str:
+    """One value in YAML flow style, floats written exactly (repr) and read back as floats."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        # YAML 1.1 reads 1e-05 as a string: it wants a dot in the mantissa
+        return text.replace("e", ".0e") if "e" in text and "." not in text else text
+    if isinstance(value, str):
+        plain = _PLAIN.match(value) and value.lower() not in _YAML_WORDS
+        return value if plain else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    raise CircuitError(f"cannot write {type(value).__name__} {value!r} to YAML")
+
+
+#: id(circuit) -> (weak reference, text): a circuit is frozen, so its text is too, and a
+#: sweep recording many runs of one circuit dumps it once
+_DUMPED: dict[int, tuple[weakref.ref, str]] = {}
+
+
 def dump_circuit(circuit: Circuit) -> str:
-    """YAML text of ``circuit`` (units: mV, ms, nS, pF, pA, Hz, 1/mV)."""
-    header = "# neurosim circuit; units: mV, ms, nS, pF, pA, Hz, 1/mV\n"
-    return header + yaml.safe_dump(circuit_to_dict(circuit), sort_keys=False,
-                                   default_flow_style=None, width=100, allow_unicode=True)
+    """YAML text of ``circuit`` (units: mV, ms, nS, pF, pA, Hz, 1/mV), one entry per line.
+
+    Written by a small flow-style emitter: PyYAML's representer took 0.4 s for a
+    4,000-synapse circuit, which every recorded run pays (scripts/bench.py).
+    """
+    key = id(circuit)
+    cached = _DUMPED.get(key)
+    if cached is not None and cached[0]() is circuit:
+        return cached[1]
+    text = _emit(circuit)
+    _DUMPED[key] = (weakref.ref(circuit, lambda _, key=key: _DUMPED.pop(key, None)), text)
+    return text
+
+
+def _emit(circuit: Circuit) -> str:
+    lines = ["# neurosim circuit; units: mV, ms, nS, pF, pA, Hz, 1/mV"]
+    for key, value in circuit_to_dict(circuit).items():
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines.extend(f"  - {_flow(item)}" for item in value)
+        elif isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {_flow(str(k))}: {_flow(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key}: {_flow(value)}")
+    return "\n".join(lines) + "\n"
 
 
 def save_circuit(circuit: Circuit, path) -> None:

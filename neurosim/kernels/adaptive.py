@@ -216,7 +216,7 @@ def rosenbrock_dense(V, K, h, frac, out):
         out[i] = V[i] + h * (a * K[1, i] + b * K[2, i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
 def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, max_step,
                  adaptive, record, v_bound, state, stats, out_V):
     """Integrate from state[X_T] to out_times[-1], writing V[record] at each out_time.

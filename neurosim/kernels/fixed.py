@@ -74,7 +74,7 @@ def rk4_step(t, dt, V, theta, net, drive, work, k, tmp):
         V[i] += dt / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
 def run_fixed(method, V, t0, step0, dt, n_rows, stride, theta, net, drive, record, v_bound,
               stats, out_V):
     """Advance V by ``n_rows * stride`` steps of size dt, keeping every ``stride``-th state.
