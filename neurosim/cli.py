@@ -134,6 +134,39 @@ def cmd_graph(args) -> int:
     return EXIT_OK
 
 
+def cmd_behave(args) -> int:
+    from neurosim.behaviour import format_table, run_experiments, write_table
+    from neurosim.io.yaml import load_circuit
+    from neurosim.plot import plot_experiments, save_figure
+
+    circuit = load_circuit(args.circuit)
+    protocols = _names(args.protocols) if args.protocols else None
+    total = len(protocols or circuit.protocols)
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, unit="protocol", leave=False)
+    try:
+        rows, results = run_experiments(circuit, protocols, readout=args.readout,
+                                        integrator=args.integrator, dt_out=args.dt_out,
+                                        progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    print(format_table(rows))
+    if args.output:
+        write_table(rows, args.output)
+        print(f"table -> {args.output}")
+    if args.plot:
+        spec = circuit.readout(args.readout)
+        key = [n for n in ("AVA", "AVB") if n in circuit.neuron_names] + list(spec.neurons)
+        shown = [p for p in ("tap", "anterior", "posterior") if p in results] or None
+        save_figure(plot_experiments(rows, results, threshold=spec.threshold, neurons=key,
+                                     trace_protocols=shown, title=circuit.name), args.plot)
+        print(f"figure -> {args.plot}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
@@ -179,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("circuit")
     graph.add_argument("-o", "--output", required=True, metavar="PNG")
     graph.set_defaults(func=cmd_graph)
+    behave = sub.add_parser("behave", help="run protocols and read out the behaviour",
+                            description="Run every protocol (or some) and classify the "
+                                        "behaviour with the circuit's read-out.")
+    behave.add_argument("circuit")
+    behave.add_argument("--protocols", help="comma-separated subset (default: all)")
+    behave.add_argument("--readout", default="behaviour", help="read-out name in the circuit")
+    behave.add_argument("--integrator", "-i", default="dopri5", choices=list(METHODS))
+    behave.add_argument("--dt-out", type=float, default=1.0, help="output sampling, ms")
+    behave.add_argument("-o", "--output", metavar="CSV", help="write the table as CSV")
+    behave.add_argument("--plot", metavar="PNG", help="traces and a bar chart of the scores")
+    behave.set_defaults(func=cmd_behave)
     return parser
 
 

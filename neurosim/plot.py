@@ -105,8 +105,66 @@ def plot_graph(circuit: Circuit, *, positions=None, highlight=(), figure=None):
     return fig
 
 
+LABEL_COLORS = {"reversal": "#c0392b", "forward": "#2c6fbb", "none": "#95a5a6"}
+
+
+def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
+                     trace_protocols=None, title: str = "", figure=None):
+    """Traces of key neurons for a few protocols above a bar chart of every protocol's score.
+
+    Parameters
+    ----------
+    rows : list of ExperimentRow
+        From :func:`neurosim.behaviour.run_experiments`.
+    results : dict of str to Result
+    threshold : float
+        The read-out's label threshold, drawn as dashed lines.
+    neurons : sequence of str, optional
+        Traces to draw (default: the first four recorded neurons).
+    trace_protocols : sequence of str, optional
+        Protocols whose traces are drawn (default: the first three).
+    """
+    from matplotlib.figure import Figure
+
+    shown = list(trace_protocols or [r.protocol for r in rows[:3]])
+    first = results[shown[0]]
+    names = list(neurons or first.neuron_names[:4])
+    fig = figure or Figure(figsize=(4 * len(shown), 3.2 + 0.9 * len(names)), layout="constrained")
+    grid = fig.add_gridspec(len(names) + 2, len(shown))
+    for col, protocol in enumerate(shown):
+        result = results[protocol]
+        for row, name in enumerate(names):
+            ax = fig.add_subplot(grid[row, col])
+            if name in result.neuron_names:
+                ax.plot(result.t, result.v(name), lw=1.2, color="#34495e")
+            else:
+                ax.text(0.5, 0.5, "ablated", ha="center", va="center", transform=ax.transAxes)
+            ax.set_ylim(-95, 0)
+            ax.tick_params(labelsize=7)
+            ax.spines[["top", "right"]].set_visible(False)
+            if row == 0:
+                ax.set_title(protocol, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"{name}\n(mV)", rotation=0, ha="right", va="center", fontsize=8)
+            if row == len(names) - 1:
+                ax.set_xlabel("time (ms)", fontsize=8)
+    bars = fig.add_subplot(grid[len(names):, :])
+    scores = [r.score for r in rows]
+    bars.bar(range(len(rows)), scores, color=[LABEL_COLORS[r.label] for r in rows])
+    for level in (threshold, -threshold):
+        bars.axhline(level, ls="--", lw=0.8, color="k")
+    bars.axhline(0, lw=0.8, color="k")
+    bars.set_xticks(range(len(rows)), [r.protocol for r in rows], rotation=35, ha="right",
+                    fontsize=8)
+    bars.set_ylabel("score (+ reversal / − forward)", fontsize=8)
+    bars.spines[["top", "right"]].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
 def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=130)
 
 
-__all__ = ["circle_layout", "plot_graph", "plot_traces", "save_figure"]
+__all__ = ["circle_layout", "plot_experiments", "plot_graph", "plot_traces", "save_figure"]

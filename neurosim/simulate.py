@@ -122,7 +122,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
             raise CircuitError("stimuli= goes with duration=; a protocol brings its own stimuli")
         protocol_name, proto = resolve_protocol(circuit, protocol)
     gone = tuple(proto.ablate) + tuple(ablate)
-    compiled = compile_circuit(circuit, ablate=gone)
+    compiled = compile_circuit(circuit, ablate=gone, scale=proto.scale)
     if theta is not None:
         compiled = compiled.with_theta(theta)
     survivors = set(compiled.neuron_names)
@@ -143,7 +143,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     names = tuple(compiled.neuron_names[i] for i in record_idx)
     metadata = {
         "circuit": circuit.name, "protocol": protocol_name, "duration_ms": proto.duration,
-        "ablated": list(gone), "stimuli": [s if isinstance(s, str) else s.kind for s in proto.stimuli],
+        "ablated": list(gone), "scaled": dict(proto.scale), "stimuli": [s if isinstance(s, str) else s.kind for s in proto.stimuli],
         "integrator": method.name, "integrator_options": method.options(), "dt_out_ms": dt_out,
         "record": list(names), "v_bound_mV": v_bound, "neurosim_version": __version__}
     recorder = MemoryRecorder() if recorder is None else recorder

@@ -11,6 +11,7 @@ with synapses sorted by postsynaptic neuron (CSR) and each gap junction stored o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -119,8 +120,11 @@ def check_theta(theta: np.ndarray, compiled: CompiledCircuit) -> None:
         raise CircuitError(f"must be a finite number, got {theta[k]!r}", path=compiled.param_names[k])
 
 
-def compile_circuit(circuit: Circuit, ablate=()) -> CompiledCircuit:
+def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
     """Flatten ``circuit`` (with the neurons in ``ablate`` removed) into arrays.
+
+    ``scale`` maps neuron names to factors applied to the weight of every synapse and
+    gap junction touching that neuron (partial lesions; see :class:`Protocol`).
 
     Examples
     --------
@@ -131,6 +135,8 @@ def compile_circuit(circuit: Circuit, ablate=()) -> CompiledCircuit:
     """
     if ablate:
         circuit = circuit.without(tuple(ablate))
+    if scale:
+        circuit = scaled_connections(circuit, scale)
     names = circuit.neuron_names
     index = {name: i for i, name in enumerate(names)}
     n = len(names)
@@ -164,6 +170,18 @@ def compile_circuit(circuit: Circuit, ablate=()) -> CompiledCircuit:
     hold = np.array([math.nan if nr.clamp is None else nr.clamp for nr in circuit.neurons])
     return CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre,
                            gap_ptr, gap_nbr, gap_idx, hold)
+
+
+def scaled_connections(circuit: Circuit, scale: dict) -> Circuit:
+    """A copy with synapse and gap weights multiplied by the factors of their neurons."""
+    for name in scale:
+        circuit.neuron(name)  # raises on an unknown name
+    factor = lambda *names: math.prod(scale.get(n, 1.0) for n in names)  # noqa: E731
+    return circuit.replace(
+        synapses=tuple(dataclasses.replace(s, w=s.w * factor(*{s.pre, s.post}))
+                       for s in circuit.synapses),
+        gap_junctions=tuple(dataclasses.replace(g, g=g.g * factor(g.a, g.b))
+                            for g in circuit.gap_junctions))
 
 
 @dataclass(frozen=True, eq=False)

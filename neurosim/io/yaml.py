@@ -7,6 +7,7 @@ YAML node of the offending value (or of its closest parent that exists in the fi
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -20,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from neurosim.errors import CircuitError
 from neurosim.model import (QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
-                            Neuron, Protocol, Stimulus, Synapse)
+                            Neuron, Protocol, Readout, Stimulus, Synapse)
 from neurosim.units import parse_quantity
 
 
@@ -108,7 +109,19 @@ class ProtocolSpec(_Spec):
     duration: Time
     stimuli: list[Name] = []
     ablate: list[Name] = []
+    scale: dict[Name, Number] = {}
     description: str = ""
+
+
+class ReadoutSpec(_Spec):
+    reverse: Name
+    forward: Name
+    window: Annotated[list[Time], Field(min_length=2, max_length=2)]
+    baseline: Annotated[list[Time], Field(min_length=2, max_length=2)] | None = None
+    rest: Voltage | None = None
+    span: Voltage | None = None
+    threshold: Number | None = None
+    probability_scale: Number | None = None
 
 
 class CircuitSpec(_Spec):
@@ -120,7 +133,7 @@ class CircuitSpec(_Spec):
     gap_junctions: list[GapSpec] = []
     stimuli: dict[Name, StimulusSpec] = {}
     protocols: dict[Name, ProtocolSpec] = {}
-    readouts: dict[Name, dict[str, Any]] = {}
+    readouts: dict[Name, ReadoutSpec] = {}
 
 
 # --- reading YAML with line numbers -------------------------------------------------
@@ -324,13 +337,20 @@ def _build(spec: CircuitSpec, lines: _LineMap) -> Circuit:
     for name, item in spec.protocols.items():
         try:
             parts["protocols"][name] = Protocol(item.duration, tuple(item.stimuli),
-                                                tuple(item.ablate), item.description)
+                                                tuple(item.ablate), item.description,
+                                                item.scale)
         except CircuitError as err:
             raise located(err, f"protocols.{name}") from None
+    readouts = {}
+    for name, item in spec.readouts.items():
+        try:
+            readouts[name] = Readout(**{k: v for k, v in item.model_dump().items() if v is not None})
+        except CircuitError as err:
+            raise located(err, f"readouts.{name}") from None
     try:
         return Circuit(spec.name, tuple(parts["neurons"]), tuple(parts["synapses"]),
                        tuple(parts["gap_junctions"]), parts["stimuli"], parts["protocols"],
-                       spec.readouts)
+                       readouts)
     except CircuitError as err:
         raise located(err, "") from None
 
@@ -399,6 +419,8 @@ def circuit_to_dict(circuit: Circuit) -> dict:
                     raise CircuitError("only protocols that name their stimuli can be saved; "
                                        "add the stimuli to circuit.stimuli", path=key)
                 out[key] = list(names)
+        if p.scale:
+            out["scale"] = dict(p.scale)
         if p.description:
             out["description"] = p.description
         return out
@@ -415,7 +437,9 @@ def circuit_to_dict(circuit: Circuit) -> dict:
     if circuit.protocols:
         data["protocols"] = {name: protocol(p) for name, p in circuit.protocols.items()}
     if circuit.readouts:
-        data["readouts"] = circuit.readouts
+        data["readouts"] = {name: {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in dataclasses.asdict(r).items() if v is not None}
+                            for name, r in circuit.readouts.items()}
     return data
 
 

@@ -2,7 +2,8 @@
 
 from neurosim.model.circuit import (SYNAPSE_TYPES, Circuit, GapJunction, Neuron, Synapse,
                                     unknown_name_message)
+from neurosim.model.readout import Readout
 from neurosim.model.stimulus import QUANTITIES, STIMULUS_KINDS, Protocol, Stimulus
 
-__all__ = ["Circuit", "GapJunction", "Neuron", "Protocol", "QUANTITIES", "STIMULUS_KINDS",
+__all__ = ["Circuit", "GapJunction", "Neuron", "Protocol", "QUANTITIES", "Readout", "STIMULUS_KINDS",
            "SYNAPSE_TYPES", "Stimulus", "Synapse", "unknown_name_message"]

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from neurosim.errors import CircuitError
+from neurosim.model.readout import Readout
 from neurosim.model.stimulus import Protocol, Stimulus
 
 #: reversal potentials that ``type: excitatory|inhibitory`` stands for (mV)
@@ -197,7 +198,7 @@ class Circuit:
     gap_junctions: tuple[GapJunction, ...] = ()
     stimuli: dict[str, Stimulus] = field(default_factory=dict)
     protocols: dict[str, Protocol] = field(default_factory=dict)
-    readouts: dict[str, dict] = field(default_factory=dict)
+    readouts: dict[str, Readout] = field(default_factory=dict)
 
     __hash__ = None  # holds dicts; equality is by value
 
@@ -248,10 +249,22 @@ class Circuit:
                 if target not in names:
                     raise CircuitError(unknown_name_message("neuron", target, known),
                                        path=f"stimuli.{stim_name}.target")
+        for readout_name, readout in self.readouts.items():
+            if not isinstance(readout, Readout):
+                raise CircuitError(f"expected a Readout, got {type(readout).__name__}",
+                                   path=f"readouts.{readout_name}")
+            for end in ("reverse", "forward"):
+                if getattr(readout, end) not in names:
+                    raise CircuitError(unknown_name_message("neuron", getattr(readout, end), known),
+                                       path=f"readouts.{readout_name}.{end}")
         for proto_name, proto in self.protocols.items():
             try:
                 self.resolve_stimuli(proto)
                 self._check_ablation(proto.ablate)
+                for name in proto.scale:
+                    if name not in names:
+                        raise CircuitError(unknown_name_message("neuron", name, known),
+                                           path=f"scale.{name}")
             except CircuitError as err:
                 raise _prefixed(err, f"protocols.{proto_name}") from None
 
@@ -320,7 +333,8 @@ class Circuit:
         protocols = {
             name: replace(p, stimuli=tuple(s for s in p.stimuli
                                            if not isinstance(s, str) or s in stimuli),
-                          ablate=tuple(a for a in p.ablate if a not in gone))
+                          ablate=tuple(a for a in p.ablate if a not in gone),
+                          scale={k: v for k, v in p.scale.items() if k not in gone})
             for name, p in self.protocols.items()}
         return Circuit(
             name=self.name,
@@ -328,7 +342,13 @@ class Circuit:
             synapses=tuple(s for s in self.synapses if keep(s.pre, s.post)),
             gap_junctions=tuple(g for g in self.gap_junctions if keep(g.a, g.b)),
             stimuli=stimuli, protocols=protocols,
-            readouts=self.readouts)
+            readouts={k: r for k, r in self.readouts.items() if not gone & set(r.neurons)})
+
+    def readout(self, name: str = "behaviour") -> Readout:
+        """The read-out called ``name``."""
+        if name not in self.readouts:
+            raise CircuitError(unknown_name_message("readout", name, list(self.readouts)))
+        return self.readouts[name]
 
     def replace(self, **changes) -> "Circuit":
         """A copy with some fields changed (validated again)."""

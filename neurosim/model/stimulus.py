@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -192,12 +192,18 @@ class Protocol:
     ablate : tuple of str
         Neurons removed with all their synapses and gap junctions.
     description : str
+    scale : dict of str to float
+        Partial lesions: every synapse weight and gap conductance touching the neuron is
+        multiplied by the factor (0.5 for one of a left/right pair of a lumped class).
     """
 
     duration: float
     stimuli: tuple = ()
     ablate: tuple[str, ...] = ()
     description: str = ""
+    scale: dict = field(default_factory=dict)
+
+    __hash__ = None
 
     def __post_init__(self):
         duration = float(self.duration)
@@ -214,3 +220,11 @@ class Protocol:
             if not isinstance(name, str):
                 _fail(f"must be a neuron name, got {name!r}", f"ablate[{k}]")
         object.__setattr__(self, "ablate", ablate)
+        scale = dict(self.scale)
+        for name, factor in scale.items():
+            if not isinstance(name, str):
+                _fail(f"keys must be neuron names, got {name!r}", "scale")
+            if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+                _fail(f"must be a finite factor >= 0, got {factor!r}", f"scale.{name}")
+            scale[name] = float(factor)
+        object.__setattr__(self, "scale", scale)
