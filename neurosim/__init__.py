@@ -10,9 +10,9 @@ from neurosim.io.hdf5 import HDF5Recorder, load_result
 from neurosim.io.yaml import dump_circuit, load_circuit, loads_circuit, save_circuit
 from neurosim.model import Circuit, GapJunction, Neuron, Protocol, Stimulus, Synapse
 from neurosim.record import Result
-from neurosim.simulate import simulate
+from neurosim.simulate import BatchResult, simulate, simulate_batch
 
-__all__ = ["METHODS", "Circuit", "CircuitError", "GapJunction", "HDF5Recorder", "Neuron",
+__all__ = ["METHODS", "BatchResult", "Circuit", "CircuitError", "GapJunction", "HDF5Recorder", "Neuron",
            "NeurosimError", "Protocol", "Result", "SimulationError", "Stimulus", "Synapse",
            "__version__", "dump_circuit", "load_circuit", "load_result", "loads_circuit",
-           "save_circuit", "simulate"]
+           "save_circuit", "simulate", "simulate_batch"]

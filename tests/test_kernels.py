@@ -5,13 +5,14 @@ import pytest
 
 import neurosim as ns
 from neurosim.compile import compile_circuit, compile_drive
+from neurosim.kernels.constants import WORK_ROWS
 from neurosim.kernels.network import jacobian, rhs, waveform
 from reference import ReferenceModel, random_circuit
 
 
 def kernel_rhs(compiled, drive, t, V):
     out = np.empty_like(V)
-    rhs(t, False, V, compiled.theta, compiled.net, drive.arrays, np.empty((4, V.size)), out)
+    rhs(t, False, V, compiled.theta, compiled.net, drive.arrays, np.empty((WORK_ROWS, V.size)), out)
     return out
 
 
@@ -60,7 +61,7 @@ def test_jacobian_matches_finite_differences(seed, n, n_clamped):
     ref = ReferenceModel(circuit, stimuli)
     V = np.random.default_rng(seed).uniform(-80, -10, n)
     J = np.empty((n, n))
-    jacobian(4.0, V, compiled.theta, compiled.net, drive.arrays, np.empty((4, n)), J)
+    jacobian(4.0, V, compiled.theta, compiled.net, drive.arrays, np.empty((WORK_ROWS, n)), J)
     h = 1e-5
     fd = np.empty((n, n))
     for j in range(n):

@@ -42,10 +42,15 @@ class CompiledCircuit:
         ``"neurons[AVA].C"``, ``"synapses[PVD->AVA].w"``, ``"gap_junctions[AVM-AVD].g"``...
     syn_ptr, syn_pre : ndarray of int64
         CSR of chemical synapses by postsynaptic neuron.
+    pre_rep : ndarray of int64
+        For each neuron, its first outgoing synapse in θ order (−1 if none): the
+        synapse whose (μ, ν) the kernel uses for the neuron's shared sigmoid.
     gap_ptr, gap_nbr, gap_idx : ndarray of int64
         CSR of gap-junction half-edges by neuron; ``gap_idx`` indexes the junction in theta.
     hold : ndarray, shape (n_neurons,), mV
         Clamp holding potential (NaN for free neurons).
+    synapses_csr : tuple of Synapse
+        The synapses in θ order.
     """
 
     circuit: Circuit
@@ -54,10 +59,12 @@ class CompiledCircuit:
     param_names: tuple[str, ...]
     syn_ptr: np.ndarray
     syn_pre: np.ndarray
+    pre_rep: np.ndarray
     gap_ptr: np.ndarray
     gap_nbr: np.ndarray
     gap_idx: np.ndarray
     hold: np.ndarray
+    synapses_csr: tuple
 
     @property
     def n_neurons(self) -> int:
@@ -74,7 +81,8 @@ class CompiledCircuit:
     @property
     def net(self) -> tuple:
         """The integer structure the kernels take."""
-        return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx)
+        return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx,
+                self.pre_rep)
 
     def index(self, name: str) -> int:
         """State-vector index of neuron ``name``."""
@@ -96,28 +104,29 @@ class CompiledCircuit:
         if theta.shape != self.theta.shape:
             raise CircuitError(f"theta must have shape {self.theta.shape}, got {theta.shape}")
         check_theta(theta, self)
-        return CompiledCircuit(self.circuit, self.neuron_names, theta, self.param_names,
-                               self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr,
-                               self.gap_idx, self.hold)
+        return dataclasses.replace(self, theta=theta)
 
 
 def check_theta(theta: np.ndarray, compiled: CompiledCircuit) -> None:
-    """Raise CircuitError naming the first parameter that is non-finite or out of range."""
-    bad = ~np.isfinite(theta)
+    """Raise CircuitError naming the first parameter that is non-finite or out of range.
+
+    ``theta`` is one vector or a matrix with one parameter set per row.
+    """
+    rows = np.atleast_2d(theta)
     n, s = compiled.n_neurons, compiled.n_synapses
-    rules = [(slice(0, n), lambda x: x <= 0, "must be > 0"),
+    rules = [(slice(None), lambda x: ~np.isfinite(x), "must be a finite number"),
+             (slice(0, n), lambda x: x <= 0, "must be > 0"),
              (slice(n, 2 * n), lambda x: x < 0, "must be >= 0"),
              (slice(4 * n, 4 * n + s), lambda x: x < 0, "must be >= 0"),
              (slice(4 * n + 4 * s, 4 * n + 5 * s), lambda x: (x < 0) | (x > 1), "must be in [0, 1]"),
              (slice(4 * n + 5 * s, None), lambda x: x < 0, "must be >= 0")]
     for where, test, rule in rules:
-        hits = np.flatnonzero(test(theta[where]))
+        hits = np.argwhere(test(rows[:, where]))
         if hits.size:
-            k = where.start + hits[0]
-            raise CircuitError(f"{rule}, got {theta[k]!r}", path=compiled.param_names[k])
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise CircuitError(f"must be a finite number, got {theta[k]!r}", path=compiled.param_names[k])
+            row, col = hits[0]
+            k = (where.start or 0) + col
+            at = f" (parameter set {row})" if theta.ndim == 2 else ""
+            raise CircuitError(f"{rule}, got {float(rows[row, k])!r}{at}", path=compiled.param_names[k])
 
 
 def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
@@ -146,6 +155,9 @@ def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
         syn_ptr[index[syn.post] + 1] += 1
     syn_ptr = np.cumsum(syn_ptr)
     syn_pre = np.array([index[s.pre] for s in synapses], dtype=np.int64)
+    pre_rep = np.full(n, -1, dtype=np.int64)
+    for k in range(syn_pre.shape[0] - 1, -1, -1):
+        pre_rep[syn_pre[k]] = k
 
     halves = [[] for _ in range(n)]
     for q, gap in enumerate(circuit.gap_junctions):
@@ -168,8 +180,8 @@ def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
         + [f"synapses[{s.key}].{f}" for f in SYNAPSE_FIELDS for s in synapses]
         + [f"gap_junctions[{g.key}].g" for g in circuit.gap_junctions])
     hold = np.array([math.nan if nr.clamp is None else nr.clamp for nr in circuit.neurons])
-    return CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre,
-                           gap_ptr, gap_nbr, gap_idx, hold)
+    return CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre, pre_rep,
+                           gap_ptr, gap_nbr, gap_idx, hold, tuple(synapses))
 
 
 def scaled_connections(circuit: Circuit, scale: dict) -> Circuit:
@@ -250,6 +262,80 @@ def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> Compil
               np.array(tab_v, dtype=np.float64), clamped.astype(np.bool_),
               hold.astype(np.float64))
     return CompiledDrive(arrays, np.array(sorted(breakpoints), dtype=np.float64), float(duration))
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledBatch:
+    """Several protocols on one (unablated) circuit structure, for the batch kernel.
+
+    Ablation becomes data: the synapses and gap junctions of an ablated neuron get
+    factor 0 in ``factors`` and the neuron is held still (clamped, excluded from error
+    control), which leaves every other neuron's arithmetic exactly as in a run of the
+    circuit with the neuron deleted.
+
+    Attributes
+    ----------
+    arrays : tuple
+        (kind, target, is_voltage, params, stim_ptr, table_ptr, table_t, table_v,
+        clamped (n_protocols, n), hold (n_protocols, n)).
+    breakpoints, bp_ptr : ndarray
+        Breakpoints of protocol p are ``breakpoints[bp_ptr[p]:bp_ptr[p + 1]]``.
+    factors : ndarray, shape (n_protocols, n_params)
+        Multipliers of θ (0 for ablated connections, lesion factors, 1 elsewhere).
+    durations : ndarray, shape (n_protocols,), ms
+    ablated : ndarray of bool, shape (n_protocols, n)
+    """
+
+    arrays: tuple
+    breakpoints: np.ndarray
+    bp_ptr: np.ndarray
+    factors: np.ndarray
+    durations: np.ndarray
+    ablated: np.ndarray
+
+
+def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
+    """Pack ``protocols`` (Protocol objects) for :func:`neurosim.kernels.batch.run_batch`."""
+    circuit = compiled.circuit
+    n, s = compiled.n_neurons, compiled.n_synapses
+    w0, g0 = 4 * n, 4 * n + 5 * s
+    parts, factors, ablated, bps = [], [], [], []
+    for proto in protocols:
+        gone = set(proto.ablate)
+        circuit._check_ablation(tuple(gone))
+        weight = {name: 0.0 for name in gone}
+        for name, value in proto.scale.items():
+            circuit.neuron(name)
+            weight.setdefault(name, value)
+        factor = np.ones(compiled.theta.shape[0])
+        for k, syn in enumerate(compiled.synapses_csr):
+            factor[w0 + k] = math.prod(weight.get(x, 1.0) for x in {syn.pre, syn.post})
+        for q, gap in enumerate(circuit.gap_junctions):
+            factor[g0 + q] = weight.get(gap.a, 1.0) * weight.get(gap.b, 1.0)
+        stimuli = []
+        for stim in circuit.resolve_stimuli(proto):
+            targets = tuple(t for t in stim.targets if t not in gone)
+            if targets:
+                stimuli.append(dataclasses.replace(stim, target=targets))
+        drive = compile_drive(compiled, stimuli, proto.duration)
+        mask = np.array([name in gone for name in compiled.neuron_names])
+        drive.clamped[mask] = True
+        parts.append(drive.arrays)
+        factors.append(factor)
+        ablated.append(mask)
+        bps.append(drive.breakpoints)
+    kind, target, is_voltage, par, tab_ptr, tab_t, tab_v, clamped, hold = zip(*parts)
+    stim_ptr = np.cumsum([0] + [k.shape[0] for k in kind]).astype(np.int64)
+    table_offsets = np.cumsum([0] + [t.shape[0] for t in tab_t])
+    # each protocol's table pointers start at 0: shift them and drop the duplicate ends
+    all_tab_ptr = np.concatenate([[0]] + [p[1:] + off for p, off in zip(tab_ptr, table_offsets)])
+    arrays = (np.concatenate(kind), np.concatenate(target), np.concatenate(is_voltage),
+              np.concatenate(par).reshape(-1, kc.N_STIM_PARAMS), stim_ptr,
+              all_tab_ptr.astype(np.int64), np.concatenate(tab_t), np.concatenate(tab_v),
+              np.stack(clamped), np.stack(hold))
+    bp_ptr = np.cumsum([0] + [b.shape[0] for b in bps]).astype(np.int64)
+    return CompiledBatch(arrays, np.concatenate(bps), bp_ptr, np.stack(factors),
+                         np.array([p.duration for p in protocols]), np.stack(ablated))
 
 
 def resolve_protocol(circuit: Circuit, protocol) -> tuple[str, Protocol]:

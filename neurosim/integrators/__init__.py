@@ -23,6 +23,7 @@ import numpy as np
 from neurosim.errors import CircuitError
 from neurosim.kernels import constants as kc
 from neurosim.kernels.adaptive import run_adaptive
+from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 
 OK = kc.OK
@@ -37,15 +38,52 @@ STATUS_MESSAGES = {
 STATS_NAMES = ("steps", "rejected", "rhs_evaluations", "jacobians")
 
 
-def describe_failure(status: int, stepper) -> str:
+def failure_message(status: int, method, neuron_names, stats, t_fail: float,
+                    v_bound: float) -> str:
     """The sentence for a failed kernel status: what, which neuron, when, what to try."""
-    what = STATUS_MESSAGES[status].format(v_bound=stepper.v_bound)
+    what = STATUS_MESSAGES[status].format(v_bound=v_bound)
     where = ""
     if status != kc.STEP_UNDERFLOW:
-        where = f" in neuron '{stepper.compiled.neuron_names[stepper.stats[kc.S_FAIL_NEURON]]}'"
-    return (f"{what}{where} at t = {stepper.failure_time():.6g} ms "
-            f"(step {int(stepper.stats[kc.S_STEPS])}) with integrator '{stepper.method.name}'; "
-            f"{stepper.method.hint()}")
+        where = f" in neuron '{neuron_names[stats[kc.S_FAIL_NEURON]]}'"
+    return (f"{what}{where} at t = {t_fail:.6g} ms (step {int(stats[kc.S_STEPS])}) "
+            f"with integrator '{method.name}'; {method.hint()}")
+
+
+def describe_failure(status: int, stepper) -> str:
+    """:func:`failure_message` for a single run's stepper."""
+    return failure_message(status, stepper.method, stepper.compiled.neuron_names, stepper.stats,
+                           stepper.failure_time(), stepper.v_bound)
+
+
+def chunk_rows(n_rows: int, n_record: int) -> int:
+    """Output rows per kernel call: about 1 % of the run, at most 2^20 values in flight.
+
+    Adaptive steps land on chunk ends, so single and batched runs share this rule.
+    """
+    return max(1, min(n_rows, max(256, math.ceil(n_rows / 100)), (1 << 20) // max(1, n_record)))
+
+
+def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_out, record,
+              v_bound):
+    """Run every item of a batch in parallel; returns (status, stats, fail_t, out_V).
+
+    ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)); rows after a
+    failure or past an item's duration are NaN.
+    """
+    n_items = V.shape[0]
+    out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan)
+    status = np.zeros(n_items, dtype=np.int64)
+    stats = np.zeros((n_items, kc.N_STATS), dtype=np.int64)
+    fail_t = np.zeros(n_items)
+    adaptive_family = isinstance(method, AdaptiveIntegrator)
+    dt = (method.dt or 0.0) if adaptive_family else method.dt
+    run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows,
+              chunk_rows(int(item_rows.max()), record.shape[0]), dt, dt_out, compiled.net,
+              *batch.arrays, batch.breakpoints, batch.bp_ptr,
+              getattr(method, "rtol", 1.0), getattr(method, "atol", 1.0),
+              getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
+              record, v_bound, status, stats, fail_t, out_V)
+    return status, stats, fail_t, out_V
 
 
 class _Stepper:
@@ -55,7 +93,7 @@ class _Stepper:
         self.method, self.compiled, self.drive = method, compiled, drive
         self.V, self.record, self.v_bound, self.dt_out = V0, record, v_bound, dt_out
         self.stats = np.zeros(kc.N_STATS, dtype=np.int64)
-        impose_clamps(0.0, self.V, drive.arrays, np.empty((4, V0.shape[0])))
+        impose_clamps(0.0, self.V, drive.arrays, np.empty((kc.WORK_ROWS, V0.shape[0])))
 
 
 def _positive_option(value, name: str) -> float:

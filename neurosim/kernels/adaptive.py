@@ -12,7 +12,8 @@ from numba import njit
 
 from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
                                         S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP_UNDERFLOW, X_ERR_OLD, X_FAIL_T, X_H, X_T)
+                                        STEP_UNDERFLOW, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
+                                        X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.network import apply_drive, jacobian, rhs
 
@@ -131,7 +132,7 @@ def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, cla
 def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
     """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
     n = V.shape[0]
-    tmp = work[4]
+    tmp = work[WORK_ROWS]
     for s in range(1, 7):
         for i in range(n):
             acc = 0.0
@@ -170,7 +171,7 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
     """
     n = V.shape[0]
     F0, k1, k2, F2 = K[0], K[1], K[2], K[3]
-    F1, T, tmp = K[4], K[5], work[4]
+    F1, T, tmp = K[4], K[5], work[WORK_ROWS]
     hd = h * RB_D
     for r in range(n):
         for c in range(n):
@@ -228,7 +229,7 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
     n = V.shape[0]
     clamped = drive[7]
     has_inputs = drive[0].shape[0] > 0
-    work = np.empty((5, n))
+    work = np.empty((WORK_ROWS + 1, n))  # the extra row: a trial state
     K = np.empty((7, n))
     V_new = np.empty(n)
     err = np.empty(n)
@@ -245,7 +246,7 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
     stats[S_RHS] += 1
     if h <= 0.0:
         h = initial_step(t, V, K[0], error_order, rtol, atol, theta, net, drive, work, clamped,
-                         work[4], V_new)
+                         work[WORK_ROWS], V_new)
         stats[S_RHS] += 1
     next_out = 0
     stop = np.searchsorted(tstops, t, side="right")

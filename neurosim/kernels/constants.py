@@ -21,6 +21,9 @@ N_STIM_PARAMS = 8
 S_STEPS, S_REJECTED, S_RHS, S_JACOBIANS, S_FAIL_NEURON, S_FAIL_STEP = range(6)
 N_STATS = 6
 
+# rows of the scratch array the network functions use: V_in, I, G, N, sigmoid per neuron
+WORK_ROWS = 5
+
 # float solver state carried across chunks (index into the solver-state array)
 X_T, X_H, X_ERR_OLD, X_FAIL_T = range(4)
 N_SOLVER_STATE = 4

@@ -6,7 +6,8 @@ import numpy as np
 from numba import njit
 
 from neurosim.kernels.constants import (EULER, EXP_EULER, LTC, NON_FINITE, OK, OUT_OF_BOUNDS,
-                                        RK4, S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS)
+                                        RK4, S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS,
+                                        WORK_ROWS)
 from neurosim.kernels.network import apply_drive, conductance_split, rhs
 
 
@@ -42,7 +43,7 @@ def linear_step(method, t, dt, V, theta, net, drive, work):
     V_in, I, G, N = work[0], work[1], work[2], work[3]
     apply_drive(t, False, V, drive, V_in, I)
     clamped = drive[7]
-    conductance_split(V_in, I, theta, net, clamped, G, N)
+    conductance_split(V_in, I, theta, net, clamped, G, N, work[4])
     C = theta[0:V.shape[0]]
     for i in range(V.shape[0]):
         if clamped[i]:
@@ -83,7 +84,7 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, theta, net, drive, recor
     Writes ``out_V[r] = V[record]`` after each ``stride`` steps; returns a status code.
     """
     n = V.shape[0]
-    work = np.empty((4, n))
+    work = np.empty((WORK_ROWS, n))
     k = np.empty((4, n))
     tmp = np.empty(n)
     rhs_per_step = 4 if method == RK4 else 1

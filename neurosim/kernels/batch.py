@@ -1,0 +1,57 @@
+"""Many independent runs in one parallel kernel: one item per (parameter set, protocol)."""
+
+import numpy as np
+from numba import njit, prange
+
+from neurosim.kernels.adaptive import run_adaptive
+from neurosim.kernels.constants import (N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, X_ERR_OLD,
+                                        X_FAIL_T, X_H)
+from neurosim.kernels.fixed import impose_clamps, run_fixed
+
+
+@njit(cache=True, parallel=True)
+def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_rows, dt, dt_out, net,
+              kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped, hold,
+              breakpoints, bp_ptr, rtol, atol, max_step, adaptive, record, v_bound,
+              status, stats, fail_t, out_V):
+    """Run item b with parameters thetas[b] under protocol item_protocol[b].
+
+    Protocol p owns stimulus rows stim_ptr[p]:stim_ptr[p+1], clamp mask clamped[p],
+    holding potentials hold[p] and breakpoints bp_ptr[p]:bp_ptr[p+1].  Row 0 of
+    out_V[b] is the initial state; rows 1..item_rows[b] follow every dt_out.  Each item
+    runs the chunks a single run executes (adaptive steps land on chunk ends), so
+    batched and one-by-one results agree bit for bit (test_batch_equals_one_by_one).
+    """
+    n_items = V.shape[0]
+    n = V.shape[1]
+    for b in prange(n_items):
+        p = item_protocol[b]
+        s0 = stim_ptr[p]
+        s1 = stim_ptr[p + 1]
+        drive = (kind[s0:s1], target[s0:s1], is_voltage[s0:s1], par[s0:s1],
+                 tab_ptr[s0:s1 + 1], tab_t, tab_v, clamped[p], hold[p])
+        Vb = V[b]
+        impose_clamps(0.0, Vb, drive, np.empty((WORK_ROWS, n)))
+        for c in range(record.shape[0]):
+            out_V[b, 0, c] = Vb[record[c]]
+        rows = item_rows[b]
+        state = np.zeros(N_SOLVER_STATE)
+        state[X_H] = dt if is_adaptive else 0.0
+        state[X_ERR_OLD] = 1e-4
+        stride = 1 if is_adaptive else int(round(dt_out / dt))
+        done = 0
+        while done < rows and status[b] == 0:
+            m = min(chunk_rows, rows - done)
+            out = out_V[b, 1 + done:1 + done + m]
+            if is_adaptive:
+                out_times = np.arange(done + 1, done + m + 1) * dt_out
+                status[b] = run_adaptive(method, Vb, out_times,
+                                         breakpoints[bp_ptr[p]:bp_ptr[p + 1]], thetas[b], net,
+                                         drive, rtol, atol, max_step, adaptive, record, v_bound,
+                                         state, stats[b], out)
+                fail_t[b] = state[X_FAIL_T]
+            else:
+                status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride, thetas[b],
+                                      net, drive, record, v_bound, stats[b], out)
+                fail_t[b] = stats[b][S_FAIL_STEP] * dt
+            done += m

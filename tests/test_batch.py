@@ -1,0 +1,85 @@
+"""simulate_batch: bit-for-bit equal to one-by-one runs, ablation as data, failures per item."""
+
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim.compile import compile_circuit
+from reference import random_circuit
+from test_tap_withdrawal import TW
+
+
+@pytest.mark.parametrize("integrator,options", [("dopri5", {}), ("rosenbrock23", {}),
+                                                ("rk4", {"dt": 0.5}), ("ltc", {"dt": 1.0})])
+def test_batch_equals_one_by_one_bit_for_bit(integrator, options):
+    c = ns.load_circuit(TW)
+    base = compile_circuit(c).theta
+    rng = np.random.default_rng(1)
+    params = np.tile(base, (3, 1))
+    n = c.n_neurons
+    params[1:, 4 * n:4 * n + 26] *= rng.uniform(0.5, 1.5, (2, 26))  # perturb weights
+    protocols = ["tap", "tap_no_PLM", "tap_half_PLM", "anterior", "tap_no_AVA"]
+    batch = ns.simulate_batch(c, params, protocols, integrator=integrator, dt_out=5.0, **options)
+    assert batch.V.shape == (5, 3, 301, 11) and not batch.failed.any()
+    for p, name in enumerate(protocols):
+        for k in range(3):
+            if k == 0:
+                one = ns.simulate(c, name, integrator=integrator, dt_out=5.0, **options)
+            else:  # a parameter set applies to the unablated circuit; rebuild it by hand
+                if c.protocols[name].ablate or c.protocols[name].scale:
+                    continue
+                one = ns.simulate(c, name, integrator=integrator, dt_out=5.0, theta=params[k],
+                                  **options)
+            got = batch.result(name, k)
+            assert got.neuron_names == one.neuron_names
+            np.testing.assert_array_equal(got.V, one.V)
+            np.testing.assert_array_equal(got.t, one.t)
+            assert got.stats["steps"] == one.stats["steps"]
+
+
+def test_ablated_neurons_are_nan_and_random_circuits_agree():
+    circuit, stimuli = random_circuit(5, 9, n_clamped=1)
+    circuit = circuit.replace(stimuli={f"s{i}": s for i, s in enumerate(stimuli)},
+                              protocols={"all": ns.Protocol(20.0, tuple(f"s{i}" for i in range(len(stimuli)))),
+                                         "cut": ns.Protocol(15.0, ("s0",), ablate=("N3", "N7"))})
+    batch = ns.simulate_batch(circuit, integrator="dopri5", dt_out=0.5)
+    assert np.all(np.isnan(batch.v("N3")[1])) and np.all(np.isfinite(batch.v("N3")[0]))
+    assert np.all(np.isnan(batch.V[1, 0, 31:]))  # the shorter protocol is padded
+    for name in ("all", "cut"):
+        one = ns.simulate(circuit, name, dt_out=0.5)
+        np.testing.assert_array_equal(batch.result(name).V, one.V)
+
+
+def test_failures_are_per_item_and_explained():
+    c = ns.Circuit("c", (ns.Neuron("A", C=10.0, g_L=1.0, V0=0.0),), protocols={"p": ns.Protocol(5.0)})
+    params = np.tile(compile_circuit(c).theta, (3, 1))
+    params[1, 0] = 1e-3  # C = 0.001 pF: explicit Euler at dt 0.1 explodes
+    batch = ns.simulate_batch(c, params, integrator="euler", dt=0.1)
+    assert list(batch.status[0]) == ["complete", "failed", "complete"]
+    assert "neuron 'A'" in batch.messages[(0, 1)] and "euler" in batch.messages[(0, 1)]
+    np.testing.assert_array_equal(batch.V[0, 0], batch.V[0, 2])
+
+
+def two_cells():
+    neurons = (ns.Neuron("A"), ns.Neuron("B"))
+    return ns.Circuit("c", neurons, gap_junctions=(ns.GapJunction("A", "B"),),
+                      protocols={"p": ns.Protocol(5.0)})
+
+
+@pytest.mark.parametrize("column,value,match", [
+    ("neurons[A].C", -1.0, r"neurons\[A\].C: must be > 0, got -1.0 \(parameter set 1\)"),
+    ("neurons[B].g_L", np.nan, r"neurons\[B\].g_L: must be a finite number"),
+    ("gap_junctions[A-B].g", -0.5, r"gap_junctions\[A-B\].g: must be >= 0"),
+])
+def test_bad_parameter_matrices_are_refused(column, value, match):
+    c = two_cells()
+    compiled = compile_circuit(c)
+    params = np.tile(compiled.theta, (2, 1))
+    params[1, compiled.param_index(column)] = value
+    with pytest.raises(ns.CircuitError, match=match):
+        ns.simulate_batch(c, params)
+
+
+def test_wrong_shape_is_refused():
+    with pytest.raises(ns.CircuitError, match=r"params must have shape \(n_sets, 9\)"):
+        ns.simulate_batch(two_cells(), np.zeros((2, 3)))
