@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+import brian2_peer
 import neurosim as ns
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_network(n_neurons: int, n_synapses: int, n_gap: int, seed: int = 0) -> ns.Circuit:
@@ -54,6 +57,134 @@ def best_of(repeats: int, fn):
     return min(times), out
 
 
+def numpy_rhs(circuit: ns.Circuit, stimuli):
+    """The same right-hand side written in vectorised NumPy: the peer for solve_ivp."""
+    from neurosim.compile import compile_circuit
+    compiled = compile_circuit(circuit)
+    n, s = compiled.n_neurons, compiled.n_synapses
+    th = compiled.theta
+    C, g_L, E_L = th[:n], th[n:2 * n], th[2 * n:3 * n]
+    w, E, mu, nu, kappa = (th[4 * n + k * s:4 * n + (k + 1) * s] for k in range(5))
+    g = th[4 * n + 5 * s:]
+    post = np.repeat(np.arange(n), np.diff(compiled.syn_ptr))
+    pre = compiled.syn_pre
+    gap_a = np.array([compiled.index(x.a) for x in circuit.gap_junctions], dtype=int)
+    gap_b = np.array([compiled.index(x.b) for x in circuit.gap_junctions], dtype=int)
+    clamped = ~np.isnan(compiled.hold)
+    hold = np.where(clamped, compiled.hold, 0.0)
+    current = [(compiled.index(t), st) for st in stimuli if st.quantity == "current" for t in st.targets]
+    voltage = [(compiled.index(t), st) for st in stimuli if st.quantity == "voltage" for t in st.targets]
+    for i, _ in voltage:
+        clamped[i] = True
+
+    def f(t, V):
+        V = np.where(clamped, hold, V)
+        for i, st in voltage:
+            V[i] += st.value(t)
+        I = g_L * (E_L - V)
+        for i, st in current:
+            I[i] += st.value(t)
+        syn = w / (1.0 + np.exp(-nu * (V[pre] - mu))) * (E - kappa * V[post])
+        I += np.bincount(post, syn, minlength=n)
+        gap = g * (V[gap_b] - V[gap_a])
+        I += np.bincount(gap_a, gap, minlength=n) - np.bincount(gap_b, gap, minlength=n)
+        out = I / C
+        out[clamped] = 0.0
+        return out
+
+    return f, compiled.theta[3 * n:4 * n].copy(), clamped
+
+
+def solve_ivp_run(circuit, protocol, method, rtol, atol, t_eval):
+    from scipy.integrate import solve_ivp
+    proto = circuit.protocol(protocol)
+    stimuli = circuit.resolve_stimuli(proto)
+    f, V0, _ = numpy_rhs(circuit, stimuli)
+    edges = sorted({0.0, proto.duration, *(b for st in stimuli for b in st.breakpoints(proto.duration))})
+    out = np.empty((t_eval.size, V0.size))
+    V = V0
+    for a, b in zip(edges, edges[1:]):
+        inside = (t_eval >= a) & (t_eval <= b)
+        sol = solve_ivp(f, (a, b), V, method=method, rtol=rtol, atol=atol, dense_output=True)
+        out[inside] = sol.sol(t_eval[inside]).T
+        V = sol.y[:, -1]
+    return out
+
+
+def tw_one_second() -> ns.Circuit:
+    c = ns.load_circuit(ROOT / "circuits" / "tap_withdrawal.yaml")
+    return c.replace(protocols={"tap": ns.Protocol(1000.0, ("tap_touch",))})
+
+
+def free_error(V, reference, clamped):
+    return float(np.max(np.abs(V[:, ~clamped] - reference[:, ~clamped])))
+
+
+def bench_tw_vs_scipy(repeats: int) -> dict:
+    """TW circuit, 1 s, dopri5 rtol 1e-6 vs solve_ivp LSODA and RK45 on a NumPy RHS."""
+    c = tw_one_second()
+    reference = ns.simulate(c, "tap", rtol=1e-12, atol=1e-12, dt_out=1.0)
+    _, _, clamped = numpy_rhs(c, c.resolve_stimuli(c.protocol("tap")))
+    rows = {}
+    ns.simulate(c, "tap", rtol=1e-6, atol=1e-6, dt_out=1.0)
+    t, r = best_of(repeats, lambda: ns.simulate(c, "tap", rtol=1e-6, atol=1e-6, dt_out=1.0))
+    rows["neurosim dopri5"] = {"time_s": t, "max_error_mV": free_error(r.V, reference.V, clamped)}
+    ns.simulate(c, "tap", rtol=1e-8, atol=1e-8, dt_out=1.0)
+    t, r = best_of(repeats, lambda: ns.simulate(c, "tap", rtol=1e-8, atol=1e-8, dt_out=1.0))
+    rows["neurosim dopri5 rtol 1e-8"] = {"time_s": t,
+                                         "max_error_mV": free_error(r.V, reference.V, clamped)}
+    for method in ("LSODA", "RK45"):
+        for tol in (1e-6, 1e-8):
+            t, V = best_of(max(1, repeats // 2), lambda: solve_ivp_run(c, "tap", method, tol, tol, reference.t))
+            rows[f"solve_ivp {method} rtol {tol:g}"] = {"time_s": t,
+                                                        "max_error_mV": free_error(V, reference.V, clamped)}
+    ours = rows["neurosim dopri5"]
+    for name, row in rows.items():
+        row["speedup_of_neurosim"] = row["time_s"] / ours["time_s"]
+    return {"case": "TW circuit, 1 s, tap; neurosim dopri5 (warm) vs solve_ivp on a NumPy RHS; "
+                    "speedups relative to neurosim at rtol 1e-6",
+            "rows": rows}
+
+
+def bench_batch(n_sets: int) -> dict:
+    """Throughput of simulate_batch on the TW circuit (1 s each, adaptive dopri5)."""
+    from neurosim.compile import compile_circuit
+    c = tw_one_second()
+    base = compile_circuit(c).theta
+    rng = np.random.default_rng(0)
+    params = np.tile(base, (n_sets, 1))
+    n = c.n_neurons
+    params[:, 4 * n:4 * n + len(c.synapses)] *= rng.uniform(0.5, 1.5, (n_sets, len(c.synapses)))
+    out = {"case": f"batch of {n_sets} TW simulations, 1 s each, dopri5", "rows": {}}
+    for rtol in (1e-6, 1e-3):
+        ns.simulate_batch(c, params[:8], "tap", rtol=rtol, atol=rtol, dt_out=1000.0)
+        t, b = best_of(2, lambda: ns.simulate_batch(c, params, "tap", rtol=rtol, atol=rtol,
+                                                    dt_out=1000.0, record=["REV", "FWD"]))
+        out["rows"][f"rtol {rtol:g}"] = {"time_s": t, "simulations_per_s": n_sets / t,
+                                         "failed": int(b.failed.sum())}
+    return out
+
+
+def bench_brian2(duration_ms: float, brian2_python: str | None) -> dict:
+    """300 neurons / 4000 synapses, RK4 at dt 0.05 ms vs Brian2 (Cython target)."""
+    c = random_network(300, 4000, 150)
+    c = c.replace(protocols={"run": ns.Protocol(duration_ms, ("drive",))})
+    ns.simulate(c, "run", integrator="rk4", dt=0.05, dt_out=1.0)
+    t_ours, ours = best_of(3, lambda: ns.simulate(c, "run", integrator="rk4", dt=0.05, dt_out=1.0))
+    reference = ns.simulate(c, "run", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    row = {"neurosim rk4": {"time_s": t_ours, "max_error_mV": float(np.max(np.abs(ours.V - reference.V)))}}
+    case = f"random 300 neurons / 4000 synapses / 150 gaps, {duration_ms:g} ms, RK4 dt 0.05 ms"
+    data = brian2_peer.circuit_data(c, duration_ms)
+    try:
+        t_b, V_b = brian2_peer.run(data, brian2_python)
+    except brian2_peer.PeerUnavailable as exc:
+        return {"case": case, "skipped": str(exc), "rows": row}
+    row["brian2 cython rk4"] = {"time_s": t_b,
+                                "max_error_mV": float(np.max(np.abs(V_b - reference.V[:V_b.shape[0]])))}
+    row["brian2 cython rk4"]["speedup_of_neurosim"] = t_b / t_ours
+    return {"case": case, "rows": row}
+
+
 def bench_recording(repeats: int) -> dict:
     """Streaming to HDF5 vs keeping in memory, 300 neurons, 1 s, dopri5."""
     circuit = random_network(300, 4000, 150)
@@ -72,29 +203,66 @@ def bench_recording(repeats: int) -> dict:
         assert np.array_equal(disk.V, mem.V)
         size = path.stat().st_size
     return {"case": "recording overhead, 300 neurons, 4000 synapses, 1 s, dopri5, dt_out 0.1 ms",
-            "memory_s": t_mem, "hdf5_s": t_h5, "hdf5_first_run_s": t_first,
-            "overhead": t_h5 / t_mem - 1.0, "overhead_first_run": t_first / t_mem - 1.0,
-            "samples": int(mem.t.size), "file_MB": size / 1e6}
+            "rows": {"memory": {"time_s": t_mem},
+                     "HDF5 stream": {"time_s": t_h5, "overhead": t_h5 / t_mem - 1.0,
+                                     "file_MB": size / 1e6},
+                     "HDF5, first run of the circuit": {"time_s": t_first,
+                                                        "overhead": t_first / t_mem - 1.0}}}
+
+
+def bench_cold_start() -> dict:
+    """Wall time of `neurosim run` on the TW circuit in a fresh process (warm disk cache)."""
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "neurosim.cli", "run", str(ROOT / "circuits" / "tap_withdrawal.yaml"),
+               "-p", "tap", "-o", str(Path(tmp) / "tap.h5"), "--overwrite"]
+        subprocess.run(cmd, check=True, capture_output=True)  # fills the compile cache
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+    return {"case": "neurosim run TW (tap, 1.5 s) in a new process, warm compile cache",
+            "rows": {"neurosim run": {"time_s": min(times)}}}
+
+
+def print_case(case: dict) -> None:
+    print(f"\n{case['case']}")
+    if "skipped" in case:
+        print(f"  skipped: {case['skipped']}")
+    for name, row in case.get("rows", {}).items():
+        cells = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in row.items())
+        print(f"  {name:34s} {cells}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller cases (< 2 minutes)")
     parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--brian2-python", metavar="PYTHON",
+                        help="an interpreter with Brian2, if Brian2 does not import here "
+                             "(Brian2 2.9 needs NumPy < 2.3)")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else 5
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "processor": platform.processor(),
                            "python": platform.python_version(), "neurosim": ns.__version__},
-               "cases": []}
-    rec = bench_recording(repeats)
-    results["cases"].append(rec)
-    print(f"{rec['case']}: memory {rec['memory_s']:.3f} s, HDF5 {rec['hdf5_s']:.3f} s "
-          f"(overhead {100 * rec['overhead']:+.1f} %; first run of the circuit "
-          f"{100 * rec['overhead_first_run']:+.1f} %), {rec['file_MB']:.0f} MB")
+               "quick": args.quick, "cases": []}
+    cases = [lambda: bench_tw_vs_scipy(repeats),
+             lambda: bench_batch(2000 if args.quick else 20000),
+             lambda: bench_brian2(200.0 if args.quick else 1000.0, args.brian2_python),
+             lambda: bench_recording(repeats),
+             bench_cold_start]
+    for case in cases:
+        result = case()
+        results["cases"].append(result)
+        print_case(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(f"-> {out}")
+    print(f"\n-> {out}")
 
 
 if __name__ == "__main__":
