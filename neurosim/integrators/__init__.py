@@ -25,6 +25,7 @@ from neurosim.kernels import constants as kc
 from neurosim.kernels.adaptive import run_adaptive
 from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
+from neurosim.kernels.sensitivity import run_dopri5_tangent, run_fixed_tangent
 
 OK = kc.OK
 
@@ -314,3 +315,72 @@ def make_integrator(integrator, *, dt=None, rtol=None, atol=None) -> Integrator:
         return cls() if dt is None else cls(dt=dt)
     options = {k: v for k, v in (("dt", dt), ("rtol", rtol), ("atol", atol)) if v is not None}
     return cls(**options)
+
+
+#: integrators with forward sensitivities (the tangent of their discrete step)
+SENSITIVITY_METHODS = ("euler", "rk4", "ltc", "dopri5")
+
+
+def free_parameter_codes(compiled, indices) -> tuple:
+    """(kind, index) of each θ position, and the edge tables the tangent kernels need."""
+    n, s = compiled.n_neurons, compiled.n_synapses
+    kinds, where = [], []
+    for p in indices:
+        if p < 4 * n:
+            kinds.append(p // n)
+            where.append(p % n)
+        elif p < 4 * n + 5 * s:
+            kinds.append(4 + (p - 4 * n) // s)
+            where.append((p - 4 * n) % s)
+        else:
+            kinds.append(9)
+            where.append(p - 4 * n - 5 * s)
+    syn_post = np.repeat(np.arange(n), np.diff(compiled.syn_ptr)).astype(np.int64)
+    gaps = compiled.circuit.gap_junctions
+    gap_a = np.array([compiled.index(g.a) for g in gaps], dtype=np.int64)
+    gap_b = np.array([compiled.index(g.b) for g in gaps], dtype=np.int64)
+    return (np.array(kinds, dtype=np.int64), np.array(where, dtype=np.int64), syn_post,
+            gap_a, gap_b)
+
+
+def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_rows,
+                               v_bound):
+    """(status, V_out, S_out, stats) of one run with ∂V/∂θ[free] at every output row.
+
+    V_out has shape (n_rows + 1, len(record)); S_out (n_rows + 1, len(record), len(free)).
+    The run takes exactly the steps :func:`neurosim.simulate` takes without chunking.
+    """
+    if method.name not in SENSITIVITY_METHODS:
+        raise CircuitError(f"gradients are available for {', '.join(SENSITIVITY_METHODS)}; "
+                           f"got integrator '{method.name}'")
+    free = np.asarray(free, dtype=np.int64)
+    tangent = free_parameter_codes(compiled, free)
+    n, m = compiled.n_neurons, free.shape[0]
+    V = compiled.theta[3 * n:4 * n].copy()
+    S = np.zeros((n, m))
+    for c, (kind, i) in enumerate(zip(tangent[0], tangent[1])):
+        if kind == 3:  # V0 of neuron i
+            S[i, c] = 1.0
+    clamped = drive.clamped
+    impose_clamps(0.0, V, drive.arrays, np.empty((kc.WORK_ROWS, n)))
+    S[clamped] = 0.0
+    out_V = np.full((n_rows + 1, record.shape[0]), np.nan)
+    out_S = np.full((n_rows + 1, record.shape[0], m), np.nan)
+    out_V[0] = V[record]
+    out_S[0] = S[record]
+    stats = np.zeros(kc.N_STATS, dtype=np.int64)
+    if isinstance(method, FixedStepIntegrator):
+        stride = round(dt_out / method.dt)
+        status = run_fixed_tangent(method.code, V, S, 0.0, 0, method.dt, n_rows, stride,
+                                   compiled.theta, compiled.net, tangent, drive.arrays, record,
+                                   v_bound, stats, out_V[1:], out_S[1:])
+    else:
+        state = np.zeros(kc.N_SOLVER_STATE)
+        state[kc.X_H] = method.dt or 0.0
+        state[kc.X_ERR_OLD] = 1e-4
+        out_times = np.arange(1, n_rows + 1) * dt_out
+        status = run_dopri5_tangent(V, S, out_times, drive.breakpoints, compiled.theta,
+                                    compiled.net, tangent, drive.arrays, method.rtol, method.atol,
+                                    method.max_step, method.adaptive, record, v_bound, state,
+                                    stats, out_V[1:], out_S[1:])
+    return status, out_V, out_S, stats

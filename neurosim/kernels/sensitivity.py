@@ -1,0 +1,335 @@
+"""Forward sensitivities: the tangent-linear model of each integrator's discrete step.
+
+Alongside V (n,) every loop carries S = ∂V/∂θ_free (n, m) for m chosen parameters and
+differentiates exactly the arithmetic of the step (discretise-then-differentiate): the
+gradient is that of the numbers the simulator returns, so it matches finite differences
+of the same run to rounding (tests/test_gradients.py).  Adaptive steps are taken as
+given (their sizes do not depend on θ), as in diffrax's and Jaxley's forward mode.
+
+Free parameters are described by (kind, index) pairs; kinds follow the θ layout.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from neurosim.kernels.adaptive import DP_A, DP_C, DP_E, DP_P, error_norm, initial_step
+from neurosim.kernels.constants import (EULER, MAX_FACTOR, MIN_FACTOR, OK,
+                                        PI_BETA, RK4, S_REJECTED, S_RHS, S_STEPS, SAFETY,
+                                        STEP_UNDERFLOW, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
+                                        X_T)
+from neurosim.kernels.fixed import check_state, impose_clamps
+from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
+
+# kinds of free parameters (index into the θ layout's blocks)
+P_C, P_GL, P_EL, P_V0, P_W, P_E, P_MU, P_NU, P_KAPPA, P_GAP = range(10)
+
+
+@njit(cache=True)
+def split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN):
+    """G, N of conductance_split and their derivatives along S_in and the free parameters.
+
+    ``tangent`` = (free_kind, free_index, syn_post, gap_a, gap_b).
+    """
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep = net
+    free_kind, free_index, syn_post, gap_a, gap_b = tangent
+    n = V_in.shape[0]
+    m = S_in.shape[1]
+    C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap = unpack_theta(theta, n, syn_pre.shape[0])
+    for i in range(n):
+        for c in range(m):
+            dG[i, c] = 0.0
+            dN[i, c] = 0.0
+        if clamped[i]:
+            G[i] = 0.0
+            N[i] = 0.0
+            continue
+        g_tot = g_L[i]
+        drive = g_L[i] * E_L[i] + I[i]
+        for k in range(syn_ptr[i], syn_ptr[i + 1]):
+            j = syn_pre[k]
+            s = sigmoid(nu[k] * (V_in[j] - mu[k]))
+            ws = w[k] * s
+            g_tot += ws * kappa[k]
+            drive += ws * E[k]
+            slope = w[k] * s * (1.0 - s) * nu[k]
+            if slope != 0.0 and not clamped[j]:
+                for c in range(m):
+                    dG[i, c] += slope * kappa[k] * S_in[j, c]
+                    dN[i, c] += slope * E[k] * S_in[j, c]
+        for q in range(gap_ptr[i], gap_ptr[i + 1]):
+            g = g_gap[gap_idx[q]]
+            g_tot += g
+            drive += g * V_in[gap_nbr[q]]
+            if not clamped[gap_nbr[q]]:
+                for c in range(m):
+                    dN[i, c] += g * S_in[gap_nbr[q], c]
+        G[i] = g_tot
+        N[i] = drive
+    for c in range(m):
+        kind = free_kind[c]
+        x = free_index[c]
+        if kind == P_GL:
+            if not clamped[x]:
+                dG[x, c] += 1.0
+                dN[x, c] += E_L[x]
+        elif kind == P_EL:
+            if not clamped[x]:
+                dN[x, c] += g_L[x]
+        elif kind >= P_W and kind <= P_KAPPA:
+            i = syn_post[x]
+            if clamped[i]:
+                continue
+            j = syn_pre[x]
+            z = V_in[j] - mu[x]
+            s = sigmoid(nu[x] * z)
+            if kind == P_W:
+                dG[i, c] += s * kappa[x]
+                dN[i, c] += s * E[x]
+            elif kind == P_E:
+                dN[i, c] += w[x] * s
+            elif kind == P_KAPPA:
+                dG[i, c] += w[x] * s
+            else:
+                ds = s * (1.0 - s) * (z if kind == P_NU else -nu[x])
+                dG[i, c] += w[x] * ds * kappa[x]
+                dN[i, c] += w[x] * ds * E[x]
+        elif kind == P_GAP:
+            a = gap_a[x]
+            b = gap_b[x]
+            if not clamped[a]:
+                dG[a, c] += 1.0
+                dN[a, c] += V_in[b]
+            if not clamped[b]:
+                dG[b, c] += 1.0
+                dN[b, c] += V_in[a]
+
+
+@njit(cache=True)
+def rhs_tangent(t, left, V, S, theta, net, tangent, drive, work, dwork, f, df):
+    """f = dV/dt and df = ∂f/∂V·S + ∂f/∂θ_free.  ``dwork``: (3, n, m) scratch."""
+    V_in, I, G, N = work[0], work[1], work[2], work[3]
+    S_in, dG, dN = dwork[0], dwork[1], dwork[2]
+    apply_drive(t, left, V, drive, V_in, I)
+    clamped = drive[7]
+    n = V.shape[0]
+    m = S.shape[1]
+    for i in range(n):
+        for c in range(m):
+            S_in[i, c] = 0.0 if clamped[i] else S[i, c]
+    split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN)
+    C = theta[0:n]
+    free_kind, free_index = tangent[0], tangent[1]
+    for i in range(n):
+        if clamped[i]:
+            f[i] = 0.0
+            for c in range(m):
+                df[i, c] = 0.0
+            continue
+        f[i] = (N[i] - G[i] * V_in[i]) / C[i]
+        for c in range(m):
+            df[i, c] = (dN[i, c] - dG[i, c] * V_in[i] - G[i] * S_in[i, c]) / C[i]
+    for c in range(m):
+        if free_kind[c] == P_C:
+            i = free_index[c]
+            if not clamped[i]:
+                df[i, c] -= f[i] / C[i]
+
+
+@njit(cache=True)
+def zero_clamped_rows(S, clamped):
+    for i in range(S.shape[0]):
+        if clamped[i]:
+            for c in range(S.shape[1]):
+                S[i, c] = 0.0
+
+
+@njit(cache=True)
+def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, tangent, drive,
+                      record, v_bound, stats, out_V, out_S):
+    """run_fixed for euler, rk4 and ltc, carrying S = ∂V/∂θ_free; writes out_S[r] = S[record]."""
+    n = V.shape[0]
+    m = S.shape[1]
+    work = np.empty((WORK_ROWS, n))
+    dwork = np.empty((3, n, m))
+    k = np.empty((4, n))
+    dk = np.empty((4, n, m))
+    tmp = np.empty(n)
+    dtmp = np.empty((n, m))
+    clamped = drive[7]
+    C = theta[0:n]
+    free_kind, free_index = tangent[0], tangent[1]
+    for r in range(n_rows):
+        for sub in range(stride):
+            step = step0 + r * stride + sub
+            t = t0 + step * dt
+            if method == EULER:
+                rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
+                for i in range(n):
+                    V[i] += dt * k[0, i]
+                    for c in range(m):
+                        S[i, c] += dt * dk[0, i, c]
+            elif method == RK4:
+                rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
+                for stage, a in ((1, 0.5), (2, 0.5), (3, 1.0)):
+                    for i in range(n):
+                        tmp[i] = V[i] + a * dt * k[stage - 1, i]
+                        for c in range(m):
+                            dtmp[i, c] = S[i, c] + a * dt * dk[stage - 1, i, c]
+                    rhs_tangent(t + a * dt, False, tmp, dtmp, theta, net, tangent, drive, work,
+                                dwork, k[stage], dk[stage])
+                for i in range(n):
+                    V[i] += dt / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+                    for c in range(m):
+                        S[i, c] += dt / 6.0 * (dk[0, i, c] + 2.0 * dk[1, i, c]
+                                               + 2.0 * dk[2, i, c] + dk[3, i, c])
+            else:  # LTC: V' = (a V + N) / (a + G), a = C/dt
+                V_in, I, G, N = work[0], work[1], work[2], work[3]
+                S_in, dG, dN = dwork[0], dwork[1], dwork[2]
+                apply_drive(t, False, V, drive, V_in, I)
+                for i in range(n):
+                    for c in range(m):
+                        S_in[i, c] = 0.0 if clamped[i] else S[i, c]
+                split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN)
+                for i in range(n):
+                    if clamped[i]:
+                        continue
+                    a = C[i] / dt
+                    new = (a * V[i] + N[i]) / (a + G[i])
+                    for c in range(m):
+                        da = 1.0 / dt if (free_kind[c] == P_C and free_index[c] == i) else 0.0
+                        S[i, c] = (a * S[i, c] + da * V[i] + dN[i, c]
+                                   - new * (da + dG[i, c])) / (a + G[i])
+                    V[i] = new
+            impose_clamps(t0 + (step + 1) * dt, V, drive, work)
+            zero_clamped_rows(S, clamped)
+            stats[S_STEPS] += 1
+            stats[S_RHS] += 4 if method == RK4 else 1
+            status = check_state(V, v_bound, stats, step + 1)
+            if status != OK:
+                return status
+        for cc in range(record.shape[0]):
+            out_V[r, cc] = V[record[cc]]
+            for c in range(m):
+                out_S[r, cc, c] = S[record[cc], c]
+    return OK
+
+
+@njit(cache=True)
+def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol, atol,
+                       max_step, adaptive, record, v_bound, state, stats, out_V, out_S):
+    """run_adaptive (dopri5 only) carrying S; step sizes are chosen from V's error alone."""
+    n = V.shape[0]
+    m = S.shape[1]
+    clamped = drive[7]
+    work = np.empty((WORK_ROWS, n))
+    dwork = np.empty((3, n, m))
+    K = np.empty((7, n))
+    dK = np.empty((7, n, m))
+    tmp = np.empty(n)
+    dtmp = np.empty((n, m))
+    V_new = np.empty(n)
+    S_new = np.empty((n, m))
+    err = np.empty(n)
+    t = state[X_T]
+    h = state[X_H]
+    err_old = state[X_ERR_OLD]
+    t_end = out_times[out_times.shape[0] - 1]
+    rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
+    stats[S_RHS] += 1
+    if h <= 0.0:
+        h = initial_step(t, V, K[0], 4, rtol, atol, theta, net, drive, work, clamped, tmp, V_new)
+        stats[S_RHS] += 1
+    next_out = 0
+    stop = np.searchsorted(tstops, t, side="right")
+    while t < t_end:
+        t_target = t_end
+        if stop < tstops.shape[0] and tstops[stop] < t_end:
+            t_target = tstops[stop]
+        h_try = min(h, max_step)
+        landing = t + 1.05 * h_try >= t_target
+        if landing:
+            h_try = t_target - t
+        for s in range(1, 7):
+            for i in range(n):
+                acc = 0.0
+                for q in range(s):
+                    acc += DP_A[s, q] * K[q, i]
+                tmp[i] = V[i] + h_try * acc
+                for c in range(m):
+                    dacc = 0.0
+                    for q in range(s):
+                        dacc += DP_A[s, q] * dK[q, i, c]
+                    dtmp[i, c] = S[i, c] + h_try * dacc
+            rhs_tangent(t + DP_C[s] * h_try, landing and s >= 5, tmp, dtmp, theta, net, tangent,
+                        drive, work, dwork, K[s], dK[s])
+        V_new[:] = tmp
+        S_new[:, :] = dtmp
+        stats[S_RHS] += 6
+        for i in range(n):
+            acc = 0.0
+            for s in range(7):
+                acc += DP_E[s] * K[s, i]
+            err[i] = h_try * acc
+        err_now = error_norm(err, V, V_new, clamped, rtol, atol)
+        if math.isnan(err_now):
+            err_now = math.inf
+        if err_now <= 1.0 or not adaptive:
+            t_new = t_target if landing else t + h_try
+            while next_out < out_times.shape[0] and out_times[next_out] <= t_new:
+                frac = (out_times[next_out] - t) / h_try
+                q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
+                apply_drive(out_times[next_out], False, V, drive, work[0], work[1])
+                for cc in range(record.shape[0]):
+                    i = record[cc]
+                    if clamped[i]:
+                        out_V[next_out, cc] = work[0, i]
+                        for c in range(m):
+                            out_S[next_out, cc, c] = 0.0
+                        continue
+                    acc = 0.0
+                    for s in range(7):
+                        acc += K[s, i] * (DP_P[s, 0] * q0 + DP_P[s, 1] * q1
+                                          + DP_P[s, 2] * q2 + DP_P[s, 3] * q3)
+                    out_V[next_out, cc] = V[i] + h_try * acc
+                    for c in range(m):
+                        dacc = 0.0
+                        for s in range(7):
+                            dacc += dK[s, i, c] * (DP_P[s, 0] * q0 + DP_P[s, 1] * q1
+                                                   + DP_P[s, 2] * q2 + DP_P[s, 3] * q3)
+                        out_S[next_out, cc, c] = S[i, c] + h_try * dacc
+                next_out += 1
+            t = t_new
+            V[:] = V_new
+            S[:, :] = S_new
+            stats[S_STEPS] += 1
+            status = check_state(V, v_bound, stats, stats[S_STEPS])
+            if status != OK:
+                state[X_FAIL_T] = t
+                return status
+            if landing and t == t_target and stop < tstops.shape[0] and t_target == tstops[stop]:
+                stop += 1
+                rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
+                stats[S_RHS] += 1
+            else:
+                K[0, :] = K[6]
+                dK[0, :, :] = dK[6]
+            if adaptive:
+                factor = SAFETY * max(err_now, 1e-10) ** (-0.2) * err_old ** PI_BETA
+                err_old = max(err_now, 1e-4)
+                if not (landing and h_try < h):
+                    h = h_try * min(MAX_FACTOR, max(MIN_FACTOR, factor))
+        else:
+            stats[S_REJECTED] += 1
+            factor = SAFETY * err_now ** (-0.2) if math.isfinite(err_now) else MIN_FACTOR
+            h = h_try * max(MIN_FACTOR, min(1.0, factor))
+            if h < 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t)):
+                state[X_T] = t
+                state[X_FAIL_T] = t
+                return STEP_UNDERFLOW
+    state[X_T] = t
+    state[X_H] = h
+    state[X_ERR_OLD] = err_old
+    return OK
+
