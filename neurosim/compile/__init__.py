@@ -293,6 +293,15 @@ class CompiledBatch:
     durations: np.ndarray
     ablated: np.ndarray
 
+    def drive(self, p: int) -> CompiledDrive:
+        """Protocol p alone, as the drive of a single run."""
+        kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped, hold = self.arrays
+        s0, s1 = stim_ptr[p], stim_ptr[p + 1]
+        arrays = (kind[s0:s1], target[s0:s1], is_voltage[s0:s1], par[s0:s1], tab_ptr[s0:s1 + 1],
+                  tab_t, tab_v, clamped[p], hold[p])
+        return CompiledDrive(arrays, self.breakpoints[self.bp_ptr[p]:self.bp_ptr[p + 1]],
+                             float(self.durations[p]))
+
 
 def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
     """Pack ``protocols`` (Protocol objects) for :func:`neurosim.kernels.batch.run_batch`."""
@@ -336,6 +345,26 @@ def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
     bp_ptr = np.cumsum([0] + [b.shape[0] for b in bps]).astype(np.int64)
     return CompiledBatch(arrays, np.concatenate(bps), bp_ptr, np.stack(factors),
                          np.array([p.duration for p in protocols]), np.stack(ablated))
+
+
+def circuit_with_theta(compiled: CompiledCircuit, theta) -> Circuit:
+    """The compiled circuit's model objects with the values of ``theta`` written back."""
+    circuit = compiled.circuit
+    theta = np.asarray(theta, dtype=np.float64)
+    check_theta(theta, compiled)
+    n, s = compiled.n_neurons, compiled.n_synapses
+    neurons = []
+    for i, nr in enumerate(circuit.neurons):
+        C, g_L, E_L, V0 = (float(theta[k * n + i]) for k in range(4))
+        keep_V0 = nr.V0 is not None or V0 != E_L
+        neurons.append(dataclasses.replace(nr, C=C, g_L=g_L, E_L=E_L, V0=V0 if keep_V0 else None))
+    by_key = {}
+    for k, syn in enumerate(compiled.synapses_csr):
+        by_key[syn.key] = {f: float(theta[4 * n + j * s + k]) for j, f in enumerate(SYNAPSE_FIELDS)}
+    synapses = tuple(dataclasses.replace(syn, **by_key[syn.key]) for syn in circuit.synapses)
+    gaps = tuple(dataclasses.replace(g, g=float(theta[4 * n + 5 * s + q]))
+                 for q, g in enumerate(circuit.gap_junctions))
+    return circuit.replace(neurons=tuple(neurons), synapses=synapses, gap_junctions=gaps)
 
 
 def resolve_protocol(circuit: Circuit, protocol) -> tuple[str, Protocol]:

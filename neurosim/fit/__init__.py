@@ -1,0 +1,8 @@
+"""Fitting circuits to behaviour and traces (DESIGN.md §5)."""
+
+from neurosim.fit.objective import Objective
+from neurosim.fit.parameters import FreeParameter, Parameterization
+from neurosim.fit.targets import BehaviourTarget, TraceTarget, load_behaviour
+
+__all__ = ["BehaviourTarget", "FreeParameter", "Objective", "Parameterization", "TraceTarget",
+           "load_behaviour"]

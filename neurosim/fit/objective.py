@@ -1,0 +1,198 @@
+"""The fit objective: one definition, evaluated three ways.
+
+``objective(x)`` runs the protocols once; ``objective.value_and_grad(x)`` adds forward
+sensitivities for the gradient; ``objective.batch(X)`` evaluates a whole population in
+one parallel call of the batch kernel.  All three read the same targets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from neurosim.compile import compile_batch
+from neurosim.errors import CircuitError
+from neurosim.fit.parameters import Parameterization
+from neurosim.fit.targets import BehaviourTarget, TraceTarget
+from neurosim.integrators import integrate_with_sensitivity, make_integrator, run_items
+from neurosim.simulate import DEFAULT_V_BOUND
+
+#: loss of a run that failed numerically (finite, so optimisers can move away from it)
+FAILED_LOSS = 1e6
+
+
+class Objective:
+    """Loss of a parameter vector ``x`` of a :class:`Parameterization` against targets.
+
+    Parameters
+    ----------
+    parameterization : Parameterization
+    targets : sequence of BehaviourTarget or TraceTarget
+    readout : str
+        The circuit's read-out used by behavioural targets.
+    integrator, dt, rtol, atol : as for :func:`neurosim.simulate`
+        Gradients need euler, rk4, ltc or dopri5.
+    dt_out : float, ms
+        Sampling of the traces the targets read.
+    prior : float
+        Weight λ of the L2 prior ½λ‖x − x0‖².
+    """
+
+    def __init__(self, parameterization: Parameterization, targets, *, readout: str = "behaviour",
+                 integrator="dopri5", dt=None, rtol=None, atol=None, dt_out: float = 5.0,
+                 prior: float = 0.0):
+        self.par = parameterization
+        circuit = parameterization.circuit
+        self.targets = list(targets)
+        if not self.targets:
+            raise CircuitError("a fit needs at least one target (experiment or trace)")
+        self.readout = circuit.readout(readout) if any(
+            isinstance(t, BehaviourTarget) for t in self.targets) else None
+        self.protocols = list(dict.fromkeys(t.protocol for t in self.targets))
+        for name in self.protocols:
+            circuit.protocol(name)
+        compiled = parameterization.compiled
+        self.batch_drive = compile_batch(compiled, [circuit.protocol(p) for p in self.protocols])
+        self.method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
+        plans = [self.method.plan(d, dt_out) for d in self.batch_drive.durations]
+        self.dt_out = plans[0][0]
+        self.rows = np.array([r for _, r in plans], dtype=np.int64)
+        names = []
+        for target in self.targets:
+            names += list(self.readout.neurons) if isinstance(target, BehaviourTarget) else [target.neuron]
+        self.record_names = list(dict.fromkeys(names))
+        self.record = np.array([compiled.index(n) for n in self.record_names], dtype=np.int64)
+        self.prior = float(prior)
+        self.evaluations = 0
+        self.simulations = 0
+        self.sim_seconds = 0.0
+
+    # --- losses from traces ----------------------------------------------------------
+    def _traces(self, p: int, V: np.ndarray) -> dict:
+        """name -> traces (..., samples) of protocol p; ablated neurons read as resting."""
+        out = {}
+        for c, name in enumerate(self.record_names):
+            trace = V[..., c]
+            if self.batch_drive.ablated[p, self.record[c]]:
+                rest = self.readout.rest if self.readout is not None else 0.0
+                trace = np.full_like(trace, rest)
+            out[name] = trace
+        return out
+
+    def _loss_and_dV(self, p: int, V: np.ndarray, want_grad: bool):
+        """Loss of protocol p's targets for traces V (..., samples, recorded) and dL/dV."""
+        t = np.arange(V.shape[-2]) * self.dt_out
+        traces = self._traces(p, V)
+        loss = np.zeros(V.shape[:-2])
+        dV = np.zeros_like(V) if want_grad else None
+        for target in self.targets:
+            if target.protocol != self.protocols[p]:
+                continue
+            if isinstance(target, BehaviourTarget):
+                r = self.readout
+                score, d_rev, d_fwd = target.score_and_grad(r, t, traces[r.reverse], traces[r.forward])
+                value, d_score = target.loss_from_score(r, score)
+                loss = loss + value
+                if want_grad:
+                    for name, d in ((r.reverse, d_rev), (r.forward, d_fwd)):
+                        c = self.record_names.index(name)
+                        if not self.batch_drive.ablated[p, self.record[c]]:
+                            dV[..., c] += d_score[..., None] * d
+            else:
+                value, d = target.loss_and_grad(t, traces[target.neuron])
+                loss = loss + value
+                if want_grad:
+                    dV[..., self.record_names.index(target.neuron)] += d
+        return loss, dV
+
+    def _prior(self, x):
+        diff = np.asarray(x) - self.par.x0
+        return 0.5 * self.prior * np.sum(diff ** 2, axis=-1), self.prior * diff
+
+    # --- the three evaluations -------------------------------------------------------
+    def batch(self, X) -> np.ndarray:
+        """Losses of a population X (n_sets, n_free) from one parallel simulation call."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        thetas = self.par.theta(X)
+        n_sets, n_p = X.shape[0], len(self.protocols)
+        effective = (self.batch_drive.factors[:, None, :] * thetas[None]).reshape(n_p * n_sets, -1)
+        n = self.par.compiled.n_neurons
+        V0 = np.ascontiguousarray(effective[:, 3 * n:4 * n])
+        items = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
+        started = time.perf_counter()
+        status, _, _, out_V = run_items(self.method, self.par.compiled, self.batch_drive, V0,
+                                        effective, items, self.rows[items], self.dt_out,
+                                        self.record, DEFAULT_V_BOUND)
+        self.sim_seconds += time.perf_counter() - started
+        self.simulations += n_sets * n_p
+        self.evaluations += n_sets
+        out_V = out_V.reshape(n_p, n_sets, out_V.shape[1], -1)
+        status = status.reshape(n_p, n_sets)
+        total = self._prior(X)[0]
+        for p in range(n_p):
+            V = out_V[p, :, :self.rows[p] + 1]
+            loss, _ = self._loss_and_dV(p, np.nan_to_num(V, nan=0.0), want_grad=False)
+            total = total + np.where(status[p] == 0, loss, FAILED_LOSS)
+        return np.where(np.isfinite(total), total, FAILED_LOSS)
+
+    def __call__(self, x) -> float:
+        return float(self.batch(np.asarray(x)[None, :])[0])
+
+    def value_and_grad(self, x) -> tuple[float, np.ndarray]:
+        """Loss and its gradient from forward sensitivities (one run per protocol)."""
+        x = np.asarray(x, dtype=np.float64)
+        theta = self.par.theta(x)
+        compiled = self.par.compiled
+        free = self.par.indices
+        total, grad_prior = self._prior(x)
+        grad_theta = np.zeros(free.size)
+        started = time.perf_counter()
+        for p in range(len(self.protocols)):
+            factor = self.batch_drive.factors[p]
+            run = compiled.with_theta(theta * factor) if np.any(factor != 1) else \
+                compiled.with_theta(theta)
+            status, V, S, _ = integrate_with_sensitivity(
+                self.method, run, self.batch_drive.drive(p), free, self.record, self.dt_out,
+                int(self.rows[p]), DEFAULT_V_BOUND)
+            if status != 0:
+                self.sim_seconds += time.perf_counter() - started
+                return FAILED_LOSS, np.zeros(self.par.n_free)
+            loss, dV = self._loss_and_dV(p, V, want_grad=True)
+            total += float(loss)
+            grad_theta += np.einsum("rc,rcm->m", dV, S) * factor[free]
+        self.sim_seconds += time.perf_counter() - started
+        self.simulations += len(self.protocols)
+        self.evaluations += 1
+        return float(total), self.par.chain(x, grad_theta) + grad_prior
+
+    def predictions(self, x) -> list[dict]:
+        """Per target: protocol, measure, observed, predicted (and the score)."""
+        x = np.asarray(x, dtype=np.float64)
+        thetas = self.par.theta(x[None, :])
+        n_p = len(self.protocols)
+        effective = (self.batch_drive.factors[:, None, :] * thetas[None]).reshape(n_p, -1)
+        n = self.par.compiled.n_neurons
+        items = np.arange(n_p, dtype=np.int64)
+        _, _, _, out_V = run_items(self.method, self.par.compiled, self.batch_drive,
+                                   np.ascontiguousarray(effective[:, 3 * n:4 * n]), effective,
+                                   items, self.rows, self.dt_out, self.record, DEFAULT_V_BOUND)
+        rows = []
+        for target in self.targets:
+            p = self.protocols.index(target.protocol)
+            V = out_V[p, :self.rows[p] + 1]
+            t = np.arange(V.shape[0]) * self.dt_out
+            traces = self._traces(p, V)
+            if isinstance(target, BehaviourTarget):
+                r = self.readout
+                score = float(target.score_and_grad(r, t, traces[r.reverse], traces[r.forward])[0])
+                rows.append({"protocol": target.protocol, "measure": target.measure,
+                             "observed": target.observed,
+                             "predicted": target.predicted(r, score), "score": score})
+            else:
+                loss, _ = target.loss_and_grad(t, traces[target.neuron])
+                rows.append({"protocol": target.protocol, "measure": f"trace {target.neuron}",
+                             "observed": math.nan, "predicted": math.nan,
+                             "score": float(loss)})
+        return rows
