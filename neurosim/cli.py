@@ -167,6 +167,62 @@ def cmd_behave(args) -> int:
     return EXIT_OK
 
 
+def cmd_fit(args) -> int:
+    import csv
+
+    from neurosim.fit.run import run_fit
+    from neurosim.fit.signs import sign_association
+    from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
+    from neurosim.fit.targets import load_behaviour
+    from neurosim.io.hdf5 import HDF5Recorder
+    from neurosim.io.yaml import load_circuit
+    from neurosim.plot import plot_fit, plot_signs, save_figure
+    from neurosim.simulate import simulate
+
+    circuit = load_circuit(args.circuit)
+    targets = load_behaviour(args.data)
+    spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
+    out = Path(args.output)
+    stem = out.with_suffix("")
+    traces_dir = Path(f"{stem}_traces")
+    products = [out, Path(f"{stem}_report.png"), Path(f"{stem}_predictions.csv"), traces_dir]
+    existing = [str(p) for p in products if p.exists()]
+    if existing and not args.overwrite:
+        raise CircuitError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+    report = run_fit(circuit, targets, spec, progress=sys.stderr.isatty())
+    r = report.result
+    out.write_text(report.fitted_yaml(args.data), encoding="utf-8")
+    save_figure(plot_fit(r.history, report.predictions, title=f"fit of {circuit.name}"), products[1])
+    with open(products[2], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["protocol", "measure", "observed", "predicted", "score"])
+        writer.writeheader()
+        writer.writerows(report.predictions)
+    traces_dir.mkdir(exist_ok=True)
+    for protocol in report.objective.protocols:
+        simulate(report.circuit, protocol, dt_out=spec.simulation.dt_out,
+                 recorder=HDF5Recorder(traces_dir / f"{protocol}.h5", overwrite=True))
+    print(f"{r.method}: loss {r.loss:.6g} after {r.evaluations} evaluations, {r.simulations} "
+          f"simulations in {r.wall_s:.1f} s ({r.simulations_per_s:.0f} simulations/s)")
+    for p in report.predictions:
+        print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
+              f"fitted {p['predicted']:.3g}")
+    if report.signs:
+        signs_csv = Path(f"{stem}_signs.csv")
+        with open(signs_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["rank", *report.signs[0].signs, "loss"])
+            for k, pattern in enumerate(report.signs, 1):
+                writer.writerow([k, *pattern.signs.values(), f"{pattern.loss:.6g}"])
+        save_figure(plot_signs(report.signs), Path(f"{stem}_signs.png"))
+        print("sign enumeration (best loss with each sign):")
+        for name, row in sign_association(report.signs).items():
+            print(f"  {name:<6} + {row['best_loss_excitatory']:.4g}   - "
+                  f"{row['best_loss_inhibitory']:.4g}   -> {row['predicted']}")
+        products += [signs_csv, Path(f"{stem}_signs.png")]
+    print("wrote " + ", ".join(str(p) for p in products))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
@@ -223,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     behave.add_argument("-o", "--output", metavar="CSV", help="write the table as CSV")
     behave.add_argument("--plot", metavar="PNG", help="traces and a bar chart of the scores")
     behave.set_defaults(func=cmd_behave)
+
+    fitp = sub.add_parser("fit", help="fit circuit parameters to behavioural data",
+                          description="Fit the free parameters of a circuit to a behavioural "
+                                      "data table; writes the fitted circuit, a report figure, "
+                                      "predictions and HDF5 traces.")
+    fitp.add_argument("circuit")
+    fitp.add_argument("data", help="behavioural data CSV")
+    fitp.add_argument("--fit", metavar="FIT.yaml",
+                      help="fit specification (default: all synaptic weights and gap "
+                           "conductances in 0..3 nS, CMA-ES then L-BFGS-B)")
+    fitp.add_argument("--overwrite", action="store_true")
+    fitp.add_argument("-o", "--output", required=True, metavar="FITTED.yaml")
+    fitp.set_defaults(func=cmd_fit)
     return parser
 
 

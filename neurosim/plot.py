@@ -163,8 +163,58 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
     return fig
 
 
+def plot_fit(history, predictions, *, title: str = "", figure=None):
+    """Loss against evaluations, and observed vs fitted response per experiment."""
+    from matplotlib.figure import Figure
+
+    fig = figure or Figure(figsize=(11, 4), layout="constrained")
+    curve, bars = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    evals, losses = zip(*history) if history else ((), ())
+    curve.plot(evals, losses, color="#34495e")
+    curve.set_yscale("log")
+    curve.set_xlabel("objective evaluations")
+    curve.set_ylabel("best loss")
+    curve.spines[["top", "right"]].set_visible(False)
+    rows = [p for p in predictions if p["observed"] == p["observed"]]  # drop NaN (traces)
+    x = range(len(rows))
+    bars.bar([i - 0.2 for i in x], [p["observed"] for p in rows], width=0.4, label="observed",
+             color="#95a5a6")
+    bars.bar([i + 0.2 for i in x], [p["predicted"] for p in rows], width=0.4, label="fitted",
+             color="#c0392b")
+    bars.set_xticks(list(x), [p["protocol"] for p in rows], rotation=30, ha="right", fontsize=8)
+    bars.set_ylabel(rows[0]["measure"].replace("_", " ") if rows else "")
+    bars.legend(frameon=False, fontsize=8)
+    bars.spines[["top", "right"]].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_signs(patterns, *, title: str = "", figure=None):
+    """Sign patterns ranked by loss: a grid of +/− per class beside the loss of each."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    classes = list(patterns[0].signs)
+    fig = figure or Figure(figsize=(2 + 0.5 * len(classes) + 3, 1 + 0.18 * len(patterns)),
+                           layout="constrained")
+    grid, loss = fig.subplots(1, 2, sharey=True, width_ratios=[len(classes), 3])
+    signs = [[1 if p.signs[c] == "+" else 0 for c in classes] for p in patterns]
+    grid.imshow(signs, aspect="auto", interpolation="nearest",
+                cmap=ListedColormap([COLORS["inhibitory"], COLORS["excitatory"]]), vmin=0, vmax=1)
+    grid.set_xticks(range(len(classes)), classes, rotation=45, fontsize=8)
+    grid.set_ylabel("pattern rank (best first)")
+    loss.barh(range(len(patterns)), [p.loss for p in patterns], color="#34495e")
+    loss.set_xscale("log")
+    loss.set_xlabel("best loss")
+    loss.invert_yaxis()
+    fig.suptitle(title or "sign patterns (red excitatory, blue inhibitory)", fontsize=10)
+    return fig
+
+
 def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=130)
 
 
-__all__ = ["circle_layout", "plot_experiments", "plot_graph", "plot_traces", "save_figure"]
+__all__ = ["circle_layout", "plot_experiments", "plot_fit", "plot_graph", "plot_signs",
+           "plot_traces", "save_figure"]

@@ -206,7 +206,7 @@ def _allowed_keys(spec_model, loc_path) -> list[str]:
             continue
         field = model.model_fields.get(part)
         if field is None:
-            if model is CircuitSpec or not issubclass(model, _Spec):
+            if not issubclass(model, BaseModel):
                 return []
             continue
         model = _submodel(field.annotation)
@@ -224,7 +224,7 @@ def _submodel(annotation):
     return None
 
 
-def _describe(error: dict, lines: _LineMap) -> CircuitError:
+def _describe(error: dict, lines: _LineMap, model) -> CircuitError:
     loc = [p for p in error["loc"]]
     path = ""
     data_path = []
@@ -236,7 +236,7 @@ def _describe(error: dict, lines: _LineMap) -> CircuitError:
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(data_path[-1])
-        allowed = _allowed_keys(CircuitSpec, data_path[:-1])
+        allowed = _allowed_keys(model, data_path[:-1])
         message = f"unknown key {key!r}; allowed: {', '.join(allowed)}"
         close = difflib.get_close_matches(key, allowed, n=1)
         if close:
@@ -258,10 +258,10 @@ def _describe(error: dict, lines: _LineMap) -> CircuitError:
     return CircuitError(message, path=path or None, file=lines.source, line=lines.line_of(path))
 
 
-def _first_error(exc: ValidationError, lines: _LineMap) -> CircuitError:
+def _first_error(exc: ValidationError, lines: _LineMap, model) -> CircuitError:
     errors = exc.errors(include_url=False)
     # a union (e.g. target: str | list[str]) reports one error per branch: keep the first
-    described = _describe(errors[0], lines)
+    described = _describe(errors[0], lines, model)
     others = len({tuple(e["loc"][:-1]) for e in errors[1:]} - {tuple(errors[0]["loc"][:-1])})
     if others:
         described = CircuitError(f"{described.message} (and {others} more problem"
@@ -312,11 +312,7 @@ def _stimulus(spec: StimulusSpec) -> Stimulus:
     return Stimulus(**fields)
 
 
-def _build(spec: CircuitSpec, lines: _LineMap) -> Circuit:
-    def located(err: CircuitError, prefix: str) -> CircuitError:
-        path = f"{prefix}.{err.path}" if err.path and prefix else err.path or prefix
-        return CircuitError(err.message, path=path, file=lines.source, line=lines.line_of(path))
-
+def _build(spec: CircuitSpec, located) -> Circuit:
     d = spec.defaults
     parts: dict[str, Any] = {"neurons": [], "synapses": [], "gap_junctions": [], "stimuli": {},
                              "protocols": {}}
@@ -355,18 +351,32 @@ def _build(spec: CircuitSpec, lines: _LineMap) -> Circuit:
         raise located(err, "") from None
 
 
-def loads_circuit(text: str, source: str = "<string>") -> Circuit:
-    """A Circuit from YAML text; errors name ``source``, the line and the key path."""
+def parse_spec(text: str, source: str, model, what: str):
+    """Validate YAML text against a pydantic ``model``; returns (spec, line locator).
+
+    The locator, ``locate(error, prefix)``, places a model-level CircuitError raised
+    while building objects from the spec at the line of its key path.
+    """
     lines = _LineMap(text, source)
     if not isinstance(lines.data, dict):
         found = "an empty document" if lines.data is None else type(lines.data).__name__
-        raise CircuitError(f"a circuit file is a mapping with keys name, neurons, ...; "
-                           f"found {found}", file=source, line=1)
+        raise CircuitError(f"{what} is a mapping with keys {', '.join(list(model.model_fields)[:3])}, "
+                           f"...; found {found}", file=source, line=1)
     try:
-        spec = CircuitSpec.model_validate(lines.data)
+        spec = model.model_validate(lines.data)
     except ValidationError as exc:
-        raise _first_error(exc, lines) from None
-    return _build(spec, lines)
+        raise _first_error(exc, lines, model) from None
+
+    def locate(err: CircuitError, prefix: str = "") -> CircuitError:
+        path = f"{prefix}.{err.path}" if err.path and prefix else err.path or prefix
+        return CircuitError(err.message, path=path, file=source, line=lines.line_of(path))
+    return spec, locate
+
+
+def loads_circuit(text: str, source: str = "<string>") -> Circuit:
+    """A Circuit from YAML text; errors name ``source``, the line and the key path."""
+    spec, locate = parse_spec(text, source, CircuitSpec, "a circuit file")
+    return _build(spec, locate)
 
 
 def load_circuit(path) -> Circuit:
@@ -376,16 +386,20 @@ def load_circuit(path) -> Circuit:
     --------
     >>> c = load_circuit("circuits/examples/three_cells.yaml")  # doctest: +SKIP
     """
+    return loads_circuit(read_text(path, "circuit file"), str(path))
+
+
+def read_text(path, what: str) -> str:
+    """The UTF-8 text of ``path``, or a CircuitError naming the file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise CircuitError(f"cannot read circuit file: {exc.strerror}", file=str(path)) from None
+        raise CircuitError(f"cannot read {what}: {exc.strerror}", file=str(path)) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CircuitError(f"not a UTF-8 text file (byte {exc.start})", file=str(path)) from None
-    return loads_circuit(text, str(path))
 
 
 # --- model → YAML --------------------------------------------------------------------
