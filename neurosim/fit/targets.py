@@ -100,10 +100,16 @@ class BehaviourTarget:
             return 0.5 * r ** 2, r / self.se
         z = score / readout.probability_scale
         k, n = self.observed * self.n, self.n
-        # −[k log σ(z) + (n − k) log σ(−z)], written with logaddexp for stability
-        loss = k * np.logaddexp(0.0, -z) + (n - k) * np.logaddexp(0.0, z)
+        # −[k log σ(z) + (n − k) log σ(−z)] (logaddexp for stability) minus the same for the
+        # saturated model p = k/n, so a perfect fit has loss 0 (half the binomial deviance)
+        loss = k * np.logaddexp(0.0, -z) + (n - k) * np.logaddexp(0.0, z) - self._saturated()
         p = 1.0 / (1.0 + np.exp(-z))
         return loss, (n * p - k) / readout.probability_scale
+
+    def _saturated(self) -> float:
+        k, n = self.observed * self.n, self.n
+        xlogy = lambda a, b: a * math.log(b) if a > 0 else 0.0  # noqa: E731
+        return -(xlogy(k, k / n) + xlogy(n - k, 1 - k / n))
 
     def predicted(self, readout: Readout, score) -> float:
         if self.measure == "score":

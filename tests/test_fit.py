@@ -1,0 +1,197 @@
+"""Fitting: parameter selection, data files, recovery of known parameters, signs, CLI."""
+
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim.fit import (BehaviourTarget, FreeParameter, Objective, Parameterization,
+                          TraceTarget, load_behaviour)
+from neurosim.fit.optimize import fit_cmaes, fit_gradient
+from neurosim.fit.signs import enumerate_signs, sign_association, with_signs
+from neurosim.fit.spec import loads_fit_spec
+from neurosim.fit.targets import window_weights
+from test_io_yaml import ROOT
+from test_tap_withdrawal import TW
+
+DATA = ROOT / "circuits" / "data" / "tap_withdrawal_behaviour.csv"
+
+
+@pytest.mark.parametrize("pattern,expected", [
+    ("synapses[*].w", 26), ("synapses[pre=AVD].nu", 3), ("synapses[post=AVA].w", 5),
+    ("synapses[PVD->AVA].w", 1), ("synapses[pre=PVC,post=AVB].mu", 1), ("neurons[AVA].g_L", 1),
+    ("neurons[*].C", 11), ("gap_junctions[*].g", 2), ("gap_junctions[AVD-AVM].g", 1),
+])
+def test_selectors_pick_the_right_parameters(pattern, expected):
+    par = Parameterization(ns.load_circuit(TW), [FreeParameter(pattern)])
+    assert par.n_free == expected
+    field = pattern.rsplit(".", 1)[1]
+    assert all(name.endswith("." + field) for name in par.names)
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"select": "synapses[*].weight"}, "synapses have no parameter 'weight'; allowed: w, E"),
+    ({"select": "synapses[pre=AVX].w"}, "matches no parameter"),
+    ({"select": "neurons[AVAA].C"}, "Did you mean 'AVA'"),
+    ({"select": "axons[*].w"}, "cannot read selector"),
+    ({"select": "synapses[*].w", "transform": "exp"}, "unknown transform 'exp'"),
+    ({"select": "synapses[*].w", "transform": "log", "bounds": [0, 3]}, "positive lower bound"),
+])
+def test_bad_selectors_are_explained(entry, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        Parameterization(ns.load_circuit(TW), [entry])
+
+
+def test_ties_transforms_and_apply():
+    c = ns.load_circuit(TW)
+    par = Parameterization(c, [{"select": "neurons[*].g_L", "tie": True, "transform": "log",
+                                "bounds": [0.1, 10]},
+                               {"select": "synapses[AVD->AVA].w", "bounds": [0, 3]}])
+    assert par.n_free == 2 and par.x0[0] == pytest.approx(0.0)
+    fitted = par.apply(np.array([np.log(2.0), 0.5]))
+    assert all(n.g_L == pytest.approx(2.0) for n in fitted.neurons)
+    assert {(s.pre, s.post): s.w for s in fitted.synapses}[("AVD", "AVA")] == 0.5
+    assert ns.loads_circuit(ns.dump_circuit(fitted)) == fitted
+    # the chain rule sums a tie and multiplies by the log transform's derivative
+    grad_theta = np.ones(par.indices.size)
+    np.testing.assert_allclose(par.chain(np.array([np.log(2.0), 0.5]), grad_theta), [22.0, 1.0])
+
+
+def test_shipped_behaviour_table_loads():
+    targets = load_behaviour(DATA)
+    assert [t.protocol for t in targets] == ["tap", "anterior", "posterior", "tap_no_PLM",
+                                              "tap_half_PLM"]
+    assert all(t.measure == "reversal_probability" and t.n == 20 for t in targets)
+    assert "qualitative" in targets[0].note
+
+
+@pytest.mark.parametrize("text,line,match", [
+    ("protocol,measure,observed,n\ntap,reversal_probability,1.5,20\n", 2, "must be in \\[0, 1\\]"),
+    ("protocol,measure,observed,n\ntap,probability,0.5,20\n", 2, "unknown measure 'probability'"),
+    ("protocol,measure,observed\ntap,score,0.5\n", 2, "standard error se > 0"),
+    ("protocol,measure,observed,n\ntap,reversal_probability,x,20\n", 2, "not a number: 'x'"),
+    ("protocol,measure,value\n", 1, "unknown column"),
+    ("protocol,measure,observed,n\ntap,reversal_probability,0.5\n", 2, "expected 4 fields"),
+])
+def test_bad_data_files_name_the_line(tmp_path, text, line, match):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    with pytest.raises(ns.CircuitError, match=match) as info:
+        load_behaviour(path)
+    assert info.value.line == line and str(info.value).startswith(f"{path}:{line}:")
+
+
+def test_window_weights_integrate_linear_interpolants():
+    t = np.linspace(0, 10, 11)
+    y = 3.0 * t + 1.0
+    a = window_weights(t, (2.5, 7.25))
+    assert a @ y == pytest.approx(3.0 * (2.5 + 7.25) / 2 + 1.0)
+    assert a.sum() == pytest.approx(1.0)
+
+
+def test_recovers_behaviour_it_was_generated_from():
+    """Scores of all 12 TW protocols from known weights; fit from perturbed weights."""
+    circuit = ns.load_circuit(TW)
+    truth = Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0, 3]}])
+    objective = Objective(truth, [BehaviourTarget(p, "score", 0.0, se=0.01)
+                                  for p in circuit.protocols], dt_out=5.0)
+    true_scores = [p["score"] for p in objective.predictions(truth.x0)]
+    targets = [BehaviourTarget(p, "score", s, se=0.01) for p, s in zip(circuit.protocols, true_scores)]
+    rng = np.random.default_rng(3)
+    start = np.clip(truth.x0 * rng.uniform(0.7, 1.3, truth.n_free), 0, 3)
+    objective = Objective(truth, targets, dt_out=5.0)
+    initial = objective(start)
+    result = fit_gradient(objective, start, maxiter=150)
+    fitted = [p["score"] for p in objective.predictions(result.x)]
+    assert result.loss < initial / 100
+    np.testing.assert_allclose(fitted, true_scores, atol=0.01)
+
+
+def test_recovers_parameters_from_traces():
+    """A 3-neuron chain: weights and slope recovered from the traces they produced."""
+    neurons = (ns.Neuron("S", clamp=-70.0), ns.Neuron("A", C=20.0), ns.Neuron("B", C=20.0))
+    synapses = (ns.Synapse("S", "A", w=1.5, E=0.0), ns.Synapse("A", "B", w=0.8, E=-90.0, nu=0.2))
+    circuit = ns.Circuit("chain", neurons, synapses, stimuli={
+        "drive": ns.Stimulus("sine", "S", quantity="voltage", amplitude=40.0, frequency=5.0)},
+        protocols={"p": ns.Protocol(600.0, ("drive",))})
+    truth = ns.simulate(circuit, "p", dt_out=5.0, rtol=1e-9, atol=1e-9)
+    targets = [TraceTarget("p", name, tuple(truth.t), tuple(truth.v(name)), sigma=0.1)
+               for name in ("A", "B")]
+    par = Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0.01, 5],
+                                      "transform": "log"},
+                                     {"select": "synapses[A->B].nu", "bounds": [0.01, 1]}])
+    objective = Objective(par, targets, dt_out=5.0, rtol=1e-9, atol=1e-9)
+    start = par.x0 + np.array([0.4, -0.3, 0.1])
+    result = fit_gradient(objective, start, maxiter=200)
+    np.testing.assert_allclose(par.values(result.x), [1.5, 0.8, 0.2], rtol=1e-3)
+
+
+def test_cmaes_evaluates_populations_in_batches_and_improves():
+    circuit = ns.load_circuit(TW)
+    par = Parameterization(circuit, [{"select": "synapses[post=AVA].w", "bounds": [0, 3]}])
+    objective = Objective(par, load_behaviour(DATA), dt_out=10.0)
+    start = objective(par.x0)
+    result = fit_cmaes(objective, generations=8, seed=2, popsize=8)
+    assert result.loss < start
+    assert result.evaluations == 8 * len(result.history)
+    assert result.simulations == 5 * result.evaluations
+    assert objective(result.x) == pytest.approx(result.loss, rel=1e-9)
+
+
+def test_tw_fit_reaches_the_qualitative_targets():
+    """The whole default fit: every target within 0.05 of its encoded probability."""
+    circuit = ns.load_circuit(TW)
+    spec = loads_fit_spec("free:\n  - {select: 'synapses[*].w', bounds: [0, 3]}\n"
+                          "  - {select: 'gap_junctions[*].g', bounds: [0, 3]}\n"
+                          "optimizer: {generations: 40, seed: 1}\n")
+    from neurosim.fit.run import run_fit
+    report = run_fit(circuit, load_behaviour(DATA), spec)
+    for row in report.predictions:
+        assert abs(row["predicted"] - row["observed"]) < 0.05, row
+    labels = {r.protocol: r.label for r in
+              __import__("neurosim.behaviour", fromlist=["x"]).run_experiments(
+                  report.circuit, ["tap", "anterior", "posterior"])[0]}
+    assert labels == {"tap": "reversal", "anterior": "reversal", "posterior": "forward"}
+    assert "# fitted by neurosim" in report.fitted_yaml("data.csv")
+
+
+def test_sign_enumeration_finds_the_generating_signs():
+    """Behaviour made with known signs; the true pattern ranks first."""
+    neurons = (ns.Neuron("S", clamp=-70.0), ns.Neuron("I", C=20.0), ns.Neuron("REV", C=20.0),
+               ns.Neuron("FWD", C=20.0))
+    synapses = (ns.Synapse("S", "I", w=1.0, E=0.0), ns.Synapse("I", "REV", w=1.5, E=0.0),
+                ns.Synapse("I", "FWD", w=1.5, E=-90.0))
+    circuit = ns.Circuit("toy", neurons, synapses,
+                         stimuli={"touch": ns.Stimulus("pulse", "S", quantity="voltage",
+                                                       amplitude=50.0, start=100.0, duration=200.0)},
+                         protocols={"touch": ns.Protocol(600.0, ("touch",))},
+                         readouts={"behaviour": ns.model.Readout("REV", "FWD", (100.0, 400.0),
+                                                                 (50.0, 100.0))})
+    targets = [BehaviourTarget("touch", "reversal_probability", 0.95, n=20)]
+    scrambled = with_signs(circuit, {"S": "-", "I": "-"})
+    patterns = enumerate_signs(scrambled, targets, ["S", "I"],
+                               [{"select": "synapses[*].w", "bounds": [0, 3]}], maxiter=30,
+                               objective_options={"dt_out": 10.0})
+    assert len(patterns) == 4
+    assert patterns[0].signs == {"S": "+", "I": "+"}
+    assert sign_association(patterns)["S"]["predicted"] == "+"
+
+
+def test_fit_command_writes_fitted_circuit_report_and_traces(tmp_path):
+    from test_cli import neurosim
+    (tmp_path / "fit.yaml").write_text(
+        "free:\n  - {select: 'synapses[post=AVA].w', bounds: [0, 3]}\n"
+        "optimizer: {method: gradient, maxiter: 5}\nsimulation: {dt_out: 10.0}\n")
+    out = neurosim("fit", TW, DATA, "--fit", "fit.yaml", "-o", "fitted.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    fitted = ns.load_circuit(tmp_path / "fitted.yaml")
+    assert fitted.neuron_names == ns.load_circuit(TW).neuron_names
+    assert (tmp_path / "fitted.yaml").read_text().startswith("# fitted by neurosim")
+    assert (tmp_path / "fitted_report.png").stat().st_size > 10_000
+    assert (tmp_path / "fitted_predictions.csv").read_text().startswith("protocol,measure")
+    assert sorted(p.name for p in (tmp_path / "fitted_traces").iterdir()) == sorted(
+        f"{p}.h5" for p in ("tap", "anterior", "posterior", "tap_no_PLM", "tap_half_PLM"))
+    bad = neurosim("fit", TW, DATA, "--fit", "fit.yaml", "-o", "fitted.yaml", cwd=tmp_path)
+    assert bad.returncode == 2 and "--overwrite" in bad.stderr
+    (tmp_path / "bad.yaml").write_text("free:\n  - {select: 'synapses[*].w', bonds: [0, 3]}\n")
+    worse = neurosim("fit", TW, DATA, "--fit", "bad.yaml", "-o", "f2.yaml", cwd=tmp_path)
+    assert worse.returncode == 2 and "bad.yaml:2: free[0].bonds: unknown key 'bonds'" in worse.stderr
