@@ -88,10 +88,9 @@ def test_waveform_kernel_matches_stimulus_value(stim):
     drive = compile_drive(compile_circuit(circuit), [stim], 10.0)
     kind, _, _, par, ptr, tab_t, tab_v = drive.arrays[:7]
     t_grid = np.concatenate([np.linspace(0, 10, 1001), drive.breakpoints])
-    got = [waveform(kind[0], par[0], t, False, tab_t[ptr[0]:ptr[1]], tab_v[ptr[0]:ptr[1]])
-           for t in t_grid]
+    got = [waveform(kind[0], par, 0, t, False, tab_t, tab_v, ptr[0], ptr[1]) for t in t_grid]
     np.testing.assert_allclose(got, stim.value(t_grid), rtol=1e-12, atol=1e-12)
     # the limit from below at each breakpoint equals the value just before it
     for b in drive.breakpoints:
-        left = waveform(kind[0], par[0], b, True, tab_t[ptr[0]:ptr[1]], tab_v[ptr[0]:ptr[1]])
+        left = waveform(kind[0], par, 0, b, True, tab_t, tab_v, ptr[0], ptr[1])
         assert left == pytest.approx(float(stim.value(b - 1e-9)), abs=1e-6)

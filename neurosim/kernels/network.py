@@ -44,15 +44,19 @@ def sigmoid(z):
 
 
 @njit(cache=True)
-def waveform(kind, p, t, left, tab_t, tab_v):
-    """One stimulus row at time t; ``left`` takes the limit from below at a jump."""
-    rel = t - p[P_START]
+def waveform(kind, par, r, t, left, tab_t, tab_v, lo, hi):
+    """Stimulus row r at time t; ``left`` takes the limit from below at a jump.
+
+    Rows and table ranges are indexed, not sliced: a view costs reference counting,
+    which made array slicing half the cost of a tap-withdrawal RHS (scripts/bench.py).
+    """
+    rel = t - par[r, P_START]
     if left:
         started = rel > 0.0
-        inside = started and rel <= p[P_DURATION]
+        inside = started and rel <= par[r, P_DURATION]
     else:
         started = rel >= 0.0
-        inside = started and rel < p[P_DURATION]
+        inside = started and rel < par[r, P_DURATION]
     shape = 0.0
     if kind == STEP:
         shape = 1.0 if started else 0.0
@@ -60,7 +64,7 @@ def waveform(kind, p, t, left, tab_t, tab_v):
         shape = 1.0 if inside else 0.0
     elif kind == PULSE_TRAIN:
         if started:
-            period = p[P_PERIOD]
+            period = par[r, P_PERIOD]
             # Snap to the pulse edges: rel − k·period rounds, and the edges are where
             # the adaptive step lands (test_waveform_kernel_matches_stimulus_value).
             snap = 1e-9 * period
@@ -71,31 +75,36 @@ def waveform(kind, p, t, left, tab_t, tab_v):
                 phase = 0.0
             elif phase < snap:
                 phase = 0.0
-            elif abs(phase - p[P_DURATION]) < snap:
-                phase = p[P_DURATION]
+            elif abs(phase - par[r, P_DURATION]) < snap:
+                phase = par[r, P_DURATION]
             if left and phase == 0.0:
                 k -= 1.0
                 phase = period
-            on = (phase > 0.0 and phase <= p[P_DURATION]) if left else phase < p[P_DURATION]
-            if on and k < p[P_COUNT]:
+            on = (phase > 0.0 and phase <= par[r, P_DURATION]) if left else phase < par[r, P_DURATION]
+            if on and k < par[r, P_COUNT]:
                 shape = 1.0
     elif kind == RAMP:
         if inside:
-            shape = rel / p[P_DURATION]
+            shape = rel / par[r, P_DURATION]
     elif kind == SINE:
         if inside:
-            shape = math.sin(p[P_OMEGA] * rel + p[P_PHASE])
+            shape = math.sin(par[r, P_OMEGA] * rel + par[r, P_PHASE])
     else:  # TABLE: linear interpolation, held beyond the ends
-        m = tab_t.shape[0]
-        if t <= tab_t[0]:
-            shape = tab_v[0]
-        elif t >= tab_t[m - 1]:
-            shape = tab_v[m - 1]
+        if t <= tab_t[lo]:
+            shape = tab_v[lo]
+        elif t >= tab_t[hi - 1]:
+            shape = tab_v[hi - 1]
         else:
-            r = np.searchsorted(tab_t, t, side="right")
-            frac = (t - tab_t[r - 1]) / (tab_t[r] - tab_t[r - 1])
-            shape = tab_v[r - 1] + frac * (tab_v[r] - tab_v[r - 1])
-    return p[P_OFFSET] + p[P_AMPLITUDE] * shape
+            a, b = lo, hi - 1
+            while b - a > 1:  # bisection: tab_t[a] < t <= tab_t[b]
+                mid = (a + b) // 2
+                if tab_t[mid] < t:
+                    a = mid
+                else:
+                    b = mid
+            frac = (t - tab_t[a]) / (tab_t[b] - tab_t[a])
+            shape = tab_v[a] + frac * (tab_v[b] - tab_v[a])
+    return par[r, P_OFFSET] + par[r, P_AMPLITUDE] * shape
 
 
 @njit(cache=True)
@@ -107,8 +116,7 @@ def apply_drive(t, left, V, drive, V_in, I):
         V_in[i] = hold[i] if clamped[i] else V[i]
         I[i] = 0.0
     for r in range(kind.shape[0]):
-        value = waveform(kind[r], par[r], t, left, tab_t[tab_ptr[r]:tab_ptr[r + 1]],
-                         tab_v[tab_ptr[r]:tab_ptr[r + 1]])
+        value = waveform(kind[r], par, r, t, left, tab_t, tab_v, tab_ptr[r], tab_ptr[r + 1])
         if is_voltage[r]:
             V_in[target[r]] += value
         else:
@@ -125,29 +133,34 @@ def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
     """
     syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep = net
     n = V_in.shape[0]
-    C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap = unpack_theta(theta, n, syn_pre.shape[0])
+    s = syn_pre.shape[0]
+    # offsets into θ (see unpack_theta); indexing θ directly avoids ten views per call
+    o_gl, o_el, o_w = n, 2 * n, 4 * n
+    o_e, o_mu, o_nu, o_k, o_g = o_w + s, o_w + 2 * s, o_w + 3 * s, o_w + 4 * s, o_w + 5 * s
     for j in range(n):
         r = pre_rep[j]
         if r >= 0:
-            sig[j] = sigmoid(nu[r] * (V_in[j] - mu[r]))
+            sig[j] = sigmoid(theta[o_nu + r] * (V_in[j] - theta[o_mu + r]))
     for i in range(n):
         if clamped[i]:
             G[i] = 0.0
             N[i] = 0.0
             continue
-        g_tot = g_L[i]
-        drive = g_L[i] * E_L[i] + I[i]
+        g_tot = theta[o_gl + i]
+        drive = theta[o_gl + i] * theta[o_el + i] + I[i]
         for k in range(syn_ptr[i], syn_ptr[i + 1]):
             j = syn_pre[k]
             r = pre_rep[j]
-            if mu[k] == mu[r] and nu[k] == nu[r]:
-                ws = w[k] * sig[j]
+            mu_k = theta[o_mu + k]
+            nu_k = theta[o_nu + k]
+            if mu_k == theta[o_mu + r] and nu_k == theta[o_nu + r]:
+                ws = theta[o_w + k] * sig[j]
             else:
-                ws = w[k] * sigmoid(nu[k] * (V_in[j] - mu[k]))
-            g_tot += ws * kappa[k]
-            drive += ws * E[k]
+                ws = theta[o_w + k] * sigmoid(nu_k * (V_in[j] - mu_k))
+            g_tot += ws * theta[o_k + k]
+            drive += ws * theta[o_e + k]
         for q in range(gap_ptr[i], gap_ptr[i + 1]):
-            g = g_gap[gap_idx[q]]
+            g = theta[o_g + gap_idx[q]]
             g_tot += g
             drive += g * V_in[gap_nbr[q]]
         G[i] = g_tot
@@ -161,9 +174,8 @@ def rhs(t, left, V, theta, net, drive, work, dV):
     apply_drive(t, left, V, drive, V_in, I)
     clamped = drive[7]
     conductance_split(V_in, I, theta, net, clamped, G, N, work[4])
-    C = theta[0:V.shape[0]]
     for i in range(V.shape[0]):
-        dV[i] = 0.0 if clamped[i] else (N[i] - G[i] * V_in[i]) / C[i]
+        dV[i] = 0.0 if clamped[i] else (N[i] - G[i] * V_in[i]) / theta[i]
 
 
 @njit(cache=True)
