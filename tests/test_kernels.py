@@ -79,6 +79,7 @@ STIMULI = [
     ns.Stimulus("ramp", "A", amplitude=5.0, start=1.0, duration=4.0),
     ns.Stimulus("sine", "A", amplitude=2.0, start=1.0, duration=5.0, frequency=250.0, phase=0.4),
     ns.Stimulus("table", "A", amplitude=2.0, times=(1.0, 2.0, 4.0), values=(0.0, 3.0, -1.0)),
+    ns.Stimulus("steps", "A", amplitude=2.0, offset=0.5, times=(1.0, 2.0, 4.0), values=(1.0, 3.0, -1.0)),
 ]
 
 

@@ -51,6 +51,8 @@ class CompiledCircuit:
         Clamp holding potential (NaN for free neurons).
     synapses_csr : tuple of Synapse
         The synapses in θ order.
+    schedule : CompiledSchedule or None
+        θ per interval of a parameter schedule.
     """
 
     circuit: Circuit
@@ -65,6 +67,7 @@ class CompiledCircuit:
     gap_idx: np.ndarray
     hold: np.ndarray
     synapses_csr: tuple
+    schedule: "CompiledSchedule | None" = None
 
     @property
     def n_neurons(self) -> int:
@@ -142,6 +145,7 @@ def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
     >>> compile_circuit(c).param_names[8]
     'synapses[A->B].w'
     """
+    original = circuit
     if ablate:
         circuit = circuit.without(tuple(ablate))
     if scale:
@@ -180,8 +184,44 @@ def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
         + [f"synapses[{s.key}].{f}" for f in SYNAPSE_FIELDS for s in synapses]
         + [f"gap_junctions[{g.key}].g" for g in circuit.gap_junctions])
     hold = np.array([math.nan if nr.clamp is None else nr.clamp for nr in circuit.neurons])
-    return CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre, pre_rep,
-                           gap_ptr, gap_nbr, gap_idx, hold, tuple(synapses))
+    compiled = CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre, pre_rep,
+                               gap_ptr, gap_nbr, gap_idx, hold, tuple(synapses))
+    if circuit.schedule is None:
+        return compiled
+    dropped = set(parameter_names(original)) - set(param_names)
+    return dataclasses.replace(compiled, schedule=compile_schedule(compiled, circuit.schedule,
+                                                                   dropped))
+
+
+def parameter_names(circuit: Circuit) -> list[str]:
+    """Every parameter name of ``circuit`` (in model order, not θ order)."""
+    return ([f"neurons[{n.name}].{f}" for n in circuit.neurons for f in NEURON_FIELDS]
+            + [f"synapses[{s.key}].{f}" for s in circuit.synapses for f in SYNAPSE_FIELDS]
+            + [f"gap_junctions[{g.key}].g" for g in circuit.gap_junctions])
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledSchedule:
+    """θ for each interval of a :class:`~neurosim.model.Schedule` (rows: intervals)."""
+
+    thetas: np.ndarray
+    interval: float
+
+
+def compile_schedule(compiled: CompiledCircuit, schedule, dropped=frozenset()) -> CompiledSchedule:
+    """One θ row per interval; series of parameters in ``dropped`` (ablated) are skipped."""
+    thetas = np.repeat(compiled.theta[None, :], schedule.n_intervals, axis=0)
+    for name, series in schedule.values.items():
+        if name not in compiled.param_names:
+            if name in dropped:
+                continue
+            raise CircuitError(unknown_name_message("parameter", name, list(compiled.param_names)),
+                               path=f"schedule.values.{name}")
+        k = compiled.param_names.index(name)
+        values = np.array(series)
+        thetas[:, k] = values[np.minimum(np.arange(schedule.n_intervals), values.size - 1)]
+    check_theta(thetas, compiled)
+    return CompiledSchedule(thetas, schedule.interval)
 
 
 def scaled_connections(circuit: Circuit, scale: dict) -> Circuit:
@@ -249,7 +289,7 @@ def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> Compil
             target.append(i)
             is_voltage.append(stim.quantity == "voltage")
             params.append(row)
-            if stim.kind == "table":
+            if stim.kind in ("table", "steps"):
                 tab_t.extend(stim.times)
                 tab_v.extend(stim.values)
             ptr.append(len(tab_t))

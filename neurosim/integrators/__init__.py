@@ -72,6 +72,8 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)); rows after a
     failure or past an item's duration are NaN.
     """
+    if compiled.schedule is not None:
+        raise CircuitError("batched runs of a circuit with a parameter schedule are not available")
     n_items = V.shape[0]
     out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan)
     status = np.zeros(n_items, dtype=np.int64)
@@ -171,12 +173,21 @@ class _FixedStepper(_Stepper):
         super().__init__(*args)
         self.stride = round(self.dt_out / self.method.dt)
         self.row = 0
+        schedule = self.compiled.schedule
+        if schedule is None:
+            self.thetas, self.steps_per_theta = self.compiled.theta[None, :], 1
+        else:
+            self.thetas = schedule.thetas
+            self.steps_per_theta = round(schedule.interval / self.method.dt)
+            if abs(self.steps_per_theta * self.method.dt - schedule.interval) > 1e-9 * schedule.interval:
+                raise CircuitError(f"the schedule interval ({schedule.interval} ms) must be a whole "
+                                   f"multiple of dt = {self.method.dt} ms")
 
     def advance(self, out_V):
         m = self.method
         status = run_fixed(m.code, self.V, 0.0, self.row * self.stride, m.dt, out_V.shape[0],
-                           self.stride, self.compiled.theta, self.compiled.net, self.drive.arrays,
-                           self.record, self.v_bound, self.stats, out_V)
+                           self.stride, self.thetas, self.steps_per_theta, self.compiled.net,
+                           self.drive.arrays, self.record, self.v_bound, self.stats, out_V)
         self.row += out_V.shape[0]
         return status
 
@@ -253,6 +264,9 @@ class AdaptiveIntegrator(Integrator):
         return dt_out, _rows(duration, dt_out)
 
     def start(self, compiled, drive, V0, record, v_bound, dt_out):
+        if compiled.schedule is not None:
+            raise CircuitError(f"a parameter schedule needs a fixed-step integrator "
+                               f"(euler, rk4, exp_euler, ltc), not '{self.name}'")
         return _AdaptiveStepper(self, compiled, drive, V0, record, v_bound, dt_out)
 
 
@@ -351,6 +365,9 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
     V_out has shape (n_rows + 1, len(record)); S_out (n_rows + 1, len(record), len(free)).
     The run takes exactly the steps :func:`neurosim.simulate` takes without chunking.
     """
+    if compiled.schedule is not None:
+        raise CircuitError("gradients through a parameter schedule are not available; "
+                           "fit such circuits with CMA-ES")
     if method.name not in SENSITIVITY_METHODS:
         raise CircuitError(f"gradients are available for {', '.join(SENSITIVITY_METHODS)}; "
                            f"got integrator '{method.name}'")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from neurosim.errors import CircuitError
 from neurosim.model import (QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
-                            Neuron, Protocol, Readout, Stimulus, Synapse)
+                            Neuron, Protocol, Readout, Schedule, Stimulus, Synapse)
 from neurosim.units import parse_quantity
 
 
@@ -124,6 +124,11 @@ class ReadoutSpec(_Spec):
     probability_scale: Number | None = None
 
 
+class ScheduleSpec(_Spec):
+    interval: Time
+    values: dict[str, list[float]]
+
+
 class CircuitSpec(_Spec):
     name: Name
     description: str = ""
@@ -134,6 +139,7 @@ class CircuitSpec(_Spec):
     stimuli: dict[Name, StimulusSpec] = {}
     protocols: dict[Name, ProtocolSpec] = {}
     readouts: dict[Name, ReadoutSpec] = {}
+    schedule: ScheduleSpec | None = None
 
 
 # --- reading YAML with line numbers -------------------------------------------------
@@ -343,10 +349,16 @@ def _build(spec: CircuitSpec, located) -> Circuit:
             readouts[name] = Readout(**{k: v for k, v in item.model_dump().items() if v is not None})
         except CircuitError as err:
             raise located(err, f"readouts.{name}") from None
+    schedule = None
+    if spec.schedule is not None:
+        try:
+            schedule = Schedule(spec.schedule.interval, spec.schedule.values)
+        except CircuitError as err:
+            raise located(err, "schedule") from None
     try:
         return Circuit(spec.name, tuple(parts["neurons"]), tuple(parts["synapses"]),
                        tuple(parts["gap_junctions"]), parts["stimuli"], parts["protocols"],
-                       readouts)
+                       readouts, schedule)
     except CircuitError as err:
         raise located(err, "") from None
 
@@ -454,6 +466,9 @@ def circuit_to_dict(circuit: Circuit) -> dict:
         data["readouts"] = {name: {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in dataclasses.asdict(r).items() if v is not None}
                             for name, r in circuit.readouts.items()}
+    if circuit.schedule is not None:
+        data["schedule"] = {"interval": circuit.schedule.interval,
+                            "values": {k: list(v) for k, v in circuit.schedule.values.items()}}
     return data
 
 

@@ -51,7 +51,8 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
                                          state, stats[b], out)
                 fail_t[b] = state[X_FAIL_T]
             else:
-                status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride, thetas[b],
-                                      net, drive, record, v_bound, stats[b], out)
+                status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride,
+                                      thetas[b:b + 1], 1, net, drive, record, v_bound,
+                                      stats[b], out)
                 fail_t[b] = stats[b][S_FAIL_STEP] * dt
             done += m

@@ -11,7 +11,7 @@ OUT_OF_BOUNDS = 2       # |V| exceeded the run's v_bound
 STEP_UNDERFLOW = 3      # the adaptive step shrank below the float resolution of t
 
 # waveform kinds (order matches neurosim.model.STIMULUS_KINDS)
-STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE = range(6)
+STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE, STEPS = range(7)
 
 # columns of a compiled stimulus row's parameter vector
 P_OFFSET, P_AMPLITUDE, P_START, P_DURATION, P_PERIOD, P_COUNT, P_OMEGA, P_PHASE = range(8)

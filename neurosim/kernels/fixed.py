@@ -76,13 +76,16 @@ def rk4_step(t, dt, V, theta, net, drive, work, k, tmp):
 
 
 @njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
-def run_fixed(method, V, t0, step0, dt, n_rows, stride, theta, net, drive, record, v_bound,
-              stats, out_V):
+def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net, drive,
+              record, v_bound, stats, out_V):
     """Advance V by ``n_rows * stride`` steps of size dt, keeping every ``stride``-th state.
 
     Time is ``t0 + (step0 + s)·dt`` (never accumulated, so long runs do not drift).
+    Step s uses parameters ``thetas[min(s // steps_per_theta, last)]``: one row for a
+    constant circuit, one row per interval for a parameter schedule (ResNet weights).
     Writes ``out_V[r] = V[record]`` after each ``stride`` steps; returns a status code.
     """
+    last = thetas.shape[0] - 1
     n = V.shape[0]
     work = np.empty((WORK_ROWS, n))
     k = np.empty((4, n))
@@ -92,6 +95,7 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, theta, net, drive, recor
         for s in range(stride):
             step = step0 + r * stride + s
             t = t0 + step * dt
+            theta = thetas[min(step // steps_per_theta, last)]
             if method == EULER:
                 rhs(t, False, V, theta, net, drive, work, k[0])
                 for i in range(n):

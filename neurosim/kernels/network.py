@@ -16,7 +16,7 @@ from numba import njit
 
 from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_OFFSET, P_OMEGA,
                                         P_PERIOD, P_PHASE, P_START, PULSE, PULSE_TRAIN, RAMP,
-                                        SINE, STEP)
+                                        SINE, STEP, STEPS)
 
 
 @njit(cache=True)
@@ -89,6 +89,18 @@ def waveform(kind, par, r, t, left, tab_t, tab_v, lo, hi):
     elif kind == SINE:
         if inside:
             shape = math.sin(par[r, P_OMEGA] * rel + par[r, P_PHASE])
+    elif kind == STEPS:  # piecewise constant; the limit from below takes the previous value
+        if t < tab_t[lo] or (left and t == tab_t[lo]):
+            shape = 0.0
+        else:
+            a, b = lo, hi
+            while b - a > 1:  # bisection: tab_t[a] <= t < tab_t[b]
+                mid = (a + b) // 2
+                if tab_t[mid] < t or (tab_t[mid] == t and not left):
+                    a = mid
+                else:
+                    b = mid
+            shape = tab_v[a]
     else:  # TABLE: linear interpolation, held beyond the ends
         if t <= tab_t[lo]:
             shape = tab_v[lo]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from neurosim.errors import CircuitError
 from neurosim.model.readout import Readout
-from neurosim.model.stimulus import Protocol, Stimulus
+from neurosim.model.stimulus import Protocol, Schedule, Stimulus
 
 #: reversal potentials that ``type: excitatory|inhibitory`` stands for (mV)
 SYNAPSE_TYPES: dict[str, float] = {"excitatory": 0.0, "inhibitory": -90.0}
@@ -199,6 +199,7 @@ class Circuit:
     stimuli: dict[str, Stimulus] = field(default_factory=dict)
     protocols: dict[str, Protocol] = field(default_factory=dict)
     readouts: dict[str, Readout] = field(default_factory=dict)
+    schedule: Schedule | None = None
 
     __hash__ = None  # holds dicts; equality is by value
 
@@ -249,6 +250,9 @@ class Circuit:
                 if target not in names:
                     raise CircuitError(unknown_name_message("neuron", target, known),
                                        path=f"stimuli.{stim_name}.target")
+        if self.schedule is not None and not isinstance(self.schedule, Schedule):
+            raise CircuitError(f"expected a Schedule, got {type(self.schedule).__name__}",
+                               path="schedule")
         for readout_name, readout in self.readouts.items():
             if not isinstance(readout, Readout):
                 raise CircuitError(f"expected a Readout, got {type(readout).__name__}",
@@ -342,7 +346,8 @@ class Circuit:
             synapses=tuple(s for s in self.synapses if keep(s.pre, s.post)),
             gap_junctions=tuple(g for g in self.gap_junctions if keep(g.a, g.b)),
             stimuli=stimuli, protocols=protocols,
-            readouts={k: r for k, r in self.readouts.items() if not gone & set(r.neurons)})
+            readouts={k: r for k, r in self.readouts.items() if not gone & set(r.neurons)},
+            schedule=self.schedule)
 
     def readout(self, name: str = "behaviour") -> Readout:
         """The read-out called ``name``."""

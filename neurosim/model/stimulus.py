@@ -17,6 +17,7 @@ STIMULUS_KINDS: dict[str, tuple[str, ...]] = {
     "ramp": ("duration",),
     "sine": ("frequency", "phase", "duration"),
     "table": ("times", "values"),
+    "steps": ("times", "values"),
 }
 
 #: what a stimulus drives: injected current (pA) or the clamp command (mV)
@@ -39,7 +40,9 @@ class Stimulus:
     * ``ramp``: rises linearly from 0 at ``start`` to 1 at ``start + duration``, 0 after;
     * ``sine``: ``sin(2π·frequency·(t − start) + phase)`` on ``[start, start + duration)``;
     * ``table``: linear interpolation of ``values`` at ``times`` (held beyond the ends),
-      with ``amplitude`` as a scale (default 1).
+      with ``amplitude`` as a scale (default 1);
+    * ``steps``: piecewise constant, ``values[k]`` on ``[times[k], times[k+1])``, 0 before
+      the first time and the last value after (sampled inputs, per-step biases).
 
     With ``quantity="current"`` the value is a current in pA added to the neuron.  With
     ``quantity="voltage"`` the neuron is clamped for the whole protocol to its holding
@@ -113,16 +116,16 @@ class Stimulus:
                                               and float(self.frequency) > 0):
                 _fail(f"a sine needs a frequency > 0 (Hz), got {self.frequency!r}", "frequency")
             object.__setattr__(self, "frequency", float(self.frequency))
-        if self.kind == "table":
+        if self.kind in ("table", "steps"):
             self._check_table()
         else:
             for name in ("times", "values"):
                 if getattr(self, name) is not None:
-                    _fail(f"only a table stimulus takes {name}", name)
+                    _fail(f"only table and steps stimuli take {name}", name)
 
     def _check_table(self):
         if self.times is None or self.values is None:
-            _fail("a table stimulus needs both times (ms) and values", "times")
+            _fail(f"a {self.kind} stimulus needs both times (ms) and values", "times")
         times = tuple(float(t) for t in self.times)
         values = tuple(float(v) for v in self.values)
         if len(times) != len(values) or len(times) < 1:
@@ -161,6 +164,9 @@ class Stimulus:
         elif self.kind == "sine":
             shape = np.where(inside, np.sin(2 * np.pi * self.frequency * 1e-3 * rel + self.phase),
                              0.0)
+        elif self.kind == "steps":
+            k = np.searchsorted(self.times, t, side="right") - 1
+            shape = np.where(k >= 0, np.asarray(self.values)[np.maximum(k, 0)], 0.0)
         else:
             shape = np.interp(t, self.times, self.values)
         return self.offset + self.amplitude * shape
@@ -175,9 +181,46 @@ class Stimulus:
             n = n_max if self.count is None else min(self.count, n_max)
             for k in range(n):
                 points += [self.start + k * self.period, self.start + k * self.period + self.duration]
-        elif self.kind == "table":
+        elif self.kind in ("table", "steps"):
             points = list(self.times)
         return [p for p in points if 0 < p < t_end and math.isfinite(p)]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Time-varying parameters: piecewise constant over intervals of ``interval`` ms.
+
+    ``values`` maps a parameter name (``"synapses[A->B].w"``, ``"neurons[A].E_L"``, as in
+    ``compile_circuit(circuit).param_names``) to its value in each interval; a series
+    shorter than the run keeps its last value.  A ResNet's per-layer weights are a
+    schedule with one interval per Euler step.  Needs a fixed-step integrator.
+    """
+
+    interval: float
+    values: dict
+
+    __hash__ = None
+
+    def __post_init__(self):
+        interval = float(self.interval)
+        if not (math.isfinite(interval) and interval > 0):
+            _fail(f"must be a finite number of ms > 0, got {self.interval!r}", "interval")
+        object.__setattr__(self, "interval", interval)
+        values = {}
+        if not self.values:
+            _fail("a schedule needs at least one parameter series", "values")
+        for name, series in dict(self.values).items():
+            if not isinstance(name, str):
+                _fail(f"keys must be parameter names, got {name!r}", "values")
+            series = tuple(float(v) for v in series)
+            if not series or not all(map(math.isfinite, series)):
+                _fail("must be a non-empty list of finite numbers", f"values.{name}")
+            values[name] = series
+        object.__setattr__(self, "values", values)
+
+    @property
+    def n_intervals(self) -> int:
+        return max(len(v) for v in self.values.values())
 
 
 @dataclass(frozen=True)
