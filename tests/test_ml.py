@@ -1,0 +1,208 @@
+"""ML models as restrictions: each agrees with a NumPy transcription of its seed equation."""
+
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim import ml
+from test_tap_withdrawal import TW
+
+
+def sigma(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def rk4(f, x, dt, steps):
+    out = [x]
+    for k in range(steps):
+        t = k * dt
+        a = f(t, x)
+        b = f(t + dt / 2, x + dt / 2 * a)
+        c = f(t + dt / 2, x + dt / 2 * b)
+        d = f(t + dt, x + dt * c)
+        x = x + dt / 6 * (a + 2 * b + 2 * c + d)
+        out.append(x)
+    return np.array(out)
+
+
+rng = np.random.default_rng(7)
+N = 5
+W = rng.normal(0, 1.5, (N, N)) * (rng.random((N, N)) < 0.7)
+MU = rng.normal(0, 0.5, (N, N))
+NU = rng.uniform(0.5, 2.0, (N, N))
+X0 = rng.normal(0, 1, N)
+
+
+def test_ctrnn_is_seed_equation_8():
+    decay = rng.uniform(0.2, 1.0, N)
+    circuit = ml.ctrnn(W, decay, MU, NU, X0)
+    r = ns.simulate(circuit, duration=5.0, integrator="rk4", dt=0.01, dt_out=0.01)
+    f = lambda t, x: -decay * x + np.sum(W * sigma(NU * (x[None, :] - MU)), axis=1)  # noqa: E731
+    np.testing.assert_allclose(r.V, rk4(f, X0, 0.01, 500), rtol=0, atol=1e-10)
+    assert ml.restriction_of(circuit).family == "ctrnn"
+
+
+def test_neural_ode_is_seed_equation_5_and_augmented_is_7():
+    f = lambda t, x: np.sum(W * sigma(NU * (x[None, :] - MU)), axis=1)  # noqa: E731
+    r = ns.simulate(ml.neural_ode(W, MU, NU, X0), duration=2.0, integrator="rk4", dt=0.01,
+                    dt_out=0.01)
+    np.testing.assert_allclose(r.V, rk4(f, X0, 0.01, 200), rtol=0, atol=1e-10)
+    aug = ml.augmented_neural_ode(W, MU, NU, extra=2, x0=X0[:3])
+    assert aug.neuron_names[-2:] == ("a0", "a1")
+    r = ns.simulate(aug, duration=2.0, integrator="rk4", dt=0.01, dt_out=0.01)
+    start = np.concatenate([X0[:3], [0.0, 0.0]])
+    np.testing.assert_allclose(r.V, rk4(f, start, 0.01, 200), rtol=0, atol=1e-10)
+    assert ml.restriction_of(aug).family == "neural_ode"
+
+
+def test_resnet_is_seed_equations_2_and_3():
+    weights = [rng.normal(0, 1, (N, N)) for _ in range(6)]
+    r = ns.simulate(ml.resnet(weights, MU, NU, X0), duration=6.0, integrator="euler", dt=1.0)
+    x = X0.copy()
+    for t, Wt in enumerate(weights):
+        np.testing.assert_allclose(r.V[t], x, rtol=0, atol=1e-12)
+        x = x + np.sum(Wt * sigma(NU * (x[None, :] - MU)), axis=1)
+    np.testing.assert_allclose(r.V[6], x, rtol=0, atol=1e-12)
+    assert ml.restriction_of(ml.resnet(weights, MU, NU)).family == "resnet"
+
+
+def test_dnn_reproduces_a_forward_pass_layer_by_layer():
+    widths = [3, 6, 4, 2]
+    layers = [rng.normal(0, 1, (widths[k + 1], widths[k])) for k in range(3)]
+    x0 = rng.normal(0, 1, 3)
+    circuit = ml.dnn(layers, mu=0.2, nu=1.3, x0=x0)
+    r = ns.simulate(circuit, duration=3.0, integrator="euler", dt=1.0)
+    x = x0
+    for k, Wl in enumerate(layers):
+        x = Wl @ sigma(1.3 * (x - 0.2))                       # seed eq. 1
+        np.testing.assert_allclose(r.V[k + 1, :widths[k + 1]], x, rtol=0, atol=1e-12)
+    assert ml.restriction_of(circuit).family == "dnn"
+
+
+def test_nrn_is_seed_equation_9():
+    w = rng.uniform(0, 1, (N, N)) * (rng.random((N, N)) < 0.6)
+    E = rng.choice([0.0, -90.0], (N, N))
+    C, g_L = rng.uniform(1, 5, N), rng.uniform(0.2, 1, N)
+    circuit = ml.nrn(w, E, mu=-40.0, nu=0.1, C=C, g_L=g_L, E_L=-70.0, V0=rng.uniform(-80, -20, N))
+    V0 = np.array([n.initial_V for n in circuit.neurons])
+    f = lambda t, V: (g_L * (-70.0 - V) + np.sum(w * sigma(0.1 * (V[None, :] + 40.0))  # noqa: E731
+                                                 * (E - V[:, None]), axis=1)) / C
+    r = ns.simulate(circuit, duration=10.0, integrator="rk4", dt=0.01, dt_out=0.01)
+    np.testing.assert_allclose(r.V, rk4(f, V0, 0.01, 1000), rtol=0, atol=1e-10)
+    assert ml.restriction_of(circuit).family == "nrn"
+
+
+def test_kappa_one_differs_from_kappa_zero_by_the_driving_force_term():
+    w = rng.uniform(0, 1, (N, N))
+    E = rng.choice([0.0, -90.0], (N, N))
+    with_force = ml.nrn(w, E, C=2.0, V0=rng.uniform(-80, -20, N))
+    without = with_force.replace(synapses=tuple(
+        ns.Synapse(s.pre, s.post, s.w, s.E, s.mu, s.nu, kappa=0.0) for s in with_force.synapses))
+    one = ns.simulate(with_force, duration=0.1, integrator="euler", dt=0.1)
+    zero = ns.simulate(without, duration=0.1, integrator="euler", dt=0.1)
+    V = one.V[0]
+    term = np.zeros(N)
+    for s in with_force.synapses:
+        i, j = int(s.post[1:]), int(s.pre[1:])
+        term[i] -= s.w * sigma(s.nu * (V[j] - s.mu)) * V[i]
+    np.testing.assert_allclose(one.V[1] - zero.V[1], 0.1 / 2.0 * term, rtol=1e-9, atol=1e-12)
+
+
+def test_euler_unfolded_nrn_is_a_resnet_with_state_dependent_weights():
+    """Grosu's 'each input unfolds into its own ResNet', checked numerically."""
+    n, dt, steps = 4, 0.05, 40
+    w = rng.uniform(0, 1, (n, n))
+    E = rng.choice([0.0, -90.0], (n, n))
+    C, g_L = 2.0, 0.5
+    circuit = ml.nrn(w, E, mu=-40.0, nu=0.1, C=C, g_L=g_L, E_L=-70.0,
+                     V0=rng.uniform(-80, -20, n))
+    nrn_run = ns.simulate(circuit, duration=steps * dt, integrator="euler", dt=dt)
+    weights, keys = ml.effective_weights(circuit, nrn_run)
+    schedule = []
+    for t in range(steps):
+        Wt = np.zeros((n, n))
+        for k, s in enumerate(circuit.synapses):
+            Wt[int(s.post[1:]), int(s.pre[1:])] = dt / C * weights[t, k]
+        schedule.append(Wt)
+    # the leak becomes a per-step bias dt/C·g_L·(E_L − V_i^t)
+    bias = [ns.Stimulus("steps", f"x{i}", times=tuple(float(t) for t in range(steps)),
+                        values=tuple(dt / C * g_L * (-70.0 - nrn_run.V[:steps, i])))
+            for i in range(n)]
+    net = ml.resnet(schedule, mu=-40.0, nu=0.1, x0=nrn_run.V[0])
+    res = ns.simulate(net, duration=float(steps), stimuli=bias, integrator="euler", dt=1.0)
+    np.testing.assert_allclose(res.V, nrn_run.V, rtol=0, atol=1e-10)
+
+
+def test_restriction_of_explains_why_not():
+    tw = ml.restriction_of(ns.load_circuit(TW))
+    assert tw.family == "nrn"
+    assert "current-based" in tw.reasons["ctrnn"] and "C ≠ 1" in tw.reasons["ctrnn"]
+    mixed = ml.nrn(np.ones((2, 2)), 0.0).replace(synapses=(
+        ns.Synapse("x0", "x1", kappa=0.5),))
+    assert ml.restriction_of(mixed).family == "general"
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: ml.ctrnn(np.ones((2, 3)), 1.0), "square matrix"),
+    (lambda: ml.ctrnn(np.ones((2, 2)), -1.0), "decay must be finite and >= 0"),
+    (lambda: ml.nrn(-np.ones((2, 2)), 0.0), "conductances w must be >= 0"),
+    (lambda: ml.dnn([np.ones((3, 2)), np.ones((2, 4))]), "layer 1 takes 4 inputs"),
+    (lambda: ml.resnet([]), "at least one weight matrix"),
+])
+def test_bad_model_definitions_are_refused(call, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        call()
+
+
+def ncps_ltc_update(p, v, x, elapsed=1.0, unfolds=6, epsilon=0.0):
+    """ncps LTCCell._ode_solver transcribed in NumPy (identity parameter constraints)."""
+    sensory = p["sensory_w"] * sigma(p["sensory_sigma"] * (x[:, None] - p["sensory_mu"]))
+    sensory = sensory * p.get("sensory_sparsity_mask", 1.0)
+    num_sensory = np.sum(sensory * p["sensory_erev"], axis=0)
+    den_sensory = np.sum(sensory, axis=0)
+    cm_t = p["cm"] / (elapsed / unfolds)
+    for _ in range(unfolds):
+        act = p["w"] * sigma(p["sigma"] * (v[:, None] - p["mu"])) * p.get("sparsity_mask", 1.0)
+        numerator = cm_t * v + p["gleak"] * p["vleak"] + np.sum(act * p["erev"], axis=0) + num_sensory
+        denominator = cm_t + p["gleak"] + np.sum(act, axis=0) + den_sensory
+        v = numerator / (denominator + epsilon)
+    return v
+
+
+def random_ltc(units=6, inputs=3):
+    g = np.random.default_rng(11)
+    return {"gleak": g.uniform(0.001, 1, units), "vleak": g.uniform(-0.2, 0.2, units),
+            "cm": g.uniform(0.4, 0.6, units), "w": g.uniform(0.001, 1, (units, units)),
+            "sigma": g.uniform(3, 8, (units, units)), "mu": g.uniform(0.3, 0.8, (units, units)),
+            "erev": g.choice([-1.0, 1.0], (units, units)),
+            "sparsity_mask": (g.random((units, units)) < 0.7).astype(float),
+            "sensory_w": g.uniform(0.001, 1, (inputs, units)),
+            "sensory_sigma": g.uniform(3, 8, (inputs, units)),
+            "sensory_mu": g.uniform(0.3, 0.8, (inputs, units)),
+            "sensory_erev": g.choice([-1.0, 1.0], (inputs, units)),
+            "sensory_sparsity_mask": np.ones((inputs, units))}
+
+
+@pytest.mark.parametrize("epsilon,tolerance", [(0.0, 1e-10), (1e-8, 1e-7)])
+def test_ltc_cell_update_is_the_fused_solver_with_six_unfolds(epsilon, tolerance):
+    p = random_ltc()
+    xs = np.random.default_rng(2).normal(0, 1, (8, 3))
+    circuit = ml.ltc_cell_to_circuit(p)
+    r = ns.simulate(circuit, duration=8.0, stimuli=ml.ltc_input_stimuli(xs, 1.0, input_w=[1.0] * 3),
+                    integrator="ltc", dt=1.0 / 6, dt_out=1.0, record=[f"u{i}" for i in range(6)])
+    v = np.zeros(6)
+    for k, x in enumerate(xs):
+        v = ncps_ltc_update(p, v, x, epsilon=epsilon)
+        np.testing.assert_allclose(r.V[k + 1], v, rtol=0, atol=tolerance)
+
+
+def test_ltc_parameters_round_trip():
+    p = random_ltc()
+    back = ml.circuit_to_ltc_cell(ml.ltc_cell_to_circuit(p))
+    mask = p["sparsity_mask"]
+    for key in ("gleak", "vleak", "cm", "sensory_w", "sensory_mu"):
+        np.testing.assert_array_equal(back[key], p[key])
+    np.testing.assert_array_equal(back["w"], p["w"] * mask)
+    np.testing.assert_array_equal(back["sparsity_mask"], mask)
+    with pytest.raises(ns.CircuitError, match="LTC parameters lack gleak"):
+        ml.ltc_cell_to_circuit({})
