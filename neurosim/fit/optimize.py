@@ -74,19 +74,24 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
     if restarts:
         lo, hi = _finite_bounds(objective)
         starts += [rng.uniform(lo, hi) for _ in range(restarts)]
-    bounds = [(a if np.isfinite(a) else None, b if np.isfinite(b) else None)
-              for a, b in zip(par.lower, par.upper)]
+    # Optimise z = (x − low)/(high − low) where both bounds are finite: parameters in mV,
+    # nS and 1/mV then share one scale, and L-BFGS-B's tolerances mean the same for all.
+    finite = np.isfinite(par.lower) & np.isfinite(par.upper)
+    offset = np.where(finite, par.lower, 0.0)
+    span = np.where(finite, par.upper - par.lower, 1.0)
+    bounds = [(0.0, 1.0) if f else (a if np.isfinite(a) else None, b if np.isfinite(b) else None)
+              for f, a, b in zip(finite, par.lower, par.upper)]
     started = time.perf_counter()
     sim0, ev0, s0 = objective.simulations, objective.evaluations, objective.sim_seconds
     best = FitResult(starts[0], math.inf, method="gradient")
     history = []
     bar = _bar(progress, len(starts) * maxiter, "fit (L-BFGS-B)")
 
-    def value_and_grad(x):
-        loss, grad = objective.value_and_grad(x)
+    def value_and_grad(z):
+        loss, grad = objective.value_and_grad(offset + span * z)
         best_so_far = min([loss] + [h[1] for h in history[-1:]])
         history.append((objective.evaluations - ev0, best_so_far))
-        return loss, grad
+        return loss, grad * span
 
     def tick(_):
         if bar:
@@ -94,11 +99,12 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
             bar.set_postfix(loss=f"{history[-1][1]:.4g}")
 
     for start in starts:
-        res = minimize(value_and_grad, np.clip(start, par.lower, par.upper), jac=True,
-                       method="L-BFGS-B", bounds=bounds, callback=tick,
-                       options={"maxiter": maxiter})
+        z0 = (np.clip(start, par.lower, par.upper) - offset) / span
+        res = minimize(value_and_grad, z0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       callback=tick, options={"maxiter": maxiter})
         if res.fun < best.loss:
-            best = FitResult(res.x, float(res.fun), method="gradient", message=str(res.message))
+            best = FitResult(offset + span * res.x, float(res.fun), method="gradient",
+                             message=str(res.message))
     if bar:
         bar.close()
     best.history = history
