@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 
 import numpy as np
 
@@ -11,13 +12,13 @@ from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_circuit, compile_drive,
                               resolve_protocol)
 from neurosim.errors import CircuitError, SimulationError
-from neurosim.integrators import (OK, STATS_NAMES, chunk_rows, describe_failure, failure_message,
-                                  make_integrator, run_items)
+from neurosim.integrators import (OK, STATS_NAMES, check_step_stability, chunk_rows,
+                                  describe_failure, failure_message, make_integrator, run_items)
 from neurosim.model import Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
-DEFAULT_V_BOUND = 1e5
+DEFAULT_V_BOUND = 1e4
 
 
 def _record_indices(compiled, record) -> np.ndarray:
@@ -131,6 +132,9 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
             resolved.append(dataclasses.replace(stim, target=targets))
     method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
     dt_out, n_rows = method.plan(proto.duration, dt_out)
+    unstable = check_step_stability(method, compiled)
+    if unstable:
+        warnings.warn(unstable, RuntimeWarning, stacklevel=2)
     drive = compile_drive(compiled, resolved, proto.duration)
     record_idx = _record_indices(compiled, record)
     V = _initial_state(compiled, v0)

@@ -106,7 +106,8 @@ def stiff_circuit():
 
 def test_rk4_blows_up_where_the_stiff_method_is_stable():
     circuit = stiff_circuit()  # τ_A = C/g ≈ 6e-4 ms; RK4 is stable only for dt < ~2e-3 ms
-    with pytest.raises(ns.SimulationError, match="in neuron 'A'.*rk4"):
+    with pytest.raises(ns.SimulationError, match="in neuron 'A'.*rk4.*fastest time constant"), \
+            pytest.warns(RuntimeWarning, match="above the stability limit of 'rk4'"):
         ns.simulate(circuit, duration=20.0, integrator="rk4", dt=0.05)
     stiff = METHODS["rosenbrock23"](dt=0.05, adaptive=False)
     r = ns.simulate(circuit, duration=20.0, integrator=stiff, dt_out=0.05)
@@ -121,7 +122,9 @@ def test_rk4_blows_up_where_the_stiff_method_is_stable():
 
 def test_failure_keeps_partial_result_and_names_neuron():
     circuit = stiff_circuit()
-    r = ns.simulate(circuit, duration=20.0, integrator="euler", dt=0.05, raise_on_failure=False)
+    with pytest.warns(RuntimeWarning, match="stability limit"):
+        r = ns.simulate(circuit, duration=20.0, integrator="euler", dt=0.05,
+                        raise_on_failure=False)
     assert r.status == "failed"
     assert "neuron 'A'" in r.message and "t = " in r.message and "euler" in r.message
     assert 1 <= r.t.size < 401 and np.all(np.isfinite(r.V))

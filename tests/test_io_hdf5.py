@@ -80,7 +80,7 @@ def test_interrupted_run_leaves_a_valid_incomplete_file(tmp_path):
 
 def test_failed_run_is_recorded_as_failed(tmp_path):
     c = ns.Circuit("stiff", (ns.Neuron("A", C=1e-3, g_L=10.0, V0=0.0),))
-    with pytest.raises(ns.SimulationError) as info:
+    with pytest.raises(ns.SimulationError) as info, pytest.warns(RuntimeWarning):
         ns.simulate(c, duration=5.0, integrator="euler", dt=0.1,
                     recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
     r = ns.load_result(tmp_path / "r.h5")

@@ -34,7 +34,31 @@ STATUS_MESSAGES = {
     kc.NON_FINITE: "non-finite V",
     kc.OUT_OF_BOUNDS: "|V| beyond the bound of {v_bound:g} mV",
     kc.STEP_UNDERFLOW: "step size underflow",
+    kc.TOO_MANY_STEPS: "more than max_steps = {max_steps} steps",
 }
+
+#: explicit methods diverge on a leak with time constant τ once dt exceeds this × τ
+STABILITY_LIMIT = {"euler": 2.0, "rk4": 2.785}
+
+
+def fastest_time_constant(compiled) -> tuple[float, str]:
+    """(τ, neuron) of the smallest C / (g_L + Σ w·κ + Σ ĝ) over free neurons (ms).
+
+    With every synapse fully open this bounds the stiffest decay the circuit can reach.
+    """
+    n, s = compiled.n_neurons, compiled.n_synapses
+    theta = compiled.theta
+    C, g_L = theta[:n], theta[n:2 * n]
+    w, kappa = theta[4 * n:4 * n + s], theta[4 * n + 4 * s:4 * n + 5 * s]
+    total = g_L + np.bincount(np.repeat(np.arange(n), np.diff(compiled.syn_ptr)), w * kappa,
+                              minlength=n)
+    gap = theta[4 * n + 5 * s:]
+    total += np.bincount(np.repeat(np.arange(n), np.diff(compiled.gap_ptr)), gap[compiled.gap_idx],
+                         minlength=n) if gap.size else 0.0
+    tau = np.where(total > 0, C / np.where(total > 0, total, 1.0), np.inf)
+    tau[~np.isnan(compiled.hold)] = np.inf
+    i = int(np.argmin(tau))
+    return float(tau[i]), compiled.neuron_names[i]
 
 STATS_NAMES = ("steps", "rejected", "rhs_evaluations", "jacobians")
 
@@ -42,18 +66,38 @@ STATS_NAMES = ("steps", "rejected", "rhs_evaluations", "jacobians")
 def failure_message(status: int, method, neuron_names, stats, t_fail: float,
                     v_bound: float) -> str:
     """The sentence for a failed kernel status: what, which neuron, when, what to try."""
-    what = STATUS_MESSAGES[status].format(v_bound=v_bound)
+    what = STATUS_MESSAGES[status].format(v_bound=v_bound,
+                                          max_steps=getattr(method, "max_steps", 0))
     where = ""
-    if status != kc.STEP_UNDERFLOW:
+    if status in (kc.NON_FINITE, kc.OUT_OF_BOUNDS):
         where = f" in neuron '{neuron_names[stats[kc.S_FAIL_NEURON]]}'"
     return (f"{what}{where} at t = {t_fail:.6g} ms (step {int(stats[kc.S_STEPS])}) "
             f"with integrator '{method.name}'; {method.hint()}")
 
 
 def describe_failure(status: int, stepper) -> str:
-    """:func:`failure_message` for a single run's stepper."""
-    return failure_message(status, stepper.method, stepper.compiled.neuron_names, stepper.stats,
-                           stepper.failure_time(), stepper.v_bound)
+    """:func:`failure_message` for a single run, with the circuit's fastest time constant."""
+    message = failure_message(status, stepper.method, stepper.compiled.neuron_names,
+                              stepper.stats, stepper.failure_time(), stepper.v_bound)
+    tau, neuron = fastest_time_constant(stepper.compiled)
+    if np.isfinite(tau):
+        message += (f" (the fastest time constant is {tau:.3g} ms, neuron '{neuron}'"
+                    f"{': stiff' if tau < 1e-2 else ''})")
+    return message
+
+
+def check_step_stability(method, compiled) -> str | None:
+    """A warning sentence if a fixed explicit step exceeds the circuit's stability limit."""
+    limit = STABILITY_LIMIT.get(method.name)
+    if limit is None:
+        return None
+    tau, neuron = fastest_time_constant(compiled)
+    if method.dt <= limit * tau:
+        return None
+    return (f"dt = {method.dt:g} ms is above the stability limit of '{method.name}' "
+            f"({limit:g} x tau = {limit * tau:.3g} ms for neuron '{neuron}', tau >= {tau:.3g} ms "
+            "with every synapse open); the run may diverge: use a smaller dt, "
+            "integrator='exp_euler' or integrator='rosenbrock23'")
 
 
 def chunk_rows(n_rows: int, n_record: int) -> int:
@@ -86,7 +130,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
               *batch.arrays, batch.breakpoints, batch.bp_ptr,
               getattr(method, "rtol", 1.0), getattr(method, "atol", 1.0),
               getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
-              record, v_bound, status, stats, fail_t, out_V)
+              getattr(method, "max_steps", 1), record, v_bound, status, stats, fail_t, out_V)
     return status, stats, fail_t, out_V
 
 
@@ -244,7 +288,7 @@ class AdaptiveIntegrator(Integrator):
     code = -1
 
     def __init__(self, rtol: float = 1e-6, atol: float = 1e-6, dt: float | None = None,
-                 max_step: float = math.inf, adaptive: bool = True):
+                 max_step: float = math.inf, adaptive: bool = True, max_steps: int = 10_000_000):
         self.rtol = _positive_option(rtol, "rtol")
         self.atol = _positive_option(atol, "atol")
         self.dt = None if dt is None else _positive_option(dt, "dt")
@@ -252,12 +296,15 @@ class AdaptiveIntegrator(Integrator):
         if not self.max_step > 0:
             raise CircuitError(f"`max_step` must be > 0, got {max_step!r}")
         self.adaptive = bool(adaptive)
+        if int(max_steps) != max_steps or max_steps < 1:
+            raise CircuitError(f"`max_steps` must be a whole number >= 1, got {max_steps!r}")
+        self.max_steps = int(max_steps)
         if not self.adaptive and self.dt is None:
             raise CircuitError(f"'{self.name}' with adaptive=False needs a step dt")
 
     def options(self) -> dict:
-        return {"rtol": self.rtol, "atol": self.atol, "dt": self.dt,
-                "max_step": self.max_step, "adaptive": self.adaptive}
+        return {"rtol": self.rtol, "atol": self.atol, "dt": self.dt, "max_step": self.max_step,
+                "adaptive": self.adaptive, "max_steps": self.max_steps}
 
     def plan(self, duration, dt_out):
         dt_out = 0.1 if dt_out is None else _positive_option(dt_out, "dt_out")
@@ -286,7 +333,7 @@ class _AdaptiveStepper(_Stepper):
             self.state[kc.X_H] = m.dt
         status = run_adaptive(m.code, self.V, out_times, self.drive.breakpoints,
                               self.compiled.theta, self.compiled.net, self.drive.arrays,
-                              m.rtol, m.atol, m.max_step, m.adaptive, self.record,
+                              m.rtol, m.atol, m.max_step, m.adaptive, m.max_steps, self.record,
                               self.v_bound, self.state, self.stats, out_V)
         self.rows_done += out_V.shape[0]
         return status
@@ -399,6 +446,6 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
         out_times = np.arange(1, n_rows + 1) * dt_out
         status = run_dopri5_tangent(V, S, out_times, drive.breakpoints, compiled.theta,
                                     compiled.net, tangent, drive.arrays, method.rtol, method.atol,
-                                    method.max_step, method.adaptive, record, v_bound, state,
-                                    stats, out_V[1:], out_S[1:])
+                                    method.max_step, method.adaptive, method.max_steps, record,
+                                    v_bound, state, stats, out_V[1:], out_S[1:])
     return status, out_V, out_S, stats

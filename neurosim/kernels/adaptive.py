@@ -12,7 +12,7 @@ from numba import njit
 
 from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
                                         S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP_UNDERFLOW, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
+                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
                                         X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.network import apply_drive, jacobian, rhs
@@ -219,7 +219,7 @@ def rosenbrock_dense(V, K, h, frac, out):
 
 @njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
 def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, max_step,
-                 adaptive, record, v_bound, state, stats, out_V):
+                 adaptive, max_steps, record, v_bound, state, stats, out_V):
     """Integrate from state[X_T] to out_times[-1], writing V[record] at each out_time.
 
     ``state`` carries (t, h, err_old, fail_t) across calls; h ≤ 0 asks for an automatic
@@ -252,6 +252,10 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
     stop = np.searchsorted(tstops, t, side="right")
     jacobian_fresh = False
     while t < t_end:
+        if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
+            state[X_T] = t
+            state[X_FAIL_T] = t
+            return TOO_MANY_STEPS
         t_target = t_end
         if stop < tstops.shape[0] and tstops[stop] < t_end:
             t_target = tstops[stop]

@@ -12,7 +12,7 @@ from neurosim.kernels.fixed import impose_clamps, run_fixed
 @njit(cache=True, parallel=True)
 def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_rows, dt, dt_out, net,
               kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped, hold,
-              breakpoints, bp_ptr, rtol, atol, max_step, adaptive, record, v_bound,
+              breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps, record, v_bound,
               status, stats, fail_t, out_V):
     """Run item b with parameters thetas[b] under protocol item_protocol[b].
 
@@ -47,7 +47,8 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
                 out_times = np.arange(done + 1, done + m + 1) * dt_out
                 status[b] = run_adaptive(method, Vb, out_times,
                                          breakpoints[bp_ptr[p]:bp_ptr[p + 1]], thetas[b], net,
-                                         drive, rtol, atol, max_step, adaptive, record, v_bound,
+                                         drive, rtol, atol, max_step, adaptive, max_steps,
+                                         record, v_bound,
                                          state, stats[b], out)
                 fail_t[b] = state[X_FAIL_T]
             else:

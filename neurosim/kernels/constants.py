@@ -9,6 +9,7 @@ OK = 0
 NON_FINITE = 1          # a potential became NaN or ±inf
 OUT_OF_BOUNDS = 2       # |V| exceeded the run's v_bound
 STEP_UNDERFLOW = 3      # the adaptive step shrank below the float resolution of t
+TOO_MANY_STEPS = 4      # an adaptive run exceeded its max_steps (accepted + rejected)
 
 # waveform kinds (order matches neurosim.model.STIMULUS_KINDS)
 STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE, STEPS = range(7)

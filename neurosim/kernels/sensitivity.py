@@ -17,7 +17,7 @@ from numba import njit
 from neurosim.kernels.adaptive import DP_A, DP_C, DP_E, DP_P, error_norm, initial_step
 from neurosim.kernels.constants import (EULER, MAX_FACTOR, MIN_FACTOR, OK,
                                         PI_BETA, RK4, S_REJECTED, S_RHS, S_STEPS, SAFETY,
-                                        STEP_UNDERFLOW, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
+                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
                                         X_T)
 from neurosim.kernels.fixed import check_state, impose_clamps
 from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
@@ -218,7 +218,7 @@ def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, t
 
 @njit(cache=True)
 def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol, atol,
-                       max_step, adaptive, record, v_bound, state, stats, out_V, out_S):
+                       max_step, adaptive, max_steps, record, v_bound, state, stats, out_V, out_S):
     """run_adaptive (dopri5 only) carrying S; step sizes are chosen from V's error alone."""
     n = V.shape[0]
     m = S.shape[1]
@@ -244,6 +244,10 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
     next_out = 0
     stop = np.searchsorted(tstops, t, side="right")
     while t < t_end:
+        if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
+            state[X_T] = t
+            state[X_FAIL_T] = t
+            return TOO_MANY_STEPS
         t_target = t_end
         if stop < tstops.shape[0] and tstops[stop] < t_end:
             t_target = tstops[stop]
