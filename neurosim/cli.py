@@ -1,7 +1,7 @@
 """``neurosim``: run, validate, inspect and plot circuits from the shell.
 
-A thin shell over the Python API.  Exit status: 0 ok, 1 the run failed numerically or
-was interrupted, 2 bad usage or bad input.  Errors are one line on stderr unless
+A thin shell over the Python API.  Exit status: 0 ok, 1 the run failed numerically,
+2 bad usage or bad input, 130 interrupted (Ctrl-C or SIGTERM).  Errors are one line on stderr unless
 ``--debug`` is given.
 """
 
@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from neurosim._version import __version__
 from neurosim.errors import CircuitError, NeurosimError, SimulationError
 from neurosim.integrators import METHODS
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _interrupt_on_sigterm(signum, frame):
+    # SIGTERM takes the same path as Ctrl-C: recorders close their files (complete = False)
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 def _names(text: str) -> list[str]:
@@ -187,9 +194,17 @@ def cmd_fit(args) -> int:
     traces_dir = Path(f"{stem}_traces")
     products = [out, Path(f"{stem}_report.png"), Path(f"{stem}_predictions.csv"), traces_dir]
     existing = [str(p) for p in products if p.exists()]
-    if existing and not args.overwrite:
+    if existing and not (args.overwrite or args.resume):
         raise CircuitError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
-    report = run_fit(circuit, targets, spec, progress=sys.stderr.isatty())
+    checkpoint = Path(f"{stem}_checkpoint.json")
+    if args.resume and not checkpoint.exists():
+        raise CircuitError(f"--resume: no checkpoint {checkpoint} to resume from")
+    try:
+        report = run_fit(circuit, targets, spec, progress=sys.stderr.isatty(),
+                         checkpoint=str(checkpoint), resume=args.resume)
+    except KeyboardInterrupt:
+        where = f"; resume with --resume (best point in {checkpoint})" if checkpoint.exists() else ""
+        raise KeyboardInterrupt(f"fit interrupted{where}") from None
     r = report.result
     out.write_text(report.fitted_yaml(args.data), encoding="utf-8")
     save_figure(plot_fit(r.history, report.predictions, title=f"fit of {circuit.name}"), products[1])
@@ -290,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fit specification (default: all synaptic weights and gap "
                            "conductances in 0..3 nS, CMA-ES then L-BFGS-B)")
     fitp.add_argument("--overwrite", action="store_true")
+    fitp.add_argument("--resume", action="store_true",
+                      help="start from the checkpoint an interrupted fit left (OUT_checkpoint.json)")
     fitp.add_argument("-o", "--output", required=True, metavar="FITTED.yaml")
     fitp.set_defaults(func=cmd_fit)
     return parser
@@ -298,15 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("neurosim: interrupted; files written so far are marked incomplete", file=sys.stderr)
-        return EXIT_RUN_FAILED
+    except KeyboardInterrupt as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"neurosim: interrupted{detail}; files written so far are kept and marked "
+              "incomplete", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except NeurosimError as exc:
         if args.debug:
             raise
-        print(f"neurosim: error: {exc}", file=sys.stderr)
+        print(f"neurosim: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return EXIT_RUN_FAILED if isinstance(exc, SimulationError) else EXIT_USAGE
 
 

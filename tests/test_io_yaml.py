@@ -138,7 +138,7 @@ MUTATIONS = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9),
                       st.lists(st.integers(), max_size=2), st.dictionaries(names, st.integers(), max_size=2))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=350, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_files_load_or_raise_circuit_error(data):
     doc = yaml.safe_load(EXAMPLE.read_text())

@@ -66,8 +66,11 @@ def _finite_bounds(objective: Objective):
 
 
 def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int = 0,
-                 maxiter: int = 200, progress: bool = False) -> FitResult:
-    """L-BFGS-B with bounds on the forward-sensitivity gradient; restarts from random points."""
+                 maxiter: int = 200, progress: bool = False, checkpoint=None) -> FitResult:
+    """L-BFGS-B with bounds on the forward-sensitivity gradient; restarts from random points.
+
+    ``checkpoint(x, loss, evaluations)`` is called whenever the best point improves.
+    """
     par = objective.par
     rng = np.random.default_rng(seed)
     starts = [par.x0 if x0 is None else np.asarray(x0, dtype=float)]
@@ -88,9 +91,12 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
     bar = _bar(progress, len(starts) * maxiter, "fit (L-BFGS-B)")
 
     def value_and_grad(z):
-        loss, grad = objective.value_and_grad(offset + span * z)
-        best_so_far = min([loss] + [h[1] for h in history[-1:]])
-        history.append((objective.evaluations - ev0, best_so_far))
+        x = offset + span * z
+        loss, grad = objective.value_and_grad(x)
+        previous = history[-1][1] if history else math.inf
+        history.append((objective.evaluations - ev0, min(loss, previous)))
+        if checkpoint is not None and loss < previous:
+            checkpoint(x, loss, objective.evaluations - ev0)
         return loss, grad * span
 
     def tick(_):
@@ -117,7 +123,7 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
 
 def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: int | None = None,
               generations: int = 60, restarts: int = 0, seed: int = 0,
-              progress: bool = False) -> FitResult:
+              progress: bool = False, checkpoint=None) -> FitResult:
     """CMA-ES (the ``cma`` package); every population is one batched simulation call.
 
     ``sigma0`` is the initial step as a fraction of each parameter's bound range.
@@ -148,6 +154,8 @@ def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: i
             k = int(np.argmin(losses))
             if losses[k] < best.loss:
                 best = FitResult(X[k].copy(), float(losses[k]), method="cmaes")
+                if checkpoint is not None:
+                    checkpoint(best.x, best.loss, objective.evaluations - ev0)
             history.append((objective.evaluations - ev0, best.loss))
             if bar:
                 bar.update(1)
@@ -173,7 +181,7 @@ def fit(objective: Objective, method: str = "cmaes", **options) -> FitResult:
         raise CircuitError(f"unknown fit method {method!r}; allowed: {', '.join(METHODS)}")
     result = fit_cmaes(objective, **options)
     if polish and objective.method.name in ("euler", "rk4", "ltc", "dopri5"):
-        keep = {k: v for k, v in options.items() if k in ("seed", "progress")}
+        keep = {k: v for k, v in options.items() if k in ("seed", "progress", "checkpoint")}
         polished = fit_gradient(objective, result.x, maxiter=100, **keep)
         if polished.loss < result.loss:
             polished.history = result.history + [(result.evaluations + e, loss)

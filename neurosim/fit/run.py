@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from neurosim._version import __version__
+from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
 from neurosim.fit.optimize import FitResult, fit
 from neurosim.fit.parameters import Parameterization
@@ -45,22 +52,62 @@ class FitReport:
         return self.provenance(data_source) + dump_circuit(self.circuit)
 
 
-def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False) -> FitReport:
-    """Parameterise, build the objective, optimise, and (if asked) enumerate signs."""
+class Checkpoint:
+    """Writes the best point so far to a JSON file (atomically, at most once a second)."""
+
+    def __init__(self, path, names):
+        self.path, self.names, self.last = Path(path), list(names), 0.0
+
+    def __call__(self, x, loss, evaluations):
+        now = time.monotonic()
+        if now - self.last < 1.0:
+            return
+        self.last = now
+        self.write(x, loss, evaluations)
+
+    def write(self, x, loss, evaluations):
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"names": self.names, "x": [float(v) for v in x],
+                                   "loss": float(loss), "evaluations": int(evaluations)}))
+        os.replace(tmp, self.path)
+
+    def load(self) -> np.ndarray:
+        """The saved point; CircuitError if absent or made for other free parameters."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CircuitError(f"cannot resume from {self.path}: {exc}") from None
+        if data.get("names") != self.names:
+            raise CircuitError(f"{self.path} was written for other free parameters; "
+                               "delete it or fit without --resume")
+        return np.array(data["x"], dtype=np.float64)
+
+
+def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
+            checkpoint: str | None = None, resume: bool = False) -> FitReport:
+    """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
+
+    With ``checkpoint`` the best point is saved there as the fit goes; ``resume`` starts
+    from the saved point.  The file is removed when the fit completes.
+    """
     sim = spec.simulation
     objective_options = dict(readout=spec.loss.readout, integrator=sim.integrator, dt=sim.dt,
                              rtol=sim.rtol, atol=sim.atol, dt_out=sim.dt_out,
                              prior=spec.loss.prior)
     par = Parameterization(circuit, spec.free)
     objective = Objective(par, targets, **objective_options)
+    saver = Checkpoint(checkpoint, par.names) if checkpoint else None
+    x0 = saver.load() if (saver and resume) else None
     opt = spec.optimizer
     if opt.method == "gradient":
-        result = fit(objective, "gradient", restarts=opt.restarts, seed=opt.seed,
-                     maxiter=opt.maxiter, progress=progress)
+        result = fit(objective, "gradient", x0=x0, restarts=opt.restarts, seed=opt.seed,
+                     maxiter=opt.maxiter, progress=progress, checkpoint=saver)
     else:
-        result = fit(objective, "cmaes", sigma0=opt.sigma0, popsize=opt.popsize,
+        result = fit(objective, "cmaes", x0=x0, sigma0=opt.sigma0, popsize=opt.popsize,
                      generations=opt.generations, restarts=opt.restarts, seed=opt.seed,
-                     polish=opt.polish, progress=progress)
+                     polish=opt.polish, progress=progress, checkpoint=saver)
+    if saver:
+        saver.path.unlink(missing_ok=True)
     signs = None
     if spec.signs is not None:
         bar = None

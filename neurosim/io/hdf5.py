@@ -10,7 +10,10 @@ Layout (readable by any HDF5 tool)::
         dt_out_ms, duration_ms, ablated, record, wall_time_s, stats, metadata (JSON)
 
 ``complete`` is written False when the file is opened and set True only after the last
-sample is flushed, so a file left by a crash or Ctrl-C says so.
+sample is flushed, so a file left by a crash or Ctrl-C says so.  The recorder writes to
+``OUT.h5.partial`` and renames it to ``OUT.h5`` when the run ends (completed, failed or
+interrupted): the final name never holds a half-written file, and only a hard kill
+(SIGKILL, power loss) leaves the ``.partial`` behind.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class HDF5Recorder(Recorder):
             raise ResultFileError(f"{self.path} is a directory; give a file name such as run.h5")
         if self.path.exists() and not overwrite:
             raise ResultFileError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+        if not self.path.parent.is_dir():
+            raise ResultFileError(f"cannot write {self.path}: no directory {self.path.parent}")
+        self.partial = self.path.with_name(self.path.name + ".partial")
         self.dtype = dtype
         self.compression = compression
         self.file = None
@@ -66,9 +72,9 @@ class HDF5Recorder(Recorder):
     def open(self, header: RunHeader):
         self.header = header
         try:
-            self.file = h5py.File(self.path, "w")
+            self.file = h5py.File(self.partial, "w")
         except OSError as exc:
-            raise ResultFileError(f"cannot write {self.path}: {exc}") from None
+            raise ResultFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         n_rec = len(header.neuron_names)
         rows = max(1, min(CHUNK_VALUES // max(1, n_rec), header.n_samples))
         self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8",
@@ -145,6 +151,7 @@ class HDF5Recorder(Recorder):
         attrs["complete"] = status == "complete" and self._error is None
         self.file.close()
         self.file = None
+        os.replace(self.partial, self.path)
         if self._error is not None:
             raise ResultFileError(f"writing {self.path} failed: {self._error}") from self._error
         return load_result(self.path, lazy=True)

@@ -173,8 +173,12 @@ class _LineMap:
             line = mark.line + 1 if mark is not None else None
             problem = exc.problem or str(exc)
             raise CircuitError(f"invalid YAML: {problem}", file=source, line=line) from None
+        except yaml.reader.ReaderError as exc:
+            line = text.count("\n", 0, exc.position) + 1
+            raise CircuitError(f"invalid YAML: {exc.reason} (character {exc.character!r})",
+                               file=source, line=line) from None
         except yaml.YAMLError as exc:
-            raise CircuitError(f"invalid YAML: {exc}", file=source) from None
+            raise CircuitError(f"invalid YAML: {' '.join(str(exc).split())}", file=source) from None
 
     def _walk(self, node, path, loader, line=None):
         # a mapping value is placed at its key's line: that is where a reader looks
