@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from neurosim._version import __version__
 from neurosim.errors import CircuitError, NeurosimError, SimulationError
 from neurosim.integrators import METHODS
@@ -238,6 +240,45 @@ def cmd_fit(args) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args) -> int:
+    from neurosim.explain import decompose, dominant_pathways
+    from neurosim.io.hdf5 import load_result
+    from neurosim.io.yaml import loads_circuit
+    from neurosim.plot import plot_currents, plot_graph, save_figure
+
+    result = load_result(args.result)
+    if "circuit_yaml" not in result.metadata:
+        raise CircuitError(f"{args.result} does not hold its circuit; rerun with neurosim run")
+    circuit = loads_circuit(result.metadata["circuit_yaml"], f"{args.result}:circuit_yaml")
+    d = decompose(circuit, result, args.neuron)
+    charge = np.trapezoid(np.abs(d.currents), d.t, axis=0) * 1e-3
+    print(f"currents into {args.neuron} (|charge| over the run, pC):")
+    for k in np.argsort(-charge):
+        print(f"  {d.names[k]:<28} {charge[k]:10.4g}")
+    print(f"liquid time constant C/G: {d.tau.min():.4g} .. {d.tau.max():.4g} ms")
+    if args.output:
+        save_figure(plot_currents(d), args.output)
+        print(f"figure -> {args.output}")
+    if args.source:
+        paths = dominant_pathways(circuit, result, args.source, args.neuron)
+        print(f"dominant pathways {args.source} -> {args.neuron} (bottleneck charge, pC):")
+        for p in paths:
+            print(f"  {' -> '.join(p.neurons):<40} {p.charge:.4g}")
+        if args.graph and paths:
+            best = paths[0].neurons
+            save_figure(plot_graph(circuit, highlight=list(zip(best, best[1:]))), args.graph)
+            print(f"graph -> {args.graph}")
+    return EXIT_OK
+
+
+def cmd_motifs(args) -> int:
+    from neurosim.explain import motif_table
+    from neurosim.io.yaml import load_circuit
+
+    print(motif_table(load_circuit(args.circuit)))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
@@ -309,6 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start from the checkpoint an interrupted fit left (OUT_checkpoint.json)")
     fitp.add_argument("-o", "--output", required=True, metavar="FITTED.yaml")
     fitp.set_defaults(func=cmd_fit)
+
+    explain = sub.add_parser("explain", help="decompose a neuron's currents in a result file")
+    explain.add_argument("result")
+    explain.add_argument("--neuron", required=True)
+    explain.add_argument("--source", help="also rank pathways from this neuron")
+    explain.add_argument("-o", "--output", metavar="PNG", help="stacked-current figure")
+    explain.add_argument("--graph", metavar="PNG", help="graph with the dominant pathway")
+    explain.set_defaults(func=cmd_explain)
+
+    motifs = sub.add_parser("motifs", help="count motif instances in a circuit")
+    motifs.add_argument("circuit")
+    motifs.set_defaults(func=cmd_motifs)
     return parser
 
 

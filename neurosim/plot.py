@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from neurosim.model import Circuit
 from neurosim.record import Result
 
@@ -212,9 +214,40 @@ def plot_signs(patterns, *, title: str = "", figure=None):
     return fig
 
 
+def plot_currents(decomposition, *, top: int = 8, figure=None):
+    """Stacked currents into one neuron (pA), their sum C·dV/dt, and the liquid τ = C/G."""
+    from matplotlib.figure import Figure
+
+    d = decomposition
+    order = np.argsort(-np.abs(d.currents).max(axis=0))
+    keep, rest = order[:top], order[top:]
+    series = [d.currents[:, k] for k in keep]
+    labels = [d.names[k] for k in keep]
+    if rest.size:
+        series.append(d.currents[:, rest].sum(axis=1))
+        labels.append(f"{rest.size} others")
+    fig = figure or Figure(figsize=(9, 6), layout="constrained")
+    ax, tau_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    positive = np.clip(np.array(series), 0, None)
+    negative = np.clip(np.array(series), None, 0)
+    colors = [f"C{k}" for k in range(len(series))]
+    ax.stackplot(d.t, positive, colors=colors, labels=labels, alpha=0.85)
+    ax.stackplot(d.t, negative, colors=colors, alpha=0.85)
+    ax.plot(d.t, d.total, color="k", lw=1.2, label="C·dV/dt (sum)")
+    ax.set_ylabel("current into neuron (pA)")
+    ax.legend(fontsize=7, ncol=2, frameon=False, loc="upper right")
+    ax.set_title(f"currents into {d.neuron}", fontsize=10)
+    tau_ax.plot(d.t, d.tau, color="#34495e")
+    tau_ax.set_ylabel("τ = C/G (ms)")
+    tau_ax.set_xlabel("time (ms)")
+    for a in (ax, tau_ax):
+        a.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=130)
 
 
-__all__ = ["circle_layout", "plot_experiments", "plot_fit", "plot_graph", "plot_signs",
+__all__ = ["circle_layout", "plot_currents", "plot_experiments", "plot_fit", "plot_graph", "plot_signs",
            "plot_traces", "save_figure"]

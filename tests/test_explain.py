@@ -1,0 +1,168 @@
+"""Current decomposition, pathways, motif circuits and counts, robustness estimates."""
+
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim import ml
+from neurosim.explain import (MOTIFS, decompose, dominant_pathways, find_motifs, linear_form,
+                              lipschitz_estimate, motif_table)
+from reference import ReferenceModel, random_circuit
+from test_io_yaml import ROOT
+from test_tap_withdrawal import TW
+
+MOTIF_DIR = ROOT / "circuits" / "motifs"
+
+
+@pytest.mark.parametrize("seed,n", [(1, 4), (2, 9), (3, 15)])
+def test_currents_sum_to_C_dV_dt(seed, n):
+    circuit, stimuli = random_circuit(seed, n, p_gap=0.3, kappa=None)
+    r = ns.simulate(circuit, duration=8.0, stimuli=stimuli, dt_out=0.25)
+    ref = ReferenceModel(circuit, stimuli)
+    for neuron in circuit.neuron_names:
+        d = decompose(circuit, r, neuron, stimuli=stimuli)
+        expected = np.array([ref.dVdt(t, V) for t, V in zip(r.t, r.V)])[:, circuit.neuron_names.index(neuron)]
+        np.testing.assert_allclose(d.total, d.C * expected, rtol=1e-9, atol=1e-9 * np.abs(d.C * expected).max())
+        a, b = linear_form(d)
+        np.testing.assert_allclose(-a * r.v(neuron) + b, d.total / d.C, rtol=1e-9, atol=1e-9)
+        assert np.all(d.tau > 0)
+
+
+def test_decomposition_needs_the_inputs_recorded():
+    c = ns.load_circuit(TW)
+    r = ns.simulate(c, "tap", record=["AVA", "REV"])
+    with pytest.raises(ns.CircuitError, match="record the inputs of 'AVA' too: AVB, AVD, PLM, PVC, PVD"):
+        decompose(c, r, "AVA")
+
+
+def test_dominant_pathway_of_anterior_touch_runs_through_the_command_neuron():
+    c = ns.load_circuit(TW)
+    r = ns.simulate(c, "anterior", dt_out=1.0)
+    paths = dominant_pathways(c, r, "ALM", "REV")
+    assert paths and all(p.neurons[0] == "ALM" and p.neurons[-1] == "REV" for p in paths)
+    assert all(p.neurons[-2] == "AVA" for p in paths)          # REV's only input
+    assert [p.charge for p in paths] == sorted((p.charge for p in paths), reverse=True)
+
+
+# --- motifs: each signature, and its failure without the defining synapse ---------------
+
+def flipped(c, *pairs):
+    return c.replace(synapses=tuple(
+        ns.Synapse(s.pre, s.post, s.w, -90.0 if s.E > -50 else 0.0, s.mu, s.nu, s.kappa)
+        if (s.pre, s.post) in pairs else s for s in c.synapses))
+
+
+def removed(c, *pairs):
+    return c.replace(synapses=tuple(s for s in c.synapses if (s.pre, s.post) not in pairs))
+
+
+def response(c):
+    r = ns.simulate(c, "pulse")
+    a = r.v("A")
+    return a[(r.t > 100) & (r.t < 150)].mean() - a[(r.t > 20) & (r.t < 50)].mean()
+
+
+def latency(c):
+    """t(B at half its peak response) − t(A at half its peak response), ms."""
+    r = ns.simulate(c, "pulse")
+
+    def half(name):
+        v = r.v(name) - r.v(name)[0]
+        return r.t[np.argmax(v >= v.max() / 2)] if v.max() > 1.0 else np.inf
+    return half("B") - half("A")
+
+
+def final_states(c):
+    return [tuple(ns.simulate(c, "settle", v0=v0).V[-1])
+            for v0 in ({"A": -30.0, "B": -70.0}, {"A": -70.0, "B": -30.0})]
+
+
+def bistable(c):
+    (a1, b1), (a2, b2) = final_states(c)
+    return a1 - b1 > 20 and b2 - a2 > 20
+
+
+def correlation(c):
+    r = ns.simulate(c, "drive")
+    keep = r.t > 200
+    return np.corrcoef(r.v("A")[keep], r.v("B")[keep])[0, 1]
+
+
+def test_activation_motif():
+    c = ns.load_circuit(MOTIF_DIR / "activation.yaml")
+    assert response(c) > 10
+    assert abs(response(removed(c, ("S", "A")))) < 1e-9
+    assert response(flipped(c, ("S", "A"))) < 0
+
+
+def test_inhibition_motif():
+    c = ns.load_circuit(MOTIF_DIR / "inhibition.yaml")
+    assert response(c) < -10
+    assert abs(response(removed(c, ("S", "A")))) < 1e-9
+    assert response(flipped(c, ("S", "A"))) > 0
+
+
+def test_sequentialization_motif():
+    c = ns.load_circuit(MOTIF_DIR / "sequentialization.yaml")
+    assert 5 < latency(c) < 100
+    assert latency(removed(c, ("A", "B"))) == np.inf
+    assert latency(flipped(c, ("A", "B"))) == np.inf
+
+
+def test_mutual_exclusion_motif_is_bistable():
+    c = ns.load_circuit(MOTIF_DIR / "mutual_exclusion.yaml")
+    assert bistable(c)
+    assert not bistable(removed(c, ("A", "B")))
+    assert not bistable(flipped(c, ("A", "B"), ("B", "A")))
+
+
+def test_synchronization_motif():
+    c = ns.load_circuit(MOTIF_DIR / "synchronization.yaml")
+    assert correlation(c) > 0.8
+    assert abs(correlation(removed(c, ("A", "B"), ("B", "A")))) < 0.2
+    assert correlation(flipped(c, ("A", "B"), ("B", "A"))) < 0
+
+
+def test_motif_counts_on_a_hand_checked_circuit():
+    #   A → B → C (excitatory), C ⊣ A, D ⊣ E, E ⊣ D, B ↔ D gap, A → C excitatory
+    names = ("A", "B", "C", "D", "E")
+    exc, inh = 0.0, -90.0
+    synapses = (ns.Synapse("A", "B", E=exc), ns.Synapse("B", "C", E=exc), ns.Synapse("C", "A", E=inh),
+                ns.Synapse("D", "E", E=inh), ns.Synapse("E", "D", E=inh), ns.Synapse("A", "C", E=exc))
+    c = ns.Circuit("hand", tuple(ns.Neuron(n) for n in names), synapses,
+                   (ns.GapJunction("B", "D", g=0.1),))
+    found = find_motifs(c)
+    assert found["activation"] == [("A", "B"), ("A", "C"), ("B", "C")]
+    assert found["inhibition"] == [("C", "A"), ("D", "E"), ("E", "D")]
+    assert found["sequentialization"] == [("A", "B", "C")]
+    assert found["mutual_exclusion"] == [("D", "E")]
+    assert found["synchronization"] == [("B", "D")]
+    table = motif_table(c)
+    assert all(m in table for m in MOTIFS)
+
+
+@pytest.mark.parametrize("name", ["activation", "inhibition", "sequentialization",
+                                  "mutual_exclusion", "synchronization"])
+def test_each_motif_circuit_contains_its_motif(name):
+    assert find_motifs(ns.load_circuit(MOTIF_DIR / f"{name}.yaml"))[name]
+
+
+def test_lipschitz_estimate_of_a_linear_circuit_is_its_gain():
+    """dx/dt = -x: the final state is x0·e^{-T}, so the gain is e^{-T} exactly."""
+    c = ml.ctrnn(np.zeros((1, 1)), 1.0, x0=[0.5])
+    c = c.replace(protocols={"p": ns.Protocol(2.0)})
+    L = lipschitz_estimate(c, "p", inputs=["x0"], output="x0", epsilon=1e-4, n_directions=4,
+                           rtol=1e-10, atol=1e-12)
+    assert L == pytest.approx(np.exp(-2.0), rel=1e-6)
+
+
+def test_explain_and_motifs_commands(tmp_path):
+    from test_cli import neurosim
+    assert neurosim("run", TW, "-p", "anterior", "-o", "a.h5", cwd=tmp_path).returncode == 0
+    out = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "ALM", "-o", "c.png",
+                   "--graph", "g.png", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "syn AVD->AVA" in out.stdout and "ALM -> " in out.stdout
+    assert (tmp_path / "c.png").stat().st_size > 10_000 and (tmp_path / "g.png").exists()
+    motifs = neurosim("motifs", TW, cwd=tmp_path)
+    assert motifs.returncode == 0 and "mutual_exclusion       1  AVA-AVB" in motifs.stdout
