@@ -148,12 +148,10 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         "ablated": list(gone), "scaled": dict(proto.scale), "stimuli": [s if isinstance(s, str) else s.kind for s in proto.stimuli],
         "integrator": method.name, "integrator_options": method.options(), "dt_out_ms": dt_out,
         "record": list(names), "v_bound_mV": v_bound, "neurosim_version": __version__}
+    # the stepper loads (or compiles) the kernels before any file is opened
+    stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
     recorder = MemoryRecorder() if recorder is None else recorder
     recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
-
-    stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
-    recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
-
     chunk = chunk_rows(n_rows, len(names))
     advance_progress, close_progress = _progress_bar(progress, proto.duration)
     started = time.perf_counter()
@@ -164,7 +162,10 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         out["wall_time_s"] = time.perf_counter() - started
         return out
 
+    # everything after open() runs inside the try: an interrupt must close (and so rename
+    # and mark) the recorder's file
     try:
+        recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
         while row < n_rows and status == OK:
             m = min(chunk, n_rows - row)
             out_V = np.empty((m, len(names)))

@@ -50,7 +50,7 @@ def test_signal_during_run_keeps_a_valid_incomplete_file(tmp_path, signum):
     proc = start(["run", "long.yaml", "-i", "euler", "--dt", "0.01", "--dt-out", "0.1",
                   "-o", "out.h5"], tmp_path)
     wait_for(tmp_path / "out.h5.partial")
-    time.sleep(0.5)
+    time.sleep(2.0)  # past loading the kernels: the run is computing and writing
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130

@@ -1,0 +1,181 @@
+"""Succinctness: how many neurons each family needs to approximate a static function.
+
+Seed eq. 7 setting: the input x ∈ [−1, 1] is the initial state of neuron 0 (the other
+neurons start at 0), the network runs to t1 = 5, and the output is neuron 0's final state.
+For target functions sin(kπx)/2 of increasing complexity k and training sets of S points,
+each family (NRN, CT-RNN, Neural ODE) grows from 1 neuron until its validation MSE drops
+below a threshold; the smallest size that gets there is recorded, for several seeds.
+The seed's claim to test: NRNs are M·N times more succinct, with M growing with S.
+
+    python scripts/succinctness.py --quick   # k = 1, 2; S = 8, 32, 128; 2 seeds
+    python scripts/succinctness.py           # k = 1, 2, 3; S = 8 … 512; 3 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+import neurosim as ns
+from neurosim.compile import compile_circuit, compile_drive
+from neurosim.fit import Parameterization
+from neurosim.integrators import integrate_with_sensitivity, make_integrator
+from neurosim.plot import save_figure
+
+T1, DT = 5.0, 0.25
+THRESHOLD = 0.01          # validation MSE that counts as "approximates"
+FAMILIES = ("nrn", "ctrnn", "neural_ode")
+
+
+def network(family: str, n: int, seed: int):
+    """Fully connected n-neuron circuit of a family and its free parameters."""
+    rng = np.random.default_rng(seed)
+    names = [f"x{i}" for i in range(n)]
+    pairs = [(a, b) for a in names for b in names]
+    if family == "nrn":
+        neurons = tuple(ns.Neuron(nm, C=1.0, g_L=0.5, E_L=0.0, V0=0.0) for nm in names)
+        synapses = tuple(ns.Synapse(a, b, w=float(rng.uniform(0.1, 1)),
+                                    E=float(rng.uniform(-2, 2)), mu=0.0, nu=2.0) for a, b in pairs)
+        free = [{"select": "synapses[*].w", "bounds": [0, 5]},
+                {"select": "synapses[*].E", "bounds": [-3, 3]},
+                {"select": "synapses[*].mu", "bounds": [-2, 2]},
+                {"select": "synapses[*].nu", "bounds": [0.1, 10]}]
+        free += [{"select": f"neurons[{nm}].{f}", "bounds": b} for nm in names
+                 for f, b in (("C", [0.2, 5]), ("g_L", [0.01, 2]), ("E_L", [-2, 2]))]
+    else:
+        decay = 0.5 if family == "ctrnn" else 0.0
+        neurons = tuple(ns.Neuron(nm, C=1.0, g_L=decay, E_L=0.0, V0=0.0) for nm in names)
+        synapses = tuple(ns.Synapse(a, b, w=1.0, E=float(rng.normal(0, 0.5)), mu=0.0, nu=2.0,
+                                    kappa=0.0) for a, b in pairs)
+        free = [{"select": "synapses[*].E", "bounds": [-5, 5]},
+                {"select": "synapses[*].mu", "bounds": [-2, 2]}]
+        if family == "ctrnn":
+            free += [{"select": f"neurons[{nm}].g_L", "bounds": [0.01, 2]} for nm in names]
+    return ns.Circuit(f"{family}{n}", neurons, synapses), free
+
+
+class StaticTask:
+    """Mean squared error of y(x) = V_0(t1 | V_0(0) = x) against a target, with gradient."""
+
+    def __init__(self, circuit, free, xs, ys):
+        self.par = Parameterization(circuit, free)
+        self.compiled = compile_circuit(circuit)
+        self.drive = compile_drive(self.compiled, [], T1)
+        self.method = make_integrator("rk4", dt=DT)
+        self.v0 = 3 * self.compiled.n_neurons  # θ index of neuron 0's V0
+        self.xs, self.ys = xs, ys
+
+    def value_and_grad(self, x):
+        theta = self.par.theta(x)
+        total, grad = 0.0, np.zeros(self.par.indices.size)
+        record = np.array([0], dtype=np.int64)
+        for xin, yout in zip(self.xs, self.ys):
+            theta[self.v0] = xin
+            status, V, S, _ = integrate_with_sensitivity(
+                self.method, self.compiled.with_theta(theta), self.drive, self.par.indices,
+                record, T1, 1, 1e4)
+            if status != 0:
+                return 1e6, np.zeros(self.par.n_free)
+            r = V[-1, 0] - yout
+            total += r * r / len(self.xs)
+            grad += 2 * r / len(self.xs) * S[-1, 0]
+        return total, self.par.chain(x, grad)
+
+    def mse(self, x, xs, ys):
+        saved = self.xs, self.ys
+        self.xs, self.ys = xs, ys
+        value = self.value_and_grad(x)[0]
+        self.xs, self.ys = saved
+        return value
+
+
+def train(family, n, xs, ys, xv, yv, seed, maxiter):
+    circuit, free = network(family, n, seed)
+    task = StaticTask(circuit, free, xs, ys)
+    par = task.par
+    span = par.upper - par.lower
+    best = (np.inf, None)
+    rng = np.random.default_rng(seed)
+    for start in (par.x0, rng.uniform(par.lower, par.upper)):
+        z0 = (start - par.lower) / span
+        res = minimize(lambda z: (lambda v, g: (v, g * span))(*task.value_and_grad(par.lower + span * z)),
+                       z0, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * par.n_free,
+                       options={"maxiter": maxiter})
+        x = par.lower + span * res.x
+        val = task.mse(x, xv, yv)
+        if val < best[0]:
+            best = (val, x)
+    return best[0], par.n_free
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="out/succinctness")
+    args = parser.parse_args(argv)
+    ks = (1, 2) if args.quick else (1, 2, 3)
+    sizes_S = (8, 32, 128) if args.quick else (8, 32, 128, 512)
+    seeds = (0, 1) if args.quick else (0, 1, 2)
+    neurons = (1, 2, 3, 4, 6)
+    maxiter = 80 if args.quick else 200
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    xv = np.linspace(-1, 1, 101)
+    rows = []
+    started = time.perf_counter()
+    print(f"{'k':>2} {'S':>4} {'seed':>4} {'family':10s} {'neurons':>7} {'params':>6} {'val MSE':>9}")
+    for k in ks:
+        f = lambda x: 0.5 * np.sin(k * np.pi * x)  # noqa: E731
+        for S in sizes_S:
+            for seed in seeds:
+                xs = np.random.default_rng(100 + seed).uniform(-1, 1, S)
+                for family in FAMILIES:
+                    found = {"k": k, "S": S, "seed": seed, "family": family,
+                             "neurons": None, "params": None, "val_mse": None}
+                    for n in neurons:
+                        val, n_params = train(family, n, xs, f(xs), xv, f(xv), seed, maxiter)
+                        found.update(val_mse=float(val))
+                        if val < THRESHOLD:
+                            found.update(neurons=n, params=n_params)
+                            break
+                    rows.append(found)
+                    print(f"{k:2d} {S:4d} {seed:4d} {family:10s} {str(found['neurons']):>7} "
+                          f"{str(found['params']):>6} {found['val_mse']:9.3g}", flush=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, out / "succinctness.png", max(neurons))
+    print(f"{time.perf_counter() - started:.0f} s -> {out / 'results.json'}, {out / 'succinctness.png'}")
+
+
+def plot(rows, path, cap):
+    from matplotlib.figure import Figure
+    ks = sorted({r["k"] for r in rows})
+    fig = Figure(figsize=(4.2 * len(ks), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(ks), squeeze=False)[0]
+    colors = {"nrn": "#c0392b", "ctrnn": "#2c6fbb", "neural_ode": "#27ae60"}
+    for ax, k in zip(axes, ks):
+        for j, family in enumerate(FAMILIES):
+            sel = [r for r in rows if r["k"] == k and r["family"] == family]
+            S_values = sorted({r["S"] for r in sel})
+            for S in S_values:
+                needed = [r["neurons"] or cap + 1 for r in sel if r["S"] == S]
+                ax.scatter([S * (1 + 0.08 * (j - 1))] * len(needed), needed, color=colors[family],
+                           alpha=0.6, s=18, label=family if S == S_values[0] else None)
+            medians = [np.median([r["neurons"] or cap + 1 for r in sel if r["S"] == S]) for S in S_values]
+            ax.plot(S_values, medians, color=colors[family])
+        ax.axhline(cap + 1, ls=":", color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training set size S")
+        ax.set_ylabel(f"neurons to reach val. MSE < {THRESHOLD}\n({cap + 1} = not reached)")
+        ax.set_title(f"0.5 sin({k}πx)", fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].legend(frameon=False, fontsize=8)
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
