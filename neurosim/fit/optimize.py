@@ -49,6 +49,22 @@ class FitResult:
         return self.simulations / self.simulation_s if self.simulation_s else math.nan
 
 
+def _counts(objective: Objective) -> tuple:
+    return (time.perf_counter(), objective.evaluations, objective.simulations,
+            objective.sim_seconds)
+
+
+def _account(best: FitResult, history, objective: Objective, start_counts) -> FitResult:
+    """Fill in what the fit cost, counted from ``start_counts`` (see _counts)."""
+    started, ev0, sim0, s0 = start_counts
+    best.history = history
+    best.evaluations = objective.evaluations - ev0
+    best.simulations = objective.simulations - sim0
+    best.simulation_s = objective.sim_seconds - s0
+    best.wall_s = time.perf_counter() - started
+    return best
+
+
 def _bar(progress, total, desc):
     if not progress:
         return None
@@ -84,8 +100,8 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
     span = np.where(finite, par.upper - par.lower, 1.0)
     bounds = [(0.0, 1.0) if f else (a if np.isfinite(a) else None, b if np.isfinite(b) else None)
               for f, a, b in zip(finite, par.lower, par.upper)]
-    started = time.perf_counter()
-    sim0, ev0, s0 = objective.simulations, objective.evaluations, objective.sim_seconds
+    start_counts = _counts(objective)
+    ev0 = objective.evaluations
     best = FitResult(starts[0], math.inf, method="gradient")
     history = []
     bar = _bar(progress, len(starts) * maxiter, "fit (L-BFGS-B)")
@@ -113,12 +129,7 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
                              message=str(res.message))
     if bar:
         bar.close()
-    best.history = history
-    best.evaluations = objective.evaluations - ev0
-    best.simulations = objective.simulations - sim0
-    best.simulation_s = objective.sim_seconds - s0
-    best.wall_s = time.perf_counter() - started
-    return best
+    return _account(best, history, objective, start_counts)
 
 
 def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: int | None = None,
@@ -136,8 +147,8 @@ def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: i
     par = objective.par
     lo, hi = _finite_bounds(objective)
     start = par.x0 if x0 is None else np.asarray(x0, dtype=float)
-    started = time.perf_counter()
-    sim0, ev0, s0 = objective.simulations, objective.evaluations, objective.sim_seconds
+    start_counts = _counts(objective)
+    ev0 = objective.evaluations
     best = FitResult(start, math.inf, method="cmaes")
     history = []
     size = popsize or 4 + int(3 * math.log(par.n_free))
@@ -163,12 +174,7 @@ def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: i
         best.message = f"restart {run}: {', '.join(es.stop())}"
     if bar:
         bar.close()
-    best.history = history
-    best.evaluations = objective.evaluations - ev0
-    best.simulations = objective.simulations - sim0
-    best.simulation_s = objective.sim_seconds - s0
-    best.wall_s = time.perf_counter() - started
-    return best
+    return _account(best, history, objective, start_counts)
 
 
 def fit(objective: Objective, method: str = "cmaes", **options) -> FitResult:
