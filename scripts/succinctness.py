@@ -117,9 +117,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="out/succinctness")
+    parser.add_argument("--replot", metavar="JSON", help="redraw the figure from a results file")
+    parser.add_argument("--S", type=int, nargs="+", help="training-set sizes (override)")
     args = parser.parse_args(argv)
+    if args.replot:
+        rows = json.loads(Path(args.replot).read_text())
+        cap = max(r["neurons"] or 0 for r in rows)
+        plot(rows, Path(args.replot).with_name("succinctness.png"), max(cap, 4 if args.quick else 6))
+        return
     ks = (1, 2) if args.quick else (1, 2, 3)
-    sizes_S = (8, 32) if args.quick else (8, 32, 128, 512)
+    sizes_S = tuple(args.S) if args.S else (8, 32) if args.quick else (8, 32, 128, 512)
     seeds = (0, 1) if args.quick else (0, 1, 2)
     neurons = (1, 2, 4) if args.quick else (1, 2, 3, 4, 6)
     maxiter = 80 if args.quick else 200
@@ -152,28 +159,39 @@ def main(argv=None):
 
 
 def plot(rows, path, cap):
+    """Top: neurons needed (cap + 1 = not reached); bottom: validation MSE at that size."""
     from matplotlib.figure import Figure
     ks = sorted({r["k"] for r in rows})
-    fig = Figure(figsize=(4.2 * len(ks), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(ks), squeeze=False)[0]
+    fig = Figure(figsize=(4.2 * len(ks), 6.4), layout="constrained")
+    axes = fig.subplots(2, len(ks), squeeze=False, sharex=True)
     colors = {"nrn": "#c0392b", "ctrnn": "#2c6fbb", "neural_ode": "#27ae60"}
-    for ax, k in zip(axes, ks):
+    for col, k in enumerate(ks):
+        top, bottom = axes[0, col], axes[1, col]
         for j, family in enumerate(FAMILIES):
             sel = [r for r in rows if r["k"] == k and r["family"] == family]
             S_values = sorted({r["S"] for r in sel})
+            shift = 1 + 0.08 * (j - 1)
             for S in S_values:
-                needed = [r["neurons"] or cap + 1 for r in sel if r["S"] == S]
-                ax.scatter([S * (1 + 0.08 * (j - 1))] * len(needed), needed, color=colors[family],
-                           alpha=0.6, s=18, label=family if S == S_values[0] else None)
-            medians = [np.median([r["neurons"] or cap + 1 for r in sel if r["S"] == S]) for S in S_values]
-            ax.plot(S_values, medians, color=colors[family])
-        ax.axhline(cap + 1, ls=":", color="k", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("training set size S")
-        ax.set_ylabel(f"neurons to reach val. MSE < {THRESHOLD}\n({cap + 1} = not reached)")
-        ax.set_title(f"0.5 sin({k}πx)", fontsize=10)
-        ax.spines[["top", "right"]].set_visible(False)
-    axes[0].legend(frameon=False, fontsize=8)
+                at = [r for r in sel if r["S"] == S]
+                top.scatter([S * shift] * len(at), [r["neurons"] or cap + 1 for r in at],
+                            color=colors[family], alpha=0.7, s=20,
+                            label=family if S == S_values[0] else None)
+                bottom.scatter([S * shift] * len(at), [r["val_mse"] for r in at],
+                               color=colors[family], alpha=0.7, s=20)
+            bottom.plot(S_values, [np.median([r["val_mse"] for r in sel if r["S"] == S])
+                                   for S in S_values], color=colors[family])
+        top.axhline(cap + 1, ls=":", color="k", lw=0.8)
+        top.set_yticks(range(1, cap + 2))
+        top.set_ylabel(f"neurons to reach MSE < {THRESHOLD}\n({cap + 1} = not reached)")
+        top.set_title(f"0.5 sin({k}πx)", fontsize=10)
+        bottom.axhline(THRESHOLD, ls=":", color="k", lw=0.8)
+        bottom.set_yscale("log")
+        bottom.set_xscale("log", base=2)
+        bottom.set_xlabel("training set size S")
+        bottom.set_ylabel("validation MSE at that size")
+        for ax in (top, bottom):
+            ax.spines[["top", "right"]].set_visible(False)
+    axes[0, 0].legend(frameon=False, fontsize=8)
     save_figure(fig, path)
 
 
