@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 import neurosim as ns
-from neurosim import ml
 from neurosim.fit import Objective, Parameterization, TraceTarget
 from neurosim.fit.optimize import fit_gradient
 from neurosim.plot import save_figure

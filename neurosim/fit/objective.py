@@ -15,7 +15,7 @@ import numpy as np
 from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
-from neurosim.fit.targets import BehaviourTarget, TraceTarget
+from neurosim.fit.targets import BehaviourTarget
 from neurosim.integrators import integrate_with_sensitivity, make_integrator, run_items
 from neurosim.simulate import DEFAULT_V_BOUND
 

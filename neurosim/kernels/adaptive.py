@@ -129,6 +129,30 @@ def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, cla
 
 
 @njit(cache=True)
+def accepted_step_size(err_now, err_old, h, h_try, landing, error_order):
+    """(next h, error memory) after an accepted step: PI control (Hairer I, II.4)."""
+    factor = SAFETY * max(err_now, 1e-10) ** (-1.0 / (error_order + 1))
+    factor *= err_old ** PI_BETA
+    # a landing step shortened below h says nothing about h itself: keep h
+    if not (landing and h_try < h):
+        h = h_try * min(MAX_FACTOR, max(MIN_FACTOR, factor))
+    return h, max(err_now, 1e-4)
+
+
+@njit(cache=True)
+def rejected_step_size(err_now, h_try, error_order):
+    """The retry's h after a rejected step (shrink at most 5x)."""
+    factor = SAFETY * err_now ** (-1.0 / (error_order + 1)) if math.isfinite(err_now) \
+        else MIN_FACTOR
+    return h_try * max(MIN_FACTOR, min(1.0, factor))
+
+
+@njit(cache=True)
+def step_underflows(h, t):
+    return h < 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t))
+
+
+@njit(cache=True)
 def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
     """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
     n = V.shape[0]
@@ -308,18 +332,11 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
                 K[0, :] = K[3]
             jacobian_fresh = False
             if adaptive:
-                factor = SAFETY * max(err_now, 1e-10) ** (-1.0 / (error_order + 1))
-                factor *= err_old ** PI_BETA
-                err_old = max(err_now, 1e-4)
-                # a landing step shortened below h says nothing about h itself: keep h
-                if not (landing and h_try < h):
-                    h = h_try * min(MAX_FACTOR, max(MIN_FACTOR, factor))
+                h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, error_order)
         else:
             stats[S_REJECTED] += 1
-            factor = SAFETY * err_now ** (-1.0 / (error_order + 1)) if math.isfinite(err_now) \
-                else MIN_FACTOR
-            h = h_try * max(MIN_FACTOR, min(1.0, factor))
-            if h < 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t)):
+            h = rejected_step_size(err_now, h_try, error_order)
+            if step_underflows(h, t):
                 state[X_T] = t
                 state[X_FAIL_T] = t
                 return STEP_UNDERFLOW

@@ -5,9 +5,8 @@ import math
 import numpy as np
 from numba import njit
 
-from neurosim.kernels.constants import (EULER, EXP_EULER, LTC, NON_FINITE, OK, OUT_OF_BOUNDS,
-                                        RK4, S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS,
-                                        WORK_ROWS)
+from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF_BOUNDS, RK4,
+                                        S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
 from neurosim.kernels.network import apply_drive, conductance_split, rhs
 
 

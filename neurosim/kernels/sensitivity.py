@@ -14,11 +14,11 @@ import math
 import numpy as np
 from numba import njit
 
-from neurosim.kernels.adaptive import DP_A, DP_C, DP_E, DP_P, error_norm, initial_step
-from neurosim.kernels.constants import (EULER, MAX_FACTOR, MIN_FACTOR, OK,
-                                        PI_BETA, RK4, S_REJECTED, S_RHS, S_STEPS, SAFETY,
-                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
-                                        X_T)
+from neurosim.kernels.adaptive import (DP_A, DP_C, DP_E, DP_P, accepted_step_size, error_norm,
+                                       initial_step, rejected_step_size, step_underflows)
+from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
+                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
+                                        X_FAIL_T, X_H, X_T)
 from neurosim.kernels.fixed import check_state, impose_clamps
 from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
 
@@ -320,15 +320,11 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                 K[0, :] = K[6]
                 dK[0, :, :] = dK[6]
             if adaptive:
-                factor = SAFETY * max(err_now, 1e-10) ** (-0.2) * err_old ** PI_BETA
-                err_old = max(err_now, 1e-4)
-                if not (landing and h_try < h):
-                    h = h_try * min(MAX_FACTOR, max(MIN_FACTOR, factor))
+                h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, 4)
         else:
             stats[S_REJECTED] += 1
-            factor = SAFETY * err_now ** (-0.2) if math.isfinite(err_now) else MIN_FACTOR
-            h = h_try * max(MIN_FACTOR, min(1.0, factor))
-            if h < 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t)):
+            h = rejected_step_size(err_now, h_try, 4)
+            if step_underflows(h, t):
                 state[X_T] = t
                 state[X_FAIL_T] = t
                 return STEP_UNDERFLOW
