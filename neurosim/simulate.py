@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 
 from neurosim._version import __version__
-from neurosim.compile import (check_theta, compile_batch, compile_circuit, compile_drive,
-                              resolve_protocol)
+from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
+                              compile_drive, resolve_protocol)
 from neurosim.errors import CircuitError, SimulationError
 from neurosim.integrators import (OK, STATS_NAMES, check_step_stability, chunk_rows,
                                   describe_failure, failure_message, make_integrator, run_items)
@@ -121,7 +121,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
             raise CircuitError("stimuli= goes with duration=; a protocol brings its own stimuli")
         protocol_name, proto = resolve_protocol(circuit, protocol)
     gone = tuple(proto.ablate) + tuple(ablate)
-    compiled = compile_circuit(circuit, ablate=gone, scale=proto.scale)
+    compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
     if theta is not None:
         compiled = compiled.with_theta(theta)
     survivors = set(compiled.neuron_names)

@@ -111,3 +111,21 @@ def test_nonfinite_parameter_run_fails_loudly():
             pytest.warns(RuntimeWarning, match="stability limit"):
         ns.simulate(circuit, duration=1.0, integrator="euler", dt=0.1)
     assert info.value.result.status == "failed"
+
+
+def test_compiled_arrays_are_memoised_on_the_circuit_and_not_pickled():
+    import gc
+    import pickle
+    import weakref
+
+    from neurosim.compile import compile_cached
+    circuit, _ = random_circuit(9, 4)
+    first = compile_cached(circuit, ablate=("N1",))
+    assert compile_cached(circuit, ablate=("N1",)) is first
+    assert compile_cached(circuit) is not first
+    copy = pickle.loads(pickle.dumps(circuit))
+    assert copy == circuit and "_compiled" not in copy.__dict__
+    ref = weakref.ref(circuit)
+    del circuit, first
+    gc.collect()
+    assert ref() is None  # the memo does not keep its circuit alive

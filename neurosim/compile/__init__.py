@@ -132,6 +132,22 @@ def check_theta(theta: np.ndarray, compiled: CompiledCircuit) -> None:
             raise CircuitError(f"{rule}, got {float(rows[row, k])!r}{at}", path=compiled.param_names[k])
 
 
+def compile_cached(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
+    """:func:`compile_circuit`, remembered on the circuit object (treat it as read-only).
+
+    Circuits are frozen, so repeated runs of one circuit (protocol tables, sweeps) compile
+    it once; the memo lives and dies with the circuit and is not pickled.
+    """
+    memo = circuit.__dict__.get("_compiled")
+    if memo is None:
+        memo = {}
+        object.__setattr__(circuit, "_compiled", memo)
+    variant = (tuple(ablate), tuple(sorted((scale or {}).items())))
+    if variant not in memo:
+        memo[variant] = compile_circuit(circuit, ablate, scale)
+    return memo[variant]
+
+
 def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
     """Flatten ``circuit`` (with the neurons in ``ablate`` removed) into arrays.
 

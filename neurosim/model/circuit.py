@@ -355,6 +355,10 @@ class Circuit:
             raise CircuitError(unknown_name_message("readout", name, list(self.readouts)))
         return self.readouts[name]
 
+    def __getstate__(self):
+        # memos (e.g. the compiled arrays neurosim.compile keeps) are not part of the circuit
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def replace(self, **changes) -> "Circuit":
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
