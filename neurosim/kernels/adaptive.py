@@ -153,22 +153,33 @@ def step_underflows(h, t):
 
 
 @njit(cache=True)
-def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
-    """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
-    n = V.shape[0]
-    tmp = work[WORK_ROWS]
-    for s in range(1, 7):
-        for i in range(n):
-            acc = 0.0
-            for q in range(s):
-                acc += DP_A[s, q] * K[q, i]
-            tmp[i] = V[i] + h * acc
-        # the last two stages sit at t + h: take the input's limit from below on landing
-        rhs(t + DP_C[s] * h, left and s >= 5, tmp, theta, net, drive, work, K[s])
-        if s == 6:
-            for i in range(n):
-                V_new[i] = tmp[i]
-    for i in range(n):
+def step_target(t, t_end, h, max_step, tstops, stop):
+    """(t_target, h_try, landing): the next step never crosses a breakpoint or t_end, and a
+    step that would end within 5 % of one lands on it exactly."""
+    t_target = t_end
+    if stop < tstops.shape[0] and tstops[stop] < t_end:
+        t_target = tstops[stop]
+    h_try = min(h, max_step)
+    landing = t + 1.05 * h_try >= t_target
+    if landing:
+        h_try = t_target - t
+    return t_target, h_try, landing
+
+
+@njit(cache=True)
+def stage_point(X, K, s, h, out):
+    """out = X + h·Σ_{q<s} A[s, q]·K[q] (flat arrays: states, or flattened sensitivities)."""
+    for i in range(X.shape[0]):
+        acc = 0.0
+        for q in range(s):
+            acc += DP_A[s, q] * K[q, i]
+        out[i] = X[i] + h * acc
+
+
+@njit(cache=True)
+def dopri5_error(K, h, err):
+    """The embedded 4th-order error estimate h·Σ E_s·K_s."""
+    for i in range(err.shape[0]):
         acc = 0.0
         for s in range(7):
             acc += DP_E[s] * K[s, i]
@@ -176,12 +187,33 @@ def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
 
 
 @njit(cache=True)
-def dopri5_dense(V, K, h, frac, out):
+def dense_weights(frac, weights):
+    """weights[s] = P_s · [θ, θ², θ³, θ⁴], so y(t + θh) = y + h·Σ_s weights[s]·K_s."""
     q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
+    for s in range(7):
+        weights[s] = DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3
+
+
+@njit(cache=True)
+def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
+    """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
+    tmp = work[WORK_ROWS]
+    for s in range(1, 7):
+        stage_point(V, K, s, h, tmp)
+        # the last two stages sit at t + h: take the input's limit from below on landing
+        rhs(t + DP_C[s] * h, left and s >= 5, tmp, theta, net, drive, work, K[s])
+    V_new[:] = tmp
+    dopri5_error(K, h, err)
+
+
+@njit(cache=True)
+def dopri5_dense(V, K, h, frac, out):
+    weights = np.empty(7)
+    dense_weights(frac, weights)
     for i in range(V.shape[0]):
         acc = 0.0
         for s in range(7):
-            acc += K[s, i] * (DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3)
+            acc += K[s, i] * weights[s]
         out[i] = V[i] + h * acc
 
 
@@ -280,13 +312,7 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
             state[X_T] = t
             state[X_FAIL_T] = t
             return TOO_MANY_STEPS
-        t_target = t_end
-        if stop < tstops.shape[0] and tstops[stop] < t_end:
-            t_target = tstops[stop]
-        h_try = min(h, max_step)
-        landing = t + 1.05 * h_try >= t_target
-        if landing:
-            h_try = t_target - t
+        t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
         if method == DOPRI5:
             dopri5_step(t, h_try, V, K, landing, theta, net, drive, work, V_new, err)
             stats[S_RHS] += 6

@@ -14,8 +14,9 @@ import math
 import numpy as np
 from numba import njit
 
-from neurosim.kernels.adaptive import (DP_A, DP_C, DP_E, DP_P, accepted_step_size, error_norm,
-                                       initial_step, rejected_step_size, step_underflows)
+from neurosim.kernels.adaptive import (DP_C, accepted_step_size, dense_weights, dopri5_error,
+                                       error_norm, initial_step, rejected_step_size,
+                                       stage_point, step_target, step_underflows)
 from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
                                         X_FAIL_T, X_H, X_T)
@@ -232,6 +233,7 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
     V_new = np.empty(n)
     S_new = np.empty((n, m))
     err = np.empty(n)
+    weights = np.empty(7)
     t = state[X_T]
     h = state[X_H]
     err_old = state[X_ERR_OLD]
@@ -248,42 +250,23 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
             state[X_T] = t
             state[X_FAIL_T] = t
             return TOO_MANY_STEPS
-        t_target = t_end
-        if stop < tstops.shape[0] and tstops[stop] < t_end:
-            t_target = tstops[stop]
-        h_try = min(h, max_step)
-        landing = t + 1.05 * h_try >= t_target
-        if landing:
-            h_try = t_target - t
+        t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
         for s in range(1, 7):
-            for i in range(n):
-                acc = 0.0
-                for q in range(s):
-                    acc += DP_A[s, q] * K[q, i]
-                tmp[i] = V[i] + h_try * acc
-                for c in range(m):
-                    dacc = 0.0
-                    for q in range(s):
-                        dacc += DP_A[s, q] * dK[q, i, c]
-                    dtmp[i, c] = S[i, c] + h_try * dacc
+            stage_point(V, K, s, h_try, tmp)
+            stage_point(S.reshape(n * m), dK.reshape(7, n * m), s, h_try, dtmp.reshape(n * m))
             rhs_tangent(t + DP_C[s] * h_try, landing and s >= 5, tmp, dtmp, theta, net, tangent,
                         drive, work, dwork, K[s], dK[s])
         V_new[:] = tmp
         S_new[:, :] = dtmp
         stats[S_RHS] += 6
-        for i in range(n):
-            acc = 0.0
-            for s in range(7):
-                acc += DP_E[s] * K[s, i]
-            err[i] = h_try * acc
+        dopri5_error(K, h_try, err)
         err_now = error_norm(err, V, V_new, clamped, rtol, atol)
         if math.isnan(err_now):
             err_now = math.inf
         if err_now <= 1.0 or not adaptive:
             t_new = t_target if landing else t + h_try
             while next_out < out_times.shape[0] and out_times[next_out] <= t_new:
-                frac = (out_times[next_out] - t) / h_try
-                q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
+                dense_weights((out_times[next_out] - t) / h_try, weights)
                 apply_drive(out_times[next_out], False, V, drive, work[0], work[1])
                 for cc in range(record.shape[0]):
                     i = record[cc]
@@ -294,14 +277,12 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                         continue
                     acc = 0.0
                     for s in range(7):
-                        acc += K[s, i] * (DP_P[s, 0] * q0 + DP_P[s, 1] * q1
-                                          + DP_P[s, 2] * q2 + DP_P[s, 3] * q3)
+                        acc += K[s, i] * weights[s]
                     out_V[next_out, cc] = V[i] + h_try * acc
                     for c in range(m):
                         dacc = 0.0
                         for s in range(7):
-                            dacc += dK[s, i, c] * (DP_P[s, 0] * q0 + DP_P[s, 1] * q1
-                                                   + DP_P[s, 2] * q2 + DP_P[s, 3] * q3)
+                            dacc += dK[s, i, c] * weights[s]
                         out_S[next_out, cc, c] = S[i, c] + h_try * dacc
                 next_out += 1
             t = t_new
