@@ -35,15 +35,31 @@ def motor_output(readout: Readout, V: np.ndarray) -> np.ndarray:
     return np.clip((np.asarray(V, dtype=float) - readout.rest) / readout.span, 0.0, 1.0)
 
 
-def _window_mean(t: np.ndarray, y: np.ndarray, window: tuple[float, float]) -> float:
+def window_weights(t: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Weights a with Σ a·y = time average over the window of the linear interpolant of y."""
     start, end = window
     if t.size == 0 or t[0] > start or t[-1] < end:
-        raise CircuitError(f"the trace covers {t[0] if t.size else 0:g}..{t[-1] if t.size else 0:g} ms "
-                           f"but the read-out window is {start:g}..{end:g} ms")
-    inside = (t > start) & (t < end)
-    ts = np.concatenate([[start], t[inside], [end]])
-    ys = np.interp(ts, t, y)
-    return float(np.trapezoid(ys, ts) / (end - start))
+        raise CircuitError(f"the run covers {t[0] if t.size else 0:g}..{t[-1] if t.size else 0:g} "
+                           f"ms but the read-out window is {start:g}..{end:g} ms")
+    a = np.zeros_like(t)
+    for k in range(t.size - 1):
+        lo, hi = max(t[k], start), min(t[k + 1], end)
+        if hi <= lo:
+            continue
+        span = t[k + 1] - t[k]
+        # ∫ over [lo, hi] of the hat functions of samples k and k+1
+        u0, u1 = (lo - t[k]) / span, (hi - t[k]) / span
+        a[k] += span * ((u1 - u0) - (u1 ** 2 - u0 ** 2) / 2)
+        a[k + 1] += span * (u1 ** 2 - u0 ** 2) / 2
+    return a / (end - start)
+
+
+def score_weights(readout: Readout, t: np.ndarray) -> np.ndarray:
+    """Weights a with score = Σ a·(out(reverse) − out(forward)) (window minus baseline)."""
+    a = window_weights(t, readout.window)
+    if readout.baseline is not None:
+        a = a - window_weights(t, readout.baseline)
+    return a
 
 
 def contrast(readout: Readout, result: Result) -> np.ndarray:
@@ -67,10 +83,7 @@ def classify(readout: Readout, result: Result) -> Behaviour:
     >>> classify(Readout("REV", "FWD", window=(0.0, 10.0)), r).label
     'reversal'
     """
-    diff = contrast(readout, result)
-    score = _window_mean(result.t, diff, readout.window)
-    if readout.baseline is not None:
-        score -= _window_mean(result.t, diff, readout.baseline)
+    score = float(score_weights(readout, result.t) @ contrast(readout, result))
     label = ("reversal" if score > readout.threshold
              else "forward" if score < -readout.threshold else "none")
     return Behaviour(score, label, 1.0 / (1.0 + math.exp(-score / readout.probability_scale)))

@@ -241,7 +241,7 @@ def lipschitz_estimate(circuit: Circuit, protocol=None, *, inputs, output: str,
     params = np.tile(compiled.theta, (n_directions + 1, 1))
     for k, i in enumerate(idx):
         params[1:, 3 * n + i] += epsilon * directions[:, k]
-    name, proto = resolve_protocol(circuit, protocol)
+    _, proto = resolve_protocol(circuit, protocol)
     batch = simulate_batch(circuit, params, proto, record=[output], **simulate_options)
     if batch.failed.any():
         raise CircuitError("a perturbed run failed: " + next(iter(batch.messages.values())))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
-                              compile_drive, resolve_protocol)
+                              compile_drive, resolve_protocol, surviving_stimuli)
 from neurosim.errors import CircuitError, SimulationError
 from neurosim.integrators import (OK, STATS_NAMES, check_step_stability, chunk_rows,
                                   describe_failure, failure_message, make_integrator, run_items)
@@ -124,12 +123,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
     if theta is not None:
         compiled = compiled.with_theta(theta)
-    survivors = set(compiled.neuron_names)
-    resolved = []
-    for stim in circuit.resolve_stimuli(proto):
-        targets = tuple(t for t in stim.targets if t in survivors)
-        if targets:
-            resolved.append(dataclasses.replace(stim, target=targets))
+    resolved = surviving_stimuli(circuit, proto, gone)
     method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
     dt_out, n_rows = method.plan(proto.duration, dt_out)
     unstable = check_step_stability(method, compiled)
@@ -247,6 +241,24 @@ class BatchResult:
                 f"{int(self.failed.sum())} failed)")
 
 
+def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_bound):
+    """Every parameter set (rows of ``thetas``) under every protocol of ``batch``, in one call.
+
+    Returns (status, stats, fail_t) flat over items p·n_sets + k, and out_V of shape
+    (n_protocols, n_sets, samples, recorded).  Ablations and lesions act through
+    ``batch.factors``; initial potentials come from each item's θ.
+    """
+    n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
+    effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
+    n = compiled.n_neurons
+    V0 = np.ascontiguousarray(effective[:, 3 * n:4 * n])
+    item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
+    status, stats, fail_t, out_V = run_items(method, compiled, batch, V0, effective,
+                                             item_protocol, rows[item_protocol], dt_out,
+                                             record, v_bound)
+    return status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1)
+
+
 def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None,
                    v_bound: float = DEFAULT_V_BOUND) -> BatchResult:
@@ -311,16 +323,10 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
 
     n_p, n_sets = len(resolved), thetas.shape[0]
-    effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
-    n = compiled.n_neurons
-    V = np.ascontiguousarray(effective[:, 3 * n:4 * n])
-    item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
     started = time.perf_counter()
-    status, stats, fail_t, out_V = run_items(method, compiled, batch, V, effective,
-                                             item_protocol, rows[item_protocol], dt_out,
-                                             record_idx, v_bound)
+    status, stats, fail_t, out_V = run_protocol_grid(method, compiled, batch, thetas, rows,
+                                                     dt_out, record_idx, v_bound)
     wall = time.perf_counter() - started
-    out_V = out_V.reshape(n_p, n_sets, out_V.shape[1], -1)
     ablated_cols = batch.ablated[:, record_idx]
     out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan
     messages = {}

@@ -9,7 +9,7 @@ from neurosim.fit import (BehaviourTarget, FreeParameter, Objective, Parameteriz
 from neurosim.fit.optimize import fit_cmaes, fit_gradient
 from neurosim.fit.signs import enumerate_signs, sign_association, with_signs
 from neurosim.fit.spec import loads_fit_spec
-from neurosim.fit.targets import window_weights
+from neurosim.behaviour import window_weights
 from test_io_yaml import ROOT
 from test_tap_withdrawal import TW
 

@@ -359,6 +359,17 @@ class CompiledBatch:
                              float(self.durations[p]))
 
 
+def surviving_stimuli(circuit: Circuit, protocol: Protocol, ablated) -> list[Stimulus]:
+    """The protocol's stimuli as objects, without targets among the ``ablated`` neurons."""
+    gone = set(ablated)
+    out = []
+    for stim in circuit.resolve_stimuli(protocol):
+        targets = tuple(t for t in stim.targets if t not in gone)
+        if targets:
+            out.append(dataclasses.replace(stim, target=targets))
+    return out
+
+
 def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
     """Pack ``protocols`` (Protocol objects) for :func:`neurosim.kernels.batch.run_batch`."""
     circuit = compiled.circuit
@@ -377,12 +388,7 @@ def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
             factor[w0 + k] = math.prod(weight.get(x, 1.0) for x in {syn.pre, syn.post})
         for q, gap in enumerate(circuit.gap_junctions):
             factor[g0 + q] = weight.get(gap.a, 1.0) * weight.get(gap.b, 1.0)
-        stimuli = []
-        for stim in circuit.resolve_stimuli(proto):
-            targets = tuple(t for t in stim.targets if t not in gone)
-            if targets:
-                stimuli.append(dataclasses.replace(stim, target=targets))
-        drive = compile_drive(compiled, stimuli, proto.duration)
+        drive = compile_drive(compiled, surviving_stimuli(circuit, proto, gone), proto.duration)
         mask = np.array([name in gone for name in compiled.neuron_names])
         drive.clamped[mask] = True
         parts.append(drive.arrays)

@@ -16,8 +16,8 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import integrate_with_sensitivity, make_integrator, run_items
-from neurosim.simulate import DEFAULT_V_BOUND
+from neurosim.integrators import integrate_with_sensitivity, make_integrator
+from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
 FAILED_LOSS = 1e6
@@ -111,25 +111,23 @@ class Objective:
         diff = np.asarray(x) - self.par.x0
         return 0.5 * self.prior * np.sum(diff ** 2, axis=-1), self.prior * diff
 
+    def _run(self, X):
+        """(status (protocols, sets), traces (protocols, sets, samples, recorded)) of X."""
+        status, _, _, out_V = run_protocol_grid(
+            self.method, self.par.compiled, self.batch_drive, self.par.theta(X), self.rows,
+            self.dt_out, self.record, DEFAULT_V_BOUND)
+        return status.reshape(out_V.shape[:2]), out_V
+
     # --- the three evaluations -------------------------------------------------------
     def batch(self, X) -> np.ndarray:
         """Losses of a population X (n_sets, n_free) from one parallel simulation call."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        thetas = self.par.theta(X)
         n_sets, n_p = X.shape[0], len(self.protocols)
-        effective = (self.batch_drive.factors[:, None, :] * thetas[None]).reshape(n_p * n_sets, -1)
-        n = self.par.compiled.n_neurons
-        V0 = np.ascontiguousarray(effective[:, 3 * n:4 * n])
-        items = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
         started = time.perf_counter()
-        status, _, _, out_V = run_items(self.method, self.par.compiled, self.batch_drive, V0,
-                                        effective, items, self.rows[items], self.dt_out,
-                                        self.record, DEFAULT_V_BOUND)
+        status, out_V = self._run(X)
         self.sim_seconds += time.perf_counter() - started
         self.simulations += n_sets * n_p
         self.evaluations += n_sets
-        out_V = out_V.reshape(n_p, n_sets, out_V.shape[1], -1)
-        status = status.reshape(n_p, n_sets)
         total = self._prior(X)[0]
         for p in range(n_p):
             V = out_V[p, :, :self.rows[p] + 1]
@@ -169,19 +167,11 @@ class Objective:
 
     def predictions(self, x) -> list[dict]:
         """Per target: protocol, measure, observed, predicted (and the score)."""
-        x = np.asarray(x, dtype=np.float64)
-        thetas = self.par.theta(x[None, :])
-        n_p = len(self.protocols)
-        effective = (self.batch_drive.factors[:, None, :] * thetas[None]).reshape(n_p, -1)
-        n = self.par.compiled.n_neurons
-        items = np.arange(n_p, dtype=np.int64)
-        _, _, _, out_V = run_items(self.method, self.par.compiled, self.batch_drive,
-                                   np.ascontiguousarray(effective[:, 3 * n:4 * n]), effective,
-                                   items, self.rows, self.dt_out, self.record, DEFAULT_V_BOUND)
+        _, out_V = self._run(np.asarray(x, dtype=np.float64)[None, :])
         rows = []
         for target in self.targets:
             p = self.protocols.index(target.protocol)
-            V = out_V[p, :self.rows[p] + 1]
+            V = out_V[p, 0, :self.rows[p] + 1]
             t = np.arange(V.shape[0]) * self.dt_out
             traces = self._traces(p, V)
             if isinstance(target, BehaviourTarget):

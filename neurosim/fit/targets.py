@@ -24,30 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from neurosim.behaviour import motor_output, score_weights
 from neurosim.errors import CircuitError
 from neurosim.model import Readout
 
 MEASURES = ("reversal_probability", "score")
 COLUMNS = ("protocol", "measure", "observed", "n", "se", "source", "note")
-
-
-def window_weights(t: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Weights a with Σ a·y = time average of the linear interpolant of y over the window."""
-    start, end = window
-    if t[0] > start or t[-1] < end:
-        raise CircuitError(f"the run covers {t[0]:g}..{t[-1]:g} ms but the window is "
-                           f"{start:g}..{end:g} ms")
-    a = np.zeros_like(t)
-    for k in range(t.size - 1):
-        lo, hi = max(t[k], start), min(t[k + 1], end)
-        if hi <= lo:
-            continue
-        span = t[k + 1] - t[k]
-        # ∫ over [lo, hi] of the hat functions of samples k and k+1
-        u0, u1 = (lo - t[k]) / span, (hi - t[k]) / span
-        a[k] += span * ((u1 - u0) - (u1 ** 2 - u0 ** 2) / 2)
-        a[k + 1] += span * (u1 ** 2 - u0 ** 2) / 2
-    return a / (end - start)
 
 
 @dataclass(frozen=True)
@@ -85,12 +67,9 @@ class BehaviourTarget:
 
     def score_and_grad(self, readout: Readout, t, V_rev, V_fwd):
         """Read-out score of traces (..., samples) and d score / dV of both traces."""
-        a = window_weights(t, readout.window)
-        if readout.baseline is not None:
-            a = a - window_weights(t, readout.baseline)
-        out = lambda V: np.clip((V - readout.rest) / readout.span, 0.0, 1.0)  # noqa: E731
+        a = score_weights(readout, t)
         slope = lambda V: ((V > readout.rest) & (V < readout.rest + readout.span)) / readout.span  # noqa: E731
-        score = np.sum(a * (out(V_rev) - out(V_fwd)), axis=-1)
+        score = np.sum(a * (motor_output(readout, V_rev) - motor_output(readout, V_fwd)), axis=-1)
         return score, a * slope(V_rev), -a * slope(V_fwd)
 
     def loss_from_score(self, readout: Readout, score):
