@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
         if not protocols:
             raise CircuitError("--all: the circuit defines no protocols", file=args.circuit)
     elif args.protocol:
-        protocols = [circuit.protocol(args.protocol) and args.protocol]
+        circuit.protocol(args.protocol)  # an unknown name fails here, with the known ones
+        protocols = [args.protocol]
     elif len(circuit.protocols) == 1:
         protocols = list(circuit.protocols)
     else:
@@ -177,25 +178,20 @@ def cmd_behave(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    import csv
-
     from neurosim.fit.run import run_fit
     from neurosim.fit.signs import sign_association
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
     from neurosim.fit.targets import load_behaviour
-    from neurosim.io.hdf5 import HDF5Recorder
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_fit, plot_signs, save_figure
-    from neurosim.simulate import simulate
 
     circuit = load_circuit(args.circuit)
     targets = load_behaviour(args.data)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
     out = Path(args.output)
     stem = out.with_suffix("")
-    traces_dir = Path(f"{stem}_traces")
-    products = [out, Path(f"{stem}_report.png"), Path(f"{stem}_predictions.csv"), traces_dir]
-    existing = [str(p) for p in products if p.exists()]
+    existing = [str(p) for p in (out, Path(f"{stem}_report.png"), Path(f"{stem}_predictions.csv"),
+                                 Path(f"{stem}_traces")) if p.exists()]
     if existing and not (args.overwrite or args.resume):
         raise CircuitError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     checkpoint = Path(f"{stem}_checkpoint.json")
@@ -208,34 +204,21 @@ def cmd_fit(args) -> int:
         where = f"; resume with --resume (best point in {checkpoint})" if checkpoint.exists() else ""
         raise KeyboardInterrupt(f"fit interrupted{where}") from None
     r = report.result
-    out.write_text(report.fitted_yaml(args.data), encoding="utf-8")
-    save_figure(plot_fit(r.history, report.predictions, title=f"fit of {circuit.name}"), products[1])
-    with open(products[2], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["protocol", "measure", "observed", "predicted", "score"])
-        writer.writeheader()
-        writer.writerows(report.predictions)
-    traces_dir.mkdir(exist_ok=True)
-    for protocol in report.objective.protocols:
-        simulate(report.circuit, protocol, dt_out=spec.simulation.dt_out,
-                 recorder=HDF5Recorder(traces_dir / f"{protocol}.h5", overwrite=True))
+    products = report.write(out, args.data, dt_out=spec.simulation.dt_out)
+    products.append(Path(f"{stem}_report.png"))
+    save_figure(plot_fit(r.history, report.predictions, title=f"fit of {circuit.name}"), products[-1])
     print(f"{r.method}: loss {r.loss:.6g} after {r.evaluations} evaluations, {r.simulations} "
           f"simulations in {r.wall_s:.1f} s ({r.simulations_per_s:.0f} simulations/s)")
     for p in report.predictions:
         print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
               f"fitted {p['predicted']:.3g}")
     if report.signs:
-        signs_csv = Path(f"{stem}_signs.csv")
-        with open(signs_csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["rank", *report.signs[0].signs, "loss"])
-            for k, pattern in enumerate(report.signs, 1):
-                writer.writerow([k, *pattern.signs.values(), f"{pattern.loss:.6g}"])
         save_figure(plot_signs(report.signs), Path(f"{stem}_signs.png"))
         print("sign enumeration (best loss with each sign):")
         for name, row in sign_association(report.signs).items():
             print(f"  {name:<6} + {row['best_loss_excitatory']:.4g}   - "
                   f"{row['best_loss_inhibitory']:.4g}   -> {row['predicted']}")
-        products += [signs_csv, Path(f"{stem}_signs.png")]
+        products.append(Path(f"{stem}_signs.png"))
     print("wrote " + ", ".join(str(p) for p in products))
     return EXIT_OK
 
@@ -251,7 +234,7 @@ def cmd_explain(args) -> int:
         raise CircuitError(f"{args.result} does not hold its circuit; rerun with neurosim run")
     circuit = loads_circuit(result.metadata["circuit_yaml"], f"{args.result}:circuit_yaml")
     d = decompose(circuit, result, args.neuron)
-    charge = np.trapezoid(np.abs(d.currents), d.t, axis=0) * 1e-3
+    charge = d.charges
     print(f"currents into {args.neuron} (|charge| over the run, pC):")
     for k in np.argsort(-charge):
         print(f"  {d.names[k]:<28} {charge[k]:10.4g}")

@@ -61,6 +61,11 @@ class Decomposition:
         return self.currents.sum(axis=1)
 
     @property
+    def charges(self) -> np.ndarray:
+        """|∫ current dt| of each source over the run (pC)."""
+        return np.trapezoid(np.abs(self.currents), self.t, axis=0) * 1e-3
+
+    @property
     def tau(self) -> np.ndarray:
         """Effective time constant C/G (ms) at every sample."""
         with np.errstate(divide="ignore"):

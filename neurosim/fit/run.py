@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
@@ -18,8 +19,10 @@ from neurosim.fit.optimize import FitResult, fit
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.signs import SignPattern, enumerate_signs
 from neurosim.fit.spec import FitSpec
+from neurosim.io.hdf5 import HDF5Recorder
 from neurosim.io.yaml import dump_circuit
 from neurosim.model import Circuit
+from neurosim.simulate import simulate
 
 
 @dataclass
@@ -50,6 +53,32 @@ class FitReport:
 
     def fitted_yaml(self, data_source: str = "") -> str:
         return self.provenance(data_source) + dump_circuit(self.circuit)
+
+    def write(self, out, data_source: str = "", dt_out: float = 5.0) -> list[Path]:
+        """The fitted circuit (``out``), ``<stem>_predictions.csv``, ``<stem>_signs.csv``
+        when signs were enumerated, and ``<stem>_traces/<protocol>.h5``; returns the paths."""
+        out = Path(out)
+        stem = out.with_suffix("")
+        out.write_text(self.fitted_yaml(data_source), encoding="utf-8")
+        written = [out, Path(f"{stem}_predictions.csv")]
+        with open(written[1], "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["protocol", "measure", "observed", "predicted",
+                                                   "score"])
+            writer.writeheader()
+            writer.writerows(self.predictions)
+        if self.signs:
+            written.append(Path(f"{stem}_signs.csv"))
+            with open(written[-1], "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["rank", *self.signs[0].signs, "loss"])
+                for k, pattern in enumerate(self.signs, 1):
+                    writer.writerow([k, *pattern.signs.values(), f"{pattern.loss:.6g}"])
+        traces = Path(f"{stem}_traces")
+        traces.mkdir(exist_ok=True)
+        for protocol in self.objective.protocols:
+            simulate(self.circuit, protocol, dt_out=dt_out,
+                     recorder=HDF5Recorder(traces / f"{protocol}.h5", overwrite=True))
+        return written + [traces]
 
 
 class Checkpoint:
