@@ -15,6 +15,7 @@ from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_B
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
                                         X_T)
 from neurosim.kernels.fixed import check_state
+from neurosim.kernels.jit import borrowing_njit
 from neurosim.kernels.network import apply_drive, jacobian, rhs
 
 # Dormand & Prince (1980) tableau, as in Hairer's DOPRI5 and scipy's RK45.
@@ -47,7 +48,7 @@ RB_D = 1.0 / (2.0 + math.sqrt(2.0))
 RB_E32 = 6.0 + math.sqrt(2.0)
 
 
-@njit(cache=True)
+@borrowing_njit
 def lu_factor(A, piv):
     """In-place LU with partial pivoting; returns False if A is singular."""
     n = A.shape[0]
@@ -74,7 +75,7 @@ def lu_factor(A, piv):
     return True
 
 
-@njit(cache=True)
+@borrowing_njit
 def lu_solve(LU, piv, b):
     """Solve LU x = b in place of b."""
     n = LU.shape[0]
@@ -94,7 +95,7 @@ def lu_solve(LU, piv, b):
         b[r] = acc / LU[r, r]
 
 
-@njit(cache=True)
+@borrowing_njit
 def error_norm(err, V, V_new, clamped, rtol, atol):
     """RMS of err / (atol + rtol·max(|V|, |V_new|)) over the free neurons."""
     total = 0.0
@@ -128,7 +129,7 @@ def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, cla
     return min(100.0 * h0, h1)
 
 
-@njit(cache=True)
+@borrowing_njit
 def accepted_step_size(err_now, err_old, h, h_try, landing, error_order):
     """(next h, error memory) after an accepted step: PI control (Hairer I, II.4)."""
     factor = SAFETY * max(err_now, 1e-10) ** (-1.0 / (error_order + 1))
@@ -139,7 +140,7 @@ def accepted_step_size(err_now, err_old, h, h_try, landing, error_order):
     return h, max(err_now, 1e-4)
 
 
-@njit(cache=True)
+@borrowing_njit
 def rejected_step_size(err_now, h_try, error_order):
     """The retry's h after a rejected step (shrink at most 5x)."""
     factor = SAFETY * err_now ** (-1.0 / (error_order + 1)) if math.isfinite(err_now) \
@@ -147,12 +148,12 @@ def rejected_step_size(err_now, h_try, error_order):
     return h_try * max(MIN_FACTOR, min(1.0, factor))
 
 
-@njit(cache=True)
+@borrowing_njit
 def step_underflows(h, t):
     return h < 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t))
 
 
-@njit(cache=True)
+@borrowing_njit
 def step_target(t, t_end, h, max_step, tstops, stop):
     """(t_target, h_try, landing): the next step never crosses a breakpoint or t_end, and a
     step that would end within 5 % of one lands on it exactly."""
@@ -166,7 +167,7 @@ def step_target(t, t_end, h, max_step, tstops, stop):
     return t_target, h_try, landing
 
 
-@njit(cache=True)
+@borrowing_njit
 def stage_point(X, K, s, h, out):
     """out = X + h·Σ_{q<s} A[s, q]·K[q] (flat arrays: states, or flattened sensitivities)."""
     for i in range(X.shape[0]):
@@ -176,7 +177,7 @@ def stage_point(X, K, s, h, out):
         out[i] = X[i] + h * acc
 
 
-@njit(cache=True)
+@borrowing_njit
 def dopri5_error(K, h, err):
     """The embedded 4th-order error estimate h·Σ E_s·K_s."""
     for i in range(err.shape[0]):
@@ -186,7 +187,7 @@ def dopri5_error(K, h, err):
         err[i] = h * acc
 
 
-@njit(cache=True)
+@borrowing_njit
 def dense_weights(frac, weights):
     """weights[s] = P_s · [θ, θ², θ³, θ⁴], so y(t + θh) = y + h·Σ_s weights[s]·K_s."""
     q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
@@ -194,7 +195,7 @@ def dense_weights(frac, weights):
         weights[s] = DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3
 
 
-@njit(cache=True)
+@borrowing_njit
 def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
     """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
     tmp = work[WORK_ROWS]
@@ -202,13 +203,13 @@ def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
         stage_point(V, K, s, h, tmp)
         # the last two stages sit at t + h: take the input's limit from below on landing
         rhs(t + DP_C[s] * h, left and s >= 5, tmp, theta, net, drive, work, K[s])
-    V_new[:] = tmp
+    for i in range(V.shape[0]):
+        V_new[i] = tmp[i]
     dopri5_error(K, h, err)
 
 
-@njit(cache=True)
-def dopri5_dense(V, K, h, frac, out):
-    weights = np.empty(7)
+@borrowing_njit
+def dopri5_dense(V, K, h, frac, weights, out):
     dense_weights(frac, weights)
     for i in range(V.shape[0]):
         acc = 0.0
@@ -217,7 +218,7 @@ def dopri5_dense(V, K, h, frac, out):
         out[i] = V[i] + h * acc
 
 
-@njit(cache=True)
+@borrowing_njit
 def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, work,
                     V_new, err):
     """One ode23s step; K[0] = f(t, V) on entry, J the Jacobian at (t, V).
@@ -264,7 +265,7 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
     return True
 
 
-@njit(cache=True)
+@borrowing_njit
 def rosenbrock_dense(V, K, h, frac, out):
     scale = 1.0 / (1.0 - 2.0 * RB_D)
     a = frac * (1.0 - frac) * scale
@@ -290,6 +291,8 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
     V_new = np.empty(n)
     err = np.empty(n)
     dense = np.empty(n)
+    dense_w = np.empty(7)
+    any_clamped = clamped.any()
     J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
     W = np.empty_like(J)
     piv = np.empty(J.shape[0], dtype=np.int64)
@@ -333,10 +336,11 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
             while next_out < out_times.shape[0] and out_times[next_out] <= t_new:
                 frac = (out_times[next_out] - t) / h_try
                 if method == DOPRI5:
-                    dopri5_dense(V, K, h_try, frac, dense)
+                    dopri5_dense(V, K, h_try, frac, dense_w, dense)
                 else:
                     rosenbrock_dense(V, K, h_try, frac, dense)
-                apply_drive(out_times[next_out], False, dense, drive, work[0], work[1])
+                if any_clamped:  # a clamped neuron records its command, not the interpolant
+                    apply_drive(out_times[next_out], False, dense, drive, work[0], work[1])
                 for c in range(record.shape[0]):
                     i = record[c]
                     out_V[next_out, c] = work[0, i] if clamped[i] else dense[i]

@@ -7,10 +7,11 @@ from numba import njit
 
 from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF_BOUNDS, RK4,
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
+from neurosim.kernels.jit import borrowing_njit
 from neurosim.kernels.network import apply_drive, conductance_split, rhs
 
 
-@njit(cache=True)
+@borrowing_njit
 def check_state(V, v_bound, stats, step):
     """OK, or the failure code with the first offending neuron written into ``stats``."""
     for i in range(V.shape[0]):
@@ -25,7 +26,7 @@ def check_state(V, v_bound, stats, step):
     return OK
 
 
-@njit(cache=True)
+@borrowing_njit
 def impose_clamps(t, V, drive, work):
     """Write the clamp command at t into the clamped entries of V."""
     V_in, I = work[0], work[1]
@@ -36,7 +37,7 @@ def impose_clamps(t, V, drive, work):
             V[i] = V_in[i]
 
 
-@njit(cache=True)
+@borrowing_njit
 def linear_step(method, t, dt, V, theta, net, drive, work):
     """One exp_euler or ltc step, both built on C dV/dt = N − G V with σ frozen at t."""
     V_in, I, G, N = work[0], work[1], work[2], work[3]
@@ -57,7 +58,7 @@ def linear_step(method, t, dt, V, theta, net, drive, work):
             V[i] = (C[i] / dt * V[i] + N[i]) / (C[i] / dt + G[i])
 
 
-@njit(cache=True)
+@borrowing_njit
 def rk4_step(t, dt, V, theta, net, drive, work, k, tmp):
     n = V.shape[0]
     rhs(t, False, V, theta, net, drive, work, k[0])

@@ -14,8 +14,9 @@ import math
 from numba import njit
 
 from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_OFFSET, P_OMEGA,
-                                        P_PERIOD, P_PHASE, P_START, PULSE, PULSE_TRAIN, RAMP,
-                                        SINE, STEP, STEPS)
+                                        P_PERIOD, P_PHASE, P_START, PULSE, RAMP, SINE, STEP, STEPS,
+                                        TABLE)
+from neurosim.kernels.jit import borrowing_njit
 
 
 @njit(cache=True)
@@ -36,89 +37,101 @@ def unpack_theta(theta, n_neurons, n_synapses):
     return C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap
 
 
-@njit(cache=True)
+@borrowing_njit
 def sigmoid(z):
     # exp overflows to inf for z < -709 and 1/(1+inf) = 0: no NaN, no branch needed.
     return 1.0 / (1.0 + math.exp(-z))
 
 
-@njit(cache=True)
+@borrowing_njit
+def table_interval(tab_t, lo, hi, t, closed):
+    """a with tab_t[a] <= t < tab_t[a+1] if ``closed``, else tab_t[a] < t <= tab_t[a+1]."""
+    a, b = lo, hi
+    while b - a > 1:
+        mid = (a + b) // 2
+        if tab_t[mid] < t or (closed and tab_t[mid] == t):
+            a = mid
+        else:
+            b = mid
+    return a
+
+
+@borrowing_njit
+def tabulated_shape(kind, t, left, tab_t, tab_v, lo, hi):
+    """``steps`` (piecewise constant; the limit from below takes the previous value) or
+    ``table`` (linear interpolation, held beyond the ends) at time t."""
+    if kind == STEPS:
+        if t < tab_t[lo] or (left and t == tab_t[lo]):
+            return 0.0
+        return tab_v[table_interval(tab_t, lo, hi, t, not left)]
+    if t <= tab_t[lo]:
+        return tab_v[lo]
+    if t >= tab_t[hi - 1]:
+        return tab_v[hi - 1]
+    a = table_interval(tab_t, lo, hi - 1, t, False)
+    frac = (t - tab_t[a]) / (tab_t[a + 1] - tab_t[a])
+    return tab_v[a] + frac * (tab_v[a + 1] - tab_v[a])
+
+
+@borrowing_njit
+def analytic_shape(kind, t, left, start, duration, period, count, omega, phase0):
+    """step, pulse, pulse_train, ramp or sine at time t, before offset and amplitude.
+
+    Scalars only, no loops: LLVM then inlines it.  A function that takes arrays pays
+    atomic reference counting on them at each call (~40 ns for a pulse, measured)."""
+    rel = t - start
+    if left:
+        started = rel > 0.0
+        inside = started and rel <= duration
+    else:
+        started = rel >= 0.0
+        inside = started and rel < duration
+    if kind == STEP:
+        return 1.0 if started else 0.0
+    if kind == PULSE:
+        return 1.0 if inside else 0.0
+    if kind == RAMP:
+        return rel / duration if inside else 0.0
+    if kind == SINE:
+        return math.sin(omega * rel + phase0) if inside else 0.0
+    # PULSE_TRAIN
+    if not started:
+        return 0.0
+    # Snap to the pulse edges: rel − k·period rounds, and the edges are where
+    # the adaptive step lands (test_waveform_kernel_matches_stimulus_value).
+    snap = 1e-9 * period
+    k = math.floor(rel / period)
+    phase = rel - k * period
+    if period - phase < snap:
+        k += 1.0
+        phase = 0.0
+    elif phase < snap:
+        phase = 0.0
+    elif abs(phase - duration) < snap:
+        phase = duration
+    if left and phase == 0.0:
+        k -= 1.0
+        phase = period
+    on = (phase > 0.0 and phase <= duration) if left else phase < duration
+    return 1.0 if on and k < count else 0.0
+
+
+@borrowing_njit
 def waveform(kind, par, r, t, left, tab_t, tab_v, lo, hi):
     """Stimulus row r at time t; ``left`` takes the limit from below at a jump.
 
     Rows and table ranges are indexed, not sliced: a view costs reference counting,
     which made array slicing half the cost of a tap-withdrawal RHS (scripts/bench.py).
     """
-    rel = t - par[r, P_START]
-    if left:
-        started = rel > 0.0
-        inside = started and rel <= par[r, P_DURATION]
+    if kind >= TABLE:
+        shape = tabulated_shape(kind, t, left, tab_t, tab_v, lo, hi)
     else:
-        started = rel >= 0.0
-        inside = started and rel < par[r, P_DURATION]
-    shape = 0.0
-    if kind == STEP:
-        shape = 1.0 if started else 0.0
-    elif kind == PULSE:
-        shape = 1.0 if inside else 0.0
-    elif kind == PULSE_TRAIN:
-        if started:
-            period = par[r, P_PERIOD]
-            # Snap to the pulse edges: rel − k·period rounds, and the edges are where
-            # the adaptive step lands (test_waveform_kernel_matches_stimulus_value).
-            snap = 1e-9 * period
-            k = math.floor(rel / period)
-            phase = rel - k * period
-            if period - phase < snap:
-                k += 1.0
-                phase = 0.0
-            elif phase < snap:
-                phase = 0.0
-            elif abs(phase - par[r, P_DURATION]) < snap:
-                phase = par[r, P_DURATION]
-            if left and phase == 0.0:
-                k -= 1.0
-                phase = period
-            on = (phase > 0.0 and phase <= par[r, P_DURATION]) if left else phase < par[r, P_DURATION]
-            if on and k < par[r, P_COUNT]:
-                shape = 1.0
-    elif kind == RAMP:
-        if inside:
-            shape = rel / par[r, P_DURATION]
-    elif kind == SINE:
-        if inside:
-            shape = math.sin(par[r, P_OMEGA] * rel + par[r, P_PHASE])
-    elif kind == STEPS:  # piecewise constant; the limit from below takes the previous value
-        if t < tab_t[lo] or (left and t == tab_t[lo]):
-            shape = 0.0
-        else:
-            a, b = lo, hi
-            while b - a > 1:  # bisection: tab_t[a] <= t < tab_t[b]
-                mid = (a + b) // 2
-                if tab_t[mid] < t or (tab_t[mid] == t and not left):
-                    a = mid
-                else:
-                    b = mid
-            shape = tab_v[a]
-    else:  # TABLE: linear interpolation, held beyond the ends
-        if t <= tab_t[lo]:
-            shape = tab_v[lo]
-        elif t >= tab_t[hi - 1]:
-            shape = tab_v[hi - 1]
-        else:
-            a, b = lo, hi - 1
-            while b - a > 1:  # bisection: tab_t[a] < t <= tab_t[b]
-                mid = (a + b) // 2
-                if tab_t[mid] < t:
-                    a = mid
-                else:
-                    b = mid
-            frac = (t - tab_t[a]) / (tab_t[b] - tab_t[a])
-            shape = tab_v[a] + frac * (tab_v[b] - tab_v[a])
+        shape = analytic_shape(kind, t, left, par[r, P_START], par[r, P_DURATION], par[r, P_PERIOD],
+                               par[r, P_COUNT], par[r, P_OMEGA], par[r, P_PHASE])
     return par[r, P_OFFSET] + par[r, P_AMPLITUDE] * shape
 
 
-@njit(cache=True)
+@borrowing_njit
 def apply_drive(t, left, V, drive, V_in, I):
     """Effective potentials (clamps substituted) and injected currents at time t."""
     kind, target, is_voltage, par, tab_ptr, tab_t, tab_v, clamped, hold = drive
@@ -134,7 +147,7 @@ def apply_drive(t, left, V, drive, V_in, I):
             I[target[r]] += value
 
 
-@njit(cache=True)
+@borrowing_njit
 def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
     """Total conductance G (nS) and drive N (pA) of every neuron: C dV/dt = N − G V.
 
@@ -178,7 +191,7 @@ def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
         N[i] = drive
 
 
-@njit(cache=True)
+@borrowing_njit
 def rhs(t, left, V, theta, net, drive, work, dV):
     """dV/dt (mV/ms) at (t, V); clamped neurons get 0.  ``work``: (WORK_ROWS, n) scratch."""
     V_in, I, G, N = work[0], work[1], work[2], work[3]

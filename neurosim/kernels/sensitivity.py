@@ -21,6 +21,7 @@ from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STE
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
                                         X_FAIL_T, X_H, X_T)
 from neurosim.kernels.fixed import check_state, impose_clamps
+from neurosim.kernels.jit import borrowing_njit
 from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
 
 # kinds of free parameters (index into the θ layout's blocks)
@@ -107,7 +108,7 @@ def split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN):
                 dN[b, c] += V_in[a]
 
 
-@njit(cache=True)
+@borrowing_njit
 def rhs_tangent(t, left, V, S, theta, net, tangent, drive, work, dwork, f, df):
     """f = dV/dt and df = ∂f/∂V·S + ∂f/∂θ_free.  ``dwork``: (3, n, m) scratch."""
     V_in, I, G, N = work[0], work[1], work[2], work[3]
@@ -138,7 +139,7 @@ def rhs_tangent(t, left, V, S, theta, net, tangent, drive, work, dwork, f, df):
                 df[i, c] -= f[i] / C[i]
 
 
-@njit(cache=True)
+@borrowing_njit
 def zero_clamped_rows(S, clamped):
     for i in range(S.shape[0]):
         if clamped[i]:
