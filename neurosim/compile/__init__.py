@@ -12,6 +12,7 @@ with synapses sorted by postsynaptic neuron (CSR) and each gap junction stored o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -44,7 +45,8 @@ class CompiledCircuit:
         CSR of chemical synapses by postsynaptic neuron.
     pre_rep : ndarray of int64
         For each neuron, its first outgoing synapse in θ order (−1 if none): the
-        synapse whose (μ, ν) the kernel uses for the neuron's shared sigmoid.
+        synapse whose (μ, ν) the kernel uses for the neuron's shared sigmoid (see
+        :meth:`net_for`).
     gap_ptr, gap_nbr, gap_idx : ndarray of int64
         CSR of gap-junction half-edges by neuron; ``gap_idx`` indexes the junction in theta.
     hold : ndarray, shape (n_neurons,), mV
@@ -81,11 +83,26 @@ class CompiledCircuit:
     def n_gap(self) -> int:
         return int(self.theta.shape[0] - 4 * self.n_neurons - 5 * self.n_synapses)
 
-    @property
+    @functools.cached_property
     def net(self) -> tuple:
-        """The integer structure the kernels take."""
+        """The integer structure the kernels take, for runs with ``self.theta``."""
+        return self.net_for(self.theta[None, :])
+
+    def net_for(self, thetas: np.ndarray) -> tuple:
+        """The kernels' structure for runs with the parameter vectors ``thetas`` (rows).
+
+        The last entry flags the synapses that need a sigmoid of their own in some row:
+        those whose (μ, ν) differ from their presynaptic neuron's first synapse.  The
+        others reuse that neuron's sigmoid, computed once per evaluation.  Deciding it
+        here, not per synapse in the kernel, halves the synapse loop of a large circuit.
+        """
+        n, s = self.n_neurons, self.n_synapses
+        mu = thetas[:, 4 * n + 2 * s:4 * n + 3 * s]
+        nu = thetas[:, 4 * n + 3 * s:4 * n + 4 * s]
+        rep = self.pre_rep[self.syn_pre]
+        own = ((mu != mu[:, rep]) | (nu != nu[:, rep])).any(axis=0)
         return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx,
-                self.pre_rep)
+                self.pre_rep, own)
 
     def index(self, name: str) -> int:
         """State-vector index of neuron ``name``."""

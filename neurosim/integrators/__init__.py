@@ -126,7 +126,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     adaptive_family = isinstance(method, AdaptiveIntegrator)
     dt = (method.dt or 0.0) if adaptive_family else method.dt
     run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows,
-              chunk_rows(int(item_rows.max()), record.shape[0]), dt, dt_out, compiled.net,
+              chunk_rows(int(item_rows.max()), record.shape[0]), dt, dt_out, compiled.net_for(thetas),
               *batch.arrays, batch.breakpoints, batch.bp_ptr,
               getattr(method, "rtol", 1.0), getattr(method, "atol", 1.0),
               getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
@@ -220,8 +220,10 @@ class _FixedStepper(_Stepper):
         schedule = self.compiled.schedule
         if schedule is None:
             self.thetas, self.steps_per_theta = self.compiled.theta[None, :], 1
+            self.net = self.compiled.net
         else:
             self.thetas = schedule.thetas
+            self.net = self.compiled.net_for(schedule.thetas)
             self.steps_per_theta = round(schedule.interval / self.method.dt)
             if abs(self.steps_per_theta * self.method.dt - schedule.interval) > 1e-9 * schedule.interval:
                 raise CircuitError(f"the schedule interval ({schedule.interval} ms) must be a whole "
@@ -230,7 +232,7 @@ class _FixedStepper(_Stepper):
     def advance(self, out_V):
         m = self.method
         status = run_fixed(m.code, self.V, 0.0, self.row * self.stride, m.dt, out_V.shape[0],
-                           self.stride, self.thetas, self.steps_per_theta, self.compiled.net,
+                           self.stride, self.thetas, self.steps_per_theta, self.net,
                            self.drive.arrays, self.record, self.v_bound, self.stats, out_V)
         self.row += out_V.shape[0]
         return status

@@ -151,11 +151,12 @@ def apply_drive(t, left, V, drive, V_in, I):
 def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
     """Total conductance G (nS) and drive N (pA) of every neuron: C dV/dt = N − G V.
 
-    ``sig`` is scratch for one sigmoid per presynaptic neuron: synapses sharing their
-    neuron's first (μ, ν) reuse it (the same arithmetic, so results are unchanged), which
-    saves two thirds of the exponentials in the tap-withdrawal circuit.
+    ``sig`` is scratch for one sigmoid per presynaptic neuron, shared by its synapses
+    unless ``own_sigmoid`` flags them (see ``CompiledCircuit.net_for``): the same
+    arithmetic, so results are unchanged, and two thirds fewer exponentials in the
+    tap-withdrawal circuit.
     """
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid = net
     n = V_in.shape[0]
     s = syn_pre.shape[0]
     # offsets into θ (see unpack_theta); indexing θ directly avoids ten views per call
@@ -174,13 +175,10 @@ def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
         drive = theta[o_gl + i] * theta[o_el + i] + I[i]
         for k in range(syn_ptr[i], syn_ptr[i + 1]):
             j = syn_pre[k]
-            r = pre_rep[j]
-            mu_k = theta[o_mu + k]
-            nu_k = theta[o_nu + k]
-            if mu_k == theta[o_mu + r] and nu_k == theta[o_nu + r]:
-                ws = theta[o_w + k] * sig[j]
+            if own_sigmoid[k]:
+                ws = theta[o_w + k] * sigmoid(theta[o_nu + k] * (V_in[j] - theta[o_mu + k]))
             else:
-                ws = theta[o_w + k] * sigmoid(nu_k * (V_in[j] - mu_k))
+                ws = theta[o_w + k] * sig[j]
             g_tot += ws * theta[o_k + k]
             drive += ws * theta[o_e + k]
         for q in range(gap_ptr[i], gap_ptr[i + 1]):
@@ -205,7 +203,7 @@ def rhs(t, left, V, theta, net, drive, work, dV):
 @njit(cache=True)
 def jacobian(t, V, theta, net, drive, work, J):
     """∂(dV/dt)/∂V at (t, V), dense (n, n).  Rows and columns of clamped neurons are 0."""
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, _, _ = net
     V_in, I = work[0], work[1]
     apply_drive(t, False, V, drive, V_in, I)
     clamped = drive[7]
