@@ -83,3 +83,31 @@ def test_bad_parameter_matrices_are_refused(column, value, match):
 def test_wrong_shape_is_refused():
     with pytest.raises(ns.CircuitError, match=r"params must have shape \(n_sets, 9\)"):
         ns.simulate_batch(two_cells(), np.zeros((2, 3)))
+
+
+def test_rows_that_break_shared_sigmoids_match_the_reference():
+    """A neuron's synapses share one sigmoid only while their (μ, ν) agree in every row.
+
+    Rows change μ of the second synapse of A, ν of A's first synapse, or nothing; each row
+    must follow the equation (NumPy reference, solve_ivp DOP853) for its own parameters.
+    """
+    from reference import ReferenceModel
+    neurons = (ns.Neuron("A", C=5.0, g_L=1.0, E_L=-60.0, V0=-20.0),
+               ns.Neuron("B", C=3.0, g_L=0.5, E_L=-70.0, V0=-65.0),
+               ns.Neuron("C", C=4.0, g_L=0.8, E_L=-65.0, V0=-40.0))
+    synapses = (ns.Synapse("A", "B", w=2.0, E=0.0, mu=-40.0, nu=0.2),
+                ns.Synapse("A", "C", w=1.5, E=-90.0, mu=-40.0, nu=0.2),
+                ns.Synapse("C", "A", w=1.0, E=0.0, mu=-45.0, nu=0.15))
+    circuit = ns.Circuit("shared", neurons, synapses, (),
+                         {}, {"run": ns.Protocol(40.0, ())})
+    compiled = compile_circuit(circuit)
+    params = np.tile(compiled.theta, (3, 1))
+    params[1, compiled.param_index("synapses[A->C].mu")] = -30.0
+    params[2, compiled.param_index("synapses[A->B].nu")] = 0.05
+    batch = ns.simulate_batch(circuit, params, "run", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    t = np.arange(41.0)
+    for k in range(3):
+        model = ReferenceModel(ns.compile.circuit_with_theta(compiled, params[k]))
+        expected = model.solve(t)
+        np.testing.assert_allclose(batch.result("run", k).V, expected, atol=2e-7)
+    assert np.abs(batch.result("run", 1).V - batch.result("run", 0).V).max() > 1.0
