@@ -97,6 +97,9 @@ class Result:
 class Recorder:
     """Receives a run's output in chunks.  Subclasses implement the three calls."""
 
+    #: the most values (rows × recorded neurons) the recorder wants per ``append``
+    chunk_values: int = 1 << 20
+
     def open(self, header: RunHeader) -> None:
         raise NotImplementedError
 

@@ -146,7 +146,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
     recorder = MemoryRecorder() if recorder is None else recorder
     recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
-    chunk = chunk_rows(n_rows, len(names))
+    chunk = chunk_rows(n_rows, len(names), recorder.chunk_values)
     advance_progress, close_progress = _progress_bar(progress, proto.duration)
     started = time.perf_counter()
     status, row = OK, 0

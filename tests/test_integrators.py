@@ -149,3 +149,21 @@ def test_adaptive_steps_land_on_stimulus_edges():
                     rtol=1e-10, atol=1e-10, dt_out=1.0)
     ref = ReferenceModel(circuit, [pulse]).solve(r.t, pulse.breakpoints(100.0))
     assert np.max(np.abs(r.V - ref)) < 1e-6
+
+
+@pytest.mark.parametrize("integrator", [METHODS["dopri5"](), METHODS["rosenbrock23"](),
+                                        METHODS["dopri5"](dt=0.7, adaptive=False)])
+def test_adaptive_steps_do_not_depend_on_how_a_run_is_chunked(monkeypatch, integrator):
+    """The step that crosses a chunk's last output is carried into the next kernel call,
+    so cutting a run into 7-row calls changes neither the values nor the steps taken."""
+    import importlib
+    simulate_module = importlib.import_module("neurosim.simulate")
+    circuit, stimuli = random_circuit(3, 6, n_clamped=1)
+    circuit = circuit.replace(stimuli={f"s{i}": s for i, s in enumerate(stimuli)},
+                              protocols={"run": ns.Protocol(30.0, tuple(f"s{i}" for i in range(len(stimuli))))})
+    whole = ns.simulate(circuit, "run", integrator=integrator, dt_out=0.25)
+    monkeypatch.setattr(simulate_module, "chunk_rows", lambda n_rows, n_record: 7)
+    cut = ns.simulate(circuit, "run", integrator=integrator, dt_out=0.25)
+    np.testing.assert_array_equal(cut.V, whole.V)
+    assert cut.stats["steps"] == whole.stats["steps"]
+    assert cut.stats["rejected"] == whole.stats["rejected"]

@@ -100,13 +100,12 @@ def check_step_stability(method, compiled) -> str | None:
             "integrator='exp_euler' or integrator='rosenbrock23'")
 
 
-def chunk_rows(n_rows: int, n_record: int) -> int:
+def chunk_rows(n_rows: int, n_record: int, max_values: int = 1 << 20) -> int:
     """Output rows per kernel call: about 1 % of a long run (for progress and streaming),
-    at least 4096 (a call costs ~30 µs of dispatch and a landing step), at most 2^20
-    values in flight.  Adaptive steps land on chunk ends, so single and batched runs
-    share this rule.
+    at least 4096 (a call costs ~30 µs of dispatch), at most ``max_values`` values in
+    flight.  Adaptive steps carry over between calls, so the cut changes no result.
     """
-    return max(1, min(n_rows, max(4096, math.ceil(n_rows / 100)), (1 << 20) // max(1, n_record)))
+    return max(1, min(n_rows, max(4096, math.ceil(n_rows / 100)), max_values // max(1, n_record)))
 
 
 def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_out, record,
@@ -325,6 +324,8 @@ class _AdaptiveStepper(_Stepper):
         self.state = np.zeros(kc.N_SOLVER_STATE)
         self.state[kc.X_H] = self.method.dt if self.method.dt is not None else 0.0
         self.state[kc.X_ERR_OLD] = 1e-4
+        self.carry = np.empty((8, self.V.shape[0]))
+        self.t_final = _rows(self.drive.duration, self.dt_out) * self.dt_out
         self.rows_done = 0
 
     def advance(self, out_V):
@@ -333,10 +334,10 @@ class _AdaptiveStepper(_Stepper):
         out_times = rows * self.dt_out
         if not m.adaptive:
             self.state[kc.X_H] = m.dt
-        status = run_adaptive(m.code, self.V, out_times, self.drive.breakpoints,
+        status = run_adaptive(m.code, self.V, out_times, self.t_final, self.drive.breakpoints,
                               self.compiled.theta, self.compiled.net, self.drive.arrays,
                               m.rtol, m.atol, m.max_step, m.adaptive, m.max_steps, self.record,
-                              self.v_bound, self.state, self.stats, out_V)
+                              self.v_bound, self.state, self.carry, self.stats, out_V)
         self.rows_done += out_V.shape[0]
         return status
 

@@ -480,6 +480,17 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 
 
+def _number(value: float) -> str:
+    """A float written exactly (repr) so that YAML reads it back as the same float."""
+    if math.isnan(value):
+        return ".nan"
+    if math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(float(value))
+    # YAML 1.1 reads 1e-05 as a string: it wants a dot in the mantissa
+    return text.replace("e", ".0e") if "e" in text and "." not in text else text
+
+
 def _flow(value) -> str:
     """One value in YAML flow style, floats written exactly (repr) and read back as floats."""
     if isinstance(value, bool):
@@ -489,13 +500,7 @@ def _flow(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        text = repr(value)
-        # YAML 1.1 reads 1e-05 as a string: it wants a dot in the mantissa
-        return text.replace("e", ".0e") if "e" in text and "." not in text else text
+        return _number(value)
     if isinstance(value, str):
         plain = _PLAIN.match(value) and value.lower() not in _YAML_WORDS
         return value if plain else json.dumps(value, ensure_ascii=False)
@@ -528,8 +533,14 @@ def dump_circuit(circuit: Circuit) -> str:
 
 def _emit(circuit: Circuit) -> str:
     lines = ["# neurosim circuit; units: mV, ms, nS, pF, pA, Hz, 1/mV"]
+    name = {nm: _flow(nm) for nm in circuit.neuron_names}
     for key, value in circuit_to_dict(circuit).items():
-        if isinstance(value, list):
+        if key == "synapses":  # the bulk of a large circuit: one f-string per entry
+            lines.append("synapses:")
+            lines.extend(f"  - {{pre: {name[s.pre]}, post: {name[s.post]}, w: {_number(s.w)}, "
+                         f"E: {_number(s.E)}, mu: {_number(s.mu)}, nu: {_number(s.nu)}, "
+                         f"kappa: {_number(s.kappa)}}}" for s in circuit.synapses)
+        elif isinstance(value, list):
             lines.append(f"{key}:")
             lines.extend(f"  - {_flow(item)}" for item in value)
         elif isinstance(value, dict):

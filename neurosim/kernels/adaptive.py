@@ -13,7 +13,7 @@ from numba import njit
 from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
                                         S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
-                                        X_T)
+                                        X_STEP_H, X_STEP_T, X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit
 from neurosim.kernels.network import apply_drive, jacobian, rhs
@@ -274,14 +274,42 @@ def rosenbrock_dense(V, K, h, frac, out):
         out[i] = V[i] + h * (a * K[1, i] + b * K[2, i])
 
 
-@njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
-def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, max_step,
-                 adaptive, max_steps, record, v_bound, state, stats, out_V):
-    """Integrate from state[X_T] to out_times[-1], writing V[record] at each out_time.
+@borrowing_njit
+def write_outputs(method, V0, K, t0, h, t1, out_times, next_out, drive, work, weights, dense,
+                  record, out_V):
+    """Fill out_V from row next_out on for every out_time <= t1 by the dense output of the
+    step of size h from (t0, V0) with stages K; returns the next row to fill."""
+    clamped = drive[7]
+    any_clamped = False
+    for i in range(clamped.shape[0]):
+        any_clamped |= clamped[i]
+    while next_out < out_times.shape[0] and out_times[next_out] <= t1:
+        frac = (out_times[next_out] - t0) / h
+        if method == DOPRI5:
+            dopri5_dense(V0, K, h, frac, weights, dense)
+        else:
+            rosenbrock_dense(V0, K, h, frac, dense)
+        if any_clamped:  # a clamped neuron records its command, not the interpolant
+            apply_drive(out_times[next_out], False, dense, drive, work[0], work[1])
+        for c in range(record.shape[0]):
+            i = record[c]
+            out_V[next_out, c] = work[0, i] if clamped[i] else dense[i]
+        next_out += 1
+    return next_out
 
-    ``state`` carries (t, h, err_old, fail_t) across calls; h ≤ 0 asks for an automatic
-    first step.  With ``adaptive`` False every step has size h (landing on breakpoints
-    and the chunk end still shortens the step that reaches them).  Returns a status code.
+
+@njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
+def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step,
+                 adaptive, max_steps, record, v_bound, state, carry, stats, out_V):
+    """Integrate from state[X_T] until every out_time is passed, writing V[record] there.
+
+    Steps never cross a breakpoint in ``tstops`` or ``t_final`` (the run's end), but do
+    cross the last out_time: the step that does is kept in ``carry`` (its stages, then its
+    start V; state[X_STEP_T], state[X_STEP_H]) and the next call interpolates it first.
+    So the steps do not depend on how a run is cut into calls.  ``state`` also carries
+    (t, h, err_old, fail_t); h ≤ 0 asks for an automatic first step.  With ``adaptive``
+    False every step has size h except those landing on breakpoints or t_final.
+    Returns a status code.
     """
     n = V.shape[0]
     clamped = drive[7]
@@ -291,8 +319,7 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
     V_new = np.empty(n)
     err = np.empty(n)
     dense = np.empty(n)
-    dense_w = np.empty(7)
-    any_clamped = clamped.any()
+    weights = np.empty(7)
     J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
     W = np.empty_like(J)
     piv = np.empty(J.shape[0], dtype=np.int64)
@@ -300,22 +327,28 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
     t = state[X_T]
     h = state[X_H]
     err_old = state[X_ERR_OLD]
-    t_end = out_times[out_times.shape[0] - 1]
+    n_out = out_times.shape[0]
+    next_out = 0
+    if state[X_STEP_H] > 0.0:
+        next_out = write_outputs(method, carry[7], carry[:7], state[X_STEP_T], state[X_STEP_H], t,
+                                 out_times, 0, drive, work, weights, dense, record, out_V)
+        if next_out == n_out:
+            return OK
+    state[X_STEP_H] = 0.0
     rhs(t, False, V, theta, net, drive, work, K[0])
     stats[S_RHS] += 1
     if h <= 0.0:
         h = initial_step(t, V, K[0], error_order, rtol, atol, theta, net, drive, work, clamped,
                          work[WORK_ROWS], V_new)
         stats[S_RHS] += 1
-    next_out = 0
     stop = np.searchsorted(tstops, t, side="right")
     jacobian_fresh = False
-    while t < t_end:
+    while next_out < n_out:
         if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
             state[X_T] = t
             state[X_FAIL_T] = t
             return TOO_MANY_STEPS
-        t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
+        t_target, h_try, landing = step_target(t, t_final, h, max_step, tstops, stop)
         if method == DOPRI5:
             dopri5_step(t, h_try, V, K, landing, theta, net, drive, work, V_new, err)
             stats[S_RHS] += 6
@@ -333,20 +366,19 @@ def run_adaptive(method, V, out_times, tstops, theta, net, drive, rtol, atol, ma
             err_now = math.inf
         if err_now <= 1.0 or not adaptive:
             t_new = t_target if landing else t + h_try
-            while next_out < out_times.shape[0] and out_times[next_out] <= t_new:
-                frac = (out_times[next_out] - t) / h_try
-                if method == DOPRI5:
-                    dopri5_dense(V, K, h_try, frac, dense_w, dense)
-                else:
-                    rosenbrock_dense(V, K, h_try, frac, dense)
-                if any_clamped:  # a clamped neuron records its command, not the interpolant
-                    apply_drive(out_times[next_out], False, dense, drive, work[0], work[1])
-                for c in range(record.shape[0]):
-                    i = record[c]
-                    out_V[next_out, c] = work[0, i] if clamped[i] else dense[i]
-                next_out += 1
+            next_out = write_outputs(method, V, K, t, h_try, t_new, out_times, next_out, drive,
+                                     work, weights, dense, record, out_V)
+            if next_out == n_out and t_new > out_times[n_out - 1]:
+                for s in range(7):
+                    for i in range(n):
+                        carry[s, i] = K[s, i]
+                for i in range(n):
+                    carry[7, i] = V[i]
+                state[X_STEP_T] = t
+                state[X_STEP_H] = h_try
             t = t_new
-            V[:] = V_new
+            for i in range(n):
+                V[i] = V_new[i]
             stats[S_STEPS] += 1
             status = check_state(V, v_bound, stats, stats[S_STEPS])
             if status != OK:

@@ -19,8 +19,8 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
     Protocol p owns stimulus rows stim_ptr[p]:stim_ptr[p+1], clamp mask clamped[p],
     holding potentials hold[p] and breakpoints bp_ptr[p]:bp_ptr[p+1].  Row 0 of
     out_V[b] is the initial state; rows 1..item_rows[b] follow every dt_out.  Each item
-    runs the chunks a single run executes (adaptive steps land on chunk ends), so
-    batched and one-by-one results agree bit for bit (test_batch_equals_one_by_one).
+    runs the kernel a single run executes, so batched and one-by-one results agree bit
+    for bit (test_batch_equals_one_by_one).
     """
     n_items = V.shape[0]
     n = V.shape[1]
@@ -38,6 +38,7 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
         state = np.zeros(N_SOLVER_STATE)
         state[X_H] = dt if is_adaptive else 0.0
         state[X_ERR_OLD] = 1e-4
+        carry = np.empty((8, n))
         stride = 1 if is_adaptive else int(round(dt_out / dt))
         done = 0
         while done < rows and status[b] == 0:
@@ -45,11 +46,10 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
             out = out_V[b, 1 + done:1 + done + m]
             if is_adaptive:
                 out_times = np.arange(done + 1, done + m + 1) * dt_out
-                status[b] = run_adaptive(method, Vb, out_times,
+                status[b] = run_adaptive(method, Vb, out_times, rows * dt_out,
                                          breakpoints[bp_ptr[p]:bp_ptr[p + 1]], thetas[b], net,
                                          drive, rtol, atol, max_step, adaptive, max_steps,
-                                         record, v_bound,
-                                         state, stats[b], out)
+                                         record, v_bound, state, carry, stats[b], out)
                 fail_t[b] = state[X_FAIL_T]
             else:
                 status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride,

@@ -26,8 +26,8 @@ N_STATS = 6
 WORK_ROWS = 5
 
 # float solver state carried across chunks (index into the solver-state array)
-X_T, X_H, X_ERR_OLD, X_FAIL_T = range(4)
-N_SOLVER_STATE = 4
+X_T, X_H, X_ERR_OLD, X_FAIL_T, X_STEP_T, X_STEP_H = range(6)
+N_SOLVER_STATE = 6
 
 # method codes of the fixed-step loop
 EULER, RK4, EXP_EULER, LTC = range(4)
