@@ -162,7 +162,7 @@ def test_adaptive_steps_do_not_depend_on_how_a_run_is_chunked(monkeypatch, integ
     circuit = circuit.replace(stimuli={f"s{i}": s for i, s in enumerate(stimuli)},
                               protocols={"run": ns.Protocol(30.0, tuple(f"s{i}" for i in range(len(stimuli))))})
     whole = ns.simulate(circuit, "run", integrator=integrator, dt_out=0.25)
-    monkeypatch.setattr(simulate_module, "chunk_rows", lambda n_rows, n_record: 7)
+    monkeypatch.setattr(simulate_module, "chunk_rows", lambda n_rows, n_record, max_values: 7)
     cut = ns.simulate(circuit, "run", integrator=integrator, dt_out=0.25)
     np.testing.assert_array_equal(cut.V, whole.V)
     assert cut.stats["steps"] == whole.stats["steps"]
