@@ -125,6 +125,9 @@ class HDF5Recorder(Recorder):
 
     def _write_chunks(self):
         try:
+            # the file being replaced goes now, while the kernel runs: freeing a large
+            # file's pages took longer than the run (close renames over it regardless)
+            self.path.unlink(missing_ok=True)
             self._write_circuit()
         except BaseException as exc:  # reported by the next append or close
             self._error = exc
