@@ -3,9 +3,16 @@
 Seed eq. 7 setting: the input x ∈ [−1, 1] is the initial state of neuron 0 (the other
 neurons start at 0), the network runs to t1 = 5, and the output is neuron 0's final state.
 For target functions sin(kπx)/2 of increasing complexity k and training sets of S points,
-each family (NRN, CT-RNN, Neural ODE) grows from 1 neuron until its validation MSE drops
-below a threshold; the smallest size that gets there is recorded, for several seeds.
-The seed's claim to test: NRNs are M·N times more succinct, with M growing with S.
+each family (NRN, CT-RNN, Neural ODE, and a ResNet of N residual layers) grows from 1
+neuron until its validation MSE drops below a threshold; the smallest size that gets there
+is recorded, for several seeds.  The seed's claim to test: NRNs are M·N times more
+succinct than ResNets, with M growing with S.
+
+The ResNet x^{t+1} = x^t + W^t·σ(ν(x^t − μ)) (seed eqs. 2–3, ``neurosim.ml.resnet``) is
+trained by backpropagation written out in NumPy, because its per-layer weights are a
+parameter schedule and the engine's sensitivities do not cover schedules; its validation
+error is then measured by simulating the trained network as a neurosim circuit (Euler,
+dt = 1, one layer per step), which must agree with the NumPy forward pass to 1e-9.
 
     python scripts/succinctness.py --quick   # k = 1, 2; S = 8, 32; 2 seeds; n ≤ 4
     python scripts/succinctness.py           # k = 1, 2, 3; S = 8 … 512; 3 seeds; n ≤ 6
@@ -23,13 +30,16 @@ from scipy.optimize import minimize
 
 import neurosim as ns
 from neurosim.compile import compile_circuit, compile_drive
+from neurosim.ml import resnet
 from neurosim.fit import Parameterization
 from neurosim.integrators import integrate_with_sensitivity, make_integrator
 from neurosim.plot import save_figure
 
 T1, DT = 5.0, 0.25
 THRESHOLD = 0.01          # validation MSE that counts as "approximates"
-FAMILIES = ("nrn", "ctrnn", "neural_ode")
+FAMILIES = ("nrn", "ctrnn", "neural_ode", "resnet")
+RESNET_LAYERS = 20        # = T1 / DT: as many layers as the other families take steps
+NU = 2.0
 
 
 def network(family: str, n: int, seed: int):
@@ -94,38 +104,110 @@ class StaticTask:
         return value
 
 
+class ResNetTask:
+    """Mean squared error of a ResNet of ``layers`` layers and width n, with its gradient.
+
+    Parameters: the weights W (layers, n, n) and one sigmoid midpoint per connection μ
+    (n, n), shared by the layers as in ``neurosim.ml.resnet``; ν = NU.
+    """
+
+    def __init__(self, n, layers, xs, ys, seed):
+        rng = np.random.default_rng(seed)
+        self.n, self.layers, self.xs, self.ys = n, layers, xs, ys
+        size = layers * n * n
+        self.x0 = np.concatenate([rng.normal(0, 0.3 / layers, size), rng.uniform(-1, 1, n * n)])
+        self.lower = np.concatenate([np.full(size, -5.0), np.full(n * n, -2.0)])
+        self.upper = -self.lower
+        self.n_free = self.x0.size
+
+    def unpack(self, x):
+        size = self.layers * self.n * self.n
+        return x[:size].reshape(self.layers, self.n, self.n), x[size:].reshape(self.n, self.n)
+
+    def forward(self, x, inputs):
+        W, mu = self.unpack(x)
+        X = np.zeros((inputs.size, self.n))
+        X[:, 0] = inputs
+        states, sigmoids = [], []
+        for t in range(self.layers):
+            Z = 1.0 / (1.0 + np.exp(-NU * (X[:, None, :] - mu[None])))  # (S, post i, pre j)
+            states.append(X)
+            sigmoids.append(Z)
+            X = X + np.einsum("ij,sij->si", W[t], Z)
+        return X, states, sigmoids
+
+    def value_and_grad(self, x):
+        W, _ = self.unpack(x)
+        X, states, sigmoids = self.forward(x, self.xs)
+        r = X[:, 0] - self.ys
+        G = np.zeros_like(X)
+        G[:, 0] = 2 * r / self.xs.size
+        dW, dmu = np.zeros_like(W), np.zeros((self.n, self.n))
+        for t in range(self.layers - 1, -1, -1):
+            Z = sigmoids[t]
+            dW[t] = np.einsum("si,sij->ij", G, Z)
+            dpre = G[:, :, None] * W[t][None] * Z * (1 - Z) * NU
+            dmu -= dpre.sum(axis=0)
+            G = G + dpre.sum(axis=1)
+        return float(np.mean(r * r)), np.concatenate([dW.ravel(), dmu.ravel()])
+
+    def mse(self, x, xs, ys):
+        """Validation error of the trained ResNet simulated as a neurosim circuit."""
+        W, mu = self.unpack(x)
+        circuit = resnet(list(W), mu=mu, nu=NU)
+        names = [f"x{i}" for i in range(self.n)]
+        got = np.array([ns.simulate(circuit, duration=float(self.layers), integrator="euler",
+                                    dt=1.0, dt_out=float(self.layers), record=["x0"],
+                                    v0={nm: (v if nm == "x0" else 0.0) for nm in names}).V[-1, 0]
+                        for v in xs])
+        numpy_out = self.forward(x, xs)[0][:, 0]
+        if not np.allclose(got, numpy_out, rtol=0, atol=1e-9):
+            raise AssertionError("the ResNet's NumPy forward pass and its neurosim circuit "
+                                 f"disagree by {np.abs(got - numpy_out).max():.3g}")
+        return float(np.mean((got - ys) ** 2))
+
+
 def train(family, n, xs, ys, xv, yv, seed, maxiter):
-    circuit, free = network(family, n, seed)
-    task = StaticTask(circuit, free, xs, ys)
-    par = task.par
-    span = par.upper - par.lower
+    if family == "resnet":
+        task = ResNetTask(n, RESNET_LAYERS, xs, ys, seed)
+        lower, upper, x0 = task.lower, task.upper, task.x0
+    else:
+        circuit, free = network(family, n, seed)
+        task = StaticTask(circuit, free, xs, ys)
+        lower, upper, x0 = task.par.lower, task.par.upper, task.par.x0
+    span = upper - lower
     best = (np.inf, None)
     rng = np.random.default_rng(seed)
-    for start in (par.x0, rng.uniform(par.lower, par.upper)):
-        z0 = (start - par.lower) / span
-        res = minimize(lambda z: (lambda v, g: (v, g * span))(*task.value_and_grad(par.lower + span * z)),
-                       z0, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * par.n_free,
+    for start in (x0, rng.uniform(lower, upper)):
+        z0 = (start - lower) / span
+        res = minimize(lambda z: (lambda v, g: (v, g * span))(*task.value_and_grad(lower + span * z)),
+                       z0, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * len(z0),
                        options={"maxiter": maxiter})
-        x = par.lower + span * res.x
+        x = lower + span * res.x
         val = task.mse(x, xv, yv)
         if val < best[0]:
             best = (val, x)
-    return best[0], par.n_free
+    return best[0], len(x0)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="out/succinctness")
-    parser.add_argument("--replot", metavar="JSON", help="redraw the figure from a results file")
+    parser.add_argument("--replot", metavar="JSON", nargs="+",
+                        help="redraw the figure from results files (merged) into --out")
     parser.add_argument("--S", type=int, nargs="+", help="training-set sizes (override)")
+    parser.add_argument("--k", type=int, nargs="+", help="target complexities (override)")
     args = parser.parse_args(argv)
     if args.replot:
-        rows = json.loads(Path(args.replot).read_text())
+        rows = [row for path in args.replot for row in json.loads(Path(path).read_text())]
         cap = max(r["neurons"] or 0 for r in rows)
-        plot(rows, Path(args.replot).with_name("succinctness.png"), max(cap, 4 if args.quick else 6))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        plot(rows, out / "succinctness.png", max(cap, 4 if args.quick else 6))
         return
-    ks = (1, 2) if args.quick else (1, 2, 3)
+    ks = tuple(args.k) if args.k else (1, 2) if args.quick else (1, 2, 3)
     sizes_S = tuple(args.S) if args.S else (8, 32) if args.quick else (8, 32, 128, 512)
     seeds = (0, 1) if args.quick else (0, 1, 2)
     neurons = (1, 2, 4) if args.quick else (1, 2, 3, 4, 6)
@@ -164,13 +246,13 @@ def plot(rows, path, cap):
     ks = sorted({r["k"] for r in rows})
     fig = Figure(figsize=(4.2 * len(ks), 6.4), layout="constrained")
     axes = fig.subplots(2, len(ks), squeeze=False, sharex=True)
-    colors = {"nrn": "#c0392b", "ctrnn": "#2c6fbb", "neural_ode": "#27ae60"}
+    colors = {"nrn": "#c0392b", "ctrnn": "#2c6fbb", "neural_ode": "#27ae60", "resnet": "#8e44ad"}
     for col, k in enumerate(ks):
         top, bottom = axes[0, col], axes[1, col]
         for j, family in enumerate(FAMILIES):
             sel = [r for r in rows if r["k"] == k and r["family"] == family]
             S_values = sorted({r["S"] for r in sel})
-            shift = 1 + 0.08 * (j - 1)
+            shift = 1 + 0.08 * (j - 1.5)
             for S in S_values:
                 at = [r for r in sel if r["S"] == S]
                 top.scatter([S * shift] * len(at), [r["neurons"] or cap + 1 for r in at],
