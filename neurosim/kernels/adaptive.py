@@ -154,6 +154,37 @@ def step_underflows(h, t):
 
 
 @borrowing_njit
+def mark_failure(state, t):
+    state[X_T] = t
+    state[X_FAIL_T] = t
+
+
+@borrowing_njit
+def after_rejection(err_now, h_try, error_order, t, stats, state):
+    """Count a rejected step and return the size to try next, or 0.0 if that size
+    underflows (the failure time is then in ``state``)."""
+    stats[S_REJECTED] += 1
+    h = rejected_step_size(err_now, h_try, error_order)
+    if step_underflows(h, t):
+        mark_failure(state, t)
+        return 0.0
+    return h
+
+
+@borrowing_njit
+def lands_on_breakpoint(landing, t, t_target, tstops, stop):
+    """Whether the step just taken ended on breakpoint ``stop`` (where the input jumps)."""
+    return landing and t == t_target and stop < tstops.shape[0] and t_target == tstops[stop]
+
+
+@borrowing_njit
+def save_solver_state(state, t, h, err_old):
+    state[X_T] = t
+    state[X_H] = h
+    state[X_ERR_OLD] = err_old
+
+
+@borrowing_njit
 def step_target(t, t_end, h, max_step, tstops, stop):
     """(t_target, h_try, landing): the next step never crosses a breakpoint or t_end, and a
     step that would end within 5 % of one lands on it exactly."""
@@ -345,8 +376,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     jacobian_fresh = False
     while next_out < n_out:
         if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
-            state[X_T] = t
-            state[X_FAIL_T] = t
+            mark_failure(state, t)
             return TOO_MANY_STEPS
         t_target, h_try, landing = step_target(t, t_final, h, max_step, tstops, stop)
         if method == DOPRI5:
@@ -384,7 +414,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             if status != OK:
                 state[X_FAIL_T] = t
                 return status
-            if landing and t == t_target and stop < tstops.shape[0] and t_target == tstops[stop]:
+            if lands_on_breakpoint(landing, t, t_target, tstops, stop):
                 stop += 1
                 rhs(t, False, V, theta, net, drive, work, K[0])  # input jumped: new f
                 stats[S_RHS] += 1
@@ -396,13 +426,8 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             if adaptive:
                 h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, error_order)
         else:
-            stats[S_REJECTED] += 1
-            h = rejected_step_size(err_now, h_try, error_order)
-            if step_underflows(h, t):
-                state[X_T] = t
-                state[X_FAIL_T] = t
+            h = after_rejection(err_now, h_try, error_order, t, stats, state)
+            if h == 0.0:
                 return STEP_UNDERFLOW
-    state[X_T] = t
-    state[X_H] = h
-    state[X_ERR_OLD] = err_old
+    save_solver_state(state, t, h, err_old)
     return OK

@@ -14,9 +14,10 @@ import math
 import numpy as np
 from numba import njit
 
-from neurosim.kernels.adaptive import (DP_C, accepted_step_size, dense_weights, dopri5_error,
-                                       error_norm, initial_step, rejected_step_size,
-                                       stage_point, step_target, step_underflows)
+from neurosim.kernels.adaptive import (DP_C, accepted_step_size, after_rejection,
+                                       dense_weights, dopri5_error, error_norm, initial_step,
+                                       lands_on_breakpoint, mark_failure, save_solver_state,
+                                       stage_point, step_target)
 from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
                                         X_FAIL_T, X_H, X_T)
@@ -248,8 +249,7 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
     stop = np.searchsorted(tstops, t, side="right")
     while t < t_end:
         if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
-            state[X_T] = t
-            state[X_FAIL_T] = t
+            mark_failure(state, t)
             return TOO_MANY_STEPS
         t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
         for s in range(1, 7):
@@ -294,7 +294,7 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
             if status != OK:
                 state[X_FAIL_T] = t
                 return status
-            if landing and t == t_target and stop < tstops.shape[0] and t_target == tstops[stop]:
+            if lands_on_breakpoint(landing, t, t_target, tstops, stop):
                 stop += 1
                 rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
                 stats[S_RHS] += 1
@@ -304,14 +304,9 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
             if adaptive:
                 h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, 4)
         else:
-            stats[S_REJECTED] += 1
-            h = rejected_step_size(err_now, h_try, 4)
-            if step_underflows(h, t):
-                state[X_T] = t
-                state[X_FAIL_T] = t
+            h = after_rejection(err_now, h_try, 4, t, stats, state)
+            if h == 0.0:
                 return STEP_UNDERFLOW
-    state[X_T] = t
-    state[X_H] = h
-    state[X_ERR_OLD] = err_old
+    save_solver_state(state, t, h, err_old)
     return OK
 
