@@ -81,14 +81,14 @@ class StaticTask:
         self.xs, self.ys = xs, ys
 
     def value_and_grad(self, x):
-        theta = self.par.theta(x)
+        # one validated copy of θ per evaluation; only neuron 0's V0 changes per sample
+        compiled = self.compiled.with_theta(self.par.theta(x))
         total, grad = 0.0, np.zeros(self.par.indices.size)
         record = np.array([0], dtype=np.int64)
         for xin, yout in zip(self.xs, self.ys):
-            theta[self.v0] = xin
+            compiled.theta[self.v0] = xin
             status, V, S, _ = integrate_with_sensitivity(
-                self.method, self.compiled.with_theta(theta), self.drive, self.par.indices,
-                record, T1, 1, 1e4)
+                self.method, compiled, self.drive, self.par.indices, record, T1, 1, 1e4)
             if status != 0:
                 return 1e6, np.zeros(self.par.n_free)
             r = V[-1, 0] - yout
@@ -198,6 +198,8 @@ def main(argv=None):
                         help="redraw the figure from results files (merged) into --out")
     parser.add_argument("--S", type=int, nargs="+", help="training-set sizes (override)")
     parser.add_argument("--k", type=int, nargs="+", help="target complexities (override)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (override)")
+    parser.add_argument("--maxiter", type=int, help="L-BFGS-B iterations per start (override)")
     args = parser.parse_args(argv)
     if args.replot:
         rows = [row for path in args.replot for row in json.loads(Path(path).read_text())]
@@ -209,9 +211,9 @@ def main(argv=None):
         return
     ks = tuple(args.k) if args.k else (1, 2) if args.quick else (1, 2, 3)
     sizes_S = tuple(args.S) if args.S else (8, 32) if args.quick else (8, 32, 128, 512)
-    seeds = (0, 1) if args.quick else (0, 1, 2)
+    seeds = tuple(args.seeds) if args.seeds else (0, 1) if args.quick else (0, 1, 2)
     neurons = (1, 2, 4) if args.quick else (1, 2, 3, 4, 6)
-    maxiter = 80 if args.quick else 200
+    maxiter = args.maxiter or (80 if args.quick else 200)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     xv = np.linspace(-1, 1, 101)
@@ -233,9 +235,9 @@ def main(argv=None):
                             found.update(neurons=n, params=n_params)
                             break
                     rows.append(found)
+                    (out / "results.json").write_text(json.dumps(rows, indent=2))  # as it goes
                     print(f"{k:2d} {S:4d} {seed:4d} {family:10s} {str(found['neurons']):>7} "
                           f"{str(found['params']):>6} {found['val_mse']:9.3g}", flush=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "succinctness.png", max(neurons))
     print(f"{time.perf_counter() - started:.0f} s -> {out / 'results.json'}, {out / 'succinctness.png'}")
 

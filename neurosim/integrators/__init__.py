@@ -413,7 +413,7 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
     """(status, V_out, S_out, stats) of one run with ∂V/∂θ[free] at every output row.
 
     V_out has shape (n_rows + 1, len(record)); S_out (n_rows + 1, len(record), len(free)).
-    The run takes exactly the steps :func:`neurosim.simulate` takes without chunking.
+    The run takes exactly the steps :func:`neurosim.simulate` takes.
     """
     if compiled.schedule is not None:
         raise CircuitError("gradients through a parameter schedule are not available; "
