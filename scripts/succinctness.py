@@ -39,6 +39,8 @@ T1, DT = 5.0, 0.25
 THRESHOLD = 0.01          # validation MSE that counts as "approximates"
 FAMILIES = ("nrn", "ctrnn", "neural_ode", "resnet")
 RESNET_LAYERS = 20        # = T1 / DT: as many layers as the other families take steps
+LABELS = {"nrn": "NRN", "ctrnn": "CT-RNN", "neural_ode": "Neural ODE",
+          "resnet": f"ResNet ({RESNET_LAYERS} layers)"}
 NU = 2.0
 
 
@@ -208,6 +210,7 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(rows, indent=2))
         plot(rows, out / "succinctness.png", max(cap, 4 if args.quick else 6))
+        print(table(rows))
         return
     ks = tuple(args.k) if args.k else (1, 2) if args.quick else (1, 2, 3)
     sizes_S = tuple(args.S) if args.S else (8, 32) if args.quick else (8, 32, 128, 512)
@@ -239,7 +242,26 @@ def main(argv=None):
                     print(f"{k:2d} {S:4d} {seed:4d} {family:10s} {str(found['neurons']):>7} "
                           f"{str(found['params']):>6} {found['val_mse']:9.3g}", flush=True)
     plot(rows, out / "succinctness.png", max(neurons))
+    print(table(rows))
     print(f"{time.perf_counter() - started:.0f} s -> {out / 'results.json'}, {out / 'succinctness.png'}")
+
+
+def table(rows) -> str:
+    """Markdown: per (k, S) and family, the neurons needed per seed ("–": not reached)
+    and, in brackets, the validation MSE per seed (at that size, or at the largest tried;
+    "fail": the trained network's validation run blew up)."""
+    head = ["k", "S"] + [LABELS[f] for f in FAMILIES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, S in sorted({(r["k"], r["S"]) for r in rows}):
+        cells = [str(k), str(S)]
+        for family in FAMILIES:
+            at = sorted((r for r in rows if (r["k"], r["S"], r["family"]) == (k, S, family)),
+                        key=lambda r: r["seed"])
+            sizes = ", ".join("–" if r["neurons"] is None else f"**{r['neurons']}**" for r in at)
+            errors = ", ".join("fail" if r["val_mse"] >= 1e5 else f"{r['val_mse']:.2g}" for r in at)
+            cells.append(f"{sizes} ({errors})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(rows, path, cap):
@@ -259,7 +281,7 @@ def plot(rows, path, cap):
                 at = [r for r in sel if r["S"] == S]
                 top.scatter([S * shift] * len(at), [r["neurons"] or cap + 1 for r in at],
                             color=colors[family], alpha=0.7, s=20,
-                            label=family if S == S_values[0] else None)
+                            label=LABELS[family] if S == S_values[0] else None)
                 bottom.scatter([S * shift] * len(at), [r["val_mse"] for r in at],
                                color=colors[family], alpha=0.7, s=20)
             bottom.plot(S_values, [np.median([r["val_mse"] for r in sel if r["S"] == S])
