@@ -265,37 +265,41 @@ def table(rows) -> str:
 
 
 def plot(rows, path, cap):
-    """Top: neurons needed (cap + 1 = not reached); bottom: validation MSE at that size."""
+    """Per target (columns): neurons needed (cap + 1 = not reached), parameters needed (runs
+    that reached the threshold) and validation MSE at that size (failed runs at 1)."""
     from matplotlib.figure import Figure
     ks = sorted({r["k"] for r in rows})
-    fig = Figure(figsize=(4.2 * len(ks), 6.4), layout="constrained")
-    axes = fig.subplots(2, len(ks), squeeze=False, sharex=True)
+    fig = Figure(figsize=(4.2 * len(ks), 8.6), layout="constrained")
+    axes = fig.subplots(3, len(ks), squeeze=False, sharex=True)
     colors = {"nrn": "#c0392b", "ctrnn": "#2c6fbb", "neural_ode": "#27ae60", "resnet": "#8e44ad"}
     for col, k in enumerate(ks):
-        top, bottom = axes[0, col], axes[1, col]
+        top, middle, bottom = axes[:, col]
         for j, family in enumerate(FAMILIES):
             sel = [r for r in rows if r["k"] == k and r["family"] == family]
             S_values = sorted({r["S"] for r in sel})
             shift = 1 + 0.08 * (j - 1.5)
+            style = dict(color=colors[family], alpha=0.7, s=20)
             for S in S_values:
                 at = [r for r in sel if r["S"] == S]
                 top.scatter([S * shift] * len(at), [r["neurons"] or cap + 1 for r in at],
-                            color=colors[family], alpha=0.7, s=20,
-                            label=LABELS[family] if S == S_values[0] else None)
-                bottom.scatter([S * shift] * len(at), [r["val_mse"] for r in at],
-                               color=colors[family], alpha=0.7, s=20)
-            bottom.plot(S_values, [np.median([r["val_mse"] for r in sel if r["S"] == S])
+                            label=LABELS[family] if S == S_values[0] else None, **style)
+                reached = [r["params"] for r in at if r["params"] is not None]
+                middle.scatter([S * shift] * len(reached), reached, **style)
+                bottom.scatter([S * shift] * len(at), [min(r["val_mse"], 1.0) for r in at], **style)
+            bottom.plot(S_values, [np.median([min(r["val_mse"], 1.0) for r in sel if r["S"] == S])
                                    for S in S_values], color=colors[family])
         top.axhline(cap + 1, ls=":", color="k", lw=0.8)
         top.set_yticks(range(1, cap + 2))
         top.set_ylabel(f"neurons to reach MSE < {THRESHOLD}\n({cap + 1} = not reached)")
         top.set_title(f"0.5 sin({k}πx)", fontsize=10)
+        middle.set_yscale("log")
+        middle.set_ylabel("parameters at that size")
         bottom.axhline(THRESHOLD, ls=":", color="k", lw=0.8)
         bottom.set_yscale("log")
         bottom.set_xscale("log", base=2)
         bottom.set_xlabel("training set size S")
         bottom.set_ylabel("validation MSE at that size")
-        for ax in (top, bottom):
+        for ax in (top, middle, bottom):
             ax.spines[["top", "right"]].set_visible(False)
     axes[0, 0].legend(frameon=False, fontsize=8)
     save_figure(fig, path)
