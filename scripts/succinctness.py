@@ -301,7 +301,7 @@ def plot(rows, path, cap):
         bottom.set_ylabel("validation MSE at that size")
         for ax in (top, middle, bottom):
             ax.spines[["top", "right"]].set_visible(False)
-    axes[0, 0].legend(frameon=False, fontsize=8)
+    axes[0, 0].legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(0.02, 0.62))
     save_figure(fig, path)
 
 
