@@ -161,7 +161,9 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     try:
         recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
         while row < n_rows and status == OK:
-            m = min(chunk, n_rows - row)
+            # the first call leaves room for the initial row: appends then line up with
+            # the recorder's chunks (a streamed run writes them without copying)
+            m = min(chunk - 1 if row == 0 and chunk > 1 else chunk, n_rows - row)
             out_V = np.empty((m, len(names)))
             status = stepper.advance(out_V)
             if status == OK:

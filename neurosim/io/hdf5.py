@@ -145,35 +145,44 @@ class HDF5Recorder(Recorder):
                 self._error = exc
 
     def _write_rows(self, t, V):
-        """Copy rows into the chunk buffer and write each buffer that fills.
+        """Write rows in whole HDF5 chunks, gathering partial ones in a buffer.
 
-        A full buffer is one HDF5 chunk, written raw with ``write_direct_chunk`` (no
-        chunk cache, no type conversion): half the cost of a slice assignment, which
-        decides whether the writer keeps pace with the kernel."""
+        A whole chunk goes to disk raw with ``write_direct_chunk`` (no chunk cache, no
+        type conversion), straight from ``V`` when it arrives aligned: a third of the
+        cost of a slice assignment, which decides whether the writer keeps pace with
+        the kernel."""
+        rows = self._t_buffer.shape[0]
         done = 0
         while done < t.shape[0]:
-            take = min(self._t_buffer.shape[0] - self._buffered, t.shape[0] - done)
+            if (self._buffered == 0 and t.shape[0] - done >= rows and self.compression is None
+                    and V.dtype == self._V_buffer.dtype):
+                self._write_chunk(t[done:done + rows], np.ascontiguousarray(V[done:done + rows]))
+                done += rows
+                continue
+            take = min(rows - self._buffered, t.shape[0] - done)
             end = self._buffered + take
             self._t_buffer[self._buffered:end] = t[done:done + take]
             self._V_buffer[self._buffered:end] = V[done:done + take]
             self._buffered = end
             done += take
-            if self._buffered == self._t_buffer.shape[0]:
+            if self._buffered == rows:
                 self._write_buffer()
 
-    def _write_buffer(self):
-        m = self._buffered
-        if m == 0:
-            return
+    def _write_chunk(self, t, V):
         n0 = self.time.shape[0]
+        m = t.shape[0]
         self.time.resize((n0 + m,))
         self.V.resize((n0 + m, self.V.shape[1]))
-        self.time[n0:n0 + m] = self._t_buffer[:m]
+        self.time[n0:n0 + m] = t
         if m == self._V_buffer.shape[0] and self.compression is None:
-            self.V.id.write_direct_chunk((n0, 0), self._V_buffer)
+            self.V.id.write_direct_chunk((n0, 0), V)
         else:
-            self.V[n0:n0 + m] = self._V_buffer[:m]
-        self._buffered = 0
+            self.V[n0:n0 + m] = V
+
+    def _write_buffer(self):
+        if self._buffered:
+            self._write_chunk(self._t_buffer[:self._buffered], self._V_buffer[:self._buffered])
+            self._buffered = 0
 
     def append(self, t, V):
         """Queue rows for writing; the recorder owns ``t`` and ``V`` from now on."""
