@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -149,6 +150,27 @@ def test_two_processes_share_a_fresh_compile_cache(tmp_path):
     assert third.returncode == 0, third.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "2.npy"))
     assert any((tmp_path / "cache").rglob("*.nbi"))
+
+
+def test_kernel_cache_folder_changes_with_any_kernel_source(tmp_path):
+    """Numba alone keeps a cached caller when a callee in another file changes; the cache
+    folder is named after all kernel sources, so editing one file moves every kernel."""
+    import numba
+    import shutil
+    from neurosim import kernels
+    source = Path(kernels.__file__).parent
+    for path in source.glob("*.py"):
+        shutil.copy(path, tmp_path / path.name)
+    before = kernels.cache_dir(tmp_path)
+    assert before.name == f"numba-{kernels.source_digest(tmp_path)}"
+    with open(tmp_path / "network.py", "a") as f:
+        f.write("\n# an edit\n")
+    after = kernels.cache_dir(tmp_path)
+    assert after != before and after.parent == before.parent
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        assert Path(kernels.network.rhs._cache._cache_path).is_relative_to(kernels.cache_dir())
+        assert Path(kernels.adaptive.run_adaptive._cache._cache_path).is_relative_to(kernels.cache_dir())
+        assert numba.config.CACHE_DIR == ""  # restored for other packages
 
 
 def run_cli(*args):
