@@ -202,6 +202,7 @@ def main(argv=None):
     parser.add_argument("--k", type=int, nargs="+", help="target complexities (override)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (override)")
     parser.add_argument("--maxiter", type=int, help="L-BFGS-B iterations per start (override)")
+    parser.add_argument("--neurons", type=int, nargs="+", help="network sizes to try (override)")
     args = parser.parse_args(argv)
     if args.replot:
         rows = [row for path in args.replot for row in json.loads(Path(path).read_text())]
@@ -215,7 +216,7 @@ def main(argv=None):
     ks = tuple(args.k) if args.k else (1, 2) if args.quick else (1, 2, 3)
     sizes_S = tuple(args.S) if args.S else (8, 32) if args.quick else (8, 32, 128, 512)
     seeds = tuple(args.seeds) if args.seeds else (0, 1) if args.quick else (0, 1, 2)
-    neurons = (1, 2, 4) if args.quick else (1, 2, 3, 4, 6)
+    neurons = tuple(args.neurons) if args.neurons else (1, 2, 4) if args.quick else (1, 2, 3, 4, 6)
     maxiter = args.maxiter or (80 if args.quick else 200)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,7 +293,11 @@ def plot(rows, path, cap):
         top.set_yticks(range(1, cap + 2))
         top.set_ylabel(f"neurons to reach MSE < {THRESHOLD}\n({cap + 1} = not reached)")
         top.set_title(f"0.5 sin({k}πx)", fontsize=10)
-        middle.set_yscale("log")
+        if any(r["params"] for r in rows if r["k"] == k):
+            middle.set_yscale("log")
+        else:
+            middle.text(0.5, 0.5, "no run reached the threshold", ha="center",
+                        transform=middle.transAxes)
         middle.set_ylabel("parameters at that size")
         bottom.axhline(THRESHOLD, ls=":", color="k", lw=0.8)
         bottom.set_yscale("log")
