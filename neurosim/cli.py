@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -365,6 +366,9 @@ def main(argv=None) -> int:
             raise
         print(f"neurosim: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return EXIT_RUN_FAILED if isinstance(exc, SimulationError) else EXIT_USAGE
+    except BrokenPipeError:  # `neurosim info run.h5 | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -84,3 +84,12 @@ def test_help_on_every_subcommand(tmp_path):
     for sub in ("run", "validate", "info", "plot", "graph"):
         out = neurosim(sub, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: neurosim" in out.stdout
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
+    """`neurosim info circuit.yaml | head -1`: the reader leaves early; exit 0, no traceback."""
+    code = ("import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1);"
+            "from neurosim.cli import main; sys.exit(main(['validate', sys.argv[1]]))")
+    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLE)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == ""
