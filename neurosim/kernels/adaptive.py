@@ -172,6 +172,17 @@ def after_rejection(err_now, h_try, error_order, t, stats, state):
 
 
 @borrowing_njit
+def count_accepted_step(V, v_bound, stats, state, t):
+    """Count an accepted step ending at t with state V and check V; on failure the time
+    goes into ``state``.  Returns the status."""
+    stats[S_STEPS] += 1
+    status = check_state(V, v_bound, stats, stats[S_STEPS])
+    if status != OK:
+        state[X_FAIL_T] = t
+    return status
+
+
+@borrowing_njit
 def lands_on_breakpoint(landing, t, t_target, tstops, stop):
     """Whether the step just taken ended on breakpoint ``stop`` (where the input jumps)."""
     return landing and t == t_target and stop < tstops.shape[0] and t_target == tstops[stop]
@@ -306,14 +317,11 @@ def rosenbrock_dense(V, K, h, frac, out):
 
 
 @borrowing_njit
-def write_outputs(method, V0, K, t0, h, t1, out_times, next_out, drive, work, weights, dense,
-                  record, out_V):
+def write_outputs(method, V0, K, t0, h, t1, out_times, next_out, drive, any_clamped, work,
+                  weights, dense, record, out_V):
     """Fill out_V from row next_out on for every out_time <= t1 by the dense output of the
     step of size h from (t0, V0) with stages K; returns the next row to fill."""
     clamped = drive[7]
-    any_clamped = False
-    for i in range(clamped.shape[0]):
-        any_clamped |= clamped[i]
     while next_out < out_times.shape[0] and out_times[next_out] <= t1:
         frac = (out_times[next_out] - t0) / h
         if method == DOPRI5:
@@ -351,6 +359,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     err = np.empty(n)
     dense = np.empty(n)
     weights = np.empty(7)
+    any_clamped = clamped.any()
     J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
     W = np.empty_like(J)
     piv = np.empty(J.shape[0], dtype=np.int64)
@@ -362,7 +371,8 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     next_out = 0
     if state[X_STEP_H] > 0.0:
         next_out = write_outputs(method, carry[7], carry[:7], state[X_STEP_T], state[X_STEP_H], t,
-                                 out_times, 0, drive, work, weights, dense, record, out_V)
+                                 out_times, 0, drive, any_clamped, work, weights, dense, record,
+                                 out_V)
         if next_out == n_out:
             return OK
     state[X_STEP_H] = 0.0
@@ -397,7 +407,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
         if err_now <= 1.0 or not adaptive:
             t_new = t_target if landing else t + h_try
             next_out = write_outputs(method, V, K, t, h_try, t_new, out_times, next_out, drive,
-                                     work, weights, dense, record, out_V)
+                                     any_clamped, work, weights, dense, record, out_V)
             if next_out == n_out and t_new > out_times[n_out - 1]:
                 for s in range(7):
                     for i in range(n):
@@ -409,10 +419,8 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             t = t_new
             for i in range(n):
                 V[i] = V_new[i]
-            stats[S_STEPS] += 1
-            status = check_state(V, v_bound, stats, stats[S_STEPS])
+            status = count_accepted_step(V, v_bound, stats, state, t)
             if status != OK:
-                state[X_FAIL_T] = t
                 return status
             if lands_on_breakpoint(landing, t, t_target, tstops, stop):
                 stop += 1

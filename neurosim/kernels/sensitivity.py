@@ -15,12 +15,12 @@ import numpy as np
 from numba import njit
 
 from neurosim.kernels.adaptive import (DP_C, accepted_step_size, after_rejection,
-                                       dense_weights, dopri5_error, error_norm, initial_step,
-                                       lands_on_breakpoint, mark_failure, save_solver_state,
-                                       stage_point, step_target)
+                                       count_accepted_step, dense_weights, dopri5_error,
+                                       error_norm, initial_step, lands_on_breakpoint,
+                                       mark_failure, save_solver_state, stage_point, step_target)
 from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
-                                        X_FAIL_T, X_H, X_T)
+                                        X_H, X_T)
 from neurosim.kernels.fixed import check_state, impose_clamps
 from neurosim.kernels.jit import borrowing_njit
 from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
@@ -289,10 +289,8 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
             t = t_new
             V[:] = V_new
             S[:, :] = S_new
-            stats[S_STEPS] += 1
-            status = check_state(V, v_bound, stats, stats[S_STEPS])
+            status = count_accepted_step(V, v_bound, stats, state, t)
             if status != OK:
-                state[X_FAIL_T] = t
                 return status
             if lands_on_breakpoint(landing, t, t_target, tstops, stop):
                 stop += 1
