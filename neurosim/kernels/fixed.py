@@ -8,7 +8,7 @@ from numba import njit
 from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF_BOUNDS, RK4,
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
 from neurosim.kernels.jit import borrowing_njit
-from neurosim.kernels.network import apply_drive, conductance_split, rhs
+from neurosim.kernels.network import apply_drive, rhs, split_at
 
 
 @borrowing_njit
@@ -40,10 +40,8 @@ def impose_clamps(t, V, drive, work):
 @borrowing_njit
 def linear_step(method, t, dt, V, theta, net, drive, work):
     """One exp_euler or ltc step, both built on C dV/dt = N − G V with σ frozen at t."""
-    V_in, I, G, N = work[0], work[1], work[2], work[3]
-    apply_drive(t, False, V, drive, V_in, I)
-    clamped = drive[7]
-    conductance_split(V_in, I, theta, net, clamped, G, N, work[4])
+    split_at(t, False, V, theta, net, drive, work)
+    G, N, clamped = work[2], work[3], drive[7]
     C = theta[0:V.shape[0]]
     for i in range(V.shape[0]):
         if clamped[i]:

@@ -190,12 +190,18 @@ def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
 
 
 @borrowing_njit
+def split_at(t, left, V, theta, net, drive, work):
+    """The circuit at (t, V) as C dV/dt = N − G·V_in: fills the rows V_in, I, G, N (and
+    the sigmoids) of ``work``, a (WORK_ROWS, n) scratch array."""
+    apply_drive(t, left, V, drive, work[0], work[1])
+    conductance_split(work[0], work[1], theta, net, drive[7], work[2], work[3], work[4])
+
+
+@borrowing_njit
 def rhs(t, left, V, theta, net, drive, work, dV):
     """dV/dt (mV/ms) at (t, V); clamped neurons get 0.  ``work``: (WORK_ROWS, n) scratch."""
-    V_in, I, G, N = work[0], work[1], work[2], work[3]
-    apply_drive(t, left, V, drive, V_in, I)
-    clamped = drive[7]
-    conductance_split(V_in, I, theta, net, clamped, G, N, work[4])
+    split_at(t, left, V, theta, net, drive, work)
+    V_in, G, N, clamped = work[0], work[2], work[3], drive[7]
     for i in range(V.shape[0]):
         dV[i] = 0.0 if clamped[i] else (N[i] - G[i] * V_in[i]) / theta[i]
 
