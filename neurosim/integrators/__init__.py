@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from neurosim.errors import CircuitError
@@ -25,6 +26,7 @@ from neurosim.kernels import constants as kc
 from neurosim.kernels.adaptive import run_adaptive
 from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
+from neurosim.kernels.lockstep import run_lockstep
 from neurosim.kernels.sensitivity import run_dopri5_tangent, run_fixed_tangent
 
 OK = kc.OK
@@ -124,13 +126,38 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     fail_t = np.zeros(n_items)
     adaptive_family = isinstance(method, AdaptiveIntegrator)
     dt = (method.dt or 0.0) if adaptive_family else method.dt
-    run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows,
-              chunk_rows(int(item_rows.max()), record.shape[0]), dt, dt_out, compiled.net_for(thetas),
-              *batch.arrays, batch.breakpoints, batch.bp_ptr,
-              getattr(method, "rtol", 1.0), getattr(method, "atol", 1.0),
-              getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
-              getattr(method, "max_steps", 1), record, v_bound, status, stats, fail_t, out_V)
+    rows_per_call = chunk_rows(int(item_rows.max()), record.shape[0])
+    net = compiled.net_for(thetas)
+    tolerances = (getattr(method, "rtol", 1.0), getattr(method, "atol", 1.0),
+                  getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
+                  getattr(method, "max_steps", 1))
+    if adaptive_family and method.code == kc.DOPRI5:
+        run_lockstep(V, thetas, item_protocol, item_rows, lockstep_groups(item_protocol), LANES,
+                     rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
+                     *tolerances, record, v_bound, status, stats, fail_t, out_V)
+    else:
+        run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows, rows_per_call,
+                  dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr, *tolerances,
+                  record, v_bound, status, stats, fail_t, out_V)
     return status, stats, fail_t, out_V
+
+
+# Runs per lockstep group: two AVX2 registers of float64 (scripts/bench.py, batch case).
+LANES = 8
+
+
+def lockstep_groups(item_protocol: np.ndarray, lanes: int = LANES) -> np.ndarray:
+    """Boundaries of the lockstep groups: runs of one protocol, cut into about four
+    groups per thread (so that a thread finishing early takes another) but no fewer
+    than ``4·lanes`` items, so that a group's lanes rarely idle."""
+    threads = numba.get_num_threads()
+    size = max(4 * lanes, math.ceil(item_protocol.size / (4 * threads)))
+    cuts = [0]
+    change = np.flatnonzero(np.diff(item_protocol)) + 1
+    for start, end in zip([0, *change], [*change, item_protocol.size]):
+        cuts.extend(range(start + size, end, size))
+        cuts.append(end)
+    return np.array(cuts, dtype=np.int64)
 
 
 class _Stepper:

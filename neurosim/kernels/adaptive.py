@@ -96,6 +96,12 @@ def lu_solve(LU, piv, b):
 
 
 @borrowing_njit
+def scaled_error_square(err, V, V_new, rtol, atol):
+    """(err / (atol + rtol·max(|V|, |V_new|)))², one neuron's term of :func:`error_norm`."""
+    return (err / (atol + rtol * max(abs(V), abs(V_new)))) ** 2
+
+
+@borrowing_njit
 def error_norm(err, V, V_new, clamped, rtol, atol):
     """RMS of err / (atol + rtol·max(|V|, |V_new|)) over the free neurons."""
     total = 0.0
@@ -103,8 +109,7 @@ def error_norm(err, V, V_new, clamped, rtol, atol):
     for i in range(V.shape[0]):
         if clamped[i]:
             continue
-        scale = atol + rtol * max(abs(V[i]), abs(V_new[i]))
-        total += (err[i] / scale) ** 2
+        total += scaled_error_square(err[i], V[i], V_new[i], rtol, atol)
         count += 1
     return 0.0 if count == 0 else math.sqrt(total / count)
 

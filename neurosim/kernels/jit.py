@@ -1,6 +1,8 @@
-"""How the inner kernels are compiled."""
+"""How the inner kernels are compiled, and the bit casts they need."""
 
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 
 def borrowing_njit(function):
@@ -14,3 +16,19 @@ def borrowing_njit(function):
     returns one (the caller would never release it).
     """
     return njit(cache=True, _nrt=False)(function)
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The IEEE-754 bits of a float64 as an int64 (a free register move, unlike a view)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def bits_float(typingctx, x):
+    """The float64 whose IEEE-754 bits are the int64 x."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen

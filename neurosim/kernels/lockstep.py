@@ -1,0 +1,328 @@
+"""Dormand–Prince runs in lockstep: L runs of one protocol share every stage evaluation.
+
+A batch of small circuits spends its time in the right-hand side, and one run's RHS is a
+chain of short loops over 11 neurons.  Here the state of L runs sits in (n, L) arrays
+with the runs innermost, so each loop over neurons does L runs' work in SIMD registers,
+sigmoids included (:func:`neurosim.kernels.network.vector_exp`).  Each run (a *lane*)
+keeps its own t, step size, error control, breakpoints and dense output: every lane
+takes a step at once, then accepts or rejects it on its own, and a lane whose run ends
+takes the next run of its group.
+
+Per lane the arithmetic is the single-run kernel's, operation for operation (the lane
+loops are the scalar loops with a lane index; step control, dense output, checks and
+first steps call the scalar functions on the lane's column), so a lane's result equals
+:func:`neurosim.kernels.adaptive.run_adaptive` bit for bit, including its statistics:
+a single run's kernel is called once per chunk of ``chunk_rows`` output rows and
+evaluates f afresh at each call, and the lanes count those evaluations too
+(test_batch_equals_one_by_one_bit_for_bit).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_size,
+                                       after_rejection, count_accepted_step, initial_step,
+                                       lands_on_breakpoint, scaled_error_square, step_target,
+                                       write_outputs)
+from neurosim.kernels.constants import (N_SOLVER_STATE, OK, S_REJECTED, S_RHS, S_STEPS,
+                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_FAIL_T)
+from neurosim.kernels.fixed import impose_clamps
+from neurosim.kernels.network import rhs, sigmoid, waveform
+
+# Numba's default error model tests every division for zero, which stops vectorisation;
+# divisors here are capacitances and error scales, validated > 0 before any run.
+lane_njit = njit(cache=True, _nrt=False, error_model="numpy")
+
+
+@lane_njit
+def apply_drive_lanes(t, left, V, drive, V_in, I):
+    """:func:`~neurosim.kernels.network.apply_drive` for every lane: t, left of shape (L,),
+    V, V_in, I of shape (n, L)."""
+    kind, target, is_voltage, par, tab_ptr, tab_t, tab_v, clamped, hold = drive
+    n, lanes = V.shape
+    for i in range(n):
+        for lane in range(lanes):
+            V_in[i, lane] = hold[i] if clamped[i] else V[i, lane]
+            I[i, lane] = 0.0
+    for r in range(kind.shape[0]):
+        row = V_in[target[r]] if is_voltage[r] else I[target[r]]
+        for lane in range(lanes):
+            row[lane] += waveform(kind[r], par, r, t[lane], left[lane], tab_t, tab_v, tab_ptr[r],
+                                  tab_ptr[r + 1])
+
+
+@lane_njit
+def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
+    """:func:`~neurosim.kernels.network.conductance_split` for every lane; ``thetas`` is
+    (n_params, L), one parameter vector per column."""
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid = net
+    n, lanes = V_in.shape
+    s = syn_pre.shape[0]
+    o_gl, o_el, o_w = n, 2 * n, 4 * n
+    o_e, o_mu, o_nu, o_k, o_g = o_w + s, o_w + 2 * s, o_w + 3 * s, o_w + 4 * s, o_w + 5 * s
+    if s > 0:
+        for j in range(n):
+            r = max(pre_rep[j], 0)
+            for lane in range(lanes):
+                sig[j, lane] = sigmoid(thetas[o_nu + r, lane]
+                                       * (V_in[j, lane] - thetas[o_mu + r, lane]))
+    for i in range(n):
+        if clamped[i]:
+            G[i, :] = 0.0
+            N[i, :] = 0.0
+            continue
+        for lane in range(lanes):
+            G[i, lane] = thetas[o_gl + i, lane]
+            N[i, lane] = thetas[o_gl + i, lane] * thetas[o_el + i, lane] + I[i, lane]
+        for k in range(syn_ptr[i], syn_ptr[i + 1]):
+            j = syn_pre[k]
+            if own_sigmoid[k]:
+                for lane in range(lanes):
+                    ws = thetas[o_w + k, lane] * sigmoid(
+                        thetas[o_nu + k, lane] * (V_in[j, lane] - thetas[o_mu + k, lane]))
+                    G[i, lane] += ws * thetas[o_k + k, lane]
+                    N[i, lane] += ws * thetas[o_e + k, lane]
+            else:
+                for lane in range(lanes):
+                    ws = thetas[o_w + k, lane] * sig[j, lane]
+                    G[i, lane] += ws * thetas[o_k + k, lane]
+                    N[i, lane] += ws * thetas[o_e + k, lane]
+        for q in range(gap_ptr[i], gap_ptr[i + 1]):
+            c = o_g + gap_idx[q]
+            nbr = gap_nbr[q]
+            for lane in range(lanes):
+                g = thetas[c, lane]
+                G[i, lane] += g
+                N[i, lane] += g * V_in[nbr, lane]
+
+
+@lane_njit
+def rhs_lanes(t, left, V, thetas, net, drive, work, dV):
+    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (WORK_ROWS, n, L)."""
+    apply_drive_lanes(t, left, V, drive, work[0], work[1])
+    conductance_split_lanes(work[0], work[1], thetas, net, drive[7], work[2], work[3], work[4])
+    V_in, G, N, clamped = work[0], work[2], work[3], drive[7]
+    n, lanes = V.shape
+    for i in range(n):
+        if clamped[i]:
+            dV[i, :] = 0.0
+            continue
+        for lane in range(lanes):
+            dV[i, lane] = (N[i, lane] - G[i, lane] * V_in[i, lane]) / thetas[i, lane]
+
+
+@lane_njit
+def dopri5_step_lanes(t, h, V, K, landing, thetas, net, drive, work, t_stage, left, V_new, err):
+    """:func:`~neurosim.kernels.adaptive.dopri5_step` for every lane (h, landing per lane)."""
+    n, lanes = V.shape
+    for s in range(1, 7):
+        for i in range(n):
+            for lane in range(lanes):
+                acc = 0.0
+                for q in range(s):
+                    acc += DP_A[s, q] * K[q, i, lane]
+                V_new[i, lane] = V[i, lane] + h[lane] * acc
+        for lane in range(lanes):
+            t_stage[lane] = t[lane] + DP_C[s] * h[lane]
+            left[lane] = landing[lane] and s >= 5
+        rhs_lanes(t_stage, left, V_new, thetas, net, drive, work, K[s])
+    for i in range(n):
+        for lane in range(lanes):
+            acc = 0.0
+            for s in range(7):
+                acc += DP_E[s] * K[s, i, lane]
+            err[i, lane] = h[lane] * acc
+
+
+@lane_njit
+def error_norms(err, V, V_new, clamped, rtol, atol, out):
+    """:func:`~neurosim.kernels.adaptive.error_norm` of every lane into ``out``."""
+    n, lanes = V.shape
+    out[:] = 0.0
+    count = 0
+    for i in range(n):
+        if clamped[i]:
+            continue
+        for lane in range(lanes):
+            out[lane] += scaled_error_square(err[i, lane], V[i, lane], V_new[i, lane], rtol, atol)
+        count += 1
+    for lane in range(lanes):
+        out[lane] = 0.0 if count == 0 else math.sqrt(out[lane] / count)
+
+
+@njit(cache=True)
+def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive, tstops, rtol,
+              atol, max_step, adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t,
+              out_V):
+    """Items first..last-1 (one protocol, ``rows`` output rows each) on ``lanes`` lanes."""
+    n, n_par = V0.shape[1], thetas.shape[1]
+    clamped = drive[7]
+    any_clamped = clamped.any()
+    t_final = rows * dt_out
+    out_times = np.arange(1, rows + 1) * dt_out
+    # lane state; an idle lane (item −1) computes on stale numbers nobody reads
+    V = np.zeros((n, lanes))
+    V_new = np.zeros((n, lanes))
+    err = np.zeros((n, lanes))
+    K = np.zeros((7, n, lanes))
+    work = np.zeros((WORK_ROWS, n, lanes))
+    lane_theta = np.ones((n_par, lanes))
+    item = np.full(lanes, -1)
+    t = np.zeros(lanes)
+    h = np.zeros(lanes)
+    h_try = np.zeros(lanes)
+    t_target = np.zeros(lanes)
+    landing = np.zeros(lanes, dtype=np.bool_)
+    err_old = np.zeros(lanes)
+    norms = np.zeros(lanes)
+    t_stage = np.zeros(lanes)
+    left = np.zeros(lanes, dtype=np.bool_)
+    next_out = np.zeros(lanes, dtype=np.int64)
+    chunk_end = np.zeros(lanes, dtype=np.int64)
+    stop = np.zeros(lanes, dtype=np.int64)
+    state = np.zeros((lanes, N_SOLVER_STATE))
+    # one lane's column, for the scalar functions
+    col = np.empty(n)
+    col_new = np.empty(n)
+    col_K = np.empty((7, n))
+    scratch = np.empty((WORK_ROWS + 1, n))
+    dense = np.empty(n)
+    weights = np.empty(7)
+    pending = first
+    while True:
+        for lane in range(lanes):
+            while item[lane] < 0 and pending < last:
+                b = pending
+                pending += 1
+                # what run_batch and run_adaptive do before the first step
+                for i in range(n):
+                    col[i] = V0[b, i]
+                impose_clamps(0.0, col, drive, scratch)
+                for c in range(record.shape[0]):
+                    out_V[b, 0, c] = col[record[c]]
+                if rows == 0:
+                    continue
+                theta = thetas[b]
+                rhs(0.0, False, col, theta, net, drive, scratch, col_K[0])
+                stats[b, S_RHS] += 1
+                h0 = dt
+                if h0 <= 0.0:
+                    h0 = initial_step(0.0, col, col_K[0], 4, rtol, atol, theta, net, drive,
+                                      scratch, clamped, scratch[WORK_ROWS], col_new)
+                    stats[b, S_RHS] += 1
+                for i in range(n):
+                    V[i, lane] = col[i]
+                    K[0, i, lane] = col_K[0, i]
+                for q in range(n_par):
+                    lane_theta[q, lane] = theta[q]
+                item[lane] = b
+                t[lane] = 0.0
+                h[lane] = h0
+                err_old[lane] = 1e-4
+                next_out[lane] = 0
+                chunk_end[lane] = min(chunk_rows, rows)
+                stop[lane] = np.searchsorted(tstops, 0.0, side="right")
+                state[lane, :] = 0.0
+        busy = 0
+        for lane in range(lanes):
+            b = item[lane]
+            h_try[lane] = 0.0
+            landing[lane] = False
+            if b < 0:
+                continue
+            if stats[b, S_STEPS] + stats[b, S_REJECTED] >= max_steps:
+                status[b] = TOO_MANY_STEPS
+                fail_t[b] = t[lane]
+                item[lane] = -1
+                continue
+            t_target[lane], h_try[lane], landing[lane] = step_target(t[lane], t_final, h[lane],
+                                                                     max_step, tstops, stop[lane])
+            busy += 1
+        if busy == 0:
+            if pending < last:
+                continue
+            return
+        dopri5_step_lanes(t, h_try, V, K, landing, lane_theta, net, drive, work, t_stage, left,
+                          V_new, err)
+        error_norms(err, V, V_new, clamped, rtol, atol, norms)
+        for lane in range(lanes):
+            b = item[lane]
+            if b < 0:
+                continue
+            stats[b, S_RHS] += 6
+            err_now = norms[lane]
+            if math.isnan(err_now):
+                err_now = math.inf
+            if not (err_now <= 1.0 or not adaptive):
+                h[lane] = after_rejection(err_now, h_try[lane], 4, t[lane], stats[b], state[lane])
+                if h[lane] == 0.0:
+                    status[b] = STEP_UNDERFLOW
+                    fail_t[b] = state[lane, X_FAIL_T]
+                    item[lane] = -1
+                continue
+            t_new = t_target[lane] if landing[lane] else t[lane] + h_try[lane]
+            for i in range(n):
+                col[i] = V[i, lane]
+                for s in range(7):
+                    col_K[s, i] = K[s, i, lane]
+            next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
+                                           out_times[:chunk_end[lane]], next_out[lane], drive,
+                                           any_clamped, scratch, weights, dense, record,
+                                           out_V[b, 1:])
+            for i in range(n):
+                col_new[i] = V_new[i, lane]
+                V[i, lane] = V_new[i, lane]
+            code = count_accepted_step(col_new, v_bound, stats[b], state[lane], t_new)
+            if code != OK:
+                status[b] = code
+                fail_t[b] = state[lane, X_FAIL_T]
+                item[lane] = -1
+                continue
+            # where a single run's kernel returns and is called for the next chunk: it
+            # first interpolates the step it carried, then evaluates f afresh
+            while next_out[lane] == chunk_end[lane] and chunk_end[lane] < rows:
+                chunk_end[lane] = min(chunk_end[lane] + chunk_rows, rows)
+                next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
+                                               out_times[:chunk_end[lane]], next_out[lane],
+                                               drive, any_clamped, scratch, weights, dense,
+                                               record, out_V[b, 1:])
+                if next_out[lane] < chunk_end[lane]:
+                    stats[b, S_RHS] += 1
+            t[lane] = t_new
+            if lands_on_breakpoint(landing[lane], t_new, t_target[lane], tstops, stop[lane]):
+                stop[lane] += 1
+                rhs(t_new, False, col_new, thetas[b], net, drive, scratch, col_K[0])
+                stats[b, S_RHS] += 1
+                for i in range(n):
+                    K[0, i, lane] = col_K[0, i]
+            else:
+                for i in range(n):
+                    K[0, i, lane] = K[6, i, lane]
+            if adaptive:
+                h[lane], err_old[lane] = accepted_step_size(err_now, err_old[lane], h[lane],
+                                                            h_try[lane], landing[lane], 4)
+            if next_out[lane] == rows:
+                item[lane] = -1
+
+
+@njit(cache=True, parallel=True)
+def run_lockstep(V0, thetas, item_protocol, item_rows, group_ptr, lanes, chunk_rows, dt, dt_out,
+                 net, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped,
+                 hold, breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps, record,
+                 v_bound, status, stats, fail_t, out_V):
+    """:func:`neurosim.kernels.batch.run_batch` for dopri5, items in lockstep.
+
+    Group g holds items group_ptr[g]..group_ptr[g+1]-1, all of one protocol; groups run
+    in parallel, each on ``lanes`` lanes."""
+    for g in prange(group_ptr.shape[0] - 1):
+        first = group_ptr[g]
+        p = item_protocol[first]
+        s0 = stim_ptr[p]
+        s1 = stim_ptr[p + 1]
+        drive = (kind[s0:s1], target[s0:s1], is_voltage[s0:s1], par[s0:s1],
+                 tab_ptr[s0:s1 + 1], tab_t, tab_v, clamped[p], hold[p])
+        run_group(first, group_ptr[g + 1], V0, thetas, item_rows[first], chunk_rows, dt, dt_out,
+                  net, drive, breakpoints[bp_ptr[p]:bp_ptr[p + 1]], rtol, atol, max_step,
+                  adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t, out_V)
