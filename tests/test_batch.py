@@ -111,3 +111,44 @@ def test_rows_that_break_shared_sigmoids_match_the_reference():
         expected = model.solve(t)
         np.testing.assert_allclose(batch.result("run", k).V, expected, atol=2e-7)
     assert np.abs(batch.result("run", 1).V - batch.result("run", 0).V).max() > 1.0
+
+
+def test_lockstep_lanes_equal_single_runs_in_every_detail(monkeypatch):
+    """dopri5 batches run in lockstep lanes; each lane must equal a single run bit for bit:
+    potentials, every counter and failures, with lanes refilled from their group (3 lanes
+    for 10-item groups), several stimulus kinds, gaps, a clamp, synapses whose μ differs
+    per row (own sigmoids), output long enough to be cut into two kernel calls (RHS
+    evaluations are counted per call), and one run that leaves v_bound."""
+    import neurosim.integrators as integrators
+    monkeypatch.setattr(integrators, "MAX_LANES", 3)
+    circuit, stimuli = random_circuit(7, 6, n_clamped=1)
+    stimuli += [ns.Stimulus("table", "N2", times=(0.0, 4.0, 9.0), values=(0.0, 8.0, -3.0)),
+                ns.Stimulus("steps", "N3", times=(1.5, 6.0), values=(4.0, -2.0)),
+                ns.Stimulus("pulse_train", "N4", amplitude=6.0, start=0.5, duration=0.7, period=2.0),
+                ns.Stimulus("sine", "N1", amplitude=3.0, frequency=90.0),
+                ns.Stimulus("step", "N5", amplitude=-4.0, start=7.25)]
+    names = tuple(f"s{i}" for i in range(len(stimuli)))
+    circuit = circuit.replace(stimuli=dict(zip(names, stimuli)),
+                              protocols={"all": ns.Protocol(24.0, names),
+                                         "some": ns.Protocol(13.0, names[1::2])})
+    compiled = compile_circuit(circuit)
+    rng = np.random.default_rng(5)
+    n, s = compiled.n_neurons, compiled.n_synapses
+    params = np.tile(compiled.theta, (20, 1))
+    params[:, 4 * n:4 * n + s] *= rng.uniform(0.5, 1.5, (20, s))
+    params[:, 4 * n + 2 * s:4 * n + 3 * s] += rng.uniform(-5, 5, (20, s))
+    params[7, 4 * n + s] = 5e4  # a reversal potential of 50 V: this run leaves v_bound
+    batch = ns.simulate_batch(circuit, params, ["all", "some"], rtol=1e-7, atol=1e-7,
+                              dt_out=0.005)
+    assert batch.V.shape[2] == 4801  # two kernel calls of at most 4096 rows
+    assert list(np.flatnonzero(batch.failed[0])) == [7]
+    for p, name in enumerate(["all", "some"]):
+        for k in range(20):
+            one = ns.simulate(circuit, name, theta=params[k], rtol=1e-7, atol=1e-7, dt_out=0.005,
+                              raise_on_failure=False)
+            got = batch.result(name, k)
+            assert got.status == one.status
+            if one.status == "complete":  # a failed single run keeps only whole chunks
+                np.testing.assert_array_equal(got.V, one.V)
+            for key in ("steps", "rejected", "rhs_evaluations"):
+                assert got.stats[key] == one.stats[key], (name, k, key)

@@ -29,7 +29,7 @@ synapses:
 stimuli:
   drive: {kind: sine, target: S, amplitude: 20.0, frequency: 10.0}
 protocols:
-  long: {duration: 400000.0, stimuli: [drive]}
+  long: {duration: 4000000.0, stimuli: [drive]}
 """
 
 
@@ -48,7 +48,7 @@ def wait_for(path, seconds=120):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_run_keeps_a_valid_incomplete_file(tmp_path, signum):
     (tmp_path / "long.yaml").write_text(LONG)
-    proc = start(["run", "long.yaml", "-i", "euler", "--dt", "0.01", "--dt-out", "0.1",
+    proc = start(["run", "long.yaml", "-i", "euler", "--dt", "0.01", "--dt-out", "1.0",
                   "-o", "out.h5"], tmp_path)
     wait_for(tmp_path / "out.h5.partial")
     time.sleep(2.0)  # past loading the kernels: the run is computing and writing

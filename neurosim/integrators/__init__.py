@@ -132,8 +132,8 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
                   getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
                   getattr(method, "max_steps", 1))
     if adaptive_family and method.code == kc.DOPRI5:
-        run_lockstep(V, thetas, item_protocol, item_rows, lockstep_groups(item_protocol), LANES,
-                     rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
+        run_lockstep(V, thetas, item_protocol, item_rows,
+                     *lockstep_plan(item_protocol, compiled.n_neurons), rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
                      *tolerances, record, v_bound, status, stats, fail_t, out_V)
     else:
         run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows, rows_per_call,
@@ -142,22 +142,31 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     return status, stats, fail_t, out_V
 
 
-# Runs per lockstep group: two AVX2 registers of float64 (scripts/bench.py, batch case).
-LANES = 8
+# Lanes (runs in lockstep) per group: enough that each loop over lanes fills several
+# SIMD registers (tap-withdrawal batch, one thread: 8 lanes 7,000–12,000 runs/s,
+# 32 lanes 22,000–25,000, 64 lanes 25,000–27,000 at rtol 1e-6), while the lane state,
+# about 128·n·L bytes, stays within half a MiB of cache.
+MAX_LANES = 64
+LANE_STATE_BYTES = 1 << 19
 
 
-def lockstep_groups(item_protocol: np.ndarray, lanes: int = LANES) -> np.ndarray:
-    """Boundaries of the lockstep groups: runs of one protocol, cut into about four
-    groups per thread (so that a thread finishing early takes another) but no fewer
-    than ``4·lanes`` items, so that a group's lanes rarely idle."""
+def lockstep_plan(item_protocol: np.ndarray, n_neurons: int) -> tuple[np.ndarray, int]:
+    """(group boundaries, lanes) for :func:`~neurosim.kernels.lockstep.run_lockstep`.
+
+    Groups are runs of one protocol, about four per thread so that a thread finishing
+    early takes another; lanes are as many as fit (see MAX_LANES) but no more than a
+    group's items, which would only compute idle lanes.
+    """
     threads = numba.get_num_threads()
-    size = max(4 * lanes, math.ceil(item_protocol.size / (4 * threads)))
+    size = math.ceil(item_protocol.size / (4 * threads))
     cuts = [0]
     change = np.flatnonzero(np.diff(item_protocol)) + 1
     for start, end in zip([0, *change], [*change, item_protocol.size]):
         cuts.extend(range(start + size, end, size))
         cuts.append(end)
-    return np.array(cuts, dtype=np.int64)
+    groups = np.array(cuts, dtype=np.int64)
+    fit = max(8, LANE_STATE_BYTES // (128 * n_neurons) // 8 * 8)
+    return groups, int(min(MAX_LANES, fit, np.diff(groups).max()))
 
 
 class _Stepper:

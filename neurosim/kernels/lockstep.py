@@ -26,8 +26,9 @@ from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_s
                                        after_rejection, count_accepted_step, initial_step,
                                        lands_on_breakpoint, scaled_error_square, step_target,
                                        write_outputs)
-from neurosim.kernels.constants import (N_SOLVER_STATE, OK, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_FAIL_T)
+from neurosim.kernels.constants import (N_SOLVER_STATE, OK, PULSE, S_REJECTED, S_RHS, S_STEPS,
+                                        STEP, STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS,
+                                        X_FAIL_T)
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.network import rhs, sigmoid, waveform
 
@@ -48,9 +49,21 @@ def apply_drive_lanes(t, left, V, drive, V_in, I):
             I[i, lane] = 0.0
     for r in range(kind.shape[0]):
         row = V_in[target[r]] if is_voltage[r] else I[target[r]]
-        for lane in range(lanes):
-            row[lane] += waveform(kind[r], par, r, t[lane], left[lane], tab_t, tab_v, tab_ptr[r],
-                                  tab_ptr[r + 1])
+        # the common kinds passed as constants: inlined, the shape's branches on ``kind``
+        # fold away and the loop over lanes vectorises
+        if kind[r] == PULSE:
+            add_waveform(PULSE, par, r, t, left, tab_t, tab_v, tab_ptr, row)
+        elif kind[r] == STEP:
+            add_waveform(STEP, par, r, t, left, tab_t, tab_v, tab_ptr, row)
+        else:
+            add_waveform(kind[r], par, r, t, left, tab_t, tab_v, tab_ptr, row)
+
+
+@lane_njit
+def add_waveform(kind, par, r, t, left, tab_t, tab_v, tab_ptr, row):
+    for lane in range(row.shape[0]):
+        row[lane] += waveform(kind, par, r, t[lane], left[lane], tab_t, tab_v, tab_ptr[r],
+                              tab_ptr[r + 1])
 
 
 @lane_njit
@@ -62,9 +75,9 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
     s = syn_pre.shape[0]
     o_gl, o_el, o_w = n, 2 * n, 4 * n
     o_e, o_mu, o_nu, o_k, o_g = o_w + s, o_w + 2 * s, o_w + 3 * s, o_w + 4 * s, o_w + 5 * s
-    if s > 0:
-        for j in range(n):
-            r = max(pre_rep[j], 0)
+    for j in range(n):
+        r = pre_rep[j]
+        if r >= 0:
             for lane in range(lanes):
                 sig[j, lane] = sigmoid(thetas[o_nu + r, lane]
                                        * (V_in[j, lane] - thetas[o_mu + r, lane]))
@@ -263,10 +276,11 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     item[lane] = -1
                 continue
             t_new = t_target[lane] if landing[lane] else t[lane] + h_try[lane]
-            for i in range(n):
-                col[i] = V[i, lane]
-                for s in range(7):
-                    col_K[s, i] = K[s, i, lane]
+            if out_times[next_out[lane]] <= t_new:  # the step's dense output is needed
+                for i in range(n):
+                    col[i] = V[i, lane]
+                    for s in range(7):
+                        col_K[s, i] = K[s, i, lane]
             next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
                                            out_times[:chunk_end[lane]], next_out[lane], drive,
                                            any_clamped, scratch, weights, dense, record,
