@@ -95,3 +95,20 @@ def test_waveform_kernel_matches_stimulus_value(stim):
     for b in drive.breakpoints:
         left = waveform(kind[0], par, 0, b, True, tab_t, tab_v, ptr[0], ptr[1])
         assert left == pytest.approx(float(stim.value(b - 1e-9)), abs=1e-6)
+
+
+def test_sigmoid_is_accurate_to_a_few_ulp():
+    """The kernels' sigmoid (range reduction and a Padé exponential, no library call)
+    against 1/(1 + e^−z) in extended precision, over the range where it is not 0 or 1,
+    and its limits: saturation, NaN propagation, symmetry σ(z) + σ(−z) = 1."""
+    from neurosim.kernels.network import sigmoid
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.uniform(-40, 40, 20000), rng.uniform(-690, 36, 20000),
+                        rng.uniform(-1e-6, 1e-6, 2000), [0.0, 1.0, -1.0, 36.0, -690.0]])
+    got = np.array([sigmoid(v) for v in z])
+    exact = (1 / (1 + np.exp(-z.astype(np.longdouble)))).astype(np.float64)
+    assert np.max(np.abs(got - exact) / np.spacing(exact)) <= 3
+    assert sigmoid(800.0) == 1.0 and sigmoid(-800.0) == 0.0 and sigmoid(0.0) == 0.5
+    assert sigmoid(np.inf) == 1.0 and sigmoid(-np.inf) == 0.0 and np.isnan(sigmoid(np.nan))
+    sym = np.array([sigmoid(v) + sigmoid(-v) for v in z[:2000]])
+    np.testing.assert_allclose(sym, 1.0, rtol=0, atol=4e-16)
