@@ -133,7 +133,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
                   getattr(method, "max_steps", 1))
     if adaptive_family and method.code == kc.DOPRI5:
         run_lockstep(V, thetas, item_protocol, item_rows,
-                     *lockstep_plan(item_protocol, compiled.n_neurons), rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
+                     *lockstep_plan(item_protocol, item_rows, compiled.n_neurons), rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
                      *tolerances, record, v_bound, status, stats, fail_t, out_V)
     else:
         run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows, rows_per_call,
@@ -150,17 +150,18 @@ MAX_LANES = 64
 LANE_STATE_BYTES = 1 << 19
 
 
-def lockstep_plan(item_protocol: np.ndarray, n_neurons: int) -> tuple[np.ndarray, int]:
+def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray,
+                  n_neurons: int) -> tuple[np.ndarray, int]:
     """(group boundaries, lanes) for :func:`~neurosim.kernels.lockstep.run_lockstep`.
 
-    Groups are runs of one protocol, about four per thread so that a thread finishing
-    early takes another; lanes are as many as fit (see MAX_LANES) but no more than a
-    group's items, which would only compute idle lanes.
+    Groups are runs of one protocol and length, about four per thread so that a thread
+    finishing early takes another; lanes are as many as fit (see MAX_LANES) but no more
+    than a group's items, which would only compute idle lanes.
     """
     threads = numba.get_num_threads()
     size = math.ceil(item_protocol.size / (4 * threads))
     cuts = [0]
-    change = np.flatnonzero(np.diff(item_protocol)) + 1
+    change = np.flatnonzero((np.diff(item_protocol) != 0) | (np.diff(item_rows) != 0)) + 1
     for start, end in zip([0, *change], [*change, item_protocol.size]):
         cuts.extend(range(start + size, end, size))
         cuts.append(end)

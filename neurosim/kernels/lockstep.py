@@ -328,8 +328,8 @@ def run_lockstep(V0, thetas, item_protocol, item_rows, group_ptr, lanes, chunk_r
                  v_bound, status, stats, fail_t, out_V):
     """:func:`neurosim.kernels.batch.run_batch` for dopri5, items in lockstep.
 
-    Group g holds items group_ptr[g]..group_ptr[g+1]-1, all of one protocol; groups run
-    in parallel, each on ``lanes`` lanes."""
+    Group g holds items group_ptr[g]..group_ptr[g+1]-1, all of one protocol and length;
+    groups run in parallel, each on ``lanes`` lanes."""
     for g in prange(group_ptr.shape[0] - 1):
         first = group_ptr[g]
         p = item_protocol[first]
