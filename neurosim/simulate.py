@@ -306,6 +306,8 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         if thetas.ndim != 2 or thetas.shape[1] != compiled.theta.shape[0]:
             raise CircuitError(f"params must have shape (n_sets, {compiled.theta.shape[0]}) "
                                f"(see compile_circuit(circuit).param_names), got {thetas.shape}")
+        if thetas.shape[0] == 0:
+            raise CircuitError("params has no rows: pass at least one parameter set")
         check_theta(thetas, compiled)
     if protocols is None:
         names = list(circuit.protocols)

@@ -83,6 +83,8 @@ def test_bad_parameter_matrices_are_refused(column, value, match):
 def test_wrong_shape_is_refused():
     with pytest.raises(ns.CircuitError, match=r"params must have shape \(n_sets, 9\)"):
         ns.simulate_batch(two_cells(), np.zeros((2, 3)))
+    with pytest.raises(ns.CircuitError, match="params has no rows"):
+        ns.simulate_batch(two_cells(), np.zeros((0, 9)))
 
 
 def test_rows_that_break_shared_sigmoids_match_the_reference():
