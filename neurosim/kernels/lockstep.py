@@ -36,6 +36,8 @@ from neurosim.kernels.network import rhs, sigmoid, waveform
 # divisors here are capacitances and error scales, validated > 0 before any run.
 lane_njit = njit(cache=True, _nrt=False, error_model="numpy")
 
+ERROR_ORDER = 4  # of dopri5's embedded estimate, as run_adaptive uses it
+
 
 @lane_njit
 def apply_drive_lanes(t, left, V, drive, V_in, I):
@@ -222,7 +224,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 stats[b, S_RHS] += 1
                 h0 = dt
                 if h0 <= 0.0:
-                    h0 = initial_step(0.0, col, col_K[0], 4, rtol, atol, theta, net, drive,
+                    h0 = initial_step(0.0, col, col_K[0], ERROR_ORDER, rtol, atol, theta, net, drive,
                                       scratch, clamped, scratch[WORK_ROWS], col_new)
                     stats[b, S_RHS] += 1
                 for i in range(n):
@@ -269,7 +271,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             if math.isnan(err_now):
                 err_now = math.inf
             if not (err_now <= 1.0 or not adaptive):
-                h[lane] = after_rejection(err_now, h_try[lane], 4, t[lane], stats[b], state[lane])
+                h[lane] = after_rejection(err_now, h_try[lane], ERROR_ORDER, t[lane], stats[b], state[lane])
                 if h[lane] == 0.0:
                     status[b] = STEP_UNDERFLOW
                     fail_t[b] = state[lane, X_FAIL_T]
@@ -316,7 +318,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     K[0, i, lane] = K[6, i, lane]
             if adaptive:
                 h[lane], err_old[lane] = accepted_step_size(err_now, err_old[lane], h[lane],
-                                                            h_try[lane], landing[lane], 4)
+                                                            h_try[lane], landing[lane],
+                                                            ERROR_ORDER)
             if next_out[lane] == rows:
                 item[lane] = -1
 
