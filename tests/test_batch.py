@@ -106,13 +106,22 @@ def test_rows_that_break_shared_sigmoids_match_the_reference():
     params = np.tile(compiled.theta, (3, 1))
     params[1, compiled.param_index("synapses[A->C].mu")] = -30.0
     params[2, compiled.param_index("synapses[A->B].nu")] = 0.05
-    batch = ns.simulate_batch(circuit, params, "run", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    own_sigmoid, own_in_row = compiled.net_for(params)[-2:]
+    # A's shared sigmoid is that of its first synapse (A->B); A->C differs from it in rows 1, 2
+    assert [f"{c.pre}->{c.post}" for c, own in zip(compiled.synapses_csr, own_sigmoid)
+            if own] == ["A->C"]
+    np.testing.assert_array_equal(own_in_row, [False, False, True])
+    # dopri5 batches run in lockstep lanes, rk4 batches one run per item in the single-run
+    # kernel: both paths must apply the per-row sigmoids
+    dopri5 = ns.simulate_batch(circuit, params, "run", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    rk4 = ns.simulate_batch(circuit, params, "run", integrator="rk4", dt=0.005, dt_out=1.0)
     t = np.arange(41.0)
     for k in range(3):
         model = ReferenceModel(ns.compile.circuit_with_theta(compiled, params[k]))
         expected = model.solve(t)
-        np.testing.assert_allclose(batch.result("run", k).V, expected, atol=2e-7)
-    assert np.abs(batch.result("run", 1).V - batch.result("run", 0).V).max() > 1.0
+        np.testing.assert_allclose(dopri5.result("run", k).V, expected, atol=2e-7)
+        np.testing.assert_allclose(rk4.result("run", k).V, expected, atol=1e-7)
+    assert np.abs(dopri5.result("run", 1).V - dopri5.result("run", 0).V).max() > 1.0
 
 
 def test_lockstep_lanes_equal_single_runs_in_every_detail(monkeypatch):

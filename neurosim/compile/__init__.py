@@ -91,18 +91,22 @@ class CompiledCircuit:
     def net_for(self, thetas: np.ndarray) -> tuple:
         """The kernels' structure for runs with the parameter vectors ``thetas`` (rows).
 
-        The last entry flags the synapses that need a sigmoid of their own in some row:
-        those whose (μ, ν) differ from their presynaptic neuron's first synapse.  The
-        others reuse that neuron's sigmoid, computed once per evaluation.  Deciding it
-        here, not per synapse in the kernel, halves the synapse loop of a large circuit.
+        The last two entries flag the synapses that need a sigmoid of their own in some
+        row (those whose (μ, ν) differ from their presynaptic neuron's first synapse) and
+        the neurons that receive any such synapse.  The others reuse their presynaptic
+        neuron's sigmoid, computed once per evaluation.  Deciding it here, not per synapse
+        in the kernel, halves the synapse loop of a large circuit, and the per-neuron flag
+        keeps the per-synapse test out of the rows that need none.
         """
         n, s = self.n_neurons, self.n_synapses
         mu = thetas[:, 4 * n + 2 * s:4 * n + 3 * s]
         nu = thetas[:, 4 * n + 3 * s:4 * n + 4 * s]
         rep = self.pre_rep[self.syn_pre]
         own = ((mu != mu[:, rep]) | (nu != nu[:, rep])).any(axis=0)
+        own_before = np.concatenate(([0], np.cumsum(own)))
+        own_in_row = own_before[self.syn_ptr[1:]] > own_before[self.syn_ptr[:-1]]
         return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx,
-                self.pre_rep, own)
+                self.pre_rep, own, own_in_row)
 
     def index(self, name: str) -> int:
         """State-vector index of neuron ``name``."""

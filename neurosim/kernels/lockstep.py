@@ -72,7 +72,7 @@ def add_waveform(kind, par, r, t, left, tab_t, tab_v, tab_ptr, row):
 def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
     """:func:`~neurosim.kernels.network.conductance_split` for every lane; ``thetas`` is
     (n_params, L), one parameter vector per column."""
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid, _ = net
     n, lanes = V_in.shape
     s = syn_pre.shape[0]
     o_gl, o_el, o_w = n, 2 * n, 4 * n

@@ -12,6 +12,7 @@ Every method is written in terms of (G, N), so the equation lives in one loop:
 import math
 
 from numba import njit
+from numpy import uint64
 
 from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_OFFSET, P_OMEGA,
                                         P_PERIOD, P_PHASE, P_START, PULSE, RAMP, SINE, STEP, STEPS,
@@ -180,19 +181,29 @@ def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
     unless ``own_sigmoid`` flags them (see ``CompiledCircuit.net_for``): the same
     arithmetic, so results are unchanged, and two thirds fewer exponentials in the
     tap-withdrawal circuit.
+
+    Indices read from the CSR arrays are cast to unsigned before use: Numba then skips
+    its negative-index wraparound, four integer operations per access that doubled the
+    time of the synapse loop (16 → 7 µs for 4,000 synapses, scripts/bench.py's circuit).
     """
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid, own_in_row = net
     n = V_in.shape[0]
-    s = syn_pre.shape[0]
-    # offsets into θ (see unpack_theta); indexing θ directly avoids ten views per call
-    o_gl, o_el, o_w = n, 2 * n, 4 * n
-    o_e, o_mu, o_nu, o_k, o_g = o_w + s, o_w + 2 * s, o_w + 3 * s, o_w + 4 * s, o_w + 5 * s
+    s = uint64(syn_pre.shape[0])
+    # offsets into θ (see unpack_theta); indexing θ directly avoids ten views per call.
+    # Those added to unsigned indices are sums of unsigned numbers only: with a signed
+    # term Numba's sum is signed, and the wraparound is back.
+    o_gl, o_el, o_w = n, 2 * n, uint64(4 * n)
+    o_e = o_w + s
+    o_mu = o_e + s
+    o_nu = o_mu + s
+    o_k = o_nu + s
+    o_g = o_k + s
     if s > 0:
         # gathered first into G and N (filled below), so that the sigmoids run over
         # contiguous rows and vectorise; a neuron with no synapse out (pre_rep −1) gets a
         # sigmoid nobody reads
         for j in range(n):
-            r = max(pre_rep[j], 0)
+            r = uint64(max(pre_rep[j], 0))
             G[j] = theta[o_nu + r]
             N[j] = theta[o_mu + r]
         for j in range(n):
@@ -204,18 +215,19 @@ def conductance_split(V_in, I, theta, net, clamped, G, N, sig):
             continue
         g_tot = theta[o_gl + i]
         drive = theta[o_gl + i] * theta[o_el + i] + I[i]
-        for k in range(syn_ptr[i], syn_ptr[i + 1]):
-            j = syn_pre[k]
-            if own_sigmoid[k]:
+        any_own = own_in_row[i]  # loop-invariant: the compiler makes a loop without the test
+        for k in range(uint64(syn_ptr[i]), uint64(syn_ptr[i + 1])):
+            j = uint64(syn_pre[k])
+            if any_own and own_sigmoid[k]:
                 ws = theta[o_w + k] * sigmoid(theta[o_nu + k] * (V_in[j] - theta[o_mu + k]))
             else:
                 ws = theta[o_w + k] * sig[j]
             g_tot += ws * theta[o_k + k]
             drive += ws * theta[o_e + k]
-        for q in range(gap_ptr[i], gap_ptr[i + 1]):
-            g = theta[o_g + gap_idx[q]]
+        for q in range(uint64(gap_ptr[i]), uint64(gap_ptr[i + 1])):
+            g = theta[o_g + uint64(gap_idx[q])]
             g_tot += g
-            drive += g * V_in[gap_nbr[q]]
+            drive += g * V_in[uint64(gap_nbr[q])]
         G[i] = g_tot
         N[i] = drive
 
@@ -240,7 +252,7 @@ def rhs(t, left, V, theta, net, drive, work, dV):
 @njit(cache=True)
 def jacobian(t, V, theta, net, drive, work, J):
     """∂(dV/dt)/∂V at (t, V), dense (n, n).  Rows and columns of clamped neurons are 0."""
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, _, _ = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, _, _, _ = net
     V_in, I = work[0], work[1]
     apply_drive(t, False, V, drive, V_in, I)
     clamped = drive[7]
