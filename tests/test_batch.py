@@ -106,7 +106,7 @@ def test_rows_that_break_shared_sigmoids_match_the_reference():
     params = np.tile(compiled.theta, (3, 1))
     params[1, compiled.param_index("synapses[A->C].mu")] = -30.0
     params[2, compiled.param_index("synapses[A->B].nu")] = 0.05
-    own_sigmoid, own_in_row = compiled.net_for(params)[-2:]
+    own_sigmoid, own_in_row, _ = compiled.net_for(params)[-3:]
     # A's shared sigmoid is that of its first synapse (A->B); A->C differs from it in rows 1, 2
     assert [f"{c.pre}->{c.post}" for c, own in zip(compiled.synapses_csr, own_sigmoid)
             if own] == ["A->C"]
@@ -127,16 +127,17 @@ def test_rows_that_break_shared_sigmoids_match_the_reference():
 def test_lockstep_lanes_equal_single_runs_in_every_detail(monkeypatch):
     """dopri5 batches run in lockstep lanes; each lane must equal a single run bit for bit:
     potentials, every counter and failures, with lanes refilled from their group (3 lanes
-    for 10-item groups), several stimulus kinds, gaps, a clamp, synapses whose μ differs
-    per row (own sigmoids), output long enough to be cut into two kernel calls (RHS
+    for 10-item groups), several stimulus kinds (some with several targets), gaps, a clamp,
+    synapses whose μ differs per row (own sigmoids), output long enough to be cut into two kernel calls (RHS
     evaluations are counted per call), and one run that leaves v_bound."""
     import neurosim.integrators as integrators
     monkeypatch.setattr(integrators, "MAX_LANES", 3)
     circuit, stimuli = random_circuit(7, 6, n_clamped=1)
-    stimuli += [ns.Stimulus("table", "N2", times=(0.0, 4.0, 9.0), values=(0.0, 8.0, -3.0)),
+    stimuli += [ns.Stimulus("table", ("N2", "N4"), times=(0.0, 4.0, 9.0), values=(0.0, 8.0, -3.0)),
                 ns.Stimulus("steps", "N3", times=(1.5, 6.0), values=(4.0, -2.0)),
-                ns.Stimulus("pulse_train", "N4", amplitude=6.0, start=0.5, duration=0.7, period=2.0),
-                ns.Stimulus("sine", "N1", amplitude=3.0, frequency=90.0),
+                ns.Stimulus("pulse_train", ("N4", "N2"), amplitude=6.0, start=0.5, duration=0.7,
+                            period=2.0),
+                ns.Stimulus("sine", ("N1", "N5", "N3"), amplitude=3.0, frequency=90.0),
                 ns.Stimulus("step", "N5", amplitude=-4.0, start=7.25)]
     names = tuple(f"s{i}" for i in range(len(stimuli)))
     circuit = circuit.replace(stimuli=dict(zip(names, stimuli)),

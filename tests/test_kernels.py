@@ -31,6 +31,27 @@ def test_rhs_matches_reference(seed, n, n_clamped, kappa):
                                    rtol=1e-12, atol=1e-12)
 
 
+def test_stimuli_with_many_targets_match_reference():
+    """A stimulus's waveform is computed once for all its targets: each target, with
+    other stimuli on the same and on other neurons between them, still gets its value
+    (tables, a sine, a clamp pulse on two neurons)."""
+    circuit, _ = random_circuit(6, 6, kappa=None, with_stimuli=False)
+    stimuli = [ns.Stimulus("table", ("N0", "N3", "N5"), times=(0.0, 2.0, 6.0),
+                           values=(1.0, -4.0, 7.0)),
+               ns.Stimulus("sine", ("N3", "N1"), amplitude=5.0, frequency=80.0, offset=1.0),
+               ns.Stimulus("steps", ("N2", "N0"), times=(1.0, 4.0), values=(3.0, -6.0)),
+               ns.Stimulus("pulse", ("N4", "N5"), quantity="voltage", amplitude=20.0,
+                           start=2.0, duration=3.0)]
+    compiled = compile_circuit(circuit)
+    drive = compile_drive(compiled, stimuli, 10.0)
+    ref = ReferenceModel(circuit, stimuli)
+    rng = np.random.default_rng(6)
+    for t in (0.0, 1.5, 3.2, 4.0, 7.7):
+        V = rng.uniform(-90, 10, 6)
+        np.testing.assert_allclose(kernel_rhs(compiled, drive, t, V), ref.dVdt(t, V),
+                                   rtol=1e-12, atol=1e-12)
+
+
 def test_rhs_of_edge_free_circuit_is_the_leak():
     circuit = ns.Circuit("lonely", tuple(ns.Neuron(f"N{i}", C=2.0 + i, g_L=0.5, E_L=-65.0)
                                          for i in range(4)))

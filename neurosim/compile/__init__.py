@@ -91,22 +91,29 @@ class CompiledCircuit:
     def net_for(self, thetas: np.ndarray) -> tuple:
         """The kernels' structure for runs with the parameter vectors ``thetas`` (rows).
 
-        The last two entries flag the synapses that need a sigmoid of their own in some
-        row (those whose (μ, ν) differ from their presynaptic neuron's first synapse) and
-        the neurons that receive any such synapse.  The others reuse their presynaptic
-        neuron's sigmoid, computed once per evaluation.  Deciding it here, not per synapse
-        in the kernel, halves the synapse loop of a large circuit, and the per-neuron flag
-        keeps the per-synapse test out of the rows that need none.
+        The last three entries flag the synapses that need a sigmoid of their own in some
+        row (those whose (μ, ν) differ from their presynaptic neuron's first synapse), the
+        neurons that receive any such synapse, and the neurons whose incoming synapses all
+        have κ = 1 in every row.  The other synapses reuse their presynaptic neuron's
+        sigmoid, computed once per evaluation.  Deciding it here, not per synapse in the
+        kernel, halves the synapse loop of a large circuit; the per-neuron flags keep the
+        per-synapse test and the multiplication by κ = 1 (exact, so results do not change)
+        out of the rows that need neither.
         """
         n, s = self.n_neurons, self.n_synapses
         mu = thetas[:, 4 * n + 2 * s:4 * n + 3 * s]
         nu = thetas[:, 4 * n + 3 * s:4 * n + 4 * s]
         rep = self.pre_rep[self.syn_pre]
         own = ((mu != mu[:, rep]) | (nu != nu[:, rep])).any(axis=0)
-        own_before = np.concatenate(([0], np.cumsum(own)))
-        own_in_row = own_before[self.syn_ptr[1:]] > own_before[self.syn_ptr[:-1]]
+        kappa = thetas[:, 4 * n + 4 * s:4 * n + 5 * s]
         return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx,
-                self.pre_rep, own, own_in_row)
+                self.pre_rep, own, self._any_in_row(own),
+                ~self._any_in_row((kappa != 1.0).any(axis=0)))
+
+    def _any_in_row(self, flags: np.ndarray) -> np.ndarray:
+        """For each neuron, whether any of its incoming synapses is flagged."""
+        before = np.concatenate(([0], np.cumsum(flags)))
+        return before[self.syn_ptr[1:]] > before[self.syn_ptr[:-1]]
 
     def index(self, name: str) -> int:
         """State-vector index of neuron ``name``."""
@@ -297,7 +304,9 @@ class CompiledDrive:
 
 
 def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> CompiledDrive:
-    """Stimulus rows (one per stimulus target), clamp mask and breakpoints.
+    """Stimulus rows (one per stimulus target; the rows of a stimulus's later targets
+    repeat the first row's value, so the waveform is computed once), clamp mask and
+    breakpoints.
 
     A voltage stimulus clamps its target for the whole run, around the neuron's holding
     potential (``clamp``) or, for an unclamped neuron, its V0.
@@ -320,13 +329,14 @@ def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> Compil
         row[kc.P_COUNT] = math.inf if stim.count is None else stim.count
         row[kc.P_OMEGA] = 2 * math.pi * (stim.frequency or 0.0) * 1e-3  # Hz → rad/ms
         row[kc.P_PHASE] = stim.phase
-        for name in stim.targets:
+        for position, name in enumerate(stim.targets):
             i = compiled.index(name)
-            kind.append(list(STIMULUS_KINDS).index(stim.kind))
+            first = position == 0
+            kind.append(list(STIMULUS_KINDS).index(stim.kind) if first else kc.REPEAT_ROW)
             target.append(i)
             is_voltage.append(stim.quantity == "voltage")
             params.append(row)
-            if stim.kind in ("table", "steps"):
+            if first and stim.kind in ("table", "steps"):
                 tab_t.extend(stim.times)
                 tab_v.extend(stim.values)
             ptr.append(len(tab_t))

@@ -13,6 +13,8 @@ TOO_MANY_STEPS = 4      # an adaptive run exceeded its max_steps (accepted + rej
 
 # waveform kinds (order matches neurosim.model.STIMULUS_KINDS)
 STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE, STEPS = range(7)
+# a stimulus's later targets: the row takes the value of the row above, computed once
+REPEAT_ROW = -1
 
 # columns of a compiled stimulus row's parameter vector
 P_OFFSET, P_AMPLITUDE, P_START, P_DURATION, P_PERIOD, P_COUNT, P_OMEGA, P_PHASE = range(8)

@@ -29,9 +29,11 @@ def check_state(V, v_bound, stats, step):
 @borrowing_njit
 def impose_clamps(t, V, drive, work):
     """Write the clamp command at t into the clamped entries of V."""
+    clamped = drive[7]
+    if not clamped.any():  # spares evaluating every stimulus after each fixed step
+        return
     V_in, I = work[0], work[1]
     apply_drive(t, False, V, drive, V_in, I)
-    clamped = drive[7]
     for i in range(V.shape[0]):
         if clamped[i]:
             V[i] = V_in[i]

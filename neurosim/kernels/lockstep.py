@@ -26,9 +26,9 @@ from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_s
                                        after_rejection, count_accepted_step, initial_step,
                                        lands_on_breakpoint, scaled_error_square, step_target,
                                        write_outputs)
-from neurosim.kernels.constants import (N_SOLVER_STATE, OK, PULSE, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP, STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS,
-                                        X_FAIL_T)
+from neurosim.kernels.constants import (N_SOLVER_STATE, OK, PULSE, REPEAT_ROW, S_REJECTED,
+                                        S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
+                                        WORK_ROWS, X_FAIL_T)
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.network import rhs, sigmoid, waveform
 
@@ -51,14 +51,17 @@ def apply_drive_lanes(t, left, V, drive, V_in, I):
             I[i, lane] = 0.0
     for r in range(kind.shape[0]):
         row = V_in[target[r]] if is_voltage[r] else I[target[r]]
+        source = r  # a repeated row is computed again from its stimulus's first row
+        while kind[source] == REPEAT_ROW:
+            source -= 1
         # the common kinds passed as constants: inlined, the shape's branches on ``kind``
         # fold away and the loop over lanes vectorises
-        if kind[r] == PULSE:
-            add_waveform(PULSE, par, r, t, left, tab_t, tab_v, tab_ptr, row)
-        elif kind[r] == STEP:
-            add_waveform(STEP, par, r, t, left, tab_t, tab_v, tab_ptr, row)
+        if kind[source] == PULSE:
+            add_waveform(PULSE, par, source, t, left, tab_t, tab_v, tab_ptr, row)
+        elif kind[source] == STEP:
+            add_waveform(STEP, par, source, t, left, tab_t, tab_v, tab_ptr, row)
         else:
-            add_waveform(kind[r], par, r, t, left, tab_t, tab_v, tab_ptr, row)
+            add_waveform(kind[source], par, source, t, left, tab_t, tab_v, tab_ptr, row)
 
 
 @lane_njit
@@ -72,7 +75,7 @@ def add_waveform(kind, par, r, t, left, tab_t, tab_v, tab_ptr, row):
 def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
     """:func:`~neurosim.kernels.network.conductance_split` for every lane; ``thetas`` is
     (n_params, L), one parameter vector per column."""
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid, _ = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid, _, _ = net
     n, lanes = V_in.shape
     s = syn_pre.shape[0]
     o_gl, o_el, o_w = n, 2 * n, 4 * n

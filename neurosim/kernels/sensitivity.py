@@ -35,7 +35,7 @@ def split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN):
 
     ``tangent`` = (free_kind, free_index, syn_post, gap_a, gap_b).
     """
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, _, _, _ = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, _, _, _, _ = net
     free_kind, free_index, syn_post, gap_a, gap_b = tangent
     n = V_in.shape[0]
     m = S_in.shape[1]
