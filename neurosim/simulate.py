@@ -11,8 +11,9 @@ from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
                               compile_drive, resolve_protocol, surviving_stimuli)
 from neurosim.errors import CircuitError, SimulationError
-from neurosim.integrators import (OK, STATS_NAMES, check_step_stability, chunk_rows,
-                                  describe_failure, failure_message, make_integrator, run_items)
+from neurosim.integrators import (OK, STATS_NAMES, check_precision, check_step_stability,
+                                  chunk_rows, describe_failure, failure_message, make_integrator,
+                                  run_items)
 from neurosim.model import Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 
@@ -243,7 +244,8 @@ class BatchResult:
                 f"{int(self.failed.sum())} failed)")
 
 
-def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_bound):
+def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_bound,
+                      precision="float64"):
     """Every parameter set (rows of ``thetas``) under every protocol of ``batch``, in one call.
 
     Returns (status, stats, fail_t) flat over items p·n_sets + k, and out_V of shape
@@ -257,13 +259,13 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
     item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
     status, stats, fail_t, out_V = run_items(method, compiled, batch, V0, effective,
                                              item_protocol, rows[item_protocol], dt_out,
-                                             record, v_bound)
+                                             record, v_bound, precision)
     return status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1)
 
 
 def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None,
-                   v_bound: float = DEFAULT_V_BOUND) -> BatchResult:
+                   v_bound: float = DEFAULT_V_BOUND, precision: str = "float64") -> BatchResult:
     """Simulate many parameter sets under many protocols in one parallel call.
 
     Every (protocol, parameter set) pair is an independent run with its own adaptive
@@ -281,6 +283,10 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         scaling the affected weights in each run.
     integrator, dt, rtol, atol, dt_out, record, v_bound
         As for :func:`simulate`.
+    precision : {"float64", "float32"}
+        ``"float32"`` computes and returns the runs in single precision: for dopri5 at
+        rtol ≥ 1e-5, up to twice as many runs per second (twice the runs per SIMD
+        register); results then differ from float64 runs by about the tolerance.
 
     Returns
     -------
@@ -318,6 +324,7 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     resolved = [resolve_protocol(circuit, p) for p in names]
     batch = compile_batch(compiled, [p for _, p in resolved])
     method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
+    check_precision(precision, method)
     plans = [method.plan(p.duration, dt_out) for _, p in resolved]
     dt_out = plans[0][0]
     rows = np.array([n for _, n in plans], dtype=np.int64)
@@ -329,7 +336,7 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     n_p, n_sets = len(resolved), thetas.shape[0]
     started = time.perf_counter()
     status, stats, fail_t, out_V = run_protocol_grid(method, compiled, batch, thetas, rows,
-                                                     dt_out, record_idx, v_bound)
+                                                     dt_out, record_idx, v_bound, precision)
     wall = time.perf_counter() - started
     ablated_cols = batch.ablated[:, record_idx]
     out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan

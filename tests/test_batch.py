@@ -164,3 +164,36 @@ def test_lockstep_lanes_equal_single_runs_in_every_detail(monkeypatch):
                 np.testing.assert_array_equal(got.V, one.V)
             for key in ("steps", "rejected", "rhs_evaluations"):
                 assert got.stats[key] == one.stats[key], (name, k, key)
+
+
+def test_single_precision_batches_are_as_accurate_as_their_tolerance():
+    """precision='float32' (dopri5 lanes in float32) against the NumPy reference at
+    rtol 1e-4: as close as float64 runs at the same tolerance; refused where float32
+    cannot deliver (other integrators, rtol below 1e-5) or for an unknown precision."""
+    from reference import ReferenceModel
+    circuit, stimuli = random_circuit(8, 6, n_clamped=1, smooth=True)
+    circuit = circuit.replace(stimuli={"s": stimuli[0]},
+                              protocols={"run": ns.Protocol(30.0, ("s",))})
+    compiled = compile_circuit(circuit)
+    rng = np.random.default_rng(8)
+    n, s = compiled.n_neurons, compiled.n_synapses
+    params = np.tile(compiled.theta, (6, 1))
+    params[:, 4 * n:4 * n + s] *= rng.uniform(0.5, 1.5, (6, s))
+    options = dict(rtol=1e-4, atol=1e-4, dt_out=0.5)
+    single = ns.simulate_batch(circuit, params, "run", precision="float32", **options)
+    double = ns.simulate_batch(circuit, params, "run", **options)
+    assert single.V.dtype == np.float32 and double.V.dtype == np.float64
+    assert not single.failed.any()
+    t = np.arange(61) * 0.5
+    for k in range(6):
+        exact = ReferenceModel(ns.compile.circuit_with_theta(compiled, params[k]),
+                               [stimuli[0]]).solve(t)
+        error_single = np.abs(single.result("run", k).V - exact).max()
+        error_double = np.abs(double.result("run", k).V - exact).max()
+        assert error_single <= 2 * error_double + 1e-3, (k, error_single, error_double)
+    with pytest.raises(ns.CircuitError, match="precision must be one of float64, float32"):
+        ns.simulate_batch(circuit, params, "run", precision="float16")
+    with pytest.raises(ns.CircuitError, match="integrator='dopri5'.*not 'rk4'"):
+        ns.simulate_batch(circuit, params, "run", integrator="rk4", dt=0.01, precision="float32")
+    with pytest.raises(ns.CircuitError, match="rtol >= 1e-05"):
+        ns.simulate_batch(circuit, params, "run", rtol=1e-7, precision="float32")

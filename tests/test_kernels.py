@@ -133,3 +133,19 @@ def test_sigmoid_is_accurate_to_a_few_ulp():
     assert sigmoid(np.inf) == 1.0 and sigmoid(-np.inf) == 0.0 and np.isnan(sigmoid(np.nan))
     sym = np.array([sigmoid(v) + sigmoid(-v) for v in z[:2000]])
     np.testing.assert_allclose(sym, 1.0, rtol=0, atol=4e-16)
+
+
+def test_single_precision_sigmoid_is_accurate_to_a_few_ulp():
+    """sigmoid32 (float32 lanes) in float32 arithmetic against 1/(1 + e^−z) in double
+    precision: within 3 ulp of float32 where σ is a normal number above 1e−36, 0 below."""
+    from neurosim.kernels.network import sigmoid32
+    rng = np.random.default_rng(4)
+    z = np.concatenate([rng.uniform(-20, 20, 20000), rng.uniform(-82.9, 17, 20000),
+                        [0.0, 1.0, -1.0, 16.0, -82.0]]).astype(np.float32)
+    got = np.array([sigmoid32(v) for v in z])  # float32 values, boxed as Python floats
+    assert np.array_equal(got, got.astype(np.float32))
+    exact = 1 / (1 + np.exp(-z.astype(np.float64)))
+    assert np.max(np.abs(got - exact) / np.spacing(exact.astype(np.float32))) <= 3
+    assert sigmoid32(np.float32(0.0)) == 0.5 and sigmoid32(np.float32(100.0)) == 1.0
+    assert 0.0 <= sigmoid32(np.float32(-85.0)) <= 1e-36 and sigmoid32(np.float32(-200.0)) == 0.0
+    assert np.isnan(sigmoid32(np.float32(np.nan)))

@@ -110,17 +110,39 @@ def chunk_rows(n_rows: int, n_record: int, max_values: int = 1 << 20) -> int:
     return max(1, min(n_rows, max(4096, math.ceil(n_rows / 100)), max_values // max(1, n_record)))
 
 
+PRECISIONS = ("float64", "float32")
+# float32 resolves a potential of ~60 mV to 8e−6 mV; rtol 1e−5 leaves ~80 ulp of room
+FLOAT32_MIN_RTOL = 1e-5
+
+
+def check_precision(precision, method) -> None:
+    """A clear error unless ``precision`` names a precision that ``method`` runs in."""
+    if precision not in PRECISIONS:
+        raise CircuitError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float64":
+        return
+    if not (isinstance(method, AdaptiveIntegrator) and method.code == kc.DOPRI5):
+        raise CircuitError(f"precision='float32' is available for integrator='dopri5' batches, "
+                           f"not '{method.name}'; use precision='float64'")
+    if method.rtol < FLOAT32_MIN_RTOL:
+        raise CircuitError(f"precision='float32' resolves potentials to about 1e-5 mV, too coarse "
+                           f"for rtol={method.rtol:g}; use rtol >= {FLOAT32_MIN_RTOL:g} or "
+                           "precision='float64'")
+
+
 def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_out, record,
-              v_bound):
+              v_bound, precision="float64"):
     """Run every item of a batch in parallel; returns (status, stats, fail_t, out_V).
 
-    ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)); rows after a
-    failure or past an item's duration are NaN.
+    ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)) and the dtype named by
+    ``precision`` (see :func:`check_precision`); rows after a failure or past an item's
+    duration are NaN.
     """
     if compiled.schedule is not None:
         raise CircuitError("batched runs of a circuit with a parameter schedule are not available")
+    check_precision(precision, method)
     n_items = V.shape[0]
-    out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan)
+    out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan, dtype=precision)
     status = np.zeros(n_items, dtype=np.int64)
     stats = np.zeros((n_items, kc.N_STATS), dtype=np.int64)
     fail_t = np.zeros(n_items)
@@ -133,7 +155,8 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
                   getattr(method, "max_steps", 1))
     if adaptive_family and method.code == kc.DOPRI5:
         run_lockstep(V, thetas, item_protocol, item_rows,
-                     *lockstep_plan(item_protocol, item_rows, compiled.n_neurons), rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
+                     *lockstep_plan(item_protocol, item_rows, compiled.n_neurons), rows_per_call,
+                     dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
                      *tolerances, record, v_bound, status, stats, fail_t, out_V)
     else:
         run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows, rows_per_call,

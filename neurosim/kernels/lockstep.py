@@ -20,7 +20,8 @@ evaluates f afresh at each call, and the lanes count those evaluations too
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_size,
                                        after_rejection, count_accepted_step, initial_step,
@@ -30,13 +31,26 @@ from neurosim.kernels.constants import (N_SOLVER_STATE, OK, PULSE, REPEAT_ROW, S
                                         S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
                                         WORK_ROWS, X_FAIL_T)
 from neurosim.kernels.fixed import impose_clamps
-from neurosim.kernels.network import rhs, sigmoid, waveform
+from neurosim.kernels.network import rhs, sigmoid, sigmoid32, waveform
 
 # Numba's default error model tests every division for zero, which stops vectorisation;
 # divisors here are capacitances and error scales, validated > 0 before any run.
 lane_njit = njit(cache=True, _nrt=False, error_model="numpy")
 
 ERROR_ORDER = 4  # of dopri5's embedded estimate, as run_adaptive uses it
+
+
+def lane_sigmoid(z):
+    """σ(z) in the precision of z: :func:`~neurosim.kernels.network.sigmoid32` for
+    float32 lanes, :func:`~neurosim.kernels.network.sigmoid` otherwise."""
+    raise NotImplementedError("compiled only")  # pragma: no cover
+
+
+@overload(lane_sigmoid)
+def _lane_sigmoid(z):
+    if z == types.float32:
+        return lambda z: sigmoid32(z)
+    return lambda z: sigmoid(z)
 
 
 @lane_njit
@@ -84,7 +98,7 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
         r = pre_rep[j]
         if r >= 0:
             for lane in range(lanes):
-                sig[j, lane] = sigmoid(thetas[o_nu + r, lane]
+                sig[j, lane] = lane_sigmoid(thetas[o_nu + r, lane]
                                        * (V_in[j, lane] - thetas[o_mu + r, lane]))
     for i in range(n):
         if clamped[i]:
@@ -98,7 +112,7 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
             j = syn_pre[k]
             if own_sigmoid[k]:
                 for lane in range(lanes):
-                    ws = thetas[o_w + k, lane] * sigmoid(
+                    ws = thetas[o_w + k, lane] * lane_sigmoid(
                         thetas[o_nu + k, lane] * (V_in[j, lane] - thetas[o_mu + k, lane]))
                     G[i, lane] += ws * thetas[o_k + k, lane]
                     N[i, lane] += ws * thetas[o_e + k, lane]
@@ -132,26 +146,43 @@ def rhs_lanes(t, left, V, thetas, net, drive, work, dV):
 
 
 @lane_njit
-def dopri5_step_lanes(t, h, V, K, landing, thetas, net, drive, work, t_stage, left, V_new, err):
-    """:func:`~neurosim.kernels.adaptive.dopri5_step` for every lane (h, landing per lane)."""
+def dopri5_step_lanes(t, h, V, K, landing, thetas, net, drive, work, t_stage, left, V_new, err,
+                      typed):
+    """:func:`~neurosim.kernels.adaptive.dopri5_step` for every lane (h, landing per lane).
+
+    ``typed`` = (A, E, h_typed): the tableau's A and E, and room for h, in the precision of
+    the lanes, so that float32 lanes combine stages in float32 (times stay float64).  The
+    stage sums accumulate in ``err``, one coefficient at a time over all (i, lane), in the
+    order of :func:`~neurosim.kernels.adaptive.stage_point`: loops that vectorise
+    (summing over the stages innermost cost float32 lanes a third of their step)."""
+    A, E, h_typed = typed
     n, lanes = V.shape
+    for lane in range(lanes):
+        h_typed[lane] = h[lane]
+    zero = A[0, 0]  # the first stage has no coefficients: a zero in the lanes' precision
     for s in range(1, 7):
+        err[:, :] = zero
+        for q in range(s):
+            a = A[s, q]
+            for i in range(n):
+                for lane in range(lanes):
+                    err[i, lane] += a * K[q, i, lane]
         for i in range(n):
             for lane in range(lanes):
-                acc = 0.0
-                for q in range(s):
-                    acc += DP_A[s, q] * K[q, i, lane]
-                V_new[i, lane] = V[i, lane] + h[lane] * acc
+                V_new[i, lane] = V[i, lane] + h_typed[lane] * err[i, lane]
         for lane in range(lanes):
             t_stage[lane] = t[lane] + DP_C[s] * h[lane]
             left[lane] = landing[lane] and s >= 5
         rhs_lanes(t_stage, left, V_new, thetas, net, drive, work, K[s])
+    err[:, :] = zero
+    for s in range(7):
+        e = E[s]
+        for i in range(n):
+            for lane in range(lanes):
+                err[i, lane] += e * K[s, i, lane]
     for i in range(n):
         for lane in range(lanes):
-            acc = 0.0
-            for s in range(7):
-                acc += DP_E[s] * K[s, i, lane]
-            err[i, lane] = h[lane] * acc
+            err[i, lane] *= h_typed[lane]
 
 
 @lane_njit
@@ -180,13 +211,16 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     any_clamped = clamped.any()
     t_final = rows * dt_out
     out_times = np.arange(1, rows + 1) * dt_out
-    # lane state; an idle lane (item −1) computes on stale numbers nobody reads
-    V = np.zeros((n, lanes))
-    V_new = np.zeros((n, lanes))
-    err = np.zeros((n, lanes))
-    K = np.zeros((7, n, lanes))
-    work = np.zeros((WORK_ROWS, n, lanes))
-    lane_theta = np.ones((n_par, lanes))
+    # lane state, in the precision of out_V; an idle lane (item −1) computes on stale
+    # numbers nobody reads
+    real = out_V.dtype
+    V = np.zeros((n, lanes), real)
+    V_new = np.zeros((n, lanes), real)
+    err = np.zeros((n, lanes), real)
+    K = np.zeros((7, n, lanes), real)
+    work = np.zeros((WORK_ROWS, n, lanes), real)
+    lane_theta = np.ones((n_par, lanes), real)
+    typed = (DP_A.astype(real), DP_E.astype(real), np.zeros(lanes, real))
     item = np.full(lanes, -1)
     t = np.zeros(lanes)
     h = np.zeros(lanes)
@@ -263,7 +297,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 continue
             return
         dopri5_step_lanes(t, h_try, V, K, landing, lane_theta, net, drive, work, t_stage, left,
-                          V_new, err)
+                          V_new, err, typed)
         error_norms(err, V, V_new, clamped, rtol, atol, norms)
         for lane in range(lanes):
             b = item[lane]

@@ -11,13 +11,14 @@ Every method is written in terms of (G, N), so the equation lives in one loop:
 
 import math
 
+import numpy as np
 from numba import njit
 from numpy import uint64
 
 from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_OFFSET, P_OMEGA,
                                         P_PERIOD, P_PHASE, P_START, PULSE, RAMP, REPEAT_ROW, SINE,
                                         STEP, STEPS, TABLE)
-from neurosim.kernels.jit import bits_float, borrowing_njit, float_bits
+from neurosim.kernels.jit import bits_float, bits_float32, borrowing_njit, float32_bits, float_bits
 
 
 @njit(cache=True)
@@ -65,6 +66,36 @@ def sigmoid(z):
     even = ((r2 + 840.0) * r2 + 75600.0) * r2 + 665280.0
     odd = ((42.0 * r2 + 10080.0) * r2 + 332640.0) * r
     two_k = bits_float((float_bits(shifted) - float_bits(ROUNDING_SHIFT) + 1023) << 52)
+    q = even - odd
+    return q / (q + two_k * (even + odd))
+
+
+# The same in single precision, for the float32 lanes: |r| ≤ ln2/2 needs only the
+# [3/3] Padé approximant P(r) = 120 + 60 r + 12 r² + r³ (error < 1e−8); the ln 2 split
+# makes k·LN2_HI_32 exact for |k| < 2^9, and −z is clamped to [−87, 88] (2^k normal).
+LOG2E_32 = np.float32(LOG2E)
+LN2_HI_32 = np.float32(0.693359375)
+LN2_LO_32 = np.float32(-2.12194440e-4)
+ROUNDING_SHIFT_32 = np.float32(12582912.0)  # 1.5·2^23
+LOWEST_32, HIGHEST_32 = np.float32(-87.0), np.float32(88.0)
+P3_0, P3_1, P3_2 = np.float32(120.0), np.float32(60.0), np.float32(12.0)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
+def sigmoid32(z):
+    """:func:`sigmoid` of a float32 in float32 arithmetic, within 3 ulp; below z ≈ −83
+    the result is 0 (not e^z < 1e−36).  NaN stays NaN."""
+    x = -z
+    x = LOWEST_32 if x < LOWEST_32 else x
+    x = HIGHEST_32 if x > HIGHEST_32 else x
+    shifted = x * LOG2E_32 + ROUNDING_SHIFT_32
+    k = shifted - ROUNDING_SHIFT_32
+    r = (x - k * LN2_HI_32) - k * LN2_LO_32
+    r2 = r * r
+    even = P3_2 * r2 + P3_0
+    odd = (r2 + P3_1) * r
+    two_k = bits_float32((float32_bits(shifted) - float32_bits(ROUNDING_SHIFT_32) + np.int32(127))
+                         << np.int32(23))
     q = even - odd
     return q / (q + two_k * (even + odd))
 
