@@ -161,13 +161,17 @@ def bench_batch(n_sets: int) -> dict:
     exact = np.array([ns.simulate(c, "tap", theta=params[k], rtol=1e-12, atol=1e-12, dt_out=1000.0,
                                   record=["REV", "FWD"]).V[-1] for k in range(50)])
     out = {"case": f"batch of {n_sets} TW simulations, 1 s each, dopri5", "rows": {}}
-    for rtol in (1e-6, 1e-4, 1e-3):
-        ns.simulate_batch(c, params[:8], "tap", rtol=rtol, atol=rtol, dt_out=1000.0)
-        t, b = best_of(2, lambda: ns.simulate_batch(c, params, "tap", rtol=rtol, atol=rtol,
-                                                    dt_out=1000.0, record=["REV", "FWD"]))
+    cases = [(1e-6, "float64"), (1e-4, "float64"), (1e-3, "float64"), (1e-4, "float32"),
+             (1e-3, "float32")]
+    for rtol, precision in cases:
+        options = dict(rtol=rtol, atol=rtol, dt_out=1000.0, precision=precision)
+        ns.simulate_batch(c, params[:8], "tap", **options)
+        t, b = best_of(2, lambda: ns.simulate_batch(c, params, "tap", record=["REV", "FWD"],
+                                                    **options))
         error = float(np.max(np.abs(b.V[0, :50, -1] - exact)))
-        out["rows"][f"rtol {rtol:g}"] = {"time_s": t, "simulations_per_s": n_sets / t,
-                                         "max_error_mV": error, "failed": int(b.failed.sum())}
+        name = f"rtol {rtol:g}" + (" float32" if precision == "float32" else "")
+        out["rows"][name] = {"time_s": t, "simulations_per_s": n_sets / t,
+                             "max_error_mV": error, "failed": int(b.failed.sum())}
     return out
 
 
@@ -191,7 +195,7 @@ def bench_brian2(duration_ms: float, brian2_python: str | None) -> dict:
     case = f"random 300 neurons / 4000 synapses / 150 gaps, {duration_ms:g} ms, dt 0.05 ms"
     data = brian2_peer.circuit_data(c, duration_ms)
     try:
-        t_b, V_b = brian2_peer.run(data, brian2_python)
+        t_b, V_b = brian2_peer.run(data, brian2_python, repeats=3)
     except brian2_peer.PeerUnavailable as exc:
         return {"case": case, "skipped": str(exc), "rows": rows}
     rows["brian2 cython rk4"] = {"time_s": t_b,

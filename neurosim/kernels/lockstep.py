@@ -27,7 +27,7 @@ from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_s
                                        after_rejection, count_accepted_step, initial_step,
                                        lands_on_breakpoint, scaled_error_square, step_target,
                                        write_outputs)
-from neurosim.kernels.constants import (N_SOLVER_STATE, OK, PULSE, REPEAT_ROW, S_REJECTED,
+from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
                                         S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
                                         WORK_ROWS, X_FAIL_T)
 from neurosim.kernels.fixed import impose_clamps
@@ -201,6 +201,16 @@ def error_norms(err, V, V_new, clamped, rtol, atol, out):
         out[lane] = 0.0 if count == 0 else math.sqrt(out[lane] / count)
 
 
+@lane_njit
+def within_bounds(V, v_bound, out):
+    """Whether every potential of a lane is finite and within ±v_bound (check_state's test)."""
+    out[:] = True
+    for i in range(V.shape[0]):
+        for lane in range(V.shape[1]):
+            x = V[i, lane]
+            out[lane] &= math.isfinite(x) & (abs(x) <= v_bound)
+
+
 @njit(cache=True)
 def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive, tstops, rtol,
               atol, max_step, adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t,
@@ -229,6 +239,9 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     landing = np.zeros(lanes, dtype=np.bool_)
     err_old = np.zeros(lanes)
     norms = np.zeros(lanes)
+    in_bounds = np.zeros(lanes, dtype=np.bool_)
+    moves = np.zeros(lanes, dtype=np.bool_)
+    takes_last_stage = np.zeros(lanes, dtype=np.bool_)
     t_stage = np.zeros(lanes)
     left = np.zeros(lanes, dtype=np.bool_)
     next_out = np.zeros(lanes, dtype=np.int64)
@@ -299,7 +312,12 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
         dopri5_step_lanes(t, h_try, V, K, landing, lane_theta, net, drive, work, t_stage, left,
                           V_new, err, typed)
         error_norms(err, V, V_new, clamped, rtol, atol, norms)
+        # count_accepted_step's check for all lanes at once: a lane's column is strided,
+        # so the scalar check runs only on the lanes that fail it (for its report)
+        within_bounds(V_new, v_bound, in_bounds)
         for lane in range(lanes):
+            moves[lane] = False
+            takes_last_stage[lane] = False
             b = item[lane]
             if b < 0:
                 continue
@@ -320,19 +338,20 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     col[i] = V[i, lane]
                     for s in range(7):
                         col_K[s, i] = K[s, i, lane]
-            next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
-                                           out_times[:chunk_end[lane]], next_out[lane], drive,
-                                           any_clamped, scratch, weights, dense, record,
-                                           out_V[b, 1:])
-            for i in range(n):
-                col_new[i] = V_new[i, lane]
-                V[i, lane] = V_new[i, lane]
-            code = count_accepted_step(col_new, v_bound, stats[b], state[lane], t_new)
-            if code != OK:
-                status[b] = code
+                next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
+                                               out_times[:chunk_end[lane]], next_out[lane],
+                                               drive, any_clamped, scratch, weights, dense,
+                                               record, out_V[b, 1:])
+            if in_bounds[lane]:
+                stats[b, S_STEPS] += 1  # what count_accepted_step does for a valid state
+            else:
+                for i in range(n):
+                    col_new[i] = V_new[i, lane]
+                status[b] = count_accepted_step(col_new, v_bound, stats[b], state[lane], t_new)
                 fail_t[b] = state[lane, X_FAIL_T]
                 item[lane] = -1
                 continue
+            moves[lane] = True
             # where a single run's kernel returns and is called for the next chunk: it
             # first interpolates the step it carried, then evaluates f afresh
             while next_out[lane] == chunk_end[lane] and chunk_end[lane] < rows:
@@ -346,19 +365,27 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             t[lane] = t_new
             if lands_on_breakpoint(landing[lane], t_new, t_target[lane], tstops, stop[lane]):
                 stop[lane] += 1
+                for i in range(n):
+                    col_new[i] = V_new[i, lane]
                 rhs(t_new, False, col_new, thetas[b], net, drive, scratch, col_K[0])
                 stats[b, S_RHS] += 1
                 for i in range(n):
                     K[0, i, lane] = col_K[0, i]
             else:
-                for i in range(n):
-                    K[0, i, lane] = K[6, i, lane]
+                takes_last_stage[lane] = True
             if adaptive:
                 h[lane], err_old[lane] = accepted_step_size(err_now, err_old[lane], h[lane],
                                                             h_try[lane], landing[lane],
                                                             ERROR_ORDER)
             if next_out[lane] == rows:
                 item[lane] = -1
+        # the accepted states, and f at them (first same as last), for all lanes at once
+        for i in range(n):
+            for lane in range(lanes):
+                if moves[lane]:
+                    V[i, lane] = V_new[i, lane]
+                if takes_last_stage[lane]:
+                    K[0, i, lane] = K[6, i, lane]
 
 
 @njit(cache=True, parallel=True)
