@@ -89,7 +89,7 @@ def add_waveform(kind, par, r, t, left, tab_t, tab_v, tab_ptr, row):
 def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
     """:func:`~neurosim.kernels.network.conductance_split` for every lane; ``thetas`` is
     (n_params, L), one parameter vector per column."""
-    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid, _, _ = net
+    syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, pre_rep, own_sigmoid, _, unit_kappa = net
     n, lanes = V_in.shape
     s = syn_pre.shape[0]
     o_gl, o_el, o_w = n, 2 * n, 4 * n
@@ -108,6 +108,7 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
         for lane in range(lanes):
             G[i, lane] = thetas[o_gl + i, lane]
             N[i, lane] = thetas[o_gl + i, lane] * thetas[o_el + i, lane] + I[i, lane]
+        kappa_is_one = unit_kappa[i]
         for k in range(syn_ptr[i], syn_ptr[i + 1]):
             j = syn_pre[k]
             if own_sigmoid[k]:
@@ -115,6 +116,11 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
                     ws = thetas[o_w + k, lane] * lane_sigmoid(
                         thetas[o_nu + k, lane] * (V_in[j, lane] - thetas[o_mu + k, lane]))
                     G[i, lane] += ws * thetas[o_k + k, lane]
+                    N[i, lane] += ws * thetas[o_e + k, lane]
+            elif kappa_is_one:  # exact: ws·1 = ws
+                for lane in range(lanes):
+                    ws = thetas[o_w + k, lane] * sig[j, lane]
+                    G[i, lane] += ws
                     N[i, lane] += ws * thetas[o_e + k, lane]
             else:
                 for lane in range(lanes):
