@@ -22,6 +22,43 @@ def test_hdf5_content_equals_the_in_memory_result(tmp_path):
         np.testing.assert_array_equal(r.V, memory.V)
         assert r.neuron_names == memory.neuron_names and r.status == "complete"
     assert again.stats["steps"] == memory.stats["steps"]
+    # the recorder builds its Result without reading the file back: it must be the file's
+    assert (streamed.message, streamed.stats, streamed.metadata) == (again.message, again.stats,
+                                                                     again.metadata)
+    assert streamed.metadata["complete"] and "circuit_yaml" in streamed.metadata
+    compressed = ns.simulate(c, "baseline", dt_out=0.5, recorder=ns.HDF5Recorder(
+        tmp_path / "z.h5", compression="gzip", dtype="float32"))
+    np.testing.assert_allclose(compressed.V, memory.V, rtol=1e-6)
+    np.testing.assert_array_equal(compressed.V, ns.load_result(tmp_path / "z.h5").V)
+
+
+def test_a_killed_run_leaves_the_rows_it_wrote(tmp_path, monkeypatch):
+    """While a run goes the datasets have the run's full length; a reader of a file whose
+    writer died (no close) takes the rows counted in ``samples_written``, no more."""
+    import time
+    from neurosim.io import hdf5
+    from neurosim.record import RunHeader
+    monkeypatch.setattr(hdf5, "FLUSH_INTERVAL_S", 0.0)  # count the rows after every chunk
+    recorder = ns.HDF5Recorder(tmp_path / "r.h5")
+    recorder.open(RunHeader(("A", "B"), 200000, 0.1, {"protocol": "p"}, None))
+    rows = hdf5.CHUNK_VALUES // 2
+    for k in range(3):
+        t = np.arange(k * rows, (k + 1) * rows) * 0.1
+        recorder.append(t, np.column_stack([t, -t]))
+    while recorder._written < 3 * rows:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    partial = tmp_path / "r.h5.partial"
+    with h5py.File(partial, "r") as f:
+        assert f["V"].shape == (200000, 2) and f.attrs["samples_written"] == 3 * rows
+    killed = ns.load_result(partial)
+    assert killed.status == "interrupted" and killed.t.size == 3 * rows
+    np.testing.assert_array_equal(killed.V[:, 0], np.arange(3 * rows) * 0.1)
+    assert hdf5.result_summary(partial)["samples"] == 3 * rows
+    closed = recorder.close("interrupted", "stopped", {})
+    assert closed.t.size == 3 * rows
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f["V"].shape == (3 * rows, 2) and f["time"].shape == (3 * rows,)
 
 
 def test_file_holds_everything_needed_to_rerun(tmp_path):
