@@ -127,6 +127,8 @@ class MemoryRecorder(Recorder):
         self.rows = end
 
     def close(self, status, message, stats):
-        return Result(self.t[:self.rows].copy(), self.V[:self.rows].copy(),
-                      self.header.neuron_names, status, message, dict(stats),
+        # a run cut short keeps a copy of its rows, not the whole preallocated array
+        t, V = ((self.t, self.V) if self.rows == self.t.shape[0] else
+                (self.t[:self.rows].copy(), self.V[:self.rows].copy()))
+        return Result(t, V, self.header.neuron_names, status, message, dict(stats),
                       dict(self.header.metadata))

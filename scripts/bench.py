@@ -206,50 +206,53 @@ def bench_brian2(duration_ms: float, brian2_python: str | None) -> dict:
     return {"case": case + "; speedup = Brian2 time / this row's time", "rows": rows}
 
 
-def bench_recording(repeats: int) -> dict:
+def bench_recording(pairs: int) -> dict:
     """Streaming to HDF5 vs keeping in memory, 300 neurons, 1 s, dt_out 0.1 ms (24 MB).
 
-    Two runs: dopri5 at rtol 1e-6 (a fast kernel: the file costs about as much as the
-    run) and rk4 at dt 0.05 ms (a run 20 times longer).  For scale, the time h5py takes
-    to write the same array to a new file on its own."""
+    Two runs: dopri5 at rtol 1e-6 (a fast kernel: writing the file costs about as much
+    as the run) and rk4 at dt 0.05 ms (a run 20 times longer).  Runs to memory, to a new
+    file and over an existing file take turns ``pairs`` times; the overhead is the
+    median over turns of (file time / memory time − 1), robust to the machine's drift.
+    For scale, the time h5py takes to write the same array to a new file on its own."""
     circuit = random_network(300, 4000, 150)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = (Path(tmp) / f"r{k}.h5" for k in range(10 * repeats + 10))
+        paths = (Path(tmp) / f"r{k}.h5" for k in range(10 * pairs + 10))
         for label, options in (("dopri5", dict(integrator="dopri5", rtol=1e-6, atol=1e-6)),
                                ("rk4", dict(integrator="rk4", dt=0.05))):
             options["dt_out"] = 0.1
-            ns.simulate(circuit, "run", **options)  # compile
+            memory = ns.simulate(circuit, "run", **options)  # compile
 
-            def to_disk(path=None, overwrite=False):
-                path = path or next(paths)
-                return ns.simulate(circuit, "run", recorder=ns.HDF5Recorder(path, overwrite=overwrite),
-                                   **options)
+            def timed(recorder=None):
+                start = time.perf_counter()
+                result = ns.simulate(circuit, "run", recorder=recorder, **options)
+                return time.perf_counter() - start, result
             # the first recorded run of a circuit also writes its YAML text (cached after)
-            if label == "dopri5":
-                t_first, _ = best_of(1, to_disk)
-            t_mem, mem = best_of(repeats, lambda: ns.simulate(circuit, "run", **options))
-            t_h5, disk = best_of(repeats, to_disk)
-            assert np.array_equal(disk.V, mem.V)
+            t_first, first = timed(ns.HDF5Recorder(next(paths)))
+            assert np.array_equal(first.V, memory.V)
             same = Path(tmp) / "same.h5"
-            t_over, _ = best_of(repeats, lambda: to_disk(same, overwrite=True))
-            rows[f"{label}: memory"] = {"time_s": t_mem}
-            rows[f"{label}: HDF5 stream, new file"] = {"time_s": t_h5,
-                                                       "overhead": t_h5 / t_mem - 1.0}
-            rows[f"{label}: HDF5, overwriting a file"] = {"time_s": t_over,
-                                                          "overhead": t_over / t_mem - 1.0}
+            times = {"memory": [], "new file": [], "overwriting a file": []}
+            for _ in range(pairs):
+                times["memory"].append(timed()[0])
+                times["new file"].append(timed(ns.HDF5Recorder(next(paths)))[0])
+                times["overwriting a file"].append(timed(ns.HDF5Recorder(same, overwrite=True))[0])
+            for name, values in times.items():
+                row = {"time_s": float(np.median(values)), "min_s": min(values)}
+                if name != "memory":
+                    row["overhead"] = float(np.median(np.divide(values, times["memory"]) - 1))
+                rows[f"{label}: {name}"] = row
             if label == "dopri5":
-                rows["dopri5: HDF5, first run of the circuit"] = {
-                    "time_s": t_first, "overhead": t_first / t_mem - 1.0}
+                rows["dopri5: first recorded run of the circuit"] = {
+                    "time_s": t_first, "overhead": t_first / np.median(times["memory"]) - 1}
 
                 def raw_write():
                     with h5py.File(next(paths), "w") as f:
-                        f.create_dataset("V", data=mem.V, chunks=True)
-                t_raw, _ = best_of(repeats, raw_write)
+                        f.create_dataset("V", data=memory.V, chunks=True)
+                t_raw, _ = best_of(3, raw_write)
                 rows["h5py alone, the same array to a new file"] = {
-                    "time_s": t_raw, "file_MB": mem.V.nbytes / 1e6}
-    return {"case": "recording overhead, 300 neurons, 4000 synapses, 1 s, dt_out 0.1 ms",
-            "rows": rows}
+                    "time_s": t_raw, "file_MB": memory.V.nbytes / 1e6}
+    return {"case": "recording overhead, 300 neurons, 4000 synapses, 1 s, dt_out 0.1 ms "
+                    "(medians of interleaved runs)", "rows": rows}
 
 
 def bench_cold_start() -> dict:
@@ -295,7 +298,7 @@ def main(argv=None):
     cases = [lambda: bench_tw_vs_scipy(repeats),
              lambda: bench_batch(2000 if args.quick else 20000),
              lambda: bench_brian2(200.0 if args.quick else 1000.0, args.brian2_python),
-             lambda: bench_recording(repeats),
+             lambda: bench_recording(5 if args.quick else 15),
              bench_cold_start]
     for case in cases:
         result = case()

@@ -137,6 +137,22 @@ def test_cmaes_evaluates_populations_in_batches_and_improves():
     assert objective(result.x) == pytest.approx(result.loss, rel=1e-9)
 
 
+def test_single_precision_populations_score_like_double():
+    """precision='float32' runs CMA-ES's populations in single precision: their losses
+    match float64 ones closely; a precision the integrator cannot run is refused."""
+    circuit = ns.load_circuit(TW)
+    par = Parameterization(circuit, [{"select": "synapses[post=AVA].w", "bounds": [0, 3]}])
+    options = dict(dt_out=10.0, rtol=1e-5, atol=1e-5)
+    double = Objective(par, load_behaviour(DATA), **options)
+    single = Objective(par, load_behaviour(DATA), precision="float32", **options)
+    X = par.x0 + np.random.default_rng(1).normal(0, 0.2, (6, par.x0.size))
+    losses = double.batch(X)
+    assert np.ptp(losses) > 1e-3  # the points differ, so the comparison means something
+    np.testing.assert_allclose(single.batch(X), losses, rtol=1e-4)
+    with pytest.raises(ns.CircuitError, match="precision='float32' is available for"):
+        Objective(par, load_behaviour(DATA), integrator="rk4", dt=0.05, precision="float32")
+
+
 def test_tw_fit_reaches_the_qualitative_targets():
     """The whole default fit: every target within 0.05 of its encoded probability."""
     circuit = ns.load_circuit(TW)

@@ -16,7 +16,7 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import integrate_with_sensitivity, make_integrator
+from neurosim.integrators import check_precision, integrate_with_sensitivity, make_integrator
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
@@ -38,11 +38,14 @@ class Objective:
         Sampling of the traces the targets read.
     prior : float
         Weight λ of the L2 prior ½λ‖x − x0‖².
+    precision : {"float64", "float32"}
+        Precision of the batched evaluations (:meth:`batch`, CMA-ES's populations);
+        see :func:`neurosim.simulate_batch`.  Single evaluations and gradients are float64.
     """
 
     def __init__(self, parameterization: Parameterization, targets, *, readout: str = "behaviour",
                  integrator="dopri5", dt=None, rtol=None, atol=None, dt_out: float = 5.0,
-                 prior: float = 0.0):
+                 prior: float = 0.0, precision: str = "float64"):
         self.par = parameterization
         circuit = parameterization.circuit
         self.targets = list(targets)
@@ -56,6 +59,8 @@ class Objective:
         compiled = parameterization.compiled
         self.batch_drive = compile_batch(compiled, [circuit.protocol(p) for p in self.protocols])
         self.method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
+        check_precision(precision, self.method)
+        self.precision = precision
         plans = [self.method.plan(d, dt_out) for d in self.batch_drive.durations]
         self.dt_out = plans[0][0]
         self.rows = np.array([r for _, r in plans], dtype=np.int64)
@@ -111,12 +116,12 @@ class Objective:
         diff = np.asarray(x) - self.par.x0
         return 0.5 * self.prior * np.sum(diff ** 2, axis=-1), self.prior * diff
 
-    def _run(self, X):
+    def _run(self, X, precision="float64"):
         """(status (protocols, sets), traces (protocols, sets, samples, recorded)) of X."""
         status, _, _, out_V = run_protocol_grid(
             self.method, self.par.compiled, self.batch_drive, self.par.theta(X), self.rows,
-            self.dt_out, self.record, DEFAULT_V_BOUND)
-        return status.reshape(out_V.shape[:2]), out_V
+            self.dt_out, self.record, DEFAULT_V_BOUND, precision)
+        return status.reshape(out_V.shape[:2]), out_V.astype(np.float64, copy=False)
 
     # --- the three evaluations -------------------------------------------------------
     def batch(self, X) -> np.ndarray:
@@ -124,7 +129,7 @@ class Objective:
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         n_sets, n_p = X.shape[0], len(self.protocols)
         started = time.perf_counter()
-        status, out_V = self._run(X)
+        status, out_V = self._run(X, self.precision)
         self.sim_seconds += time.perf_counter() - started
         self.simulations += n_sets * n_p
         self.evaluations += n_sets

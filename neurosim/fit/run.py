@@ -122,7 +122,7 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     sim = spec.simulation
     objective_options = dict(readout=spec.loss.readout, integrator=sim.integrator, dt=sim.dt,
                              rtol=sim.rtol, atol=sim.atol, dt_out=sim.dt_out,
-                             prior=spec.loss.prior)
+                             prior=spec.loss.prior, precision=sim.precision)
     par = Parameterization(circuit, spec.free)
     objective = Objective(par, targets, **objective_options)
     saver = Checkpoint(checkpoint, par.names) if checkpoint else None

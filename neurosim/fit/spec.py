@@ -7,7 +7,7 @@
       - {select: "synapses[*].nu", bounds: [0.05, 0.5], transform: log}
       - {select: "neurons[*].g_L", bounds: [0.05, 5], tie: true}
     loss: {prior: 0.0, readout: behaviour}
-    simulation: {integrator: dopri5, rtol: 1.0e-6, dt_out: 5.0}
+    simulation: {integrator: dopri5, rtol: 1.0e-6, dt_out: 5.0}   # precision: float32 (CMA-ES)
     optimizer: {method: cmaes, generations: 60, restarts: 0, seed: 0}
     signs: {classes: [PVD, PLM, AVM, ALM, AVD, PVC, DVA], maxiter: 40}   # optional
 """
@@ -46,6 +46,7 @@ class SimulationSpec(_Strict):
     rtol: Annotated[float, Field(gt=0)] | None = None
     atol: Annotated[float, Field(gt=0)] | None = None
     dt_out: Annotated[float, Field(gt=0)] = 5.0
+    precision: Literal["float64", "float32"] = "float64"
 
 
 class OptimizerSpec(_Strict):

@@ -138,7 +138,8 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
 
 @lane_njit
 def rhs_lanes(t, left, V, thetas, net, drive, work, dV):
-    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (WORK_ROWS, n, L)."""
+    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (WORK_ROWS, n, L).
+    Rows 0…n−1 of ``thetas`` hold 1/C, not C (see run_group)."""
     apply_drive_lanes(t, left, V, drive, work[0], work[1])
     conductance_split_lanes(work[0], work[1], thetas, net, drive[7], work[2], work[3], work[4])
     V_in, G, N, clamped = work[0], work[2], work[3], drive[7]
@@ -148,7 +149,7 @@ def rhs_lanes(t, left, V, thetas, net, drive, work, dV):
             dV[i, :] = 0.0
             continue
         for lane in range(lanes):
-            dV[i, lane] = (N[i, lane] - G[i, lane] * V_in[i, lane]) / thetas[i, lane]
+            dV[i, lane] = (N[i, lane] - G[i, lane] * V_in[i, lane]) * thetas[i, lane]
 
 
 @lane_njit
@@ -288,6 +289,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     K[0, i, lane] = col_K[0, i]
                 for q in range(n_par):
                     lane_theta[q, lane] = theta[q]
+                for i in range(n):  # C's only use in the lanes: dV = (N − G·V)·(1/C)
+                    lane_theta[i, lane] = 1.0 / theta[i]
                 item[lane] = b
                 t[lane] = 0.0
                 h[lane] = h0
