@@ -18,33 +18,22 @@ def borrowing_njit(function):
     return njit(cache=True, _nrt=False)(function)
 
 
-@intrinsic
-def float_bits(typingctx, x):
-    """The IEEE-754 bits of a float64 as an int64 (a free register move, unlike a view)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
+def bit_cast(source, target, llvm_target, doc: str):
+    """A compiled function reinterpreting the bits of a ``source`` number as ``target``
+    (a free register move, unlike an array view)."""
+    def cast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_target)
+        return target(source), codegen
+    cast.__doc__ = doc
+    return intrinsic(cast)
 
 
-@intrinsic
-def bits_float(typingctx, x):
-    """The float64 whose IEEE-754 bits are the int64 x."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def float32_bits(typingctx, x):
-    """The IEEE-754 bits of a float32 as an int32."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def bits_float32(typingctx, x):
-    """The float32 whose IEEE-754 bits are the int32 x."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
+float_bits = bit_cast(types.float64, types.int64, ir.IntType(64),
+                      "The IEEE-754 bits of a float64 as an int64.")
+bits_float = bit_cast(types.int64, types.float64, ir.DoubleType(),
+                      "The float64 whose IEEE-754 bits are the int64 x.")
+float32_bits = bit_cast(types.float32, types.int32, ir.IntType(32),
+                        "The IEEE-754 bits of a float32 as an int32.")
+bits_float32 = bit_cast(types.int32, types.float32, ir.FloatType(),
+                        "The float32 whose IEEE-754 bits are the int32 x.")

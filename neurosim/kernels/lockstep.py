@@ -3,14 +3,16 @@
 A batch of small circuits spends its time in the right-hand side, and one run's RHS is a
 chain of short loops over 11 neurons.  Here the state of L runs sits in (n, L) arrays
 with the runs innermost, so each loop over neurons does L runs' work in SIMD registers,
-sigmoids included (:func:`neurosim.kernels.network.vector_exp`).  Each run (a *lane*)
+sigmoids included (:func:`lane_sigmoid`).  Each run (a *lane*)
 keeps its own t, step size, error control, breakpoints and dense output: every lane
 takes a step at once, then accepts or rejects it on its own, and a lane whose run ends
-takes the next run of its group.
+takes the next run of its group.  Lanes compute in the precision of the output array:
+float64, or float32 for twice the runs per register (``simulate_batch(...,
+precision="float32")``).
 
 Per lane the arithmetic is the single-run kernel's, operation for operation (the lane
 loops are the scalar loops with a lane index; step control, dense output, checks and
-first steps call the scalar functions on the lane's column), so a lane's result equals
+first steps call the scalar functions on the lane's column), so a float64 lane's result equals
 :func:`neurosim.kernels.adaptive.run_adaptive` bit for bit, including its statistics:
 a single run's kernel is called once per chunk of ``chunk_rows`` output rows and
 evaluates f afresh at each call, and the lanes count those evaluations too
