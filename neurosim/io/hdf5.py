@@ -11,9 +11,9 @@ Layout (readable by any HDF5 tool)::
 
 ``complete`` is written False when the file is opened and set True only after the last
 sample is flushed, so a file left by a crash or Ctrl-C says so.  While a run goes, /time
-and /V already have the run's full length (their chunks are allocated when the file
-opens and filled as samples arrive); ``samples_written`` counts the valid rows, and the
-datasets are cut to it when the file closes.  The recorder writes to
+and /V end with a chunk placed in the file before it is filled (samples go straight to
+their offsets); ``samples_written`` counts the valid rows, and the datasets are cut to
+it when the file closes.  The recorder writes to
 ``OUT.h5.partial`` and renames it to ``OUT.h5`` when the run ends (completed, failed or
 interrupted): the final name never holds a half-written file, and only a hard kill
 (SIGKILL, power loss) leaves the ``.partial`` behind.
@@ -96,9 +96,8 @@ class HDF5Recorder(Recorder):
         self._circuit_text = {}
         self._raw = self.compression is None
         if self._raw:
-            self.time = _preallocated(self.file, "time", (header.n_samples,), (rows,), "f8")
-            self.V = _preallocated(self.file, "V", (header.n_samples, n_rec), (rows, n_rec),
-                                   self.dtype)
+            self.time = _preallocated(self.file, "time", (rows,), (rows,), "f8")
+            self.V = _preallocated(self.file, "V", (rows, n_rec), (rows, n_rec), self.dtype)
         else:
             self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,),
                                                  dtype="f8", chunks=(rows,))
@@ -197,6 +196,9 @@ class HDF5Recorder(Recorder):
         n0 = self._written
         m = t.shape[0]
         if self._raw:
+            if n0 + m > self.time.shape[0]:  # place the next chunk in the file
+                self.time.resize((n0 + self._t_buffer.shape[0],))
+                self.V.resize((n0 + self._t_buffer.shape[0], self.V.shape[1]))
             # a chunk is rows × columns in C order, so a partial one is its first bytes
             for dataset, values, start in ((self.time, t, (n0,)), (self.V, V, (n0, 0))):
                 data = np.ascontiguousarray(values, dtype=dataset.dtype)
@@ -259,7 +261,8 @@ class HDF5Recorder(Recorder):
 
 def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype) -> h5py.Dataset:
     """A chunked dataset of ``shape`` (extendable in rows) whose chunks are placed in the
-    file now and never filled, so that rows can be written to known offsets."""
+    file when the dataset is created or extended, and never filled, so that rows can be
+    written to known offsets."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk(chunks)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
