@@ -155,7 +155,8 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
                   getattr(method, "max_steps", 1))
     if adaptive_family and method.code == kc.DOPRI5:
         run_lockstep(V, thetas, item_protocol, item_rows,
-                     *lockstep_plan(item_protocol, item_rows, compiled.n_neurons), rows_per_call,
+                     *lockstep_plan(item_protocol, item_rows, compiled.n_neurons,
+                                    out_V.itemsize), rows_per_call,
                      dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
                      *tolerances, record, v_bound, status, stats, fail_t, out_V)
     else:
@@ -168,13 +169,14 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
 # Lanes (runs in lockstep) per group: enough that each loop over lanes fills several
 # SIMD registers (tap-withdrawal batch, one thread: 8 lanes 7,000–12,000 runs/s,
 # 32 lanes 22,000–25,000, 64 lanes 25,000–27,000 at rtol 1e-6), while the lane state,
-# about 128·n·L bytes, stays within half a MiB of cache.
+# about 16·n·L numbers, stays within half a MiB of cache.  Per 8 bytes of precision:
+# float32 lanes take twice as many (128 lanes +7–10 % over 64; float64 at 128: −20 %).
 MAX_LANES = 64
 LANE_STATE_BYTES = 1 << 19
 
 
-def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray,
-                  n_neurons: int) -> tuple[np.ndarray, int]:
+def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: int,
+                  itemsize: int = 8) -> tuple[np.ndarray, int]:
     """(group boundaries, lanes) for :func:`~neurosim.kernels.lockstep.run_lockstep`.
 
     Groups are runs of one protocol and length, about four per thread so that a thread
@@ -189,8 +191,9 @@ def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray,
         cuts.extend(range(start + size, end, size))
         cuts.append(end)
     groups = np.array(cuts, dtype=np.int64)
-    fit = max(8, LANE_STATE_BYTES // (128 * n_neurons) // 8 * 8)
-    return groups, int(min(MAX_LANES, fit, np.diff(groups).max()))
+    per_register = 8 // itemsize
+    fit = max(8, LANE_STATE_BYTES // (16 * itemsize * n_neurons) // 8 * 8)
+    return groups, int(min(MAX_LANES * per_register, fit, np.diff(groups).max()))
 
 
 class _Stepper:
