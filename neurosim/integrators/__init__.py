@@ -135,12 +135,11 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     """Run every item of a batch in parallel; returns (status, stats, fail_t, out_V).
 
     ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)) and the dtype named by
-    ``precision`` (see :func:`check_precision`); rows after a failure or past an item's
-    duration are NaN.
+    ``precision``, which the caller has checked (:func:`check_precision`); rows after a
+    failure or past an item's duration are NaN.
     """
     if compiled.schedule is not None:
         raise CircuitError("batched runs of a circuit with a parameter schedule are not available")
-    check_precision(precision, method)
     n_items = V.shape[0]
     out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan, dtype=precision)
     status = np.zeros(n_items, dtype=np.int64)

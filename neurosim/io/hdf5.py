@@ -290,6 +290,13 @@ def _open_result(path: Path) -> h5py.File:
     return f
 
 
+def _valid_rows(f: h5py.File) -> int:
+    """Rows of /time and /V that hold samples: a file left by a killed writer has a chunk
+    placed beyond ``samples_written`` (and older files may have one dataset resized only)."""
+    rows = min(f["time"].shape[0], f["V"].shape[0])
+    return min(rows, int(f.attrs.get("samples_written", rows)))
+
+
 def _read_V(path: Path, n: int) -> np.ndarray:
     with _open_result(path) as f:
         return f["V"][:n].astype(np.float64)
@@ -304,9 +311,7 @@ def load_result(path, *, lazy: bool = False) -> Result:
     path = Path(path)
     try:
         with _open_result(path) as f:
-            # a killed writer leaves the run's full length, valid up to samples_written
-            n = min(f["time"].shape[0], f["V"].shape[0],
-                    int(f.attrs.get("samples_written", f["time"].shape[0])))
+            n = _valid_rows(f)
             t = f["time"][:n]
             V = (lambda: _read_V(path, n)) if lazy else f["V"][:n].astype(np.float64)
             names = tuple(_text(x) for x in f.attrs["neuron_names"])
@@ -324,20 +329,17 @@ def load_result(path, *, lazy: bool = False) -> Result:
         raise ResultFileError(f"cannot read {path}: {exc}") from None
     except KeyError as exc:
         raise ResultFileError(f"{path} lacks {exc}; not a complete neurosim result") from None
-    return Result(t[:n], V, names, status, message, stats, metadata)
-
-
-def _samples(f: h5py.File) -> int:
-    return min(f["time"].shape[0], int(f.attrs.get("samples_written", f["time"].shape[0])))
+    return Result(t, V, names, status, message, stats, metadata)
 
 
 def result_summary(path) -> dict:
     """Key facts of a result file without reading the traces."""
     with _open_result(Path(path)) as f:
+        n = _valid_rows(f)
         return {"status": _text(f.attrs.get("status", "")),
                 "complete": bool(f.attrs.get("complete", False)),
-                "samples": _samples(f),
-                "t_end_ms": float(f["time"][_samples(f) - 1]) if _samples(f) else 0.0,
+                "samples": n,
+                "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
                 "neurons": [_text(x) for x in f.attrs["neuron_names"]],
                 "integrator": _text(f.attrs.get("integrator", "")),
                 "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),

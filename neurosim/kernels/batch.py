@@ -9,6 +9,16 @@ from neurosim.kernels.constants import (N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, 
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 
 
+@njit(cache=True)
+def protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped,
+                   hold):
+    """The ``drive`` tuple of protocol p, cut from a batch's stacked stimulus arrays."""
+    s0 = stim_ptr[p]
+    s1 = stim_ptr[p + 1]
+    return (kind[s0:s1], target[s0:s1], is_voltage[s0:s1], par[s0:s1], tab_ptr[s0:s1 + 1],
+            tab_t, tab_v, clamped[p], hold[p])
+
+
 @njit(cache=True, parallel=True)
 def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_rows, dt, dt_out, net,
               kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped, hold,
@@ -26,10 +36,8 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
     n = V.shape[1]
     for b in prange(n_items):
         p = item_protocol[b]
-        s0 = stim_ptr[p]
-        s1 = stim_ptr[p + 1]
-        drive = (kind[s0:s1], target[s0:s1], is_voltage[s0:s1], par[s0:s1],
-                 tab_ptr[s0:s1 + 1], tab_t, tab_v, clamped[p], hold[p])
+        drive = protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,
+                               clamped, hold)
         Vb = V[b]
         impose_clamps(0.0, Vb, drive, np.empty((WORK_ROWS, n)))
         for c in range(record.shape[0]):

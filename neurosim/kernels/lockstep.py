@@ -32,6 +32,7 @@ from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_s
 from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
                                         S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
                                         WORK_ROWS, X_FAIL_T)
+from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.network import rhs, sigmoid, sigmoid32, waveform
 
@@ -289,10 +290,10 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 for i in range(n):
                     V[i, lane] = col[i]
                     K[0, i, lane] = col_K[0, i]
-                for q in range(n_par):
-                    lane_theta[q, lane] = theta[q]
                 for i in range(n):  # C's only use in the lanes: dV = (N − G·V)·(1/C)
                     lane_theta[i, lane] = 1.0 / theta[i]
+                for q in range(n, n_par):
+                    lane_theta[q, lane] = theta[q]
                 item[lane] = b
                 t[lane] = 0.0
                 h[lane] = h0
@@ -411,10 +412,8 @@ def run_lockstep(V0, thetas, item_protocol, item_rows, group_ptr, lanes, chunk_r
     for g in prange(group_ptr.shape[0] - 1):
         first = group_ptr[g]
         p = item_protocol[first]
-        s0 = stim_ptr[p]
-        s1 = stim_ptr[p + 1]
-        drive = (kind[s0:s1], target[s0:s1], is_voltage[s0:s1], par[s0:s1],
-                 tab_ptr[s0:s1 + 1], tab_t, tab_v, clamped[p], hold[p])
+        drive = protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,
+                               clamped, hold)
         run_group(first, group_ptr[g + 1], V0, thetas, item_rows[first], chunk_rows, dt, dt_out,
                   net, drive, breakpoints[bp_ptr[p]:bp_ptr[p + 1]], rtol, atol, max_step,
                   adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t, out_V)
