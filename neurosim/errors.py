@@ -52,3 +52,7 @@ class SimulationError(NeurosimError, RuntimeError):
 
 class ResultFileError(NeurosimError, OSError):
     """A result file cannot be written or read."""
+
+
+class RestWarning(NeurosimError, RuntimeWarning):
+    """A run that should start at rest found no stable rest and starts elsewhere."""

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
                               compile_drive, resolve_protocol, surviving_stimuli)
-from neurosim.errors import CircuitError, SimulationError
-from neurosim.integrators import (OK, STATS_NAMES, check_precision, check_step_stability,
-                                  chunk_rows, describe_failure, failure_message, make_integrator,
-                                  run_items)
-from neurosim.model import Circuit, Protocol
+from neurosim.errors import CircuitError, RestWarning, SimulationError
+from neurosim.integrators import (N_REPORT, OK, STATS_NAMES, check_precision,
+                                  check_step_stability, chunk_rows, describe_failure,
+                                  failure_message, find_rest_states, make_integrator, run_items)
+from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
@@ -28,6 +29,122 @@ def _record_indices(compiled, record) -> np.ndarray:
     if not names:
         raise CircuitError("record= is empty: nothing would be recorded")
     return np.array([compiled.index(name) for name in names], dtype=np.int64)
+
+
+#: how a rest was found, by the kernels' method code (neurosim.kernels.steady)
+REST_METHODS = ("newton", "pre-run", "unstable", "unsettled", "marginal")
+
+
+@dataclass(frozen=True)
+class RestState:
+    """Where a run starts, and how that state was found.
+
+    Attributes
+    ----------
+    V : dict of str to float, mV
+        Every neuron's initial potential (clamped ones at their holding potential).
+    initial : {"rest", "as_given"}
+    method : str
+        ``newton`` (Newton from V0 found a stable rest), ``pre-run`` (Newton from where a
+        stimulus-free pre-run settled), ``unstable`` or ``unsettled`` (no stable rest
+        found: the pre-run's end state is used), ``marginal`` (a steady state with a zero
+        eigenvalue, e.g. a neuron without leak: not unique; the one Newton found from V0
+        is used), or ``as_given``.
+    stable : bool
+        Whether V is a stable rest (every Jacobian eigenvalue with negative real part).
+    residual : float, mV/ms
+        max |dV/dt| at V without stimuli.
+    max_real_eigenvalue : float, 1/ms
+    iterations : int
+        Newton iterations.
+    prerun_ms : float
+        Model time of the pre-run (0 without one).
+    """
+
+    V: dict
+    initial: str
+    method: str
+    stable: bool
+    residual: float = float("nan")
+    max_real_eigenvalue: float = float("nan")
+    iterations: int = 0
+    prerun_ms: float = 0.0
+
+    @classmethod
+    def from_report(cls, names, V, report) -> "RestState":
+        code = int(report[0])
+        return cls(dict(zip(names, map(float, V))), "rest", REST_METHODS[code], code <= 1,
+                   float(report[2]), float(report[3]), int(report[1]), float(report[4]))
+
+    @property
+    def message(self) -> str:
+        """One line: what the run starts from."""
+        if self.initial == "as_given":
+            return "initial state: as given (V0, else E_L)"
+        if self.stable:
+            how = "Newton" if self.method == "newton" else f"Newton after a {self.prerun_ms:g} ms pre-run"
+            return (f"initial state: stimulus-free rest ({how}, {self.iterations} iterations, "
+                    f"max |dV/dt| {self.residual:.1e} mV/ms)")
+        if self.method == "marginal":
+            return ("no stable rest: the steady state found from V0 is only marginally stable "
+                    "(a Jacobian eigenvalue of 0, e.g. a neuron without leak); starting from it")
+        why = ("every steady state found is unstable" if self.method == "unstable"
+               else f"the circuit did not settle within a {self.prerun_ms:g} ms pre-run "
+                    "(it oscillates or drifts)")
+        return (f"no stable rest: {why}; starting from the pre-run's end state "
+                f"(max |dV/dt| {self.residual:.3g} mV/ms)")
+
+    def to_dict(self) -> dict:
+        out = dict(vars(self), message=self.message)
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                for k, v in out.items()}
+
+
+def resolve_initial(circuit: Circuit, proto: Protocol, initial, v0) -> str:
+    """'rest' or 'as_given' for a run: the argument, else the protocol's and circuit's
+    choice; potentials given as ``v0`` mean as given."""
+    if initial is not None and initial not in INITIAL_STATES:
+        raise CircuitError(f"initial must be one of {', '.join(INITIAL_STATES)}, got {initial!r}")
+    if v0 is not None:
+        if initial == "rest":
+            raise CircuitError("give v0= (start as given) or initial='rest', not both")
+        return "as_given"
+    return initial or circuit.initial_state(proto)
+
+
+def _rest_of(compiled, drive) -> RestState:
+    """The stimulus-free rest of one compiled circuit under the clamps of ``drive``."""
+    n = compiled.n_neurons
+    V, reports = find_rest_states(compiled, compiled.theta[None, :],
+                                  compiled.theta[None, 3 * n:4 * n], np.zeros(1, dtype=np.int64),
+                                  drive.clamped[None, :], drive.arrays[8][None, :])
+    return RestState.from_report(compiled.neuron_names, V[0], reports[0])
+
+
+def rest_state(circuit: Circuit, protocol=None, *, ablate=(), theta=None) -> RestState:
+    """The stimulus-free steady state of a protocol's circuit (its ablations, scalings and
+    clamps; its stimuli off), as runs with ``initial: rest`` start from it.
+
+    Newton on the analytic Jacobian from the neurons' V0 (E_L where not given); where that
+    fails or finds an unstable state, a stimulus-free pre-run until |dV/dt| < 1e-6 mV/ms,
+    then Newton again.  ``stable`` is False when no stable rest was found (``message``
+    says why and what is used instead).
+
+    Examples
+    --------
+    >>> from neurosim.model import Circuit, Neuron, Synapse
+    >>> c = Circuit("pair", (Neuron("A", clamp=-30.0), Neuron("B", g_L=1.0, E_L=-70.0)),
+    ...             (Synapse("A", "B", w=1.0, E=0.0, mu=-30.0),))
+    >>> round(rest_state(c, Protocol(1.0)).V["B"], 6)   # g_L·(E_L − V) + w·σ(0)·(0 − V) = 0
+    -46.666667
+    """
+    _, proto = resolve_protocol(circuit, protocol if protocol is not None else Protocol(1.0))
+    gone = tuple(proto.ablate) + tuple(ablate)
+    compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
+    if theta is not None:
+        compiled = compiled.with_theta(theta)
+    drive = compile_drive(compiled, surviving_stimuli(circuit, proto, gone), proto.duration)
+    return _rest_of(compiled, drive)
 
 
 def _initial_state(compiled, v0) -> np.ndarray:
@@ -60,8 +177,8 @@ def _progress_bar(progress, total: float):
 
 def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, stimuli=(),
              ablate=(), integrator="dopri5", dt=None, rtol=None, atol=None, dt_out=None,
-             record=None, v0=None, theta=None, recorder: Recorder | None = None,
-             progress=None, v_bound: float = DEFAULT_V_BOUND,
+             record=None, v0=None, initial=None, theta=None,
+             recorder: Recorder | None = None, progress=None, v_bound: float = DEFAULT_V_BOUND,
              raise_on_failure: bool = True) -> Result:
     """Simulate ``circuit`` under a protocol and return the recorded traces.
 
@@ -87,7 +204,13 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     record : sequence of str, optional
         Neurons to record (default: all neurons after ablation).
     v0 : dict or ndarray, optional
-        Initial potentials overriding the circuit's V0 (mV).
+        Initial potentials overriding the circuit's V0 (mV); the run starts as given.
+    initial : {"rest", "as_given"}, optional
+        Start from the stimulus-free rest of the run's circuit (see :func:`rest_state`)
+        or from V0 as given.  Default: the protocol's, else the circuit's ``initial``,
+        else ``as_given`` if a neuron gives V0 and ``rest`` otherwise.  Where no stable
+        rest exists a :class:`~neurosim.errors.RestWarning` says so.  The result's
+        ``metadata["initial"]`` records the state and how it was found.
     theta : ndarray, optional
         A parameter vector replacing the circuit's (see :mod:`neurosim.compile`).
     recorder : Recorder, optional
@@ -108,7 +231,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     --------
     >>> from neurosim.model import Circuit, Neuron
     >>> c = Circuit("one", (Neuron("A", C=10.0, g_L=1.0, E_L=-70.0, V0=-50.0),))
-    >>> r = simulate(c, duration=10.0, integrator="exp_euler", dt=0.1)
+    >>> r = simulate(c, duration=10.0, integrator="exp_euler", dt=0.1)   # V0 given: as given
     >>> round(float(r.v("A")[-1]), 4)  # -70 + 20·exp(-10/10)
     -62.6424
     """
@@ -132,7 +255,15 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         warnings.warn(unstable, RuntimeWarning, stacklevel=2)
     drive = compile_drive(compiled, resolved, proto.duration)
     record_idx = _record_indices(compiled, record)
-    V = _initial_state(compiled, v0)
+    if resolve_initial(circuit, proto, initial, v0) == "rest":
+        start = _rest_of(compiled, drive)
+        V = np.array([start.V[name] for name in compiled.neuron_names])
+        if not start.stable:
+            warnings.warn(start.message, RestWarning, stacklevel=2)
+    else:
+        V = _initial_state(compiled, v0)
+        start = RestState(dict(zip(compiled.neuron_names, map(float, V))), "as_given",
+                          "as_given", False)
     v_bound = float(v_bound)
     if not v_bound > 0:
         raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
@@ -142,7 +273,8 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         "circuit": circuit.name, "protocol": protocol_name, "duration_ms": proto.duration,
         "ablated": list(gone), "scaled": dict(proto.scale), "stimuli": [s if isinstance(s, str) else s.kind for s in proto.stimuli],
         "integrator": method.name, "integrator_options": method.options(), "dt_out_ms": dt_out,
-        "record": list(names), "v_bound_mV": v_bound, "neurosim_version": __version__}
+        "record": list(names), "v_bound_mV": v_bound, "initial": start.to_dict(),
+        "neurosim_version": __version__}
     # the stepper loads (or compiles) the kernels before any file is opened
     stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
     recorder = MemoryRecorder() if recorder is None else recorder
@@ -206,13 +338,28 @@ class BatchResult:
         steps, rejected, rhs_evaluations, jacobians per run.
     param_names : tuple of str
         Column names of the parameter matrix.
+    initial_V : ndarray, shape (n_protocols, n_sets, n_neurons), mV
+        Every neuron's initial potential (all neurons, in circuit order).
+    rest_reports : ndarray, shape (n_protocols, n_sets, 5)
+        How each rest was found (NaN rows for runs that start as given); :meth:`start`
+        turns a row into a :class:`RestState`.
     """
 
     def __init__(self, t, V, protocols, neuron_names, status, messages, stats, param_names,
-                 metadata):
+                 metadata, initial_V=None, rest_reports=None, circuit_names=()):
         self.t, self.V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
         self.status, self.messages, self.stats = status, messages, stats
         self.param_names, self.metadata = param_names, metadata
+        self.initial_V, self.rest_reports, self._circuit_names = initial_V, rest_reports, circuit_names
+
+    def start(self, protocol, index: int = 0) -> RestState:
+        """How run ``index`` of ``protocol`` started."""
+        p = self.protocols.index(protocol) if isinstance(protocol, str) else int(protocol)
+        V, report = self.initial_V[p, index], self.rest_reports[p, index]
+        if np.isnan(report[0]):
+            return RestState(dict(zip(self._circuit_names, map(float, V))), "as_given",
+                             "as_given", False)
+        return RestState.from_report(self._circuit_names, V, report)
 
     @property
     def failed(self) -> np.ndarray:
@@ -234,6 +381,8 @@ class BatchResult:
         stats = dict(zip(STATS_NAMES, map(int, self.stats[p, index])))
         meta = dict(self.metadata, protocol=self.protocols[p],
                     ablated=list(self.metadata["ablated"][p]))
+        if self.initial_V is not None:
+            meta["initial"] = self.start(p, index).to_dict()
         return Result(self.t[rows], V[rows][:, keep], tuple(self.neuron_names[c] for c in keep),
                       str(self.status[p, index]), self.messages.get((p, index), "completed"),
                       stats, meta)
@@ -245,26 +394,37 @@ class BatchResult:
 
 
 def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_bound,
-                      precision="float64"):
+                      precision="float64", at_rest=None):
     """Every parameter set (rows of ``thetas``) under every protocol of ``batch``, in one call.
 
-    Returns (status, stats, fail_t) flat over items p·n_sets + k, and out_V of shape
-    (n_protocols, n_sets, samples, recorded).  Ablations and lesions act through
-    ``batch.factors``; initial potentials come from each item's θ.
+    Returns (status, stats, fail_t, out_V, (V0, rests)): the first three flat over items
+    p·n_sets + k, out_V of shape (n_protocols, n_sets, samples, recorded), the initial
+    states (n_protocols, n_sets, n_neurons) and the rest reports (n_protocols, n_sets,
+    N_REPORT) of the runs that start at rest (NaN rows for the others).  Ablations and lesions act through ``batch.factors``; protocols whose
+    ``at_rest`` entry is true start from each run's stimulus-free rest, the others from
+    θ's V0.
     """
     n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
     effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
     n = compiled.n_neurons
     V0 = np.ascontiguousarray(effective[:, 3 * n:4 * n])
     item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
+    rests = np.full((n_p * n_sets, N_REPORT), np.nan)
+    if at_rest is not None and np.any(at_rest):
+        items = np.flatnonzero(np.asarray(at_rest)[item_protocol])
+        V0[items], rests[items] = find_rest_states(
+            compiled, effective[items], V0[items], item_protocol[items], batch.arrays[8],
+            batch.arrays[9])
+    initial = V0.copy()  # the kernels advance V0 in place
     status, stats, fail_t, out_V = run_items(method, compiled, batch, V0, effective,
                                              item_protocol, rows[item_protocol], dt_out,
                                              record, v_bound, precision)
-    return status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1)
+    return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
+            (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
 
 
 def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator="dopri5",
-                   dt=None, rtol=None, atol=None, dt_out=None, record=None,
+                   dt=None, rtol=None, atol=None, dt_out=None, record=None, initial=None,
                    v_bound: float = DEFAULT_V_BOUND, precision: str = "float64") -> BatchResult:
     """Simulate many parameter sets under many protocols in one parallel call.
 
@@ -281,8 +441,9 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     protocols : str, Protocol or sequence of them, optional
         Default: every protocol of the circuit.  Ablations and lesions act by zeroing or
         scaling the affected weights in each run.
-    integrator, dt, rtol, atol, dt_out, record, v_bound
-        As for :func:`simulate`.
+    integrator, dt, rtol, atol, dt_out, record, initial, v_bound
+        As for :func:`simulate`; at rest, each run starts from the rest of its own
+        parameters under its protocol's ablations, lesions and clamps.
     precision : {"float64", "float32"}
         ``"float32"`` computes and returns the runs in single precision: for dopri5 at
         rtol ≥ 1e-5, up to twice as many runs per second (twice the runs per SIMD
@@ -335,9 +496,16 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
 
     n_p, n_sets = len(resolved), thetas.shape[0]
     started = time.perf_counter()
-    status, stats, fail_t, out_V = run_protocol_grid(method, compiled, batch, thetas, rows,
-                                                     dt_out, record_idx, v_bound, precision)
+    at_rest = np.array([resolve_initial(circuit, p, initial, None) == "rest" for _, p in resolved])
+    status, stats, fail_t, out_V, rests = run_protocol_grid(
+        method, compiled, batch, thetas, rows, dt_out, record_idx, v_bound, precision, at_rest)
     wall = time.perf_counter() - started
+    initial_V, rest_reports = rests
+    unstable = int(np.sum(rest_reports[..., 0] > 1))  # not newton, not pre-run
+    if unstable:
+        warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest and start from a "
+                      "pre-run's end state (BatchResult.start(protocol, index) says which)",
+                      RestWarning, stacklevel=2)
     ablated_cols = batch.ablated[:, record_idx]
     out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan
     messages = {}
@@ -354,4 +522,5 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     return BatchResult(t, out_V, tuple(name for name, _ in resolved),
                        tuple(compiled.neuron_names[i] for i in record_idx), labels, messages,
                        stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
-                       compiled.param_names, metadata)
+                       compiled.param_names, metadata, initial_V, rest_reports,
+                       compiled.neuron_names)

@@ -123,7 +123,7 @@ def test_runaway_potential_beyond_the_bound_is_reported():
                    stimuli={"push": ns.Stimulus("step", "A", amplitude=1000.0)},
                    protocols={"p": ns.Protocol(100.0, ("push",))})
     with pytest.raises(ns.SimulationError, match=r"\|V\| beyond the bound of 5000 mV in neuron 'A'"):
-        ns.simulate(c, "p", v_bound=5000.0)
+        ns.simulate(c, "p", v_bound=5000.0, initial="as_given")
 
 
 def test_stability_warning_names_the_limit():

@@ -16,7 +16,8 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import check_precision, integrate_with_sensitivity, make_integrator
+from neurosim.integrators import (check_precision, find_rest_states, integrate_with_sensitivity,
+                                  make_integrator, rest_tangent)
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
@@ -58,6 +59,10 @@ class Objective:
             circuit.protocol(name)
         compiled = parameterization.compiled
         self.batch_drive = compile_batch(compiled, [circuit.protocol(p) for p in self.protocols])
+        # runs start where circuit.initial_state says: the rest of each parameter set
+        # (its gradient by the implicit function theorem), or V0 as given
+        self.at_rest = np.array([circuit.initial_state(circuit.protocol(p)) == "rest"
+                                 for p in self.protocols])
         self.method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
         check_precision(precision, self.method)
         self.precision = precision
@@ -118,9 +123,9 @@ class Objective:
 
     def _run(self, X, precision="float64"):
         """(status (protocols, sets), traces (protocols, sets, samples, recorded)) of X."""
-        status, _, _, out_V = run_protocol_grid(
+        status, _, _, out_V, _ = run_protocol_grid(
             self.method, self.par.compiled, self.batch_drive, self.par.theta(X), self.rows,
-            self.dt_out, self.record, DEFAULT_V_BOUND, precision)
+            self.dt_out, self.record, DEFAULT_V_BOUND, precision, self.at_rest)
         return status.reshape(out_V.shape[:2]), out_V.astype(np.float64, copy=False)
 
     # --- the three evaluations -------------------------------------------------------
@@ -156,9 +161,10 @@ class Objective:
             factor = self.batch_drive.factors[p]
             run = compiled.with_theta(theta * factor) if np.any(factor != 1) else \
                 compiled.with_theta(theta)
+            drive = self.batch_drive.drive(p)
             status, V, S, _ = integrate_with_sensitivity(
-                self.method, run, self.batch_drive.drive(p), free, self.record, self.dt_out,
-                int(self.rows[p]), DEFAULT_V_BOUND)
+                self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
+                DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
             if status != 0:
                 self.sim_seconds += time.perf_counter() - started
                 return FAILED_LOSS, np.zeros(self.par.n_free)
@@ -169,6 +175,18 @@ class Objective:
         self.simulations += len(self.protocols)
         self.evaluations += 1
         return float(total), self.par.chain(x, grad_theta) + grad_prior
+
+    @staticmethod
+    def _start(run, drive, free):
+        """(V*, ∂V*/∂θ[free]) of the rest a run of ``run`` starts from; the derivative is 0
+        where no stable rest exists (the start then comes from a pre-run)."""
+        n = run.n_neurons
+        V, report = find_rest_states(run, run.theta[None, :], run.theta[None, 3 * n:4 * n],
+                                     np.zeros(1, dtype=np.int64), drive.clamped[None, :],
+                                     drive.arrays[8][None, :])
+        stable = report[0, 0] <= 1
+        S = rest_tangent(run, drive.arrays, V[0], free) if stable else np.zeros((n, free.size))
+        return V[0], S
 
     def predictions(self, x) -> list[dict]:
         """Per target: protocol, measure, observed, predicted (and the score)."""

@@ -28,6 +28,7 @@ from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 from neurosim.kernels.lockstep import run_lockstep
 from neurosim.kernels.sensitivity import run_dopri5_tangent, run_fixed_tangent
+from neurosim.kernels.steady import N_REPORT, find_rests, rest_sensitivity
 
 OK = kc.OK
 
@@ -471,11 +472,13 @@ def free_parameter_codes(compiled, indices) -> tuple:
 
 
 def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_rows,
-                               v_bound):
+                               v_bound, start=None):
     """(status, V_out, S_out, stats) of one run with ∂V/∂θ[free] at every output row.
 
     V_out has shape (n_rows + 1, len(record)); S_out (n_rows + 1, len(record), len(free)).
-    The run takes exactly the steps :func:`neurosim.simulate` takes.
+    ``start`` is (V, S), the initial state and its derivative (default: θ's V0, whose
+    derivative is 1 for free V0 entries).  The run takes exactly the steps
+    :func:`neurosim.simulate` takes.
     """
     if compiled.schedule is not None:
         raise CircuitError("gradients through a parameter schedule are not available; "
@@ -486,11 +489,14 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
     free = np.asarray(free, dtype=np.int64)
     tangent = free_parameter_codes(compiled, free)
     n, m = compiled.n_neurons, free.shape[0]
-    V = compiled.theta[3 * n:4 * n].copy()
-    S = np.zeros((n, m))
-    for c, (kind, i) in enumerate(zip(tangent[0], tangent[1])):
-        if kind == 3:  # V0 of neuron i
-            S[i, c] = 1.0
+    if start is not None:
+        V, S = (np.array(a, dtype=np.float64, order="C", copy=True) for a in start)
+    else:
+        V = compiled.theta[3 * n:4 * n].copy()
+        S = np.zeros((n, m))
+        for c, (kind, i) in enumerate(zip(tangent[0], tangent[1])):
+            if kind == 3:  # V0 of neuron i
+                S[i, c] = 1.0
     clamped = drive.clamped
     impose_clamps(0.0, V, drive.arrays, np.empty((kc.WORK_ROWS, n)))
     S[clamped] = 0.0
@@ -514,3 +520,46 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
                                     method.max_step, method.adaptive, method.max_steps, record,
                                     v_bound, state, stats, out_V[1:], out_S[1:])
     return status, out_V, out_S, stats
+
+
+#: Newton stops when no free potential changes faster than this (mV/ms); with τ = 50 ms
+#: that leaves the rest within ~5e-9 mV of the exact zero
+REST_TOL = 1e-10
+
+
+def stimulus_free(drive) -> tuple:
+    """A drive's clamps (mask and holding potentials) without its stimulus rows."""
+    clamped, hold = drive[7], drive[8]
+    return (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.bool_),
+            np.empty((0, kc.N_STIM_PARAMS)), np.zeros(1, dtype=np.int64), np.empty(0),
+            np.empty(0), clamped, hold)
+
+
+def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, tol=REST_TOL):
+    """Stimulus-free steady states of many runs in one parallel call.
+
+    Run b starts Newton (then, if needed, a pre-run) from ``V_start[b]`` with parameters
+    ``thetas[b]`` and the clamps of protocol ``item_protocol[b]`` (rows of ``clamped``
+    and ``hold``).  Returns (V, reports): the states used, and per run the method code,
+    Newton iterations, final max |dV/dt| (mV/ms), the largest real part of the
+    Jacobian's eigenvalues (1/ms) and the pre-run's length (ms); see
+    :mod:`neurosim.kernels.steady`.
+    """
+    thetas = np.ascontiguousarray(thetas, dtype=np.float64)
+    V = np.array(V_start, dtype=np.float64, order="C", copy=True)
+    reports = np.zeros((V.shape[0], N_REPORT))
+    find_rests(V, thetas, np.ascontiguousarray(item_protocol, dtype=np.int64),
+               compiled.net_for(thetas), np.ascontiguousarray(clamped, dtype=np.bool_),
+               np.ascontiguousarray(hold, dtype=np.float64), float(tol), reports)
+    return V, reports
+
+
+def rest_tangent(compiled, drive, V, free) -> np.ndarray:
+    """∂V*/∂θ[free] (n, len(free)) at the stable rest V of ``compiled`` under the clamps
+    of ``drive``; zero where the Jacobian is singular."""
+    S = np.zeros((compiled.n_neurons, len(free)))
+    if not rest_sensitivity(np.ascontiguousarray(V, dtype=np.float64), compiled.theta,
+                            compiled.net, free_parameter_codes(compiled, free),
+                            stimulus_free(drive), S):
+        S[:] = 0.0
+    return S

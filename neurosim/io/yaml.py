@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from neurosim.errors import CircuitError
-from neurosim.model import (QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
+from neurosim.model import (INITIAL_STATES, QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
                             Neuron, Protocol, Readout, Schedule, Stimulus, Synapse)
 from neurosim.units import parse_quantity
 
@@ -111,6 +111,7 @@ class ProtocolSpec(_Spec):
     ablate: list[Name] = []
     scale: dict[Name, Number] = {}
     description: str = ""
+    initial: Literal[INITIAL_STATES] | None = None
 
 
 class ReadoutSpec(_Spec):
@@ -140,6 +141,7 @@ class CircuitSpec(_Spec):
     protocols: dict[Name, ProtocolSpec] = {}
     readouts: dict[Name, ReadoutSpec] = {}
     schedule: ScheduleSpec | None = None
+    initial: Literal[INITIAL_STATES] | None = None
 
 
 # --- reading YAML with line numbers -------------------------------------------------
@@ -344,7 +346,7 @@ def _build(spec: CircuitSpec, located) -> Circuit:
         try:
             parts["protocols"][name] = Protocol(item.duration, tuple(item.stimuli),
                                                 tuple(item.ablate), item.description,
-                                                item.scale)
+                                                item.scale, item.initial)
         except CircuitError as err:
             raise located(err, f"protocols.{name}") from None
     readouts = {}
@@ -362,7 +364,7 @@ def _build(spec: CircuitSpec, located) -> Circuit:
     try:
         return Circuit(spec.name, tuple(parts["neurons"]), tuple(parts["synapses"]),
                        tuple(parts["gap_junctions"]), parts["stimuli"], parts["protocols"],
-                       readouts, schedule)
+                       readouts, schedule, spec.initial)
     except CircuitError as err:
         raise located(err, "") from None
 
@@ -453,10 +455,14 @@ def circuit_to_dict(circuit: Circuit) -> dict:
             out["scale"] = dict(p.scale)
         if p.description:
             out["description"] = p.description
+        if p.initial is not None:
+            out["initial"] = p.initial
         return out
 
-    data: dict[str, Any] = {"name": circuit.name,
-                            "neurons": [neuron(n) for n in circuit.neurons]}
+    data: dict[str, Any] = {"name": circuit.name}
+    if circuit.initial is not None:
+        data["initial"] = circuit.initial
+    data["neurons"] = [neuron(n) for n in circuit.neurons]
     if circuit.synapses:
         data["synapses"] = [{"pre": s.pre, "post": s.post, "w": s.w, "E": s.E, "mu": s.mu,
                              "nu": s.nu, "kappa": s.kappa} for s in circuit.synapses]

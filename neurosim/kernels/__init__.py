@@ -66,7 +66,8 @@ def _use_cache_dir():
 
 _cache_target = _use_cache_dir()
 try:
-    from neurosim.kernels import adaptive, batch, fixed, lockstep, network, sensitivity  # noqa: F401,E402
+    from neurosim.kernels import (adaptive, batch, fixed, lockstep, network,  # noqa: F401,E402
+                                  sensitivity, steady)
 finally:
     if _cache_target is not None:
         numba.config.CACHE_DIR = ""

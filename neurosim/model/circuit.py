@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from neurosim.errors import CircuitError
 from neurosim.model.readout import Readout
-from neurosim.model.stimulus import Protocol, Schedule, Stimulus
+from neurosim.model.stimulus import Protocol, Schedule, Stimulus, check_initial
 
 #: reversal potentials that ``type: excitatory|inhibitory`` stands for (mV)
 SYNAPSE_TYPES: dict[str, float] = {"excitatory": 0.0, "inhibitory": -90.0}
@@ -200,10 +200,12 @@ class Circuit:
     protocols: dict[str, Protocol] = field(default_factory=dict)
     readouts: dict[str, Readout] = field(default_factory=dict)
     schedule: Schedule | None = None
+    initial: str | None = None
 
     __hash__ = None  # holds dicts; equality is by value
 
     def __post_init__(self):
+        check_initial(self.initial)
         for attr in ("neurons", "synapses", "gap_junctions"):
             object.__setattr__(self, attr, tuple(getattr(self, attr)))
         object.__setattr__(self, "stimuli", dict(self.stimuli))
@@ -347,7 +349,16 @@ class Circuit:
             gap_junctions=tuple(g for g in self.gap_junctions if keep(g.a, g.b)),
             stimuli=stimuli, protocols=protocols,
             readouts={k: r for k, r in self.readouts.items() if not gone & set(r.neurons)},
-            schedule=self.schedule)
+            schedule=self.schedule, initial=self.initial)
+
+    def initial_state(self, protocol: Protocol | None = None) -> str:
+        """How runs of ``protocol`` start: its ``initial``, else the circuit's, else
+        ``as_given`` if any neuron gives V0 explicitly and ``rest`` otherwise."""
+        if protocol is not None and protocol.initial is not None:
+            return protocol.initial
+        if self.initial is not None:
+            return self.initial
+        return "as_given" if any(n.V0 is not None for n in self.neurons) else "rest"
 
     def readout(self, name: str = "behaviour") -> Readout:
         """The read-out called ``name``."""

@@ -223,6 +223,18 @@ class Schedule:
         return max(len(v) for v in self.values.values())
 
 
+#: how a run's initial state is chosen: the stimulus-free steady state of the run's own
+#: circuit, or the potentials as given (V0, else E_L)
+INITIAL_STATES = ("rest", "as_given")
+
+
+def check_initial(value, path: str = "initial"):
+    """``value`` if it names an initial state (or is None), else CircuitError."""
+    if value is not None and value not in INITIAL_STATES:
+        _fail(f"must be one of {', '.join(INITIAL_STATES)}, got {value!r}", path)
+    return value
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A named experiment: how long to run, which stimuli, which neurons to ablate.
@@ -238,6 +250,10 @@ class Protocol:
     scale : dict of str to float
         Partial lesions: every synapse weight and gap conductance touching the neuron is
         multiplied by the factor (0.5 for one of a left/right pair of a lumped class).
+    initial : {"rest", "as_given"}, optional
+        Where the run starts: ``rest``, the stimulus-free steady state of this protocol's
+        circuit (its ablations, scalings and clamps); ``as_given``, the neurons' V0 (E_L
+        where V0 is not given).  Default: the circuit's ``initial``.
     """
 
     duration: float
@@ -245,6 +261,7 @@ class Protocol:
     ablate: tuple[str, ...] = ()
     description: str = ""
     scale: dict = field(default_factory=dict)
+    initial: str | None = None
 
     __hash__ = None
 
@@ -271,3 +288,4 @@ class Protocol:
                 _fail(f"must be a finite factor >= 0, got {factor!r}", f"scale.{name}")
             scale[name] = float(factor)
         object.__setattr__(self, "scale", scale)
+        check_initial(self.initial)

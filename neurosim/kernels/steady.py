@@ -1,0 +1,283 @@
+"""Resting states: the stimulus-free steady state dV/dt = 0 of the free neurons.
+
+Newton's method on the analytic Jacobian finds a zero of the right-hand side from the
+given start; its eigenvalues say whether that zero is stable.  Where Newton fails or
+lands on an unstable zero, a pre-run with the fused semi-implicit step (stable at any
+step, and with exactly the ODE's fixed points) follows the circuit from the start until
+it settles, and Newton polishes where it ends.  A circuit that never settles there
+(an oscillation, a slow drift) has no stable rest reachable from the start.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from neurosim.kernels.constants import LTC, WORK_ROWS
+from neurosim.kernels.fixed import impose_clamps, linear_step
+from neurosim.kernels.network import jacobian, rhs
+from neurosim.kernels.sensitivity import rhs_tangent
+
+# how a rest was found (index into neurosim.simulate.REST_METHODS)
+REST_NEWTON = 0        # Newton from the start converged to a stable rest
+REST_PRERUN = 1        # Newton failed or found an unstable rest; the pre-run settled
+REST_UNSTABLE = 2      # every zero found is unstable; the pre-run's end state is used
+REST_UNSETTLED = 3     # Newton failed and the pre-run never settled (oscillation, drift)
+REST_MARGINAL = 4      # a steady state with a zero eigenvalue (e.g. a neuron without leak):
+                       # not unique, so the one found from the start is used
+
+# entries of the per-run report
+R_METHOD, R_ITERATIONS, R_RESIDUAL, R_MAX_REAL_EIG, R_PRERUN_MS = range(5)
+N_REPORT = 5
+
+# Newton: iteration limit, halvings of a step that does not reduce the residual, and
+# the largest change of any potential in one step (mV), which keeps a step from
+# jumping across the sigmoids' range into another basin
+MAX_NEWTON = 60
+MAX_HALVINGS = 12
+MAX_NEWTON_STEP = 20.0
+# eigenvalues with real parts within this of 0 (1/ms) are zero: a marginal steady state
+ZERO_EIGENVALUE = 1e-12
+# the pre-run has settled when no free potential changes faster than this (mV/ms);
+# Newton then polishes to the caller's tolerance
+PRERUN_TOL = 1e-6
+
+
+@njit(cache=True)
+def lu_solve(A, B):
+    """X with A X = B by Gaussian elimination with partial pivoting (A and B are
+    overwritten; X is B); returns (X, ok): ok is False for a singular or non-finite A."""
+    m = A.shape[0]
+    for c in range(m):
+        p = c
+        for r in range(c + 1, m):
+            if abs(A[r, c]) > abs(A[p, c]):
+                p = r
+        if not abs(A[p, c]) > 0.0 or not math.isfinite(A[p, c]):
+            return B, False
+        if p != c:
+            for k in range(m):
+                A[c, k], A[p, k] = A[p, k], A[c, k]
+            for k in range(B.shape[1]):
+                B[c, k], B[p, k] = B[p, k], B[c, k]
+        for r in range(c + 1, m):
+            f = A[r, c] / A[c, c]
+            if f != 0.0:
+                for k in range(c, m):
+                    A[r, k] -= f * A[c, k]
+                for k in range(B.shape[1]):
+                    B[r, k] -= f * B[c, k]
+    for c in range(m - 1, -1, -1):
+        for k in range(B.shape[1]):
+            s = B[c, k]
+            for j in range(c + 1, m):
+                s -= A[c, j] * B[j, k]
+            B[c, k] = s / A[c, c]
+    return B, True
+
+
+@njit(cache=True)
+def free_block(J, free):
+    """The rows and columns of the free neurons of J, as a new matrix."""
+    m = free.shape[0]
+    A = np.empty((m, m))
+    for a in range(m):
+        for c in range(m):
+            A[a, c] = J[free[a], free[c]]
+    return A
+
+
+@njit(cache=True)
+def residual(V, theta, net, drive, free, work, dV):
+    """max |dV/dt| over the free neurons (mV/ms); dV receives dV/dt."""
+    rhs(0.0, False, V, theta, net, drive, work, dV)
+    worst = 0.0
+    for i in free:
+        if not abs(dV[i]) <= worst:  # NaN counts as the worst
+            worst = abs(dV[i]) if math.isfinite(dV[i]) else math.inf
+    return worst
+
+
+@njit(cache=True)
+def newton(V, theta, net, drive, free, tol, work, J):
+    """Damped Newton on the free neurons' dV/dt = 0 from V (overwritten).
+
+    Returns (converged, iterations, residual).  Converged means max |dV/dt| ≤ tol
+    (mV/ms), or a full step that changes no potential by more than rounding.
+    """
+    n = V.shape[0]
+    m = free.shape[0]
+    dV = np.empty(n)
+    trial = np.empty(n)
+    res = residual(V, theta, net, drive, free, work, dV)
+    for it in range(MAX_NEWTON):
+        if res <= tol:
+            return True, it, res
+        if not math.isfinite(res):
+            return False, it, res
+        jacobian(0.0, V, theta, net, drive, work, J)
+        delta = np.empty((m, 1))
+        for a in range(m):
+            delta[a, 0] = -dV[free[a]]
+        delta, ok = lu_solve(free_block(J, free), delta)
+        if not ok:
+            return False, it, res
+        biggest = 0.0
+        for a in range(m):
+            biggest = max(biggest, abs(delta[a, 0]))
+        scale = 1.0 if biggest <= MAX_NEWTON_STEP else MAX_NEWTON_STEP / biggest
+        size = 0.0
+        for a in range(m):
+            size = max(size, abs(V[free[a]]))
+        if scale == 1.0 and biggest <= 4e-16 * max(1.0, size):
+            return True, it + 1, res  # the step is below rounding: nothing left to gain
+        step = scale
+        for _ in range(MAX_HALVINGS):
+            trial[:] = V
+            for a in range(m):
+                trial[free[a]] += step * delta[a, 0]
+            new_res = residual(trial, theta, net, drive, free, work, dV)
+            if new_res < (1.0 - 0.25 * step) * res:
+                break
+            step *= 0.5
+        V[:] = trial
+        res = residual(V, theta, net, drive, free, work, dV)
+    return res <= tol, MAX_NEWTON, res
+
+
+@njit(cache=True)
+def max_real_eigenvalue(V, theta, net, drive, free, work, J):
+    """Largest real part of the free neurons' Jacobian eigenvalues at V (1/ms)."""
+    m = free.shape[0]
+    if m == 0:
+        return -math.inf
+    jacobian(0.0, V, theta, net, drive, work, J)
+    A = free_block(J, free)
+    if not np.all(np.isfinite(A)):
+        return math.inf
+    eig = np.linalg.eigvals(A.astype(np.complex128))
+    worst = -math.inf
+    for e in eig:
+        worst = max(worst, e.real)
+    return worst
+
+
+@njit(cache=True)
+def prerun(V, theta, net, drive, free, tol, work, dV):
+    """Fused semi-implicit steps from V until max |dV/dt| ≤ tol; returns (settled, ms).
+
+    The step is a tenth of the fastest free neuron's shortest time constant (C over its
+    largest total conductance), and the run lasts at most 200 of its slowest time
+    constants (C/g_L, or C over the total conductance where g_L = 0), within 2·10⁵ steps.
+    """
+    n = V.shape[0]
+    C = theta[0:n]
+    g_L = theta[n:2 * n]
+    fastest, slowest = math.inf, 0.0
+    syn_ptr, syn_pre, gap_ptr, gap_idx = net[0], net[1], net[2], net[4]
+    s = syn_pre.shape[0]
+    for i in free:
+        total = g_L[i]
+        for k in range(syn_ptr[i], syn_ptr[i + 1]):
+            total += theta[4 * n + k] * theta[4 * n + 4 * s + k]
+        for q in range(gap_ptr[i], gap_ptr[i + 1]):
+            total += theta[4 * n + 5 * s + gap_idx[q]]
+        if total > 0.0:
+            fastest = min(fastest, C[i] / total)
+        slow = C[i] / g_L[i] if g_L[i] > 0.0 else (C[i] / total if total > 0.0 else math.inf)
+        slowest = max(slowest, slow)
+    if not math.isfinite(fastest) or not math.isfinite(slowest):
+        return False, 0.0
+    dt = 0.1 * fastest
+    steps = min(200000, int(math.ceil(200.0 * slowest / dt)))
+    check_every = 50
+    for k in range(0, steps, check_every):
+        for _ in range(check_every):
+            linear_step(LTC, 0.0, dt, V, theta, net, drive, work)
+        if residual(V, theta, net, drive, free, work, dV) <= tol:
+            return True, (k + check_every) * dt
+    return False, steps * dt
+
+
+@njit(cache=True)
+def find_rest(V, theta, net, drive, tol, report):
+    """The stimulus-free steady state from the start V (overwritten with the state used).
+
+    ``drive`` holds no stimulus rows, only the clamps (mask and holding potentials).
+    ``report`` receives (method code, Newton iterations, final max |dV/dt|, largest real
+    part of the Jacobian's eigenvalues, pre-run ms).
+    """
+    n = V.shape[0]
+    work = np.empty((WORK_ROWS, n))
+    J = np.zeros((n, n))
+    dV = np.empty(n)
+    impose_clamps(0.0, V, drive, work)
+    clamped = drive[7]
+    free = np.flatnonzero(~clamped)
+    start = V.copy()
+    report[R_PRERUN_MS] = 0.0
+    converged, iterations, res = newton(V, theta, net, drive, free, tol, work, J)
+    eig = max_real_eigenvalue(V, theta, net, drive, free, work, J) if converged else math.inf
+    if converged and eig < -ZERO_EIGENVALUE:
+        report[R_METHOD] = REST_NEWTON
+    elif converged and eig <= ZERO_EIGENVALUE:
+        report[R_METHOD] = REST_MARGINAL
+    else:
+        V[:] = start
+        settled, ms = prerun(V, theta, net, drive, free, max(tol, PRERUN_TOL), work, dV)
+        report[R_PRERUN_MS] = ms
+        end = V.copy()
+        converged, more, res = newton(V, theta, net, drive, free, tol, work, J)
+        iterations += more
+        eig = max_real_eigenvalue(V, theta, net, drive, free, work, J) if converged else math.inf
+        if settled and converged and eig < -ZERO_EIGENVALUE:
+            report[R_METHOD] = REST_PRERUN
+        else:
+            V[:] = end
+            res = residual(V, theta, net, drive, free, work, dV)
+            report[R_METHOD] = REST_UNSTABLE if converged else REST_UNSETTLED
+    report[R_ITERATIONS] = iterations
+    report[R_RESIDUAL] = res
+    report[R_MAX_REAL_EIG] = eig
+
+
+@njit(cache=True, parallel=True)
+def find_rests(V, thetas, item_protocol, net, clamped, hold, tol, reports):
+    """:func:`find_rest` for every item b: start V[b], parameters thetas[b], the clamps
+    of protocol item_protocol[b] (rows of ``clamped`` and ``hold``)."""
+    kind = np.empty(0, dtype=np.int64)
+    target = np.empty(0, dtype=np.int64)
+    is_voltage = np.empty(0, dtype=np.bool_)
+    par = np.empty((0, 8))
+    tab_ptr = np.zeros(1, dtype=np.int64)
+    tab = np.empty(0)
+    for b in prange(V.shape[0]):
+        p = item_protocol[b]
+        drive = (kind, target, is_voltage, par, tab_ptr, tab, tab, clamped[p], hold[p])
+        find_rest(V[b], thetas[b], net, drive, tol, reports[b])
+
+
+@njit(cache=True)
+def rest_sensitivity(V, theta, net, tangent, drive, S):
+    """S = ∂V*/∂θ_free at a stable rest V*: from f(V*(θ), θ) = 0, J·S = −∂f/∂θ on the
+    free neurons (clamped rows stay 0).  Returns False where J is singular."""
+    n = V.shape[0]
+    m = S.shape[1]
+    work = np.empty((WORK_ROWS, n))
+    f = np.empty(n)
+    df = np.empty((n, m))
+    S[:, :] = 0.0
+    rhs_tangent(0.0, False, V, S, theta, net, tangent, drive, work, np.zeros((3, n, m)), f, df)
+    J = np.zeros((n, n))
+    jacobian(0.0, V, theta, net, drive, work, J)
+    free = np.flatnonzero(~drive[7])
+    B = np.empty((free.shape[0], m))
+    for a in range(free.shape[0]):
+        for c in range(m):
+            B[a, c] = -df[free[a], c]
+    X, ok = lu_solve(free_block(J, free), B)
+    if ok:
+        for a in range(free.shape[0]):
+            for c in range(m):
+                S[free[a], c] = X[a, c]
+    return ok
