@@ -4,15 +4,15 @@ Units everywhere: mV, ms, nS, pF, pA.  See ``DESIGN`` in the docs for the equati
 """
 
 from neurosim._version import __version__
-from neurosim.errors import CircuitError, NeurosimError, SimulationError
+from neurosim.errors import CircuitError, NeurosimError, RestWarning, SimulationError
 from neurosim.integrators import METHODS
 from neurosim.io.hdf5 import HDF5Recorder, load_result
 from neurosim.io.yaml import dump_circuit, load_circuit, loads_circuit, save_circuit
 from neurosim.model import Circuit, GapJunction, Neuron, Protocol, Stimulus, Synapse
 from neurosim.record import Result
-from neurosim.simulate import BatchResult, simulate, simulate_batch
+from neurosim.simulate import BatchResult, RestState, rest_state, simulate, simulate_batch
 
 __all__ = ["METHODS", "BatchResult", "Circuit", "CircuitError", "GapJunction", "HDF5Recorder", "Neuron",
-           "NeurosimError", "Protocol", "Result", "SimulationError", "Stimulus", "Synapse",
+           "NeurosimError", "Protocol", "RestState", "RestWarning", "Result", "SimulationError", "Stimulus", "Synapse",
            "__version__", "dump_circuit", "load_circuit", "load_result", "loads_circuit",
-           "save_circuit", "simulate", "simulate_batch"]
+           "rest_state", "save_circuit", "simulate", "simulate_batch"]

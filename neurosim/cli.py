@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,8 @@ def cmd_info(args) -> int:
     print(f"  integrator {info['integrator']} ({opts})")
     print(f"  stats     {', '.join(f'{k}={v}' for k, v in info['stats'].items())}")
     print(f"  message   {info['message']}")
+    if info.get("initial"):
+        print(f"  start     {info['initial']['message']}")
     print(f"  neurosim  {info['neurosim_version']}")
     return EXIT_OK
 
@@ -349,9 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None):
+    print(f"neurosim: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _warn_in_one_line
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:

@@ -88,11 +88,15 @@ class RestState:
         if self.method == "marginal":
             return ("no stable rest: the steady state found from V0 is only marginally stable "
                     "(a Jacobian eigenvalue of 0, e.g. a neuron without leak); starting from it")
-        why = ("every steady state found is unstable" if self.method == "unstable"
-               else f"the circuit did not settle within a {self.prerun_ms:g} ms pre-run "
-                    "(it oscillates or drifts)")
-        return (f"no stable rest: {why}; starting from the pre-run's end state "
-                f"(max |dV/dt| {self.residual:.3g} mV/ms)")
+        if self.method == "unstable":
+            why = "the only steady state found is unstable"
+        else:
+            why = (f"without stimuli the circuit does not settle within {self.prerun_ms:g} ms "
+                   "(it oscillates or drifts")
+            why += ("; its steady state is unstable)" if np.isfinite(self.max_real_eigenvalue)
+                    else ")")
+        return (f"no stable rest: {why}; starting from the state a stimulus-free pre-run "
+                f"ends in (max |dV/dt| {self.residual:.3g} mV/ms)")
 
     def to_dict(self) -> dict:
         out = dict(vars(self), message=self.message)

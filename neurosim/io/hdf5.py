@@ -349,4 +349,5 @@ def result_summary(path) -> dict:
                 "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
                 "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
                 "message": _text(f.attrs.get("message", "")),
+                "initial": json.loads(_text(f.attrs.get("metadata", "{}"))).get("initial"),
                 "size_bytes": os.path.getsize(path)}

@@ -21,8 +21,8 @@ from neurosim.kernels.sensitivity import rhs_tangent
 # how a rest was found (index into neurosim.simulate.REST_METHODS)
 REST_NEWTON = 0        # Newton from the start converged to a stable rest
 REST_PRERUN = 1        # Newton failed or found an unstable rest; the pre-run settled
-REST_UNSTABLE = 2      # every zero found is unstable; the pre-run's end state is used
-REST_UNSETTLED = 3     # Newton failed and the pre-run never settled (oscillation, drift)
+REST_UNSTABLE = 2      # the pre-run settled where Newton finds only an unstable zero
+REST_UNSETTLED = 3     # the pre-run never settled (oscillation, drift); its end state is used
 REST_MARGINAL = 4      # a steady state with a zero eigenvalue (e.g. a neuron without leak):
                        # not unique, so the one found from the start is used
 
@@ -235,7 +235,7 @@ def find_rest(V, theta, net, drive, tol, report):
         else:
             V[:] = end
             res = residual(V, theta, net, drive, free, work, dV)
-            report[R_METHOD] = REST_UNSTABLE if converged else REST_UNSETTLED
+            report[R_METHOD] = REST_UNSTABLE if settled else REST_UNSETTLED
     report[R_ITERATIONS] = iterations
     report[R_RESIDUAL] = res
     report[R_MAX_REAL_EIG] = eig
