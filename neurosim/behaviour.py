@@ -2,7 +2,8 @@
 
 The read-out itself (which neurons, which window, what scale) is data of the circuit
 (:class:`neurosim.model.Readout`, the ``readouts`` section of a circuit file); this module
-evaluates it on results and runs whole experiment tables.
+evaluates it on results, runs whole experiment tables and checks them against the facts
+biology expects (a facts file, :func:`load_facts`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from neurosim.errors import CircuitError
+from neurosim.io.yaml import parse_spec, read_text
 from neurosim.model import Circuit, Readout
 from neurosim.record import Result
 from neurosim.simulate import simulate
 
 LABELS = ("reversal", "none", "forward")
+#: expectations relative to another protocol: its score minus ours beyond the read-out's
+#: threshold (the same margin that separates a behaviour from ``none``)
+RELATIONS = ("more_reversal_than", "less_reversal_than")
 
 
 @dataclass(frozen=True)
@@ -126,20 +133,164 @@ def run_experiments(circuit: Circuit, protocols=None, *, readout: str = "behavio
     return rows, results
 
 
-def write_table(rows: list[ExperimentRow], path) -> None:
-    """The experiment table as CSV (one row per protocol)."""
+def _fact_columns(row: ExperimentRow, checks) -> tuple[str, str]:
+    """(expected, match) of a table row: its facts' expectations, and yes/no per fact."""
+    mine = [c for c in checks or () if c.fact.protocol == row.protocol]
+    expected = "; ".join(c.fact.expected + ("" if c.fact.verified else " [2nd-hand]")
+                         for c in mine)
+    match = "; ".join("-" if c.reproduced is None else "yes" if c.reproduced else "NO"
+                      for c in mine)
+    return expected, match
+
+
+def write_table(rows: list[ExperimentRow], path, checks=None) -> None:
+    """The experiment table as CSV (one row per protocol), with ``expected`` and
+    ``match`` columns when fact ``checks`` are given."""
+    fields = list(ExperimentRow.__dataclass_fields__) + (["expected", "match"] if checks else [])
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(ExperimentRow.__dataclass_fields__))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
-            writer.writerow(asdict(row))
+            out = asdict(row)
+            if checks:
+                out["expected"], out["match"] = _fact_columns(row, checks)
+            writer.writerow(out)
 
 
-def format_table(rows: list[ExperimentRow]) -> str:
-    """A fixed-width text table."""
+def format_table(rows: list[ExperimentRow], checks=None) -> str:
+    """A fixed-width text table; with fact ``checks``, what biology expects and whether
+    the row matches it."""
     width = max(len("protocol"), *(len(r.protocol) for r in rows))
-    lines = [f"{'protocol':<{width}}  {'lesion':<14} {'score':>7}  {'P(rev)':>6}  behaviour"]
+    head = f"{'protocol':<{width}}  {'lesion':<14} {'score':>7}  {'P(rev)':>6}  {'behaviour':<9}"
+    lines = [head + ("  expected (biology)                      match" if checks else "")]
     for r in rows:
-        lines.append(f"{r.protocol:<{width}}  {r.ablated:<14} {r.score:>+7.3f}  "
-                     f"{r.p_reversal:>6.2f}  {r.label}")
+        line = (f"{r.protocol:<{width}}  {r.ablated:<14} {r.score:>+7.3f}  "
+                f"{r.p_reversal:>6.2f}  {r.label:<9}")
+        if checks:
+            expected, match = _fact_columns(r, checks)
+            line += f"  {expected or '-':<40}{match}"
+        lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+# --- facts: what biology expects ------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _FactSpec(_Strict):
+    id: Annotated[str, Field(min_length=1)]
+    protocol: Annotated[str, Field(min_length=1)]
+    expect: Literal[LABELS + RELATIONS]
+    than: str | None = None
+    statement: Annotated[str, Field(min_length=1)]
+    source: Annotated[str, Field(min_length=1)]
+    verified: bool
+
+
+class _NotScorableSpec(_Strict):
+    statement: str
+    source: str
+    verified: bool
+    why: str
+
+
+class _FactsFileSpec(_Strict):
+    facts: Annotated[list[_FactSpec], Field(min_length=1)]
+    not_scorable: list[_NotScorableSpec] = []
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A behaviour biology expects under one protocol.
+
+    ``expect`` is a label (``reversal``, ``forward``, ``none``) or a relation to the
+    protocol ``than`` (``more_reversal_than``, ``less_reversal_than``: the scores differ
+    by more than the read-out's threshold in that direction).  ``verified`` is True when
+    the statement was read in its primary source, False when it is quoted secondhand.
+    """
+
+    id: str
+    protocol: str
+    expect: str
+    statement: str
+    source: str
+    verified: bool
+    than: str | None = None
+
+    @property
+    def expected(self) -> str:
+        """``"reversal"`` or ``"more reversal than tap"``."""
+        if self.than is None:
+            return self.expect
+        return f"{self.expect.replace('_than', '').replace('_', ' ')} than {self.than}"
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return (self.protocol,) if self.than is None else (self.protocol, self.than)
+
+
+@dataclass(frozen=True)
+class FactCheck:
+    """A fact against an experiment table: reproduced (None if a protocol was not run)."""
+
+    fact: Fact
+    reproduced: bool | None
+    evidence: str
+
+
+def loads_facts(text: str, source: str = "<string>") -> list[Fact]:
+    """Facts from YAML text (see ``circuits/data/tap_withdrawal_facts.yaml``); errors
+    name the file, line and key."""
+    spec, locate = parse_spec(text, source, _FactsFileSpec, "a facts file")
+    facts, seen = [], set()
+    for k, item in enumerate(spec.facts):
+        if item.id in seen:
+            raise locate(CircuitError(f"duplicate fact id {item.id!r}"), f"facts[{k}].id")
+        seen.add(item.id)
+        if (item.expect in RELATIONS) != (item.than is not None):
+            need = (f"'{item.expect}' needs than: PROTOCOL" if item.expect in RELATIONS
+                    else f"'than' goes with {' or '.join(RELATIONS)}, not '{item.expect}'")
+            raise locate(CircuitError(need), f"facts[{k}].expect")
+        facts.append(Fact(item.id, item.protocol, item.expect, item.statement, item.source,
+                          item.verified, item.than))
+    return facts
+
+
+def load_facts(path) -> list[Fact]:
+    """Read a facts file."""
+    return loads_facts(read_text(path, "facts file"), str(path))
+
+
+def check_facts(facts, rows: list[ExperimentRow], threshold: float) -> list[FactCheck]:
+    """Each fact against the table ``rows``; ``threshold`` is the read-out's."""
+    by = {r.protocol: r for r in rows}
+    checks = []
+    for fact in facts:
+        missing = [p for p in fact.protocols if p not in by]
+        if missing:
+            checks.append(FactCheck(fact, None, f"not run: {', '.join(missing)}"))
+            continue
+        row = by[fact.protocol]
+        if fact.than is None:
+            checks.append(FactCheck(fact, row.label == fact.expect,
+                                    f"{row.label} (score {row.score:+.3f})"))
+            continue
+        diff = row.score - by[fact.than].score
+        ok = diff > threshold if fact.expect == "more_reversal_than" else diff < -threshold
+        checks.append(FactCheck(fact, ok, f"score {row.score:+.3f} vs {by[fact.than].score:+.3f} "
+                                          f"({diff:+.3f}; threshold {threshold:g})"))
+    return checks
+
+
+def facts_summary(checks: list[FactCheck]) -> str:
+    """'k of n facts reproduced (verified: a of b)', counting the facts that were run."""
+    run = [c for c in checks if c.reproduced is not None]
+    verified = [c for c in run if c.fact.verified]
+    line = (f"{sum(c.reproduced for c in run)} of {len(run)} facts reproduced "
+            f"(verified in the primary source: {sum(c.reproduced for c in verified)} of "
+            f"{len(verified)})")
+    if len(run) < len(checks):
+        line += f"; {len(checks) - len(run)} not checked (protocol not run)"
+    return line

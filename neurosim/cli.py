@@ -149,11 +149,13 @@ def cmd_graph(args) -> int:
 
 
 def cmd_behave(args) -> int:
-    from neurosim.behaviour import format_table, run_experiments, write_table
+    from neurosim.behaviour import (check_facts, facts_summary, format_table, load_facts,
+                                    run_experiments, write_table)
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_experiments, save_figure
 
     circuit = load_circuit(args.circuit)
+    facts = load_facts(args.facts) if args.facts else None
     protocols = _names(args.protocols) if args.protocols else None
     total = len(protocols or circuit.protocols)
     bar = None
@@ -167,16 +169,24 @@ def cmd_behave(args) -> int:
     finally:
         if bar:
             bar.close()
-    print(format_table(rows))
+    spec = circuit.readout(args.readout)
+    checks = check_facts(facts, rows, spec.threshold) if facts else None
+    print(format_table(rows, checks))
+    if checks:
+        print(facts_summary(checks))
+        for c in checks:
+            if c.reproduced is False:
+                print(f"  not reproduced: {c.fact.id}: {c.fact.protocol} expected "
+                      f"{c.fact.expected}, found {c.evidence}")
     if args.output:
-        write_table(rows, args.output)
+        write_table(rows, args.output, checks)
         print(f"table -> {args.output}")
     if args.plot:
-        spec = circuit.readout(args.readout)
         key = [n for n in ("AVA", "AVB") if n in circuit.neuron_names] + list(spec.neurons)
-        shown = [p for p in ("tap", "anterior", "posterior") if p in results] or None
+        shown = [p for p in ("tap", "anterior", "posterior_gentle") if p in results] or None
         save_figure(plot_experiments(rows, results, threshold=spec.threshold, neurons=key,
-                                     trace_protocols=shown, title=circuit.name), args.plot)
+                                     trace_protocols=shown, title=circuit.name, checks=checks),
+                    args.plot)
         print(f"figure -> {args.plot}")
     return EXIT_OK
 
@@ -321,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     behave.add_argument("--dt-out", type=float, default=1.0, help="output sampling, ms")
     behave.add_argument("-o", "--output", metavar="CSV", help="write the table as CSV")
     behave.add_argument("--plot", metavar="PNG", help="traces and a bar chart of the scores")
+    behave.add_argument("--facts", metavar="FACTS.yaml",
+                        help="what biology expects (e.g. circuits/data/tap_withdrawal_facts.yaml): "
+                             "adds expected and match columns and counts the facts reproduced")
     behave.set_defaults(func=cmd_behave)
 
     fitp = sub.add_parser("fit", help="fit circuit parameters to behavioural data",

@@ -111,7 +111,7 @@ LABEL_COLORS = {"reversal": "#c0392b", "forward": "#2c6fbb", "none": "#95a5a6"}
 
 
 def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
-                     trace_protocols=None, title: str = "", figure=None):
+                     trace_protocols=None, title: str = "", checks=None, figure=None):
     """Traces of key neurons for a few protocols above a bar chart of every protocol's score.
 
     Parameters
@@ -125,6 +125,9 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
         Traces to draw (default: the first four recorded neurons).
     trace_protocols : sequence of str, optional
         Protocols whose traces are drawn (default: the first three).
+    checks : list of FactCheck, optional
+        Facts checked against ``rows``: each protocol with a fact gets a mark above its
+        bar (✓ reproduced, ✗ not; hollow for facts quoted secondhand).
     """
     from matplotlib.figure import Figure
 
@@ -160,9 +163,31 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
                     fontsize=8)
     bars.set_ylabel("score (+ reversal / − forward)", fontsize=8)
     bars.spines[["top", "right"]].set_visible(False)
+    if checks:
+        _mark_facts(bars, rows, checks)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _mark_facts(ax, rows, checks):
+    """A ✓ or ✗ above (or below) each bar whose protocol a fact is about."""
+    from matplotlib.lines import Line2D
+
+    top = max(abs(r.score) for r in rows) or 1.0
+    for i, row in enumerate(rows):
+        for k, check in enumerate(c for c in checks if c.fact.protocol == row.protocol):
+            if check.reproduced is None:
+                continue
+            y = row.score + np.sign(row.score or 1.0) * top * (0.12 + 0.14 * k)
+            color = "#27ae60" if check.reproduced else "#c0392b"
+            ax.text(i, y, "✓" if check.reproduced else "✗", ha="center", va="center",
+                    fontsize=11, color=color, alpha=1.0 if check.fact.verified else 0.55,
+                    fontweight="bold")
+    ax.set_ylim(-1.35 * top, 1.35 * top)
+    ax.legend(handles=[Line2D([], [], ls="", marker="$✓$", color="#27ae60", label="fact reproduced"),
+                       Line2D([], [], ls="", marker="$✗$", color="#c0392b", label="fact not reproduced")],
+              fontsize=7, loc="upper right", frameon=False)
 
 
 def plot_fit(history, predictions, *, title: str = "", figure=None):
