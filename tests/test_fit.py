@@ -58,7 +58,7 @@ def test_ties_transforms_and_apply():
 
 def test_shipped_behaviour_table_loads():
     targets = load_behaviour(DATA)
-    assert [t.protocol for t in targets] == ["tap", "anterior", "posterior", "tap_no_PLM",
+    assert [t.protocol for t in targets] == ["tap", "anterior", "posterior_gentle", "tap_no_PLM",
                                               "tap_half_PLM"]
     assert all(t.measure == "reversal_probability" and t.n == 20 for t in targets)
     assert "qualitative" in targets[0].note
@@ -165,8 +165,8 @@ def test_tw_fit_reaches_the_qualitative_targets():
         assert abs(row["predicted"] - row["observed"]) < 0.05, row
     labels = {r.protocol: r.label for r in
               __import__("neurosim.behaviour", fromlist=["x"]).run_experiments(
-                  report.circuit, ["tap", "anterior", "posterior"])[0]}
-    assert labels == {"tap": "reversal", "anterior": "reversal", "posterior": "forward"}
+                  report.circuit, ["tap", "anterior", "posterior_gentle"])[0]}
+    assert labels == {"tap": "reversal", "anterior": "reversal", "posterior_gentle": "forward"}
     assert "# fitted by neurosim" in report.fitted_yaml("data.csv")
 
 
@@ -205,7 +205,7 @@ def test_fit_command_writes_fitted_circuit_report_and_traces(tmp_path):
     assert (tmp_path / "fitted_report.png").stat().st_size > 10_000
     assert (tmp_path / "fitted_predictions.csv").read_text().startswith("protocol,measure")
     assert sorted(p.name for p in (tmp_path / "fitted_traces").iterdir()) == sorted(
-        f"{p}.h5" for p in ("tap", "anterior", "posterior", "tap_no_PLM", "tap_half_PLM"))
+        f"{p}.h5" for p in ("tap", "anterior", "posterior_gentle", "tap_no_PLM", "tap_half_PLM"))
     bad = neurosim("fit", TW, DATA, "--fit", "fit.yaml", "-o", "fitted.yaml", cwd=tmp_path)
     assert bad.returncode == 2 and "--overwrite" in bad.stderr
     (tmp_path / "bad.yaml").write_text("free:\n  - {select: 'synapses[*].w', bonds: [0, 3]}\n")

@@ -62,7 +62,7 @@ def test_objective_gradient_matches_finite_differences():
     circuit = ns.load_circuit(TW)
     targets = [BehaviourTarget("tap", "reversal_probability", 0.9, n=20),
                BehaviourTarget("tap_no_PLM", "score", 0.3, se=0.05),
-               BehaviourTarget("posterior", "reversal_probability", 0.1, n=20)]
+               BehaviourTarget("posterior_gentle", "reversal_probability", 0.1, n=20)]
     par = Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0, 3]},
                                      {"select": "synapses[pre=AVD].nu", "transform": "log",
                                       "bounds": [0.01, 1], "tie": True},

@@ -105,8 +105,8 @@ def test_every_integrator_runs_the_circuit_and_agrees():
 
 def test_fused_step_at_the_reference_dt_gives_the_same_behaviour():
     c = ns.load_circuit(TW)
-    exact, _ = run_experiments(c, ["tap", "anterior", "posterior", "tap_no_PLM"], dt_out=1.0)
-    fused, _ = run_experiments(c, ["tap", "anterior", "posterior", "tap_no_PLM"],
+    exact, _ = run_experiments(c, ["tap", "anterior", "posterior_gentle", "tap_no_PLM"], dt_out=1.0)
+    fused, _ = run_experiments(c, ["tap", "anterior", "posterior_gentle", "tap_no_PLM"],
                                integrator="ltc", dt=10.0, dt_out=10.0)
     for a, b in zip(exact, fused):
         assert a.label == b.label and abs(a.score - b.score) < 0.02
@@ -174,7 +174,7 @@ def test_shipped_table_reproduces_the_documented_facts():
 
 def test_behave_command_writes_table_and_figure(tmp_path):
     from test_cli import neurosim
-    out = neurosim("behave", TW, "--protocols", "tap,anterior,posterior", "-o", "t.csv",
+    out = neurosim("behave", TW, "--protocols", "tap,anterior,posterior_gentle", "-o", "t.csv",
                    "--plot", "b.png", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "anterior" in out.stdout and "reversal" in out.stdout

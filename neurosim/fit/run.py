@@ -19,10 +19,46 @@ from neurosim.fit.optimize import FitResult, fit
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.signs import SignPattern, enumerate_signs
 from neurosim.fit.spec import FitSpec
+from neurosim.fit.targets import BehaviourTarget
 from neurosim.io.hdf5 import HDF5Recorder
 from neurosim.io.yaml import dump_circuit
-from neurosim.model import Circuit
+from neurosim.model import Circuit, Protocol
 from neurosim.simulate import simulate
+
+#: the control target's standard error, as a fraction of the read-out's threshold: a
+#: score at the threshold (a behaviour without a stimulus) costs a loss of 2
+CONTROL_SE = 0.5
+
+
+def with_rest_control(circuit: Circuit, targets, readout: str = "behaviour"):
+    """(circuit, targets) with the control "no stimulus → no behaviour" added.
+
+    The control is a ``score`` target of 0 (standard error half the read-out's
+    threshold) on a protocol without stimuli, ablations or lesions: the circuit's own
+    (``rest`` if it has one) or, if it has none, a ``rest`` protocol added to it as long
+    as the longest target protocol.  Runs start at rest, so a circuit with a stable rest
+    meets it exactly; it penalises parameters whose rest is unstable or oscillating,
+    where a score would be drift.  Targets that already include such a protocol, or no
+    behavioural target at all, are returned unchanged.
+    """
+    if not any(isinstance(t, BehaviourTarget) for t in targets):
+        return circuit, list(targets)
+    quiet = [name for name, p in circuit.protocols.items()
+             if not (p.stimuli or p.ablate or p.scale)]
+    if any(t.protocol in quiet for t in targets):
+        return circuit, list(targets)
+    if quiet:
+        name = "rest" if "rest" in quiet else quiet[0]
+    else:
+        name = "rest_control" if "rest" in circuit.protocols else "rest"
+        duration = max(circuit.protocol(t.protocol).duration for t in targets)
+        protocols = dict(circuit.protocols, **{name: Protocol(
+            duration, description="no stimulus (the fit's control)")})
+        circuit = circuit.replace(protocols=protocols)
+    se = CONTROL_SE * circuit.readout(readout).threshold
+    control = BehaviourTarget(name, "score", 0.0, se=se, source="control",
+                              note="no stimulus -> no behaviour (added by neurosim fit)")
+    return circuit, list(targets) + [control]
 
 
 @dataclass
@@ -119,6 +155,8 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     With ``checkpoint`` the best point is saved there as the fit goes; ``resume`` starts
     from the saved point.  The file is removed when the fit completes.
     """
+    if spec.loss.control:
+        circuit, targets = with_rest_control(circuit, targets, spec.loss.readout)
     sim = spec.simulation
     objective_options = dict(readout=spec.loss.readout, integrator=sim.integrator, dt=sim.dt,
                              rtol=sim.rtol, atol=sim.atol, dt_out=sim.dt_out,

@@ -6,7 +6,7 @@
       - {select: "synapses[*].w", bounds: [0, 3]}
       - {select: "synapses[*].nu", bounds: [0.05, 0.5], transform: log}
       - {select: "neurons[*].g_L", bounds: [0.05, 5], tie: true}
-    loss: {prior: 0.0, readout: behaviour}
+    loss: {prior: 0.0, readout: behaviour, control: true}   # control: add "no stimulus -> none"
     simulation: {integrator: dopri5, rtol: 1.0e-6, dt_out: 5.0}   # precision: float32 (CMA-ES)
     optimizer: {method: cmaes, generations: 60, restarts: 0, seed: 0}
     signs: {classes: [PVD, PLM, AVM, ALM, AVD, PVC, DVA], maxiter: 40}   # optional
@@ -38,6 +38,7 @@ class FreeSpec(_Strict):
 class LossSpec(_Strict):
     prior: Annotated[float, Field(ge=0)] = 0.0
     readout: str = "behaviour"
+    control: bool = True
 
 
 class SimulationSpec(_Strict):
