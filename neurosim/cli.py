@@ -238,7 +238,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from neurosim.explain import decompose, dominant_pathways
+    from neurosim.explain import control_result, decompose, dominant_pathways
     from neurosim.io.hdf5 import load_result
     from neurosim.io.yaml import loads_circuit
     from neurosim.plot import plot_currents, plot_graph, save_figure
@@ -247,20 +247,32 @@ def cmd_explain(args) -> int:
     if "circuit_yaml" not in result.metadata:
         raise CircuitError(f"{args.result} does not hold its circuit; rerun with neurosim run")
     circuit = loads_circuit(result.metadata["circuit_yaml"], f"{args.result}:circuit_yaml")
+    if args.control is not None:
+        circuit.protocol(args.control)  # an unknown name fails here, with the known ones
+    control = control_result(circuit, result, args.control)
+    against = f"protocol '{args.control}'" if args.control else "the stimulus-free rest"
     d = decompose(circuit, result, args.neuron)
-    charge = d.charges
-    print(f"currents into {args.neuron} (|charge| over the run, pC):")
-    for k in np.argsort(-charge):
-        print(f"  {d.names[k]:<28} {charge[k]:10.4g}")
+    base = decompose(circuit, control, args.neuron, stimuli=[])
+    total, evoked = d.charges, d.evoked_charges(base)
+    print(f"currents into {args.neuron}: |charge| over the run and evoked charge "
+          f"(this run minus {against}), pC:")
+    for k in np.argsort(-np.abs(evoked)):
+        print(f"  {d.names[k]:<28} {total[k]:10.4g} {evoked[k]:+10.4g}")
     print(f"liquid time constant C/G: {d.tau.min():.4g} .. {d.tau.max():.4g} ms")
     if args.output:
         save_figure(plot_currents(d), args.output)
         print(f"figure -> {args.output}")
+    if args.graph and not args.source:
+        raise CircuitError("--graph draws the dominant pathway: give --source too")
     if args.source:
-        paths = dominant_pathways(circuit, result, args.source, args.neuron)
-        print(f"dominant pathways {args.source} -> {args.neuron} (bottleneck charge, pC):")
+        paths = dominant_pathways(circuit, result, args.source, args.neuron, control=control)
+        print(f"pathways {args.source} -> {args.neuron} that carried the evoked response "
+              f"(bottleneck evoked charge, pC; + depolarising, - hyperpolarising):")
         for p in paths:
-            print(f"  {' -> '.join(p.neurons):<40} {p.charge:.4g}")
+            print(f"  {' -> '.join(p.neurons):<40} {p.charge:+.4g}")
+        if not paths:
+            print(f"  none: no chain from {args.source} passes its evoked signal on to "
+                  f"{args.neuron}")
         if args.graph and paths:
             best = paths[0].neurons
             save_figure(plot_graph(circuit, highlight=list(zip(best, best[1:]))), args.graph)
@@ -354,7 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="decompose a neuron's currents in a result file")
     explain.add_argument("result")
     explain.add_argument("--neuron", required=True)
-    explain.add_argument("--source", help="also rank pathways from this neuron")
+    explain.add_argument("--source", help="also rank the pathways from this neuron that carried "
+                                          "the evoked response")
+    explain.add_argument("--control", metavar="PROTOCOL",
+                         help="measure evoked currents against this protocol (default: the "
+                              "stimulus-free rest of the run's own protocol)")
     explain.add_argument("-o", "--output", metavar="PNG", help="stacked-current figure")
     explain.add_argument("--graph", metavar="PNG", help="graph with the dominant pathway")
     explain.set_defaults(func=cmd_explain)

@@ -16,9 +16,9 @@ import numpy as np
 
 from neurosim.compile import compile_circuit, resolve_protocol
 from neurosim.errors import CircuitError
-from neurosim.model import Circuit
+from neurosim.model import Circuit, Protocol
 from neurosim.record import Result
-from neurosim.simulate import simulate_batch
+from neurosim.simulate import rest_state, simulate, simulate_batch
 
 #: a synapse whose reversal potential lies above this counts as excitatory (mV)
 EXCITATORY_ABOVE = -50.0
@@ -64,6 +64,17 @@ class Decomposition:
     def charges(self) -> np.ndarray:
         """|∫ current dt| of each source over the run (pC)."""
         return np.trapezoid(np.abs(self.currents), self.t, axis=0) * 1e-3
+
+    def evoked_charges(self, control: "Decomposition") -> np.ndarray:
+        """∫(current − control current) dt of each source (pC), signed; ``control`` is the
+        same neuron's decomposition in the control run (interpolated onto ``t``).  A source
+        the control lacks (a stimulus) counts from 0."""
+        out = np.empty(len(self.names))
+        for k, name in enumerate(self.names):
+            base = (np.interp(self.t, control.t, control.currents[:, control.names.index(name)])
+                    if name in control.names else 0.0)
+            out[k] = np.trapezoid(self.currents[:, k] - base, self.t) * 1e-3
+        return out
 
     @property
     def tau(self) -> np.ndarray:
@@ -135,54 +146,147 @@ def linear_form(decomposition: Decomposition) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Pathway:
-    """A chain of connections from a source to a target and the charge it carried."""
+    """A chain of connections from a source to a target and the evoked charge it carried.
+
+    Attributes
+    ----------
+    neurons : tuple of str
+    charge : float, pC
+        Signed: the bottleneck (smallest |evoked charge| along the chain) times the sign of
+        the chain's effect on the target (+ depolarising, − hyperpolarising).
+    per_edge : tuple of float, pC
+        Evoked charge of each connection into its postsynaptic neuron (signed).
+    """
 
     neurons: tuple
-    charge: float          # the smallest |charge| (pC) along the chain: its bottleneck
-    per_edge: tuple        # |charge| of each connection (pC)
+    charge: float
+    per_edge: tuple
+
+    @property
+    def effect(self) -> str:
+        return "depolarising" if self.charge > 0 else "hyperpolarising"
 
 
-def edge_charges(circuit: Circuit, result: Result) -> dict:
-    """|∫ current dt| (pC) of every synapse and gap junction, keyed (pre, post)."""
-    V = _traces(result, circuit)
-    t = result.t
-    charge = {}
+def _edge_currents(circuit: Circuit, t, V: dict) -> dict:
+    """(pre, post) -> current into post through that connection (pA) at times t; a
+    synapse and a gap junction between the same neurons add up."""
+    out = {}
     for syn in circuit.synapses:
         if syn.pre in V and syn.post in V:
             current = syn.w * _sigmoid(syn.nu * (V[syn.pre] - syn.mu)) * (syn.E - syn.kappa * V[syn.post])
-            charge[(syn.pre, syn.post)] = abs(float(np.trapezoid(current, t))) * 1e-3
+            out[(syn.pre, syn.post)] = out.get((syn.pre, syn.post), 0.0) + current
     for gap in circuit.gap_junctions:
         if gap.a in V and gap.b in V:
             for a, b in ((gap.a, gap.b), (gap.b, gap.a)):
-                current = gap.g * (V[a] - V[b])
-                key = (a, b)
-                charge[key] = charge.get(key, 0.0) + abs(float(np.trapezoid(current, t))) * 1e-3
+                out[(a, b)] = out.get((a, b), 0.0) + gap.g * (V[a] - V[b])
+    return {k: np.broadcast_to(v, np.shape(t)) for k, v in out.items()}
+
+
+def _edge_gains(circuit: Circuit, V: dict) -> dict:
+    """(pre, post) -> ∂(current into post)/∂V_pre at the potentials V (nS): the sign of a
+    connection's effect (an inhibitory synapse above its reversal potential is negative)."""
+    gain = {}
+    for syn in circuit.synapses:
+        if syn.pre in V and syn.post in V:
+            s = _sigmoid(syn.nu * (V[syn.pre] - syn.mu))
+            g = syn.w * s * (1 - s) * syn.nu * (syn.E - syn.kappa * V[syn.post])
+            gain[(syn.pre, syn.post)] = gain.get((syn.pre, syn.post), 0.0) + float(np.mean(g))
+    for gap in circuit.gap_junctions:
+        for a, b in ((gap.a, gap.b), (gap.b, gap.a)):
+            if a in V and b in V:
+                gain[(a, b)] = gain.get((a, b), 0.0) + gap.g
+    return gain
+
+
+def control_result(circuit: Circuit, result: Result, control=None) -> Result:
+    """The run that a response is measured against.
+
+    ``control`` is a :class:`Result`, the name of a protocol of ``circuit`` (simulated on
+    the result's output grid), or None: the stimulus-free rest of the result's own
+    protocol (its ablations, lesions and clamps), held for the whole run.
+    """
+    if isinstance(control, Result):
+        return control
+    dt_out = float(result.t[1] - result.t[0]) if result.t.size > 1 else None
+    if control is not None:
+        return simulate(circuit, control, dt_out=dt_out, record=list(result.neuron_names))
+    name = result.metadata.get("protocol")
+    if name in circuit.protocols:
+        rest = rest_state(circuit, name)
+    else:
+        rest = rest_state(circuit, Protocol(float(result.t[-1]) or 1.0,
+                                            ablate=tuple(result.metadata.get("ablated", ())),
+                                            scale=dict(result.metadata.get("scaled", {}))))
+    V = np.array([[rest.V[n] for n in result.neuron_names]] * 2)
+    return Result(result.t[[0, -1]], V, result.neuron_names, metadata={"protocol": "rest"})
+
+
+def edge_charges(circuit: Circuit, result: Result, control=None) -> dict:
+    """Evoked charge (pC) of every synapse and gap junction, keyed (pre, post): the
+    integral of its current into post in ``result`` minus that in the control run
+    (:func:`control_result`; default the rest), signed (+ depolarising post)."""
+    reference = control_result(circuit, result, control)
+    t = result.t
+    now = _edge_currents(circuit, t, _traces(result, circuit))
+    before = _edge_currents(circuit, reference.t, _traces(reference, circuit))
+    charge = {}
+    for key, current in now.items():
+        if key in before:
+            base = np.interp(t, reference.t, np.broadcast_to(before[key], reference.t.shape))
+            charge[key] = float(np.trapezoid(current - base, t)) * 1e-3
     return charge
 
 
 def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str,
-                      max_length: int = 4, top: int = 5) -> list[Pathway]:
-    """Simple paths from ``source`` to ``target`` ranked by their bottleneck charge."""
+                      max_length: int = 4, top: int = 5, control=None) -> list[Pathway]:
+    """Simple paths from ``source`` to ``target`` that carried the evoked response,
+    strongest first.
+
+    Each connection's evoked charge (:func:`edge_charges`: this run minus the control,
+    default the rest) is signed.  Along a path, a connection passes the signal on when its
+    evoked charge has the sign the previous one implies through the connection's gain at
+    rest (an inhibitory link inverts it: a depolarised presynaptic neuron sends a
+    hyperpolarising current).  Paths where every link passes the signal on are ranked by
+    their bottleneck |charge|; the sign of the pathway is that of its effect on the target.
+    Paths whose links contradict each other carried no consistent signal and are left out,
+    as are paths through a clamped neuron (its potential does not follow its inputs).
+    """
     circuit.neuron(source)
     circuit.neuron(target)
-    charge = edge_charges(circuit, result)
+    held = {n.name for n in circuit.neurons if n.clamp is not None}
+    name = result.metadata.get("protocol")
+    if name in circuit.protocols:
+        held |= {t for stim in circuit.resolve_stimuli(circuit.protocols[name])
+                 if stim.quantity == "voltage" for t in stim.targets}
+    reference = control_result(circuit, result, control)
+    charge = edge_charges(circuit, result, reference)
+    gain = _edge_gains(circuit, _traces(reference, circuit))
     out_edges: dict = {}
     for (a, b), q in charge.items():
         out_edges.setdefault(a, []).append((b, q))
     paths = []
 
+    def coherent(path, qs):
+        for k in range(1, len(qs)):
+            expected = np.sign(qs[k - 1]) * np.sign(gain.get((path[k], path[k + 1]), 0.0))
+            if expected == 0 or np.sign(qs[k]) != expected:
+                return False
+        return qs[0] != 0
+
     def walk(node, path, qs):
         if node == target and qs:
-            paths.append(Pathway(tuple(path), min(qs), tuple(qs)))
+            if coherent(path, qs):
+                bottleneck = min(abs(q) for q in qs)
+                paths.append(Pathway(tuple(path), float(np.sign(qs[-1]) * bottleneck), tuple(qs)))
             return
         if len(path) > max_length:
             return
         for nxt, q in out_edges.get(node, []):
-            if nxt not in path:
+            if nxt not in path and (nxt == target or nxt not in held):
                 walk(nxt, path + [nxt], qs + [q])
 
     walk(source, [source], [])
-    return sorted(paths, key=lambda p: -p.charge)[:top]
+    return sorted(paths, key=lambda p: -abs(p.charge))[:top]
 
 
 # --- motifs ------------------------------------------------------------------------------
@@ -265,5 +369,6 @@ def motif_table(circuit: Circuit) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Decomposition", "MOTIFS", "Pathway", "decompose", "dominant_pathways", "edge_charges",
+__all__ = ["Decomposition", "MOTIFS", "Pathway", "control_result", "decompose", "dominant_pathways",
+           "edge_charges",
            "find_motifs", "linear_form", "lipschitz_estimate", "motif_table"]

@@ -5,7 +5,7 @@ import pytest
 
 import neurosim as ns
 from neurosim import ml
-from neurosim.explain import (MOTIFS, decompose, dominant_pathways, find_motifs, linear_form,
+from neurosim.explain import (MOTIFS, decompose, dominant_pathways, edge_charges, find_motifs, linear_form,
                               lipschitz_estimate, motif_table)
 from reference import ReferenceModel, random_circuit
 from test_io_yaml import ROOT
@@ -38,10 +38,57 @@ def test_decomposition_needs_the_inputs_recorded():
 def test_dominant_pathway_of_anterior_touch_runs_through_the_command_neuron():
     c = ns.load_circuit(TW)
     r = ns.simulate(c, "anterior", dt_out=1.0)
-    paths = dominant_pathways(c, r, "ALM", "REV")
-    assert paths and all(p.neurons[0] == "ALM" and p.neurons[-1] == "REV" for p in paths)
+    paths = dominant_pathways(c, r, "AVM", "REV")
+    assert paths and all(p.neurons[0] == "AVM" and p.neurons[-1] == "REV" for p in paths)
     assert all(p.neurons[-2] == "AVA" for p in paths)          # REV's only input
-    assert [p.charge for p in paths] == sorted((p.charge for p in paths), reverse=True)
+    assert paths[0].neurons == ("AVM", "AVD", "AVA", "REV") and paths[0].charge > 0
+    assert [abs(p.charge) for p in paths] == sorted((abs(p.charge) for p in paths), reverse=True)
+    # ALM's evoked signal (inhibiting PVC) is overridden downstream: no chain carries it
+    assert dominant_pathways(c, r, "ALM", "AVA") == []
+
+
+def two_routes():
+    """S reaches T through A and through B.  S → A and A → T sit on their sigmoids'
+    plateau (μ far below any potential): the largest tonic currents, but nearly blind to
+    the stimulus.  B is silent at rest, opened by the stimulus, and inhibits T."""
+    neurons = (ns.Neuron("S", clamp=-70.0), ns.Neuron("A", C=10.0), ns.Neuron("B", C=10.0),
+               ns.Neuron("T", C=10.0))
+    synapses = (ns.Synapse("S", "A", w=2.0, E=0.0, mu=-120.0, nu=0.2),
+                ns.Synapse("A", "T", w=3.0, E=0.0, mu=-120.0, nu=0.2),
+                ns.Synapse("S", "B", w=2.0, E=0.0, mu=-45.0, nu=0.3),
+                ns.Synapse("B", "T", w=2.0, E=-90.0, mu=-60.0, nu=0.3))
+    touch = ns.Stimulus("pulse", "S", quantity="voltage", amplitude=50.0, start=50.0,
+                        duration=100.0)
+    return ns.Circuit("two routes", neurons, synapses, stimuli={"touch": touch},
+                      protocols={"touch": ns.Protocol(300.0, ("touch",)),
+                                 "quiet": ns.Protocol(300.0)})
+
+
+def numpy_currents(circuit, result):
+    """Current into post of every synapse, straight from the equation (pA)."""
+    V = {n: result.v(n) for n in result.neuron_names}
+    return {(s.pre, s.post): s.w / (1 + np.exp(-s.nu * (V[s.pre] - s.mu))) * (s.E - s.kappa * V[s.post])
+            for s in circuit.synapses}
+
+
+def test_pathways_rank_evoked_not_tonic_charge_and_keep_the_sign():
+    c = two_routes()
+    run, quiet = ns.simulate(c, "touch", dt_out=0.5), ns.simulate(c, "quiet", dt_out=0.5)
+    now, before = numpy_currents(c, run), numpy_currents(c, quiet)
+    tonic = {k: abs(np.trapezoid(i, run.t)) * 1e-3 for k, i in now.items()}
+    evoked = {k: np.trapezoid(now[k] - before[k], run.t) * 1e-3 for k in now}
+    # the construction: the tonic bottleneck favours A, the evoked one B
+    assert min(tonic[("S", "A")], tonic[("A", "T")]) > 2 * min(tonic[("S", "B")], tonic[("B", "T")])
+    assert abs(evoked[("B", "T")]) > 100 * abs(evoked[("S", "A")])
+    charges = edge_charges(c, run)
+    for key, value in evoked.items():
+        assert charges[key] == pytest.approx(value, rel=1e-6, abs=1e-9)
+    assert edge_charges(c, run, control="quiet") == pytest.approx(charges, rel=1e-6, abs=1e-9)
+    paths = dominant_pathways(c, run, "S", "T")
+    assert paths[0].neurons == ("S", "B", "T")
+    assert paths[0].charge == pytest.approx(-min(abs(evoked[("S", "B")]), abs(evoked[("B", "T")])))
+    assert paths[0].effect == "hyperpolarising"   # an inhibitory link inverts the signal
+    assert abs(paths[-1].charge) < 1e-2 * abs(paths[0].charge)
 
 
 # --- motifs: each signature, and its failure without the defining synapse ---------------
@@ -159,10 +206,20 @@ def test_lipschitz_estimate_of_a_linear_circuit_is_its_gain():
 def test_explain_and_motifs_commands(tmp_path):
     from test_cli import neurosim
     assert neurosim("run", TW, "-p", "anterior", "-o", "a.h5", cwd=tmp_path).returncode == 0
-    out = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "ALM", "-o", "c.png",
+    out = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "AVM", "-o", "c.png",
                    "--graph", "g.png", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "syn AVD->AVA" in out.stdout and "ALM -> " in out.stdout
+    assert "syn AVD->AVA" in out.stdout and "AVM -> AVD -> AVA" in out.stdout
+    assert "this run minus the stimulus-free rest" in out.stdout
     assert (tmp_path / "c.png").stat().st_size > 10_000 and (tmp_path / "g.png").exists()
+    none = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "ALM", cwd=tmp_path)
+    assert "none: no chain from ALM passes its evoked signal on to AVA" in none.stdout
+    quiet = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "AVM", "--control",
+                     "rest", cwd=tmp_path)
+    assert quiet.returncode == 0 and "AVM -> AVD -> AVA" in quiet.stdout
+    bad = neurosim("explain", "a.h5", "--neuron", "AVA", "--control", "nap", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown protocol 'nap'" in bad.stderr
+    lonely = neurosim("explain", "a.h5", "--neuron", "AVA", "--graph", "x.png", cwd=tmp_path)
+    assert lonely.returncode == 2 and "give --source too" in lonely.stderr
     motifs = neurosim("motifs", TW, cwd=tmp_path)
     assert motifs.returncode == 0 and "mutual_exclusion       1  AVA-AVB" in motifs.stdout
