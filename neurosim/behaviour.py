@@ -164,7 +164,7 @@ def format_table(rows: list[ExperimentRow], checks=None) -> str:
     head = f"{'protocol':<{width}}  {'lesion':<14} {'score':>7}  {'P(rev)':>6}  {'behaviour':<9}"
     lines = [head + ("  expected (biology)                      match" if checks else "")]
     for r in rows:
-        line = (f"{r.protocol:<{width}}  {r.ablated:<14} {r.score:>+7.3f}  "
+        line = (f"{r.protocol:<{width}}  {r.ablated:<14} {round(r.score, 3) + 0.0:>+7.3f}  "
                 f"{r.p_reversal:>6.2f}  {r.label:<9}")
         if checks:
             expected, match = _fact_columns(r, checks)

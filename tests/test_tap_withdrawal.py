@@ -1,10 +1,14 @@
 """The shipped tap-withdrawal circuits and the behavioural read-out."""
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 
 import neurosim as ns
-from neurosim.behaviour import classify, format_table, run_experiments
+from neurosim.behaviour import (ExperimentRow, check_facts, classify, facts_summary, format_table,
+                                load_facts, loads_facts, run_experiments)
 from neurosim.compile import compile_circuit
 from test_io_yaml import ROOT
 
@@ -161,22 +165,127 @@ def test_bad_readouts_are_reported_with_their_line(text, match):
     assert info.value.line == 4
 
 
-def test_shipped_table_reproduces_the_documented_facts():
-    """The facts docs/tap_withdrawal.md claims for the shipped weights, and no more."""
-    rows, _ = run_experiments(ns.load_circuit(TW), dt_out=1.0)
-    by = {r.protocol: r for r in rows}
-    assert by["anterior"].label == "reversal"
-    assert by["tap_no_PLM"].score > by["tap"].score + 0.05
-    assert by["posterior"].score < 0 and by["tap"].label != "reversal"
-    assert by["tap_no_AVA"].label == "forward" and by["tap_no_AVB"].label == "reversal"
-    assert "tap_no_PLM" in format_table(rows)
+FACTS = ROOT / "circuits" / "data" / "tap_withdrawal_facts.yaml"
+TW_FITTED = ROOT / "circuits" / "tap_withdrawal_fitted.yaml"
+
+
+def tw_script(name):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.mark.parametrize("path", [TW, TW_ANATOMICAL, TW_FITTED], ids=lambda p: p.stem)
+def test_no_stimulus_no_behaviour_on_every_shipped_circuit(path):
+    circuit = ns.load_circuit(path)
+    behaviour = classify(circuit.readout(), ns.simulate(circuit, "rest", dt_out=1.0))
+    assert abs(behaviour.score) <= 0.01 and behaviour.label == "none"
+    assert abs(behaviour.score) < 1e-5  # the run starts at rest: nothing settles
+
+
+def test_the_facts_file_parses_with_sources_and_verification():
+    facts = load_facts(FACTS)
+    by = {f.id: f for f in facts}
+    assert by["tap_reversal"].expect == "reversal" and by["tap_reversal"].verified
+    assert by["posterior_forward"].protocol == "posterior_gentle"   # gentle touch: PLM only
+    assert by["no_PLM_more_reversal"].verified is False             # quoted secondhand
+    assert by["anterior_through_AVD"].expected == "less reversal than anterior"
+    circuit = ns.load_circuit(TW)
+    assert set(circuit.protocol("posterior_gentle").stimuli) == {"posterior_gentle_touch"}
+    assert circuit.stimuli["posterior_gentle_touch"].targets == ("PLM",)
+    assert circuit.stimuli["posterior_harsh_touch"].targets == ("PLM", "PVD")
+    for fact in facts:
+        for protocol in fact.protocols:
+            circuit.protocol(protocol)
+
+
+def row(protocol, score, label):
+    return ExperimentRow(protocol, "", "-", score, label, 0.5)
+
+
+def test_facts_are_matched_by_label_and_by_a_margin_beyond_the_threshold():
+    facts = loads_facts("""
+facts:
+  - {id: a, protocol: tap, expect: reversal, statement: s, source: x, verified: true}
+  - {id: b, protocol: no_X, expect: more_reversal_than, than: tap, statement: s, source: x, verified: false}
+  - {id: c, protocol: no_Y, expect: less_reversal_than, than: tap, statement: s, source: x, verified: true}
+  - {id: d, protocol: missing, expect: forward, statement: s, source: x, verified: true}
+""")
+    rows = [row("tap", 0.20, "reversal"), row("no_X", 0.26, "reversal"), row("no_Y", 0.16, "reversal")]
+    checks = {c.fact.id: c for c in check_facts(facts, rows, threshold=0.05)}
+    assert checks["a"].reproduced is True
+    assert checks["b"].reproduced is True            # +0.06 > 0.05
+    assert checks["c"].reproduced is False           # −0.04 is within the threshold: no claim
+    assert checks["d"].reproduced is None and "not run: missing" in checks["d"].evidence
+    summary = facts_summary(list(checks.values()))
+    assert summary == ("2 of 3 facts reproduced (verified in the primary source: 1 of 2); "
+                       "1 not checked (protocol not run)")
+    table = format_table(rows, list(checks.values()))
+    assert "more reversal than tap [2nd-hand]" in table and "NO" in table
+
+
+@pytest.mark.parametrize("text,match", [
+    ("facts: []", r"f.yaml:1: facts: "),
+    ("facts:\n  - {id: a, protocol: tap, expect: reverse, statement: s, source: x, verified: true}",
+     r"f.yaml:2: facts\[0\].expect: .*reversal"),
+    ("facts:\n  - {id: a, protocol: tap, expect: more_reversal_than, statement: s, source: x, verified: true}",
+     r"f.yaml:2: facts\[0\].expect: 'more_reversal_than' needs than: PROTOCOL"),
+    ("facts:\n  - {id: a, protocol: tap, expect: reversal, statement: s, source: x, verified: true}\n"
+     "  - {id: a, protocol: tap, expect: reversal, statement: s, source: x, verified: true}",
+     r"f.yaml:3: facts\[1\].id: duplicate fact id 'a'"),
+    ("facts:\n  - {id: a, protocol: tap, expect: reversal, statement: s, source: x}",
+     r"f.yaml:2: facts\[0\]"),
+])
+def test_bad_facts_files_name_file_line_and_key(text, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        loads_facts(text, "f.yaml")
+
+
+def test_the_fitted_circuit_reproduces_its_training_facts():
+    fit_script = tw_script("fit_tap_withdrawal")
+    circuit = ns.load_circuit(TW_FITTED)
+    facts = [f for f in load_facts(FACTS) if f.id in fit_script.TRAINING]
+    rows, _ = run_experiments(circuit, dt_out=1.0)
+    checks = check_facts(facts, rows, circuit.readout().threshold)
+    assert len(checks) == 4 and all(c.reproduced for c in checks), [c.evidence for c in checks]
+    header = TW_FITTED.read_text().split("\nname:")[0]
+    assert "Held out (not seen by the fit): anterior_through_AVD, posterior_through_PVC." in header
+
+
+def test_the_documented_tables_are_those_the_code_gives_today():
+    """docs/tap_withdrawal.md's generated section equals what the script prints now."""
+    script = tw_script("tap_withdrawal")
+    tables = script.experiments()
+    generated = script.markdown(tables) + "\n" + script.accuracy_markdown(tables)
+    page = (ROOT / "docs" / "tap_withdrawal.md").read_text()
+    assert f"{script.START}\n{generated}{script.END}" in page
+    anatomical = tables["anatomical"][1]
+    assert max(abs(r.score) for r in anatomical) < 0.06   # "no score beyond ±0.06"
+
+
+@pytest.mark.slow
+def test_refitting_gives_the_documented_outcome():
+    """The fit of seed 0, rerun: the training facts and the held-out outcome of the doc."""
+    fit_script = tw_script("fit_tap_withdrawal")
+    fitted, report, _, _, train, held = fit_script.fit_and_check(
+        ns.load_circuit(TW), load_facts(FACTS), 0, 80)
+    assert report.result.loss < 1e-6 and all(c.reproduced for c in train)
+    row = fit_script.replicate_row(0, report, train, held)
+    assert row.split(" | ")[3:] == [
+        line for line in (ROOT / "docs" / "tap_withdrawal.md").read_text().splitlines()
+        if line.startswith("| 0 (shipped)")][0].split(" | ")[3:]
 
 
 def test_behave_command_writes_table_and_figure(tmp_path):
     from test_cli import neurosim
     out = neurosim("behave", TW, "--protocols", "tap,anterior,posterior_gentle", "-o", "t.csv",
-                   "--plot", "b.png", cwd=tmp_path)
+                   "--plot", "b.png", "--facts", FACTS, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "anterior" in out.stdout and "reversal" in out.stdout
-    assert (tmp_path / "t.csv").read_text().startswith("protocol,description,ablated,score")
+    assert "1 of 3 facts reproduced (verified in the primary source: 1 of 3); 3 not checked" in out.stdout
+    assert "not reproduced: tap_reversal: tap expected reversal, found none" in out.stdout
+    assert (tmp_path / "t.csv").read_text().startswith(
+        "protocol,description,ablated,score,label,p_reversal,expected,match")
     assert (tmp_path / "b.png").stat().st_size > 10_000
