@@ -1,5 +1,8 @@
 """Current decomposition, pathways, motif circuits and counts, robustness estimates."""
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 
@@ -223,3 +226,19 @@ def test_explain_and_motifs_commands(tmp_path):
     assert lonely.returncode == 2 and "give --source too" in lonely.stderr
     motifs = neurosim("motifs", TW, cwd=tmp_path)
     assert motifs.returncode == 0 and "mutual_exclusion       1  AVA-AVB" in motifs.stdout
+
+
+def test_the_documented_explanation_is_what_the_code_gives_today():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        script = importlib.import_module("explain_tap_withdrawal")
+    finally:
+        sys.path.pop(0)
+    circuit, result, d, evoked, paths = script.analysis()
+    page = (ROOT / "docs" / "explain.md").read_text()
+    assert f"{script.START}\n{script.markdown(d, evoked, paths)}{script.END}" in page
+    # the prose: PVC -> AVA is second in total synaptic charge, but mostly tonic
+    synaptic = [k for k, name in enumerate(d.names) if name.startswith("syn")]
+    by_total = sorted(synaptic, key=lambda k: -d.charges[k])
+    assert d.names[by_total[1]] == "syn PVC->AVA"
+    assert abs(evoked[by_total[1]]) < 0.05 * d.charges[by_total[1]]
