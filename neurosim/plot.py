@@ -202,7 +202,15 @@ def plot_fit(history, predictions, *, title: str = "", figure=None):
     curve.set_xlabel("objective evaluations")
     curve.set_ylabel("best loss")
     curve.spines[["top", "right"]].set_visible(False)
-    rows = [p for p in predictions if p["observed"] == p["observed"]]  # drop NaN (traces)
+    # one scale per panel: the first behavioural measure's rows; others (a score, such as
+    # the control "no stimulus -> no behaviour") are listed beneath
+    kept = [p for p in predictions if p["observed"] == p["observed"]]  # drop NaN (traces)
+    rows = [p for p in kept if p["measure"] == kept[0]["measure"]] if kept else []
+    others = [p for p in kept if p not in rows]
+    if others:
+        bars.set_title("; ".join(f"{p['protocol']} {p['measure'].replace('_', ' ')}: observed "
+                                 f"{p['observed']:.3g}, fitted {p['predicted']:.2g}"
+                                 for p in others), fontsize=8, loc="left")
     x = range(len(rows))
     bars.bar([i - 0.2 for i in x], [p["observed"] for p in rows], width=0.4, label="observed",
              color="#95a5a6")

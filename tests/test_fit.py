@@ -211,3 +211,39 @@ def test_fit_command_writes_fitted_circuit_report_and_traces(tmp_path):
     (tmp_path / "bad.yaml").write_text("free:\n  - {select: 'synapses[*].w', bonds: [0, 3]}\n")
     worse = neurosim("fit", TW, DATA, "--fit", "bad.yaml", "-o", "f2.yaml", cwd=tmp_path)
     assert worse.returncode == 2 and "bad.yaml:2: free[0].bonds: unknown key 'bonds'" in worse.stderr
+
+
+def test_fits_add_the_no_stimulus_control_by_default():
+    from neurosim.fit.run import with_rest_control
+    from neurosim.fit.targets import TraceTarget
+    tw = ns.load_circuit(TW)
+    data = load_behaviour(DATA)
+    circuit, targets = with_rest_control(tw, data)
+    assert circuit is tw and targets[:-1] == data
+    control = targets[-1]
+    assert (control.protocol, control.measure, control.observed, control.se) == ("rest", "score", 0.0, 0.025)
+    assert with_rest_control(tw, targets)[1] == targets            # already there: unchanged
+    trace = [TraceTarget("tap", "AVA", (10.0,), (-60.0,))]
+    assert with_rest_control(tw, trace)[1] == trace                # no behaviour, no control
+    bare = tw.replace(protocols={k: v for k, v in tw.protocols.items() if k != "rest"})
+    added, targets = with_rest_control(bare, data)
+    assert added.protocol("rest").stimuli == () and added.protocol("rest").duration == 1500.0
+    assert targets[-1].protocol == "rest"
+
+
+def test_the_control_costs_a_circuit_that_moves_without_a_stimulus():
+    """A relaxation oscillator has no stable rest: its quiet protocol scores, and the
+    control target charges for it; a circuit at rest pays nothing."""
+    from test_rest import oscillator
+    from neurosim.fit.run import with_rest_control
+    osc = oscillator()
+    kick = ns.Stimulus("pulse", "A", amplitude=5.0, start=200.0, duration=20.0)
+    osc = osc.replace(stimuli={"kick": kick}, protocols={"kick": ns.Protocol(400.0, ("kick",))},
+                      readouts={"behaviour": ns.model.Readout("A", "B", window=(200.0, 400.0),
+                                                              baseline=(0.0, 200.0))})
+    circuit, targets = with_rest_control(osc, [BehaviourTarget("kick", "score", 0.3, se=1.0)])
+    assert targets[-1].protocol == "rest" and circuit.protocol("rest").duration == 400.0
+    par = Parameterization(circuit, [{"select": "synapses[A->A].w", "bounds": [0, 10]}])
+    objective = Objective(par, [targets[-1]], dt_out=1.0)
+    assert objective(par.x0) > 2.0          # |score| beyond the threshold without a stimulus
+    assert objective(np.array([0.0])) < 1e-6   # without self-excitation A rests: no cost
