@@ -289,3 +289,20 @@ def test_behave_command_writes_table_and_figure(tmp_path):
     assert (tmp_path / "t.csv").read_text().startswith(
         "protocol,description,ablated,score,label,p_reversal,expected,match")
     assert (tmp_path / "b.png").stat().st_size > 10_000
+
+
+def test_the_readme_quotes_what_behave_prints_today():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ neurosim behave circuits/tap_withdrawal_fitted.yaml")[1].split("```")[0]
+    quoted = [line for line in block.splitlines()[1:] if line.strip() and line != "..."]
+    facts = load_facts(FACTS)
+    fitted = ns.load_circuit(TW_FITTED)
+    rows, _ = run_experiments(fitted, dt_out=1.0)
+    checks = check_facts(facts, rows, fitted.readout().threshold)
+    printed = format_table(rows, checks).splitlines() + [facts_summary(checks)]
+    for line in quoted:
+        assert line in printed, line
+    shipped = ns.load_circuit(TW)
+    rows, _ = run_experiments(shipped, dt_out=1.0)
+    assert facts_summary(check_facts(facts, rows, shipped.readout().threshold)).startswith("3 of 6")
+    assert "The source's weights reproduce 3\nof its 6 facts" in readme
