@@ -205,7 +205,8 @@ def test_fit_command_writes_fitted_circuit_report_and_traces(tmp_path):
     assert (tmp_path / "fitted_report.png").stat().st_size > 10_000
     assert (tmp_path / "fitted_predictions.csv").read_text().startswith("protocol,measure")
     assert sorted(p.name for p in (tmp_path / "fitted_traces").iterdir()) == sorted(
-        f"{p}.h5" for p in ("tap", "anterior", "posterior_gentle", "tap_no_PLM", "tap_half_PLM"))
+        f"{p}.h5" for p in ("tap", "anterior", "posterior_gentle", "tap_no_PLM", "tap_half_PLM",
+                            "rest"))   # the control
     bad = neurosim("fit", TW, DATA, "--fit", "fit.yaml", "-o", "fitted.yaml", cwd=tmp_path)
     assert bad.returncode == 2 and "--overwrite" in bad.stderr
     (tmp_path / "bad.yaml").write_text("free:\n  - {select: 'synapses[*].w', bonds: [0, 3]}\n")
