@@ -103,6 +103,7 @@ def cmd_validate(args) -> int:
     print(f"  protocols     {len(c.protocols)}")
     for name, p in c.protocols.items():
         extra = f", ablate {', '.join(p.ablate)}" if p.ablate else ""
+        extra += f", starts {'at rest' if c.initial_state(p) == 'rest' else 'as given'}"
         print(f"    {name}: {p.duration:g} ms, stimuli {', '.join(map(str, p.stimuli)) or '-'}{extra}")
     return EXIT_OK
 

@@ -14,7 +14,8 @@ from neurosim.compile import (check_theta, compile_batch, compile_cached, compil
 from neurosim.errors import CircuitError, RestWarning, SimulationError
 from neurosim.integrators import (N_REPORT, OK, STATS_NAMES, check_precision,
                                   check_step_stability, chunk_rows, describe_failure,
-                                  failure_message, find_rest_states, make_integrator, run_items)
+                                  failure_message, find_rest_state, find_rest_states,
+                                  make_integrator, run_items)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 
@@ -118,11 +119,7 @@ def resolve_initial(circuit: Circuit, proto: Protocol, initial, v0) -> str:
 
 def _rest_of(compiled, drive) -> RestState:
     """The stimulus-free rest of one compiled circuit under the clamps of ``drive``."""
-    n = compiled.n_neurons
-    V, reports = find_rest_states(compiled, compiled.theta[None, :],
-                                  compiled.theta[None, 3 * n:4 * n], np.zeros(1, dtype=np.int64),
-                                  drive.clamped[None, :], drive.arrays[8][None, :])
-    return RestState.from_report(compiled.neuron_names, V[0], reports[0])
+    return RestState.from_report(compiled.neuron_names, *find_rest_state(compiled, drive))
 
 
 def rest_state(circuit: Circuit, protocol=None, *, ablate=(), theta=None) -> RestState:
@@ -131,7 +128,8 @@ def rest_state(circuit: Circuit, protocol=None, *, ablate=(), theta=None) -> Res
 
     Newton on the analytic Jacobian from the neurons' V0 (E_L where not given); where that
     fails or finds an unstable state, a stimulus-free pre-run until |dV/dt| < 1e-6 mV/ms,
-    then Newton again.  ``stable`` is False when no stable rest was found (``message``
+    then Newton again.  A neuron that one of the protocol's voltage stimuli drives is held
+    at its holding potential (its clamp, else its V0), as it is before the stimulus.  ``stable`` is False when no stable rest was found (``message``
     says why and what is used instead).
 
     Examples

@@ -16,7 +16,7 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import (check_precision, find_rest_states, integrate_with_sensitivity,
+from neurosim.integrators import (check_precision, find_rest_state, integrate_with_sensitivity,
                                   make_integrator, rest_tangent)
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
@@ -180,13 +180,11 @@ class Objective:
     def _start(run, drive, free):
         """(V*, ∂V*/∂θ[free]) of the rest a run of ``run`` starts from; the derivative is 0
         where no stable rest exists (the start then comes from a pre-run)."""
-        n = run.n_neurons
-        V, report = find_rest_states(run, run.theta[None, :], run.theta[None, 3 * n:4 * n],
-                                     np.zeros(1, dtype=np.int64), drive.clamped[None, :],
-                                     drive.arrays[8][None, :])
-        stable = report[0, 0] <= 1
-        S = rest_tangent(run, drive.arrays, V[0], free) if stable else np.zeros((n, free.size))
-        return V[0], S
+        V, report = find_rest_state(run, drive)
+        stable = report[0] <= 1  # found by Newton, with or without a pre-run
+        S = (rest_tangent(run, drive.arrays, V, free) if stable
+             else np.zeros((run.n_neurons, free.size)))
+        return V, S
 
     def predictions(self, x) -> list[dict]:
         """Per target: protocol, measure, observed, predicted (and the score)."""

@@ -554,6 +554,16 @@ def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, to
     return V, reports
 
 
+def find_rest_state(compiled, drive, tol=REST_TOL):
+    """:func:`find_rest_states` of one run: ``compiled``'s parameters under the clamps of
+    ``drive`` (a CompiledDrive), from θ's V0.  Returns (V, report)."""
+    n = compiled.n_neurons
+    V, reports = find_rest_states(compiled, compiled.theta[None, :],
+                                  compiled.theta[None, 3 * n:4 * n], np.zeros(1, dtype=np.int64),
+                                  drive.clamped[None, :], drive.arrays[8][None, :], tol)
+    return V[0], reports[0]
+
+
 def rest_tangent(compiled, drive, V, free) -> np.ndarray:
     """∂V*/∂θ[free] (n, len(free)) at the stable rest V of ``compiled`` under the clamps
     of ``drive``; zero where the Jacobian is singular."""
