@@ -12,7 +12,7 @@ from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
                               compile_drive, resolve_protocol, surviving_stimuli)
 from neurosim.errors import CircuitError, RestWarning, SimulationError
-from neurosim.integrators import (N_REPORT, OK, STATS_NAMES, check_precision,
+from neurosim.integrators import (N_REPORT, OK, STABLE_RESTS, STATS_NAMES, check_precision,
                                   check_step_stability, chunk_rows, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
                                   make_integrator, run_items)
@@ -33,7 +33,7 @@ def _record_indices(compiled, record) -> np.ndarray:
 
 
 #: how a rest was found, by the kernels' method code (neurosim.kernels.steady)
-REST_METHODS = ("newton", "pre-run", "unstable", "unsettled", "marginal")
+REST_METHODS = ("newton", "pre-run", "unstable", "unsettled", "marginal", "probed")
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,11 @@ class RestState:
     initial : {"rest", "as_given"}
     method : str
         ``newton`` (Newton from V0 found a stable rest), ``pre-run`` (Newton from where a
-        stimulus-free pre-run settled), ``unstable`` or ``unsettled`` (no stable rest
-        found: the pre-run's end state is used), ``marginal`` (a steady state with a zero
-        eigenvalue, e.g. a neuron without leak: not unique; the one Newton found from V0
-        is used), or ``as_given``.
+        stimulus-free pre-run settled), ``probed`` (V0 reaches no stable rest, but Newton
+        from another start found one: the one nearest V0 is used), ``unstable`` or
+        ``unsettled`` (no stable rest found: the pre-run's end state is used),
+        ``marginal`` (a steady state with a zero eigenvalue, e.g. a neuron without leak:
+        not unique; the one Newton found from V0 is used), or ``as_given``.
     stable : bool
         Whether V is a stable rest (every Jacobian eigenvalue with negative real part).
     residual : float, mV/ms
@@ -60,6 +61,9 @@ class RestState:
         Newton iterations.
     prerun_ms : float
         Model time of the pre-run (0 without one).
+    other_rests : int
+        Stable rests other than V that Newton found from other starts (the circuit is
+        multistable when > 0); −1 where not looked for (batch runs).
     """
 
     V: dict
@@ -70,12 +74,19 @@ class RestState:
     max_real_eigenvalue: float = float("nan")
     iterations: int = 0
     prerun_ms: float = 0.0
+    other_rests: int = -1
 
     @classmethod
     def from_report(cls, names, V, report) -> "RestState":
         code = int(report[0])
-        return cls(dict(zip(names, map(float, V))), "rest", REST_METHODS[code], code <= 1,
-                   float(report[2]), float(report[3]), int(report[1]), float(report[4]))
+        return cls(dict(zip(names, map(float, V))), "rest", REST_METHODS[code],
+                   code in STABLE_RESTS, float(report[2]), float(report[3]), int(report[1]),
+                   float(report[4]), int(report[5]))
+
+    @property
+    def warning(self) -> bool:
+        """Whether a user should hear about this start: no stable rest, or several."""
+        return self.initial == "rest" and (not self.stable or self.other_rests > 0)
 
     @property
     def message(self) -> str:
@@ -83,9 +94,16 @@ class RestState:
         if self.initial == "as_given":
             return "initial state: as given (V0, else E_L)"
         if self.stable:
-            how = "Newton" if self.method == "newton" else f"Newton after a {self.prerun_ms:g} ms pre-run"
-            return (f"initial state: stimulus-free rest ({how}, {self.iterations} iterations, "
+            how = {"newton": "Newton", "pre-run": f"Newton after a {self.prerun_ms:g} ms pre-run",
+                   "probed": "V0 reaches no stable rest; Newton from another start"}[self.method]
+            line = (f"initial state: stimulus-free rest ({how}, {self.iterations} iterations, "
                     f"max |dV/dt| {self.residual:.1e} mV/ms)")
+            if self.other_rests > 0:
+                line = (f"multistable circuit: {self.other_rests} other stable rest"
+                        f"{'s' if self.other_rests > 1 else ''} found from other starts; "
+                        + line.replace("initial state: stimulus-free rest",
+                                       "starting from the one nearest V0"))
+            return line
         if self.method == "marginal":
             return ("no stable rest: the steady state found from V0 is only marginally stable "
                     "(a Jacobian eigenvalue of 0, e.g. a neuron without leak); starting from it")
@@ -119,7 +137,8 @@ def resolve_initial(circuit: Circuit, proto: Protocol, initial, v0) -> str:
 
 def _rest_of(compiled, drive) -> RestState:
     """The stimulus-free rest of one compiled circuit under the clamps of ``drive``."""
-    return RestState.from_report(compiled.neuron_names, *find_rest_state(compiled, drive))
+    return RestState.from_report(compiled.neuron_names,
+                                 *find_rest_state(compiled, drive, probe_all=True))
 
 
 def rest_state(circuit: Circuit, protocol=None, *, ablate=(), theta=None) -> RestState:
@@ -260,7 +279,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     if resolve_initial(circuit, proto, initial, v0) == "rest":
         start = _rest_of(compiled, drive)
         V = np.array([start.V[name] for name in compiled.neuron_names])
-        if not start.stable:
+        if start.warning:
             warnings.warn(start.message, RestWarning, stacklevel=2)
     else:
         V = _initial_state(compiled, v0)
@@ -503,7 +522,7 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         method, compiled, batch, thetas, rows, dt_out, record_idx, v_bound, precision, at_rest)
     wall = time.perf_counter() - started
     initial_V, rest_reports = rests
-    unstable = int(np.sum(rest_reports[..., 0] > 1))  # not newton, not pre-run
+    unstable = int(np.sum(~np.isin(rest_reports[..., 0], STABLE_RESTS) & at_rest[:, None]))
     if unstable:
         warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest and start from a "
                       "pre-run's end state (BatchResult.start(protocol, index) says which)",

@@ -189,3 +189,36 @@ def test_the_result_file_records_the_initial_state(tmp_path):
     assert initial["method"] == "newton" and initial["stable"] is True
     assert initial["V"]["AVA"] == again.v("AVA")[0]
     assert initial["message"].startswith("initial state: stimulus-free rest")
+
+
+def bistable(E_B=-30.0):
+    """Two leaky neurons above threshold that inhibit each other: either can win."""
+    return ns.Circuit(
+        "bistable", (ns.Neuron("A", C=10.0, E_L=-30.0), ns.Neuron("B", C=10.0, E_L=E_B)),
+        (ns.Synapse("A", "B", w=3.0, E=-90.0, mu=-40.0, nu=0.3),
+         ns.Synapse("B", "A", w=3.0, E=-90.0, mu=-40.0, nu=0.3)),
+        protocols={"p": ns.Protocol(100.0)})
+
+
+def test_a_multistable_circuit_says_so_and_starts_at_a_stable_rest():
+    # symmetric: V0 (E_L) leads Newton and the pre-run to the symmetric saddle
+    circuit = bistable()
+    with pytest.warns(ns.RestWarning, match=r"^multistable circuit: 1 other stable rest found "
+                                            r"from other starts; starting from the one nearest V0"):
+        result = ns.simulate(circuit, "p", dt_out=1.0)
+    start = result.metadata["initial"]
+    assert start["method"] == "probed" and start["stable"] and start["other_rests"] == 1
+    V = np.array([start["V"]["A"], start["V"]["B"]])
+    sol, _, eig = reference_rest(circuit, V)
+    assert sol.success and np.max(np.abs(sol.x - V)) < 1e-8 and np.max(eig.real) < 0
+    assert abs(V[0] - V[1]) > 30                      # one neuron won
+    assert np.max(np.abs(result.V - V)) < 1e-3        # and the run stays there
+    # asymmetric: Newton from V0 reaches one stable rest; the other is reported
+    tilted = bistable(E_B=-32.0)
+    r = ns.rest_state(tilted, "p")    # an inquiry: it tells, a run warns
+    assert r.method == "newton" and r.V["A"] > r.V["B"] and r.other_rests == 1
+    assert r.warning and r.message.startswith("multistable circuit: 1 other stable rest")
+    # batches start from the same state, without the search for other rests
+    batch = ns.simulate_batch(circuit, protocols="p", dt_out=1.0)
+    np.testing.assert_array_equal(batch.result("p").V, result.V)
+    assert batch.start("p").method == "probed" and batch.start("p").other_rests == -1

@@ -28,7 +28,7 @@ from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 from neurosim.kernels.lockstep import run_lockstep
 from neurosim.kernels.sensitivity import run_dopri5_tangent, run_fixed_tangent
-from neurosim.kernels.steady import N_REPORT, find_rests, rest_sensitivity
+from neurosim.kernels.steady import N_REPORT, STABLE_RESTS, find_rests, rest_sensitivity
 
 OK = kc.OK
 
@@ -535,32 +535,36 @@ def stimulus_free(drive) -> tuple:
             np.empty(0), clamped, hold)
 
 
-def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, tol=REST_TOL):
+def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, tol=REST_TOL,
+                     probe_all=False):
     """Stimulus-free steady states of many runs in one parallel call.
 
     Run b starts Newton (then, if needed, a pre-run) from ``V_start[b]`` with parameters
     ``thetas[b]`` and the clamps of protocol ``item_protocol[b]`` (rows of ``clamped``
     and ``hold``).  Returns (V, reports): the states used, and per run the method code,
     Newton iterations, final max |dV/dt| (mV/ms), the largest real part of the
-    Jacobian's eigenvalues (1/ms) and the pre-run's length (ms); see
-    :mod:`neurosim.kernels.steady`.
+    Jacobian's eigenvalues (1/ms), the pre-run's length (ms) and, with ``probe_all``, how
+    many other stable rests Newton found from other starts (−1 without); see
+    :mod:`neurosim.kernels.steady`.  The states do not depend on ``probe_all``.
     """
     thetas = np.ascontiguousarray(thetas, dtype=np.float64)
     V = np.array(V_start, dtype=np.float64, order="C", copy=True)
     reports = np.zeros((V.shape[0], N_REPORT))
     find_rests(V, thetas, np.ascontiguousarray(item_protocol, dtype=np.int64),
                compiled.net_for(thetas), np.ascontiguousarray(clamped, dtype=np.bool_),
-               np.ascontiguousarray(hold, dtype=np.float64), float(tol), reports)
+               np.ascontiguousarray(hold, dtype=np.float64), float(tol), bool(probe_all),
+               reports)
     return V, reports
 
 
-def find_rest_state(compiled, drive, tol=REST_TOL):
+def find_rest_state(compiled, drive, tol=REST_TOL, probe_all=False):
     """:func:`find_rest_states` of one run: ``compiled``'s parameters under the clamps of
     ``drive`` (a CompiledDrive), from θ's V0.  Returns (V, report)."""
     n = compiled.n_neurons
     V, reports = find_rest_states(compiled, compiled.theta[None, :],
                                   compiled.theta[None, 3 * n:4 * n], np.zeros(1, dtype=np.int64),
-                                  drive.clamped[None, :], drive.arrays[8][None, :], tol)
+                                  drive.clamped[None, :], drive.arrays[8][None, :], tol,
+                                  probe_all)
     return V[0], reports[0]
 
 

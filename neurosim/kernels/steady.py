@@ -25,10 +25,22 @@ REST_UNSTABLE = 2      # the pre-run settled where Newton finds only an unstable
 REST_UNSETTLED = 3     # the pre-run never settled (oscillation, drift); its end state is used
 REST_MARGINAL = 4      # a steady state with a zero eigenvalue (e.g. a neuron without leak):
                        # not unique, so the one found from the start is used
+REST_PROBED = 5        # the start reaches no stable rest, but Newton from another start
+                       # finds one: the one nearest the start is used
+
+# the methods that end at a stable rest
+STABLE_RESTS = (REST_NEWTON, REST_PRERUN, REST_PROBED)
 
 # entries of the per-run report
-R_METHOD, R_ITERATIONS, R_RESIDUAL, R_MAX_REAL_EIG, R_PRERUN_MS = range(5)
-N_REPORT = 5
+R_METHOD, R_ITERATIONS, R_RESIDUAL, R_MAX_REAL_EIG, R_PRERUN_MS, R_OTHER_RESTS = range(6)
+N_REPORT = 6
+
+# Newton is also started from this many other points spread over the circuit's range of
+# potentials, to find other stable rests (multistability) or, where the start reaches
+# none, a stable rest elsewhere; two rests differ when a potential differs by more than
+# DISTINCT_REST (mV)
+N_PROBES = 4
+DISTINCT_REST = 1e-6
 
 # Newton: iteration limit, halvings of a step that does not reduce the residual, and
 # the largest change of any potential in one step (mV), which keeps a step from
@@ -200,12 +212,69 @@ def prerun(V, theta, net, drive, free, tol, work, dV):
 
 
 @njit(cache=True)
-def find_rest(V, theta, net, drive, tol, report):
+def probe_start(k, V, free, theta, drive, out):
+    """Start number k of the probes: each free potential at a different point of the
+    range spanned by the circuit's leak, synaptic and holding potentials, by the golden
+    ratio sequence (deterministic, and asymmetric between neurons, so that a symmetric
+    circuit's probes leave its symmetric saddle)."""
+    n = V.shape[0]
+    s = (theta.shape[0] - 4 * n) // 5 if n > 0 else 0
+    lo, hi = math.inf, -math.inf
+    for i in range(n):
+        lo, hi = min(lo, theta[2 * n + i]), max(hi, theta[2 * n + i])
+        if drive[7][i]:
+            lo, hi = min(lo, drive[8][i]), max(hi, drive[8][i])
+    for k2 in range(s):
+        lo, hi = min(lo, theta[4 * n + s + k2]), max(hi, theta[4 * n + s + k2])
+    out[:] = V
+    for a in range(free.shape[0]):
+        u = ((k + 1) * 0.6180339887498949 + (a + 1) * 0.7548776662466927) % 1.0
+        out[free[a]] = lo + (hi - lo) * u
+
+
+@njit(cache=True)
+def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, report):
+    """Newton from N_PROBES other starts.  Counts the stable rests unlike V in
+    report[R_OTHER_RESTS] (when ``probe_all``) and returns the one nearest ``start`` (or
+    an empty array if none was found)."""
+    n = V.shape[0]
+    trial = np.empty(n)
+    best = np.empty(0)
+    best_distance = math.inf
+    found = np.empty((N_PROBES, n))
+    count = 0
+    for k in range(N_PROBES):
+        probe_start(k, V, free, theta, drive, trial)
+        converged, _, _ = newton(trial, theta, net, drive, free, tol, work, J)
+        if not converged or max_real_eigenvalue(trial, theta, net, drive, free, work,
+                                                J) >= -ZERO_EIGENVALUE:
+            continue
+        new = np.max(np.abs(trial - V)) > DISTINCT_REST or not probe_all
+        for c in range(count):
+            new = new and np.max(np.abs(trial - found[c])) > DISTINCT_REST
+        if not new:
+            continue
+        found[count] = trial
+        count += 1
+        distance = np.sum((trial - start) ** 2)
+        if distance < best_distance:
+            best_distance = distance
+            best = trial.copy()
+    if probe_all:
+        report[R_OTHER_RESTS] = count
+    return best
+
+
+@njit(cache=True)
+def find_rest(V, theta, net, drive, tol, probe_all, report):
     """The stimulus-free steady state from the start V (overwritten with the state used).
 
     ``drive`` holds no stimulus rows, only the clamps (mask and holding potentials).
     ``report`` receives (method code, Newton iterations, final max |dV/dt|, largest real
-    part of the Jacobian's eigenvalues, pre-run ms).
+    part of the Jacobian's eigenvalues, pre-run ms, other stable rests found).  Probes
+    (Newton from other starts) run where the start reaches no stable rest, and with
+    ``probe_all`` also after it does, only to count other stable rests (−1: not probed).
+    The state chosen never depends on ``probe_all``.
     """
     n = V.shape[0]
     work = np.empty((WORK_ROWS, n))
@@ -216,6 +285,7 @@ def find_rest(V, theta, net, drive, tol, report):
     free = np.flatnonzero(~clamped)
     start = V.copy()
     report[R_PRERUN_MS] = 0.0
+    report[R_OTHER_RESTS] = -1.0
     converged, iterations, res = newton(V, theta, net, drive, free, tol, work, J)
     eig = max_real_eigenvalue(V, theta, net, drive, free, work, J) if converged else math.inf
     if converged and eig < -ZERO_EIGENVALUE:
@@ -233,16 +303,25 @@ def find_rest(V, theta, net, drive, tol, report):
         if settled and converged and eig < -ZERO_EIGENVALUE:
             report[R_METHOD] = REST_PRERUN
         else:
-            V[:] = end
+            elsewhere = other_rests(end, theta, net, drive, free, tol, work, J, start, False,
+                                    report)
+            if elsewhere.shape[0] > 0:
+                V[:] = elsewhere
+                report[R_METHOD] = REST_PROBED
+                eig = max_real_eigenvalue(V, theta, net, drive, free, work, J)
+            else:
+                V[:] = end
+                report[R_METHOD] = REST_UNSTABLE if settled else REST_UNSETTLED
             res = residual(V, theta, net, drive, free, work, dV)
-            report[R_METHOD] = REST_UNSTABLE if settled else REST_UNSETTLED
+    if probe_all and report[R_METHOD] in STABLE_RESTS:
+        other_rests(V, theta, net, drive, free, tol, work, J, start, True, report)
     report[R_ITERATIONS] = iterations
     report[R_RESIDUAL] = res
     report[R_MAX_REAL_EIG] = eig
 
 
 @njit(cache=True, parallel=True)
-def find_rests(V, thetas, item_protocol, net, clamped, hold, tol, reports):
+def find_rests(V, thetas, item_protocol, net, clamped, hold, tol, probe_all, reports):
     """:func:`find_rest` for every item b: start V[b], parameters thetas[b], the clamps
     of protocol item_protocol[b] (rows of ``clamped`` and ``hold``)."""
     kind = np.empty(0, dtype=np.int64)
@@ -254,7 +333,7 @@ def find_rests(V, thetas, item_protocol, net, clamped, hold, tol, reports):
     for b in prange(V.shape[0]):
         p = item_protocol[b]
         drive = (kind, target, is_voltage, par, tab_ptr, tab, tab, clamped[p], hold[p])
-        find_rest(V[b], thetas[b], net, drive, tol, reports[b])
+        find_rest(V[b], thetas[b], net, drive, tol, probe_all, reports[b])
 
 
 @njit(cache=True)
