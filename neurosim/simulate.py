@@ -94,16 +94,18 @@ class RestState:
         if self.initial == "as_given":
             return "initial state: as given (V0, else E_L)"
         if self.stable:
-            how = {"newton": "Newton", "pre-run": f"Newton after a {self.prerun_ms:g} ms pre-run",
-                   "probed": "V0 reaches no stable rest; Newton from another start"}[self.method]
-            line = (f"initial state: stimulus-free rest ({how}, {self.iterations} iterations, "
-                    f"max |dV/dt| {self.residual:.1e} mV/ms)")
+            which = {"newton": "the one Newton reaches from V0",
+                     "pre-run": f"the one a {self.prerun_ms:g} ms stimulus-free pre-run from V0 "
+                                "settles in",
+                     "probed": "the one nearest V0 (from V0 itself neither Newton nor a "
+                               "pre-run reaches a stable rest)"}[self.method]
+            numbers = (f"{self.iterations} Newton iterations, max |dV/dt| "
+                       f"{self.residual:.1e} mV/ms")
             if self.other_rests > 0:
-                line = (f"multistable circuit: {self.other_rests} other stable rest"
+                return (f"multistable circuit: {self.other_rests} other stable rest"
                         f"{'s' if self.other_rests > 1 else ''} found from other starts; "
-                        + line.replace("initial state: stimulus-free rest",
-                                       "starting from the one nearest V0"))
-            return line
+                        f"starting from {which}; {numbers}")
+            return f"initial state: stimulus-free rest, {which}; {numbers}"
         if self.method == "marginal":
             return ("no stable rest: the steady state found from V0 is only marginally stable "
                     "(a Jacobian eigenvalue of 0, e.g. a neuron without leak); starting from it")
@@ -280,7 +282,8 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         start = _rest_of(compiled, drive)
         V = np.array([start.V[name] for name in compiled.neuron_names])
         if start.warning:
-            warnings.warn(start.message, RestWarning, stacklevel=2)
+            where = "" if protocol_name == "(inline)" else f"protocol '{protocol_name}': "
+            warnings.warn(where + start.message, RestWarning, stacklevel=2)
     else:
         V = _initial_state(compiled, v0)
         start = RestState(dict(zip(compiled.neuron_names, map(float, V))), "as_given",

@@ -24,6 +24,8 @@ import argparse
 import math
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import neurosim as ns
@@ -80,8 +82,8 @@ def targets_from_facts(facts) -> list[BehaviourTarget]:
             for protocol, score in target_scores(facts).items()]
 
 
-def header(report, seed, generations, wall, train_checks, held_checks) -> str:
-    r = report.result
+def header(fit, seed, generations) -> str:
+    r = fit.report.result
     lines = [
         "The C. elegans tap-withdrawal circuit of circuits/tap_withdrawal.yaml with its chemical",
         "weights and gap conductances fitted to behavioural facts; everything else (neurons,",
@@ -90,22 +92,37 @@ def header(report, seed, generations, wall, train_checks, held_checks) -> str:
         "",
         "Training facts (circuits/data/tap_withdrawal_facts.yaml): " + ", ".join(TRAINING[:2]) + ",",
         "  " + ", ".join(TRAINING[2:]) + ", plus the control 'rest -> none'.",
-        "Held out (not seen by the fit): " + ", ".join(c.fact.id for c in held_checks) + ".",
+        "Held out (not seen by the fit): " + ", ".join(c.fact.id for c in fit.held_out) + ".",
         "Targets are qualitative encodings (reversal p 0.9, forward p 0.1, relations +-0.15",
         f"in score, pseudo-count n = {PSEUDO_COUNT}), not measured frequencies.",
         f"Fit: {r.method}, seed {seed}, {generations} generations, loss {r.loss:.4g} after "
-        f"{r.evaluations} evaluations, {wall:.0f} s wall time.",
-        "Training: " + facts_summary(train_checks),
-        "Held out: " + facts_summary(held_checks),
+        f"{r.evaluations} evaluations, {fit.wall_s:.0f} s wall time.",
+        "Training: " + facts_summary(fit.training),
+        "Held out: " + facts_summary(fit.held_out),
     ]
-    for check in held_checks:
+    for check in fit.held_out:
         lines.append(f"  held out {check.fact.id}: {'yes' if check.reproduced else 'NO'} "
                      f"({check.evidence})")
+    lines.append("Multistable without a stimulus (a second stable rest; runs start from the one "
+                 "reached from E_L): " + (", ".join(fit.multistable) or "none found") + ".")
     return "".join(f"# {line}\n".replace("# \n", "#\n") for line in lines)
 
 
-def fit_and_check(circuit, facts, seed, generations, progress=False):
-    """(fitted circuit, fit report, wall s, experiment rows, training checks, held-out checks)."""
+@dataclass
+class Outcome:
+    """One fit and how its circuit does on every fact."""
+
+    fitted: ns.Circuit
+    report: object
+    wall_s: float
+    rows: list
+    training: list
+    held_out: list
+    multistable: list   # protocols with a second stable rest without a stimulus
+
+
+def fit_and_check(circuit, facts, seed, generations, progress=False) -> Outcome:
+    """Fit on the training facts with ``seed``; check every fact on the fitted circuit."""
     training = [f for f in facts if f.id in TRAINING]
     held_out = [f for f in facts if f.id not in TRAINING]
     spec = loads_fit_spec(FIT_SPEC.replace("GENERATIONS", str(generations))
@@ -114,18 +131,25 @@ def fit_and_check(circuit, facts, seed, generations, progress=False):
     report = run_fit(circuit, targets_from_facts(training), spec, progress=progress)
     wall = time.perf_counter() - started
     fitted = report.circuit.replace(name="tap withdrawal (fitted to behavioural facts)")
-    rows, _ = run_experiments(fitted, dt_out=1.0)
+    with warnings.catch_warnings():  # multistable protocols are reported, not warned about
+        warnings.simplefilter("ignore", ns.RestWarning)
+        rows, _ = run_experiments(fitted, dt_out=1.0)
+    several = [p for p in fitted.protocols if ns.rest_state(fitted, p).other_rests > 0]
     threshold = fitted.readout().threshold
-    return (fitted, report, wall, rows, check_facts(training, rows, threshold),
-            check_facts(held_out, rows, threshold))
+    return Outcome(fitted, report, wall, rows, check_facts(training, rows, threshold),
+                   check_facts(held_out, rows, threshold), several)
 
 
-def replicate_row(seed, report, train, held) -> str:
-    """A markdown row: seed, loss, evaluations, training facts, each held-out fact."""
-    r = report.result
+def replicate_row(seed, outcome: Outcome) -> str:
+    """A markdown row: seed, loss, evaluations, training facts, each held-out fact, and the
+    protocols whose circuit is multistable."""
+    r = outcome.report.result
+    train = outcome.training
     cells = [str(seed) + (" (shipped)" if seed == 0 else ""), f"{r.loss:.2g}", str(r.evaluations),
              f"{sum(c.reproduced for c in train)} of {len(train)}"]
-    cells += [f"{'yes' if c.reproduced else '**no**'} ({c.evidence.split(' (')[0]})" for c in held]
+    cells += [f"{'yes' if c.reproduced else '**no**'} ({c.evidence.split(' (')[0]})"
+              for c in outcome.held_out]
+    cells.append(", ".join(outcome.multistable) or "none found")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -145,23 +169,24 @@ def main(argv=None) -> int:
     unknown = set(TRAINING) - {f.id for f in facts}
     if unknown:
         sys.exit(f"unknown training facts: {sorted(unknown)}")
-    fitted, report, wall, rows, train_checks, held_checks = fit_and_check(
-        circuit, facts, args.seed, args.generations, progress=True)
-    print(format_table(rows, train_checks + held_checks))
+    fit = fit_and_check(circuit, facts, args.seed, args.generations, progress=True)
+    report = fit.report
+    print(format_table(fit.rows, fit.training + fit.held_out))
     print(f"\nfit: {report.result.method}, seed {args.seed}, loss {report.result.loss:.4g}, "
-          f"{report.result.evaluations} evaluations, {wall:.0f} s")
-    print("training: " + facts_summary(train_checks))
-    print("held out: " + facts_summary(held_checks))
-    Path(args.out).write_text(header(report, args.seed, args.generations, wall, train_checks,
-                                     held_checks) + ns.dump_circuit(fitted), encoding="utf-8")
+          f"{report.result.evaluations} evaluations, {fit.wall_s:.0f} s")
+    print("training: " + facts_summary(fit.training))
+    print("held out: " + facts_summary(fit.held_out))
+    print("multistable without a stimulus: " + (", ".join(fit.multistable) or "none found"))
+    Path(args.out).write_text(header(fit, args.seed, args.generations) + ns.dump_circuit(fit.fitted),
+                              encoding="utf-8")
     print(f"-> {args.out}")
     table = ["| seed | loss | evaluations | training facts | "
-             + " | ".join(f"held out: `{c.fact.id}`" for c in held_checks) + " |",
-             "|---|---|---|---|" + "---|" * len(held_checks),
-             replicate_row(args.seed, report, train_checks, held_checks)]
+             + " | ".join(f"held out: `{c.fact.id}`" for c in fit.held_out)
+             + " | multistable without a stimulus |",
+             "|---|---|---|---|" + "---|" * (len(fit.held_out) + 1),
+             replicate_row(args.seed, fit)]
     for seed in range(args.seed + 1, args.seed + args.replicates + 1):
-        _, rep, _, _, train, held = fit_and_check(circuit, facts, seed, args.generations)
-        table.append(replicate_row(seed, rep, train, held))
+        table.append(replicate_row(seed, fit_and_check(circuit, facts, seed, args.generations)))
     print("\n".join(table))
     if args.docs:
         from tap_withdrawal import DOC

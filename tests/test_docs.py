@@ -18,6 +18,7 @@ def examples():
 
 
 @pytest.mark.parametrize("code", list(examples()))
+@pytest.mark.filterwarnings("default::neurosim.RestWarning")  # a page may show one
 def test_example_runs(code, tmp_path, monkeypatch):
     os.symlink(ROOT / "circuits", tmp_path / "circuits")
     monkeypatch.chdir(tmp_path)

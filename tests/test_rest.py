@@ -99,7 +99,8 @@ def test_a_circuit_without_a_stable_rest_says_so_in_one_line():
         result = ns.simulate(circuit, "p", dt_out=1.0)
     message = str(caught[0].message)
     assert "\n" not in message
-    assert message.startswith("no stable rest: without stimuli the circuit does not settle")
+    assert message.startswith("protocol 'p': no stable rest: without stimuli the circuit does "
+                              "not settle")
     assert "its steady state is unstable" in message and "pre-run ends in" in message
     assert result.metadata["initial"]["method"] == "unsettled"
     assert np.ptp(result.v("A")) > 20  # and it does oscillate
@@ -203,8 +204,10 @@ def bistable(E_B=-30.0):
 def test_a_multistable_circuit_says_so_and_starts_at_a_stable_rest():
     # symmetric: V0 (E_L) leads Newton and the pre-run to the symmetric saddle
     circuit = bistable()
-    with pytest.warns(ns.RestWarning, match=r"^multistable circuit: 1 other stable rest found "
-                                            r"from other starts; starting from the one nearest V0"):
+    with pytest.warns(ns.RestWarning, match=r"^protocol 'p': multistable circuit: 1 other stable "
+                                            r"rest found from other starts; starting from the one "
+                                            r"nearest V0 \(from V0 itself neither Newton nor a "
+                                            r"pre-run reaches a stable rest\)"):
         result = ns.simulate(circuit, "p", dt_out=1.0)
     start = result.metadata["initial"]
     assert start["method"] == "probed" and start["stable"] and start["other_rests"] == 1

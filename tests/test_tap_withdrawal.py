@@ -247,7 +247,8 @@ def test_the_fitted_circuit_reproduces_its_training_facts():
     fit_script = tw_script("fit_tap_withdrawal")
     circuit = ns.load_circuit(TW_FITTED)
     facts = [f for f in load_facts(FACTS) if f.id in fit_script.TRAINING]
-    rows, _ = run_experiments(circuit, dt_out=1.0)
+    with pytest.warns(ns.RestWarning, match="^protocol 'tap_no_PLM': multistable circuit"):
+        rows, _ = run_experiments(circuit, dt_out=1.0)   # and no other protocol warns
     checks = check_facts(facts, rows, circuit.readout().threshold)
     assert len(checks) == 4 and all(c.reproduced for c in checks), [c.evidence for c in checks]
     header = TW_FITTED.read_text().split("\nname:")[0]
@@ -269,10 +270,9 @@ def test_the_documented_tables_are_those_the_code_gives_today():
 def test_refitting_gives_the_documented_outcome():
     """The fit of seed 0, rerun: the training facts and the held-out outcome of the doc."""
     fit_script = tw_script("fit_tap_withdrawal")
-    fitted, report, _, _, train, held = fit_script.fit_and_check(
-        ns.load_circuit(TW), load_facts(FACTS), 0, 80)
-    assert report.result.loss < 1e-6 and all(c.reproduced for c in train)
-    row = fit_script.replicate_row(0, report, train, held)
+    fit = fit_script.fit_and_check(ns.load_circuit(TW), load_facts(FACTS), 0, 80)
+    assert fit.report.result.loss < 1e-6 and all(c.reproduced for c in fit.training)
+    row = fit_script.replicate_row(0, fit)
     assert row.split(" | ")[3:] == [
         line for line in (ROOT / "docs" / "tap_withdrawal.md").read_text().splitlines()
         if line.startswith("| 0 (shipped)")][0].split(" | ")[3:]
@@ -294,10 +294,13 @@ def test_behave_command_writes_table_and_figure(tmp_path):
 def test_the_readme_quotes_what_behave_prints_today():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("$ neurosim behave circuits/tap_withdrawal_fitted.yaml")[1].split("```")[0]
-    quoted = [line for line in block.splitlines()[1:] if line.strip() and line != "..."]
+    lines = [line for line in block.splitlines()[1:] if line.strip() and line != "..."]
+    warned, quoted = lines[0], lines[1:]
     facts = load_facts(FACTS)
     fitted = ns.load_circuit(TW_FITTED)
-    rows, _ = run_experiments(fitted, dt_out=1.0)
+    with pytest.warns(ns.RestWarning, match="tap_no_PLM") as caught:
+        rows, _ = run_experiments(fitted, dt_out=1.0)
+    assert warned == f"neurosim: warning: {caught[0].message}"
     checks = check_facts(facts, rows, fitted.readout().threshold)
     printed = format_table(rows, checks).splitlines() + [facts_summary(checks)]
     for line in quoted:
