@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from neurosim.errors import CircuitError
 from neurosim.io.yaml import parse_spec, read_text
-from neurosim.model import Circuit, Readout
+from neurosim.model import Circuit, Readout, unknown_name_message
 from neurosim.record import Result
 from neurosim.simulate import simulate
 
@@ -186,13 +186,13 @@ class _FactSpec(_Strict):
     than: str | None = None
     statement: Annotated[str, Field(min_length=1)]
     source: Annotated[str, Field(min_length=1)]
-    verified: bool
+    verified: StrictBool
 
 
 class _NotScorableSpec(_Strict):
     statement: str
     source: str
-    verified: bool
+    verified: StrictBool
     why: str
 
 
@@ -240,9 +240,10 @@ class FactCheck:
     evidence: str
 
 
-def loads_facts(text: str, source: str = "<string>") -> list[Fact]:
+def loads_facts(text: str, source: str = "<string>", protocols=None) -> list[Fact]:
     """Facts from YAML text (see ``circuits/data/tap_withdrawal_facts.yaml``); errors
-    name the file, line and key."""
+    name the file, line and key.  With ``protocols`` (names, e.g. a circuit's), a fact
+    about another protocol is an error too."""
     spec, locate = parse_spec(text, source, _FactsFileSpec, "a facts file")
     facts, seen = [], set()
     for k, item in enumerate(spec.facts):
@@ -253,14 +254,22 @@ def loads_facts(text: str, source: str = "<string>") -> list[Fact]:
             need = (f"'{item.expect}' needs than: PROTOCOL" if item.expect in RELATIONS
                     else f"'than' goes with {' or '.join(RELATIONS)}, not '{item.expect}'")
             raise locate(CircuitError(need), f"facts[{k}].expect")
+        if item.than == item.protocol:
+            raise locate(CircuitError(f"a protocol cannot differ from itself: than is "
+                                      f"{item.than!r}, the fact's own protocol"), f"facts[{k}].than")
+        for key in ("protocol", "than"):
+            name = getattr(item, key)
+            if protocols is not None and name is not None and name not in protocols:
+                raise locate(CircuitError(unknown_name_message("protocol", name, list(protocols))),
+                             f"facts[{k}].{key}")
         facts.append(Fact(item.id, item.protocol, item.expect, item.statement, item.source,
                           item.verified, item.than))
     return facts
 
 
-def load_facts(path) -> list[Fact]:
-    """Read a facts file."""
-    return loads_facts(read_text(path, "facts file"), str(path))
+def load_facts(path, protocols=None) -> list[Fact]:
+    """Read a facts file (see :func:`loads_facts`)."""
+    return loads_facts(read_text(path, "facts file"), str(path), protocols)
 
 
 def check_facts(facts, rows: list[ExperimentRow], threshold: float) -> list[FactCheck]:

@@ -40,6 +40,17 @@ def _output_paths(out: Path, protocols: list[str]) -> dict[str, Path]:
     return {p: out.with_name(f"{out.stem}_{p}{out.suffix or '.h5'}") for p in protocols}
 
 
+def _check_output(path) -> None:
+    """A one-line error now, before any work, if ``path`` cannot be written."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise CircuitError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CircuitError(f"cannot write {path}: folder {folder} is not writable")
+
+
 def cmd_run(args) -> int:
     from neurosim.io.hdf5 import HDF5Recorder
     from neurosim.io.yaml import load_circuit
@@ -59,6 +70,7 @@ def cmd_run(args) -> int:
         raise CircuitError(f"choose --protocol (one of: {', '.join(circuit.protocols) or 'none'}) "
                            "or --all", file=args.circuit)
     outputs = _output_paths(Path(args.output), protocols)
+    _check_output(args.plot)
     status = EXIT_OK
     for protocol, out in outputs.items():
         recorder = HDF5Recorder(out, overwrite=args.overwrite,
@@ -134,6 +146,7 @@ def cmd_plot(args) -> int:
     from neurosim.io.hdf5 import load_result
     from neurosim.plot import plot_traces, save_figure
 
+    _check_output(args.output)
     result = load_result(args.result)
     save_figure(plot_traces(result, _names(args.neurons) if args.neurons else None), args.output)
     print(f"traces -> {args.output}")
@@ -144,6 +157,7 @@ def cmd_graph(args) -> int:
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_graph, save_figure
 
+    _check_output(args.output)
     save_figure(plot_graph(load_circuit(args.circuit)), args.output)
     print(f"graph -> {args.output}")
     return EXIT_OK
@@ -156,7 +170,9 @@ def cmd_behave(args) -> int:
     from neurosim.plot import plot_experiments, save_figure
 
     circuit = load_circuit(args.circuit)
-    facts = load_facts(args.facts) if args.facts else None
+    facts = load_facts(args.facts, protocols=circuit.protocols) if args.facts else None
+    for path in (args.output, args.plot):
+        _check_output(path)
     protocols = _names(args.protocols) if args.protocols else None
     total = len(protocols or circuit.protocols)
     bar = None
@@ -203,6 +219,7 @@ def cmd_fit(args) -> int:
     circuit = load_circuit(args.circuit)
     targets = load_behaviour(args.data)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
+    _check_output(args.output)
     out = Path(args.output)
     stem = out.with_suffix("")
     existing = [str(p) for p in (out, Path(f"{stem}_report.png"), Path(f"{stem}_predictions.csv"),
@@ -239,36 +256,43 @@ def cmd_fit(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from neurosim.explain import control_result, decompose, dominant_pathways
+    from neurosim.explain import circuit_as_run, control_result, decompose, dominant_pathways
     from neurosim.io.hdf5 import load_result
     from neurosim.io.yaml import loads_circuit
     from neurosim.plot import plot_currents, plot_graph, save_figure
 
+    if args.graph and not args.source:
+        raise CircuitError("--graph draws the dominant pathway: give --source too")
+    for path in (args.output, args.graph):
+        _check_output(path)
     result = load_result(args.result)
     if "circuit_yaml" not in result.metadata:
         raise CircuitError(f"{args.result} does not hold its circuit; rerun with neurosim run")
     circuit = loads_circuit(result.metadata["circuit_yaml"], f"{args.result}:circuit_yaml")
+    run = circuit_as_run(circuit, result)
+    for name in (args.neuron, args.source):
+        if name is not None and name not in run.neuron_names:
+            circuit.neuron(name)  # an unknown name fails here, with the known ones
+            raise CircuitError(f"neuron {name!r} was ablated in this run")
     if args.control is not None:
         circuit.protocol(args.control)  # an unknown name fails here, with the known ones
     control = control_result(circuit, result, args.control)
     against = f"protocol '{args.control}'" if args.control else "the stimulus-free rest"
     d = decompose(circuit, result, args.neuron)
-    base = decompose(circuit, control, args.neuron, stimuli=[])
-    total, evoked = d.charges, d.evoked_charges(base)
-    print(f"currents into {args.neuron}: |charge| over the run and evoked charge "
-          f"(this run minus {against}), pC:")
-    for k in np.argsort(-np.abs(evoked)):
-        print(f"  {d.names[k]:<28} {total[k]:10.4g} {evoked[k]:+10.4g}")
+    base = decompose(circuit, control, args.neuron, stimuli=[] if args.control is None else None)
+    total, change = d.charges, d.evoked_charges(base)
+    print(f"currents into {args.neuron}: |charge| over the run, and its change from "
+          f"{against} (pC):")
+    for k in np.argsort(-np.abs(change)):
+        print(f"  {d.names[k]:<28} {total[k]:10.4g} {change[k]:+10.4g}")
     print(f"liquid time constant C/G: {d.tau.min():.4g} .. {d.tau.max():.4g} ms")
     if args.output:
         save_figure(plot_currents(d), args.output)
         print(f"figure -> {args.output}")
-    if args.graph and not args.source:
-        raise CircuitError("--graph draws the dominant pathway: give --source too")
     if args.source:
         paths = dominant_pathways(circuit, result, args.source, args.neuron, control=control)
         print(f"pathways {args.source} -> {args.neuron} that carried the evoked response "
-              f"(bottleneck evoked charge, pC; + depolarising, - hyperpolarising):")
+              f"(bottleneck transmitted charge, pC; + depolarising, - hyperpolarising):")
         for p in paths:
             print(f"  {' -> '.join(p.neurons):<40} {p.charge:+.4g}")
         if not paths:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurosim.compile import compile_circuit, resolve_protocol
+from neurosim.compile import compile_circuit, resolve_protocol, scaled_connections
 from neurosim.errors import CircuitError
 from neurosim.model import Circuit, Protocol
 from neurosim.record import Result
@@ -94,15 +94,28 @@ def _protocol_stimuli(circuit: Circuit, result: Result, stimuli):
     name = result.metadata.get("protocol")
     if name in circuit.protocols:
         return list(circuit.resolve_stimuli(circuit.protocols[name]))
-    raise CircuitError("cannot tell which stimuli drove this run; pass stimuli=")
+    raise CircuitError(f"cannot tell which stimuli drove this run: its protocol {name!r} is "
+                       "not one of the circuit's (give the stimuli explicitly)")
+
+
+def circuit_as_run(circuit: Circuit, result: Result) -> Circuit:
+    """The circuit that ``result`` ran: without the neurons it ablated and with its
+    lesions (``scale``), as its metadata records them."""
+    gone = [n for n in result.metadata.get("ablated", ()) if n in circuit.neuron_names]
+    run = circuit.without(gone) if gone else circuit
+    scale = {k: v for k, v in result.metadata.get("scaled", {}).items() if k in run.neuron_names}
+    return scaled_connections(run, scale) if scale else run
 
 
 def decompose(circuit: Circuit, result: Result, neuron: str, stimuli=None) -> Decomposition:
     """Split C·dV/dt of ``neuron`` into its currents along ``result``.
 
     Every neuron presynaptic to ``neuron`` (or joined to it by a gap) must be recorded.
-    ``stimuli`` defaults to those of the result's protocol in ``circuit``.
+    ``stimuli`` defaults to those of the result's protocol in ``circuit``.  The currents
+    are those of the circuit as run (:func:`circuit_as_run`: ablations and lesions).
     """
+    stimuli = _protocol_stimuli(circuit, result, stimuli)
+    circuit = circuit_as_run(circuit, result)
     target = circuit.neuron(neuron)
     V = _traces(result, circuit)
     if neuron not in V:
@@ -130,7 +143,7 @@ def decompose(circuit: Circuit, result: Result, neuron: str, stimuli=None) -> De
         names.append(f"gap {gap.key}")
         columns.append(gap.g * (V[other] - v))
         G, N = G + gap.g, N + gap.g * V[other]
-    for k, stim in enumerate(_protocol_stimuli(circuit, result, stimuli)):
+    for k, stim in enumerate(stimuli):
         if neuron in stim.targets and stim.quantity == "current":
             current = stim.value(result.t)
             names.append(f"stimulus {k} ({stim.kind})")
@@ -167,19 +180,28 @@ class Pathway:
         return "depolarising" if self.charge > 0 else "hyperpolarising"
 
 
-def _edge_currents(circuit: Circuit, t, V: dict) -> dict:
-    """(pre, post) -> current into post through that connection (pA) at times t; a
-    synapse and a gap junction between the same neurons add up."""
+def _transmitted_currents(circuit: Circuit, V: dict, V_control: dict) -> dict:
+    """(pre, post) -> the part of the current into post that pre's change carried (pA):
+    for a synapse w·(σ(now) − σ(control))·(E − κ·V_post), the presynaptic activation's
+    change at the actual driving force; for a gap junction ĝ·(V_pre − V_pre,control).
+    What is left of a connection's change, the postsynaptic neuron's own change of
+    driving force, is not a signal from pre.  A neuron missing from the control (ablated
+    there) had no connections: its connections count in full."""
     out = {}
     for syn in circuit.synapses:
         if syn.pre in V and syn.post in V:
-            current = syn.w * _sigmoid(syn.nu * (V[syn.pre] - syn.mu)) * (syn.E - syn.kappa * V[syn.post])
+            now = _sigmoid(syn.nu * (V[syn.pre] - syn.mu))
+            before = (_sigmoid(syn.nu * (V_control[syn.pre] - syn.mu))
+                      if syn.pre in V_control and syn.post in V_control else 0.0)
+            current = syn.w * (now - before) * (syn.E - syn.kappa * V[syn.post])
             out[(syn.pre, syn.post)] = out.get((syn.pre, syn.post), 0.0) + current
     for gap in circuit.gap_junctions:
         if gap.a in V and gap.b in V:
             for a, b in ((gap.a, gap.b), (gap.b, gap.a)):
-                out[(a, b)] = out.get((a, b), 0.0) + gap.g * (V[a] - V[b])
-    return {k: np.broadcast_to(v, np.shape(t)) for k, v in out.items()}
+                present = a in V_control and b in V_control
+                change = V[a] - V_control[a] if present else V[a] - V[b]
+                out[(a, b)] = out.get((a, b), 0.0) + gap.g * change
+    return out
 
 
 def _edge_gains(circuit: Circuit, V: dict) -> dict:
@@ -202,39 +224,51 @@ def control_result(circuit: Circuit, result: Result, control=None) -> Result:
     """The run that a response is measured against.
 
     ``control`` is a :class:`Result`, the name of a protocol of ``circuit`` (simulated on
-    the result's output grid), or None: the stimulus-free rest of the result's own
-    protocol (its ablations, lesions and clamps), held for the whole run.
+    the result's output grid; it must last as long as the result), or None: the
+    stimulus-free rest of the result's own circuit (its ablations, lesions and clamps),
+    held for the whole run.
     """
+    end = float(result.t[-1]) if result.t.size else 0.0
     if isinstance(control, Result):
+        if control.t.size == 0 or control.t[-1] < end - 1e-9 * max(1.0, end):
+            raise CircuitError(f"the control run ends at {control.t[-1] if control.t.size else 0:g} "
+                               f"ms but the run lasts {end:g} ms: the control must cover it")
         return control
     dt_out = float(result.t[1] - result.t[0]) if result.t.size > 1 else None
     if control is not None:
-        return simulate(circuit, control, dt_out=dt_out, record=list(result.neuron_names))
+        proto = circuit.protocol(control)
+        if proto.duration < end - 1e-9 * max(1.0, end):
+            raise CircuitError(f"control protocol {control!r} lasts {proto.duration:g} ms but "
+                               f"the run {end:g} ms: the control must cover the run")
+        gone = set(proto.ablate)
+        return simulate(circuit, control, dt_out=dt_out,
+                        record=[n for n in result.neuron_names if n not in gone])
     name = result.metadata.get("protocol")
+    ablated = tuple(result.metadata.get("ablated", ()))
+    scaled = dict(result.metadata.get("scaled", {}))
     if name in circuit.protocols:
-        rest = rest_state(circuit, name)
+        extra = tuple(a for a in ablated if a not in circuit.protocols[name].ablate)
+        rest = rest_state(circuit, name, ablate=extra)
     else:
-        rest = rest_state(circuit, Protocol(float(result.t[-1]) or 1.0,
-                                            ablate=tuple(result.metadata.get("ablated", ())),
-                                            scale=dict(result.metadata.get("scaled", {}))))
+        rest = rest_state(circuit, Protocol(end or 1.0, ablate=ablated, scale=scaled))
     V = np.array([[rest.V[n] for n in result.neuron_names]] * 2)
-    return Result(result.t[[0, -1]], V, result.neuron_names, metadata={"protocol": "rest"})
+    return Result(result.t[[0, -1]], V, result.neuron_names,
+                  metadata={"protocol": "rest", "ablated": list(ablated), "scaled": scaled})
 
 
 def edge_charges(circuit: Circuit, result: Result, control=None) -> dict:
-    """Evoked charge (pC) of every synapse and gap junction, keyed (pre, post): the
-    integral of its current into post in ``result`` minus that in the control run
-    (:func:`control_result`; default the rest), signed (+ depolarising post)."""
+    """Charge (pC) that each synapse and gap junction carried from pre to post, beyond
+    the control run (:func:`control_result`; default the rest), keyed (pre, post), signed
+    (+ depolarising post): the integral of the current that pre's change drove through
+    the connection (see :func:`_transmitted_currents`)."""
     reference = control_result(circuit, result, control)
+    run = circuit_as_run(circuit, result)
     t = result.t
-    now = _edge_currents(circuit, t, _traces(result, circuit))
-    before = _edge_currents(circuit, reference.t, _traces(reference, circuit))
-    charge = {}
-    for key, current in now.items():
-        if key in before:
-            base = np.interp(t, reference.t, np.broadcast_to(before[key], reference.t.shape))
-            charge[key] = float(np.trapezoid(current - base, t)) * 1e-3
-    return charge
+    V = _traces(result, run)
+    before = {n: np.interp(t, reference.t, reference.v(n)) for n in reference.neuron_names
+              if n in V}
+    return {key: float(np.trapezoid(np.broadcast_to(current, t.shape), t)) * 1e-3
+            for key, current in _transmitted_currents(run, V, before).items()}
 
 
 def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str,
@@ -242,25 +276,29 @@ def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str
     """Simple paths from ``source`` to ``target`` that carried the evoked response,
     strongest first.
 
-    Each connection's evoked charge (:func:`edge_charges`: this run minus the control,
-    default the rest) is signed.  Along a path, a connection passes the signal on when its
-    evoked charge has the sign the previous one implies through the connection's gain at
-    rest (an inhibitory link inverts it: a depolarised presynaptic neuron sends a
-    hyperpolarising current).  Paths where every link passes the signal on are ranked by
+    Each connection's transmitted charge (:func:`edge_charges`: the current that its
+    presynaptic neuron's change drove, beyond the control, default the rest) is signed.
+    Along a path, a connection passes the signal on when its charge has the sign the
+    previous one implies through the connection's gain at rest (an inhibitory link inverts
+    it: a depolarised presynaptic neuron sends a hyperpolarising current).  Paths where every link passes the signal on are ranked by
     their bottleneck |charge|; the sign of the pathway is that of its effect on the target.
     Paths whose links contradict each other carried no consistent signal and are left out,
     as are paths through a clamped neuron (its potential does not follow its inputs).
     """
     circuit.neuron(source)
     circuit.neuron(target)
-    held = {n.name for n in circuit.neurons if n.clamp is not None}
+    run = circuit_as_run(circuit, result)
+    for end in (source, target):
+        if end not in run.neuron_names:
+            raise CircuitError(f"neuron {end!r} was ablated in this run")
+    held = {n.name for n in run.neurons if n.clamp is not None}
     name = result.metadata.get("protocol")
     if name in circuit.protocols:
         held |= {t for stim in circuit.resolve_stimuli(circuit.protocols[name])
                  if stim.quantity == "voltage" for t in stim.targets}
     reference = control_result(circuit, result, control)
     charge = edge_charges(circuit, result, reference)
-    gain = _edge_gains(circuit, _traces(reference, circuit))
+    gain = _edge_gains(run, _traces(reference, run))
     out_edges: dict = {}
     for (a, b), q in charge.items():
         out_edges.setdefault(a, []).append((b, q))
@@ -369,6 +407,7 @@ def motif_table(circuit: Circuit) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Decomposition", "MOTIFS", "Pathway", "control_result", "decompose", "dominant_pathways",
+__all__ = ["Decomposition", "MOTIFS", "Pathway", "circuit_as_run", "control_result", "decompose",
+           "dominant_pathways",
            "edge_charges",
            "find_motifs", "linear_form", "lipschitz_estimate", "motif_table"]

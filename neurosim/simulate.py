@@ -111,13 +111,18 @@ class RestState:
                     "(a Jacobian eigenvalue of 0, e.g. a neuron without leak); starting from it")
         if self.method == "unstable":
             why = "the only steady state found is unstable"
+        elif self.prerun_ms == 0:
+            why = ("Newton finds no steady state, and no pre-run is possible (a free neuron "
+                   "has no conductance to settle against: no leak, no conductance-based "
+                   "synapse, no gap junction)")
         else:
             why = (f"without stimuli the circuit does not settle within {self.prerun_ms:g} ms "
                    "(it oscillates or drifts")
             why += ("; its steady state is unstable)" if np.isfinite(self.max_real_eigenvalue)
                     else ")")
-        return (f"no stable rest: {why}; starting from the state a stimulus-free pre-run "
-                f"ends in (max |dV/dt| {self.residual:.3g} mV/ms)")
+        start = ("the neurons' V0" if self.prerun_ms == 0
+                 else "the state a stimulus-free pre-run ends in")
+        return f"no stable rest: {why}; starting from {start} (max |dV/dt| {self.residual:.3g} mV/ms)"
 
     def to_dict(self) -> dict:
         out = dict(vars(self), message=self.message)
@@ -527,8 +532,8 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     initial_V, rest_reports = rests
     unstable = int(np.sum(~np.isin(rest_reports[..., 0], STABLE_RESTS) & at_rest[:, None]))
     if unstable:
-        warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest and start from a "
-                      "pre-run's end state (BatchResult.start(protocol, index) says which)",
+        warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest "
+                      "(BatchResult.start(protocol, index) says what each starts from)",
                       RestWarning, stacklevel=2)
     ablated_cols = batch.ablated[:, record_idx]
     out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan

@@ -1,8 +1,8 @@
 """What carries the response to anterior touch in the tap-withdrawal circuit.
 
 Runs `anterior` on circuits/tap_withdrawal.yaml, splits AVA's current into its sources,
-compares each with the stimulus-free rest the run starts from (evoked charge) and ranks
-the pathways from AVM that carried the evoked response.  Prints the numbers; with
+compares each with the stimulus-free rest the run starts from and ranks the pathways from
+AVM by the charge that each link's presynaptic change carried.  Prints the numbers; with
 ``--docs`` rewrites the generated part of docs/explain.md and its two figures
 (tests/test_explain.py checks that the page holds what this script prints today).
 
@@ -40,13 +40,14 @@ def analysis():
 
 
 def markdown(d, evoked, paths) -> str:
-    lines = ["| current into AVA | \\|charge\\| over the run | evoked (run − rest) |",
+    lines = ["| current into AVA | \\|charge\\| over the run | change from rest |",
              "|---|---|---|"]
     for k in np.argsort(-np.abs(evoked)):
         lines.append(f"| {d.names[k]} | {d.charges[k]:.3g} pC | {evoked[k]:+.3g} pC |")
     lines += ["", f"AVA's liquid time constant C/G runs from {d.tau.max():.3g} ms at rest down to "
                   f"{d.tau.min():.3g} ms while the synapses are open.", "",
-              "| pathway AVM → AVA | evoked charge (bottleneck) | effect on AVA |", "|---|---|---|"]
+              "| pathway AVM → AVA | transmitted charge (bottleneck) | effect on AVA |",
+              "|---|---|---|"]
     for p in paths:
         lines.append(f"| {' → '.join(p.neurons)} | {p.charge:+.3g} pC | {p.effect} |")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,8 @@ import pytest
 
 import neurosim as ns
 from neurosim import ml
-from neurosim.explain import (MOTIFS, decompose, dominant_pathways, edge_charges, find_motifs, linear_form,
+from neurosim.explain import (MOTIFS, circuit_as_run, control_result, decompose, dominant_pathways,
+                              edge_charges, find_motifs, linear_form,
                               lipschitz_estimate, motif_table)
 from reference import ReferenceModel, random_circuit
 from test_io_yaml import ROOT
@@ -67,11 +68,14 @@ def two_routes():
                                  "quiet": ns.Protocol(300.0)})
 
 
-def numpy_currents(circuit, result):
-    """Current into post of every synapse, straight from the equation (pA)."""
+def numpy_currents(circuit, result, control=None):
+    """Current into post of every synapse, straight from the equation (pA); with a
+    control run, the part that the presynaptic change drove: w·(σ − σ_control)·(E − κV)."""
     V = {n: result.v(n) for n in result.neuron_names}
-    return {(s.pre, s.post): s.w / (1 + np.exp(-s.nu * (V[s.pre] - s.mu))) * (s.E - s.kappa * V[s.post])
-            for s in circuit.synapses}
+    sig = lambda s, V: 1 / (1 + np.exp(-s.nu * (V[s.pre] - s.mu)))  # noqa: E731
+    before = {n: control.v(n) for n in control.neuron_names} if control else None
+    return {(s.pre, s.post): s.w * (sig(s, V) - (sig(s, before) if before else 0.0))
+            * (s.E - s.kappa * V[s.post]) for s in circuit.synapses}
 
 
 def test_pathways_rank_evoked_not_tonic_charge_and_keep_the_sign():
@@ -79,7 +83,7 @@ def test_pathways_rank_evoked_not_tonic_charge_and_keep_the_sign():
     run, quiet = ns.simulate(c, "touch", dt_out=0.5), ns.simulate(c, "quiet", dt_out=0.5)
     now, before = numpy_currents(c, run), numpy_currents(c, quiet)
     tonic = {k: abs(np.trapezoid(i, run.t)) * 1e-3 for k, i in now.items()}
-    evoked = {k: np.trapezoid(now[k] - before[k], run.t) * 1e-3 for k in now}
+    evoked = {k: np.trapezoid(i, run.t) * 1e-3 for k, i in numpy_currents(c, run, quiet).items()}
     # the construction: the tonic bottleneck favours A, the evoked one B
     assert min(tonic[("S", "A")], tonic[("A", "T")]) > 2 * min(tonic[("S", "B")], tonic[("B", "T")])
     assert abs(evoked[("B", "T")]) > 100 * abs(evoked[("S", "A")])
@@ -92,6 +96,48 @@ def test_pathways_rank_evoked_not_tonic_charge_and_keep_the_sign():
     assert paths[0].charge == pytest.approx(-min(abs(evoked[("S", "B")]), abs(evoked[("B", "T")])))
     assert paths[0].effect == "hyperpolarising"   # an inhibitory link inverts the signal
     assert abs(paths[-1].charge) < 1e-2 * abs(paths[0].charge)
+
+
+def test_a_saturated_link_passes_no_signal_however_its_current_changes():
+    """A follows S, but A → T sits on its sigmoid's plateau: T's own fall (through B)
+    raises A → T's driving force and so its current, yet nothing travels from A."""
+    c = two_routes()
+    c = c.replace(neurons=tuple(ns.Neuron(n.name, C=n.C, E_L=-60.0, clamp=n.clamp)
+                                if n.name == "A" else n for n in c.neurons),
+                  synapses=tuple(ns.Synapse("S", "A", w=8.0, E=0.0, mu=-45.0, nu=0.2)
+                                 if (s.pre, s.post) == ("S", "A") else s for s in c.synapses))
+    run, quiet = ns.simulate(c, "touch", dt_out=0.5), ns.simulate(c, "quiet", dt_out=0.5)
+    assert np.ptp(run.v("A")) > 10                          # A responds
+    now, before = numpy_currents(c, run), numpy_currents(c, quiet)
+    change = np.trapezoid(now[("A", "T")] - before[("A", "T")], run.t) * 1e-3
+    transmitted = edge_charges(c, run)
+    assert abs(change) > 1.0 and abs(transmitted[("A", "T")]) < 1e-3 * abs(change)
+    paths = dominant_pathways(c, run, "S", "T")
+    assert paths[0].neurons == ("S", "B", "T") and paths[0].charge < 0
+    assert all(abs(p.charge) < 1e-3 * abs(paths[0].charge) for p in paths[1:])
+
+
+def test_explain_follows_ablations_and_lesions():
+    """The currents are those of the circuit as run: without ablated neurons, with
+    lesion factors; they sum to C·dV/dt, and the control rest is that circuit's."""
+    c = ns.load_circuit(TW)
+    for protocol in ("tap_no_AVB", "tap_half_PLM"):
+        r = ns.simulate(c, protocol, dt_out=0.5, rtol=1e-10, atol=1e-10)
+        run = circuit_as_run(c, r)
+        d = decompose(c, r, "AVA")
+        model = ReferenceModel(run, list(run.resolve_stimuli(run.protocols[protocol])))
+        V = np.stack([r.v(n) for n in run.neuron_names], axis=1)
+        expected = np.array([model.dVdt(t, v) for t, v in zip(r.t, V)])[:, run.neuron_names.index("AVA")]
+        inside = (np.abs(r.t - 200.0) > 1.0) & (np.abs(r.t - 400.0) > 1.0)  # off the edges
+        np.testing.assert_allclose(d.total[inside], d.C * expected[inside], atol=1e-6)
+        rest = control_result(c, r)
+        assert rest.v("AVA")[0] == r.v("AVA")[0]         # the run started at that rest
+    assert "syn AVB->AVA" not in decompose(c, ns.simulate(c, "tap_no_AVB"), "AVA").names
+    extra = ns.simulate(c, "tap", ablate=["DVA"], dt_out=1.0)
+    assert control_result(c, extra).v("AVA")[0] == extra.v("AVA")[0]
+    with pytest.raises(ns.CircuitError, match="control protocol 'rest' lasts 100 ms but the run 1500"):
+        short = c.replace(protocols=dict(c.protocols, rest=ns.Protocol(100.0)))
+        control_result(short, ns.simulate(short, "tap", dt_out=1.0), "rest")
 
 
 # --- motifs: each signature, and its failure without the defining synapse ---------------
@@ -213,7 +259,15 @@ def test_explain_and_motifs_commands(tmp_path):
                    "--graph", "g.png", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "syn AVD->AVA" in out.stdout and "AVM -> AVD -> AVA" in out.stdout
-    assert "this run minus the stimulus-free rest" in out.stdout
+    assert "its change from the stimulus-free rest" in out.stdout
+    lesioned = neurosim("run", TW, "-p", "tap_no_AVB", "-o", "b.h5", cwd=tmp_path)
+    assert lesioned.returncode == 0
+    out = neurosim("explain", "b.h5", "--neuron", "AVA", "--source", "PLM", cwd=tmp_path)
+    assert out.returncode == 0 and "PLM -> AVA" in out.stdout and "AVB" not in out.stdout
+    gone = neurosim("explain", "b.h5", "--neuron", "AVB", cwd=tmp_path)
+    assert gone.returncode == 2 and "neuron 'AVB' was ablated in this run" in gone.stderr
+    nowhere = neurosim("explain", "a.h5", "--neuron", "AVA", "-o", "no/such/c.png", cwd=tmp_path)
+    assert nowhere.returncode == 2 and "folder" in nowhere.stderr and "does not exist" in nowhere.stderr
     assert (tmp_path / "c.png").stat().st_size > 10_000 and (tmp_path / "g.png").exists()
     none = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "ALM", cwd=tmp_path)
     assert "none: no chain from ALM passes its evoked signal on to AVA" in none.stdout

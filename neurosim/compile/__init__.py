@@ -449,7 +449,9 @@ def circuit_with_theta(compiled: CompiledCircuit, theta) -> Circuit:
     neurons = []
     for i, nr in enumerate(circuit.neurons):
         C, g_L, E_L, V0 = (float(theta[k * n + i]) for k in range(4))
-        keep_V0 = nr.V0 is not None or V0 != E_L
+        # a V0 the file did not give is written only when θ moved it: a fitted E_L must
+        # not turn the circuit's default start (E_L, or rest) into an explicit V0
+        keep_V0 = nr.V0 is not None or V0 != nr.initial_V
         neurons.append(dataclasses.replace(nr, C=C, g_L=g_L, E_L=E_L, V0=V0 if keep_V0 else None))
     by_key = {}
     for k, syn in enumerate(compiled.synapses_csr):

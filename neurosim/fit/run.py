@@ -34,29 +34,34 @@ def with_rest_control(circuit: Circuit, targets, readout: str = "behaviour"):
     """(circuit, targets) with the control "no stimulus → no behaviour" added.
 
     The control is a ``score`` target of 0 (standard error half the read-out's
-    threshold) on a protocol without stimuli, ablations or lesions: the circuit's own
-    (``rest`` if it has one) or, if it has none, a ``rest`` protocol added to it as long
-    as the longest target protocol.  Runs start at rest, so a circuit with a stable rest
-    meets it exactly; it penalises parameters whose rest is unstable or oscillating,
-    where a score would be drift.  Targets that already include such a protocol, or no
-    behavioural target at all, are returned unchanged.
+    threshold) on a protocol without stimuli, ablations or lesions that starts at rest and
+    lasts to the end of the read-out's windows: the circuit's own (``rest`` first), or a
+    protocol added to the circuit (``rest``, else ``rest_control``) as long as the longest
+    target protocol.  Runs start at rest, so a circuit with a stable rest meets it exactly;
+    it penalises parameters whose rest is unstable or oscillating, where a score would be
+    drift.  Targets that already include such a protocol, or no behavioural target at all,
+    are returned unchanged.
     """
     if not any(isinstance(t, BehaviourTarget) for t in targets):
         return circuit, list(targets)
+    spec = circuit.readout(readout)
+    needed = max(spec.window[1], spec.baseline[1] if spec.baseline else 0.0)
     quiet = [name for name, p in circuit.protocols.items()
-             if not (p.stimuli or p.ablate or p.scale)]
+             if not (p.stimuli or p.ablate or p.scale) and p.duration >= needed
+             and circuit.initial_state(p) == "rest"]
     if any(t.protocol in quiet for t in targets):
         return circuit, list(targets)
     if quiet:
         name = "rest" if "rest" in quiet else quiet[0]
     else:
-        name = "rest_control" if "rest" in circuit.protocols else "rest"
-        duration = max(circuit.protocol(t.protocol).duration for t in targets)
+        name = next(n for n in ("rest", "rest_control", *(f"rest_control_{k}" for k in range(2, 99)))
+                    if n not in circuit.protocols)
+        duration = max([needed] + [circuit.protocol(t.protocol).duration for t in targets])
         protocols = dict(circuit.protocols, **{name: Protocol(
-            duration, description="no stimulus (the fit's control)")})
+            duration, description="no stimulus (the fit's control)", initial="rest")})
         circuit = circuit.replace(protocols=protocols)
-    se = CONTROL_SE * circuit.readout(readout).threshold
-    control = BehaviourTarget(name, "score", 0.0, se=se, source="control",
+    control = BehaviourTarget(name, "score", 0.0, se=CONTROL_SE * spec.threshold,
+                              source="control",
                               note="no stimulus -> no behaviour (added by neurosim fit)")
     return circuit, list(targets) + [control]
 

@@ -45,14 +45,17 @@ DISTINCT_REST = 1e-6
 # Newton: iteration limit, halvings of a step that does not reduce the residual, and
 # the largest change of any potential in one step (mV), which keeps a step from
 # jumping across the sigmoids' range into another basin
-MAX_NEWTON = 60
+MAX_NEWTON = 40
 MAX_HALVINGS = 12
 MAX_NEWTON_STEP = 20.0
 # eigenvalues with real parts within this of 0 (1/ms) are zero: a marginal steady state
 ZERO_EIGENVALUE = 1e-12
 # the pre-run has settled when no free potential changes faster than this (mV/ms);
-# Newton then polishes to the caller's tolerance
+# Newton then polishes to the caller's tolerance.  Its step, as a fraction of the fastest
+# time constant, and its length in steps (5·10⁴ RHS evaluations: 0.5 s at 300 neurons)
 PRERUN_TOL = 1e-6
+PRERUN_STEP = 0.5
+MAX_PRERUN_STEPS = 50000
 
 
 @njit(cache=True)
@@ -158,8 +161,30 @@ def newton(V, theta, net, drive, free, tol, work, J):
 
 
 @njit(cache=True)
-def max_real_eigenvalue(V, theta, net, drive, free, work, J):
-    """Largest real part of the free neurons' Jacobian eigenvalues at V (1/ms)."""
+def gershgorin_bound(A):
+    """An upper bound on the real parts of A's eigenvalues: the rightmost edge of its
+    Gershgorin discs, by rows or by columns, whichever is smaller."""
+    m = A.shape[0]
+    by_rows, by_columns = -math.inf, -math.inf
+    for a in range(m):
+        row, column = 0.0, 0.0
+        for c in range(m):
+            if c != a:
+                row += abs(A[a, c])
+                column += abs(A[c, a])
+        by_rows = max(by_rows, A[a, a] + row)
+        by_columns = max(by_columns, A[a, a] + column)
+    return min(by_rows, by_columns)
+
+
+@njit(cache=True)
+def max_real_eigenvalue(V, theta, net, drive, free, work, J, exact):
+    """Largest real part of the free neurons' Jacobian eigenvalues at V (1/ms).
+
+    Unless ``exact``, a Gershgorin bound that already proves stability is returned in its
+    place: the decisions taken on the sign are the same, for a tenth of the time of the
+    eigenvalue routine (35 µs for 9 neurons).
+    """
     m = free.shape[0]
     if m == 0:
         return -math.inf
@@ -167,10 +192,18 @@ def max_real_eigenvalue(V, theta, net, drive, free, work, J):
     A = free_block(J, free)
     if not np.all(np.isfinite(A)):
         return math.inf
-    eig = np.linalg.eigvals(A.astype(np.complex128))
+    if not exact:
+        bound = gershgorin_bound(A)
+        if bound < -ZERO_EIGENVALUE:
+            return bound
+    # scaled to unit size first: LAPACK's balancing under- or overflows at extreme ones
+    size = np.max(np.abs(A))
+    if size == 0.0:
+        return 0.0
+    eig = np.linalg.eigvals((A / size).astype(np.complex128))
     worst = -math.inf
     for e in eig:
-        worst = max(worst, e.real)
+        worst = max(worst, e.real * size)
     return worst
 
 
@@ -178,9 +211,10 @@ def max_real_eigenvalue(V, theta, net, drive, free, work, J):
 def prerun(V, theta, net, drive, free, tol, work, dV):
     """Fused semi-implicit steps from V until max |dV/dt| ≤ tol; returns (settled, ms).
 
-    The step is a tenth of the fastest free neuron's shortest time constant (C over its
-    largest total conductance), and the run lasts at most 200 of its slowest time
-    constants (C/g_L, or C over the total conductance where g_L = 0), within 2·10⁵ steps.
+    The step is half the fastest free neuron's shortest time constant (C over its largest
+    total conductance); the run lasts at most 200 of the slowest time constants (C/g_L,
+    or C over the total conductance where g_L = 0), within MAX_PRERUN_STEPS steps.  The
+    fused step is stable at any step, and its fixed points are exactly the circuit's.
     """
     n = V.shape[0]
     C = theta[0:n]
@@ -198,10 +232,11 @@ def prerun(V, theta, net, drive, free, tol, work, dV):
             fastest = min(fastest, C[i] / total)
         slow = C[i] / g_L[i] if g_L[i] > 0.0 else (C[i] / total if total > 0.0 else math.inf)
         slowest = max(slowest, slow)
-    if not math.isfinite(fastest) or not math.isfinite(slowest):
-        return False, 0.0
-    dt = 0.1 * fastest
-    steps = min(200000, int(math.ceil(200.0 * slowest / dt)))
+    dt = PRERUN_STEP * fastest
+    if not (dt > 0.0 and math.isfinite(dt) and math.isfinite(slowest)):
+        return False, 0.0  # a neuron with no conductance at all: nothing to settle against
+    wanted = 200.0 * slowest / dt
+    steps = MAX_PRERUN_STEPS if not wanted < MAX_PRERUN_STEPS else int(math.ceil(wanted))
     check_every = 50
     for k in range(0, steps, check_every):
         for _ in range(check_every):
@@ -246,8 +281,8 @@ def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, repo
     for k in range(N_PROBES):
         probe_start(k, V, free, theta, drive, trial)
         converged, _, _ = newton(trial, theta, net, drive, free, tol, work, J)
-        if not converged or max_real_eigenvalue(trial, theta, net, drive, free, work,
-                                                J) >= -ZERO_EIGENVALUE:
+        if not converged or max_real_eigenvalue(trial, theta, net, drive, free, work, J,
+                                                False) >= -ZERO_EIGENVALUE:
             continue
         new = np.max(np.abs(trial - V)) > DISTINCT_REST or not probe_all
         for c in range(count):
@@ -271,15 +306,17 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
 
     ``drive`` holds no stimulus rows, only the clamps (mask and holding potentials).
     ``report`` receives (method code, Newton iterations, final max |dV/dt|, largest real
-    part of the Jacobian's eigenvalues, pre-run ms, other stable rests found).  Probes
-    (Newton from other starts) run where the start reaches no stable rest, and with
-    ``probe_all`` also after it does, only to count other stable rests (−1: not probed).
-    The state chosen never depends on ``probe_all``.
+    part of the Jacobian's eigenvalues (exact with ``probe_all``, else possibly a negative
+    upper bound), pre-run ms, other stable rests found).  Probes (Newton from other
+    starts) run where the start reaches no stable rest, and with ``probe_all`` also after
+    it does, only to count other stable rests (−1: not probed).  The state chosen never
+    depends on ``probe_all``.
     """
     n = V.shape[0]
     work = np.empty((WORK_ROWS, n))
     J = np.zeros((n, n))
     dV = np.empty(n)
+    exact = probe_all
     impose_clamps(0.0, V, drive, work)
     clamped = drive[7]
     free = np.flatnonzero(~clamped)
@@ -287,7 +324,8 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
     report[R_PRERUN_MS] = 0.0
     report[R_OTHER_RESTS] = -1.0
     converged, iterations, res = newton(V, theta, net, drive, free, tol, work, J)
-    eig = max_real_eigenvalue(V, theta, net, drive, free, work, J) if converged else math.inf
+    eig = (max_real_eigenvalue(V, theta, net, drive, free, work, J, exact) if converged
+           else math.inf)
     if converged and eig < -ZERO_EIGENVALUE:
         report[R_METHOD] = REST_NEWTON
     elif converged and eig <= ZERO_EIGENVALUE:
@@ -299,16 +337,26 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
         end = V.copy()
         converged, more, res = newton(V, theta, net, drive, free, tol, work, J)
         iterations += more
-        eig = max_real_eigenvalue(V, theta, net, drive, free, work, J) if converged else math.inf
-        if settled and converged and eig < -ZERO_EIGENVALUE:
+        if not converged:
+            V[:] = end
+        eig = max_real_eigenvalue(V, theta, net, drive, free, work, J, exact)
+        # a zero eigenvalue where the pre-run settled: a line of steady states (e.g.
+        # gap-coupled neurons without leak), where Newton's Jacobian is singular
+        zero = ZERO_EIGENVALUE * max(1.0, np.max(np.abs(J)))
+        if settled and converged and eig < -zero:
             report[R_METHOD] = REST_PRERUN
+        elif settled and abs(eig) <= zero:
+            report[R_METHOD] = REST_MARGINAL
+            res = residual(V, theta, net, drive, free, work, dV)
         else:
+            if not converged:
+                eig = math.inf  # no steady state found: no eigenvalue to report
             elsewhere = other_rests(end, theta, net, drive, free, tol, work, J, start, False,
                                     report)
             if elsewhere.shape[0] > 0:
                 V[:] = elsewhere
                 report[R_METHOD] = REST_PROBED
-                eig = max_real_eigenvalue(V, theta, net, drive, free, work, J)
+                eig = max_real_eigenvalue(V, theta, net, drive, free, work, J, exact)
             else:
                 V[:] = end
                 report[R_METHOD] = REST_UNSTABLE if settled else REST_UNSETTLED
