@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import neurosim as ns
+from neurosim.behaviour import classify
 from neurosim.fit import (BehaviourTarget, FreeParameter, Objective, Parameterization,
                           TraceTarget, load_behaviour)
 from neurosim.fit.optimize import fit_cmaes, fit_gradient
@@ -239,12 +240,37 @@ def test_the_control_costs_a_circuit_that_moves_without_a_stimulus():
     from neurosim.fit.run import with_rest_control
     osc = oscillator()
     kick = ns.Stimulus("pulse", "A", amplitude=5.0, start=200.0, duration=20.0)
+    readout = ns.model.Readout("A", "B", window=(150.0, 400.0), baseline=(0.0, 50.0))
     osc = osc.replace(stimuli={"kick": kick}, protocols={"kick": ns.Protocol(400.0, ("kick",))},
-                      readouts={"behaviour": ns.model.Readout("A", "B", window=(200.0, 400.0),
-                                                              baseline=(0.0, 200.0))})
+                      readouts={"behaviour": readout})
     circuit, targets = with_rest_control(osc, [BehaviourTarget("kick", "score", 0.3, se=1.0)])
     assert targets[-1].protocol == "rest" and circuit.protocol("rest").duration == 400.0
     par = Parameterization(circuit, [{"select": "synapses[A->A].w", "bounds": [0, 10]}])
     objective = Objective(par, [targets[-1]], dt_out=1.0)
-    assert objective(par.x0) > 2.0          # |score| beyond the threshold without a stimulus
+    with pytest.warns(ns.RestWarning, match="no stable rest"):
+        drift = classify(readout, ns.simulate(circuit, "rest", dt_out=1.0)).score
+    assert abs(drift) > readout.threshold   # the oscillation reads as behaviour
+    assert objective(par.x0) == pytest.approx(0.5 * (drift / targets[-1].se) ** 2, rel=1e-6)
     assert objective(np.array([0.0])) < 1e-6   # without self-excitation A rests: no cost
+
+
+def test_a_fitted_leak_potential_leaves_the_start_at_rest():
+    """Fitting E_L must not turn the circuit's default start into an explicit V0."""
+    tw = ns.load_circuit(TW)
+    par = Parameterization(tw, [{"select": "neurons[AVA].E_L", "bounds": [-80, -40]}])
+    fitted = par.apply(np.array([-60.0]))
+    assert fitted.neuron("AVA").E_L == -60.0 and fitted.neuron("AVA").V0 is None
+    assert fitted.initial_state(fitted.protocol("tap")) == "rest"
+    moved = Parameterization(tw, [{"select": "neurons[AVA].V0", "bounds": [-80, -40]}])
+    assert moved.apply(np.array([-50.0])).neuron("AVA").V0 == -50.0   # a fitted V0 is kept
+
+
+def test_the_control_uses_only_a_protocol_that_starts_at_rest_and_covers_the_readout():
+    from neurosim.fit.run import with_rest_control
+    tw = ns.load_circuit(TW)
+    data = load_behaviour(DATA)
+    for rest in (ns.Protocol(100.0), ns.Protocol(1500.0, initial="as_given")):
+        circuit, targets = with_rest_control(tw.replace(protocols=dict(tw.protocols, rest=rest)), data)
+        assert targets[-1].protocol == "rest_control"
+        assert circuit.protocol("rest_control").duration == 1500.0
+        assert circuit.initial_state(circuit.protocol("rest_control")) == "rest"

@@ -309,3 +309,29 @@ def test_the_readme_quotes_what_behave_prints_today():
     rows, _ = run_experiments(shipped, dt_out=1.0)
     assert facts_summary(check_facts(facts, rows, shipped.readout().threshold)).startswith("3 of 6")
     assert "The source's weights reproduce 3\nof its 6 facts" in readme
+
+
+@pytest.mark.parametrize("text,match", [
+    ("facts:\n  - {id: a, protocol: tapp, expect: reversal, statement: s, source: x, verified: true}",
+     r"f.yaml:2: facts\[0\].protocol: unknown protocol 'tapp'.*Did you mean 'tap'"),
+    ("facts:\n  - {id: a, protocol: tap, expect: more_reversal_than, than: tapp, statement: s, source: x, verified: true}",
+     r"f.yaml:2: facts\[0\].than: unknown protocol 'tapp'"),
+    ("facts:\n  - {id: a, protocol: tap, expect: more_reversal_than, than: tap, statement: s, source: x, verified: true}",
+     r"f.yaml:2: facts\[0\].than: a protocol cannot differ from itself"),
+    ("facts:\n  - {id: a, protocol: tap, expect: reversal, statement: s, source: x, verified: 'yes'}",
+     r"f.yaml:2: facts\[0\].verified"),
+])
+def test_facts_about_other_protocols_or_loosely_typed_are_refused(text, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        loads_facts(text, "f.yaml", protocols=ns.load_circuit(TW).protocols)
+
+
+def test_behave_refuses_bad_facts_and_unwritable_outputs_before_running(tmp_path):
+    from test_cli import neurosim
+    (tmp_path / "f.yaml").write_text(
+        "facts:\n  - {id: a, protocol: tapp, expect: reversal, statement: s, source: x, verified: true}\n")
+    out = neurosim("behave", TW, "--facts", "f.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "f.yaml:2: facts[0].protocol: unknown protocol 'tapp'" in out.stderr
+    out = neurosim("behave", TW, "-o", "missing/t.csv", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "does not exist" in out.stderr
+    assert out.stdout == ""   # refused before any protocol ran
