@@ -138,6 +138,9 @@ def cmd_info(args) -> int:
     print(f"  message   {info['message']}")
     if info.get("initial"):
         print(f"  start     {info['initial']['message']}")
+        shown = list(info["initial"]["V"].items())
+        more = f", ... ({len(shown) - 8} more; --json lists all)" if len(shown) > 8 else ""
+        print("  V0        " + ", ".join(f"{k} {v:.4g}" for k, v in shown[:8]) + " mV" + more)
     print(f"  neurosim  {info['neurosim_version']}")
     return EXIT_OK
 

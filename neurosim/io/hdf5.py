@@ -325,6 +325,8 @@ def load_result(path, *, lazy: bool = False) -> Result:
             metadata["complete"] = bool(f.attrs.get("complete", False))
             stats = json.loads(_text(f.attrs.get("stats", "{}")))
             message = _text(f.attrs.get("message", "the run stopped before it closed the file"))
+    except ResultFileError:
+        raise
     except OSError as exc:
         raise ResultFileError(f"cannot read {path}: {exc}") from None
     except KeyError as exc:
