@@ -5,7 +5,11 @@ given start; its eigenvalues say whether that zero is stable.  Where Newton fail
 lands on an unstable zero, a pre-run with the fused semi-implicit step (stable at any
 step, and with exactly the ODE's fixed points) follows the circuit from the start until
 it settles, and Newton polishes where it ends.  A circuit that never settles there
-(an oscillation, a slow drift) has no stable rest reachable from the start.
+(an oscillation, a slow drift) has no stable rest reachable from the start; Newton from a
+few other starts (probes) then looks for one elsewhere, and, for single runs, for other
+stable rests of a circuit that has one (multistability).  Stability is decided by a
+Gershgorin bound where it suffices and by the eigenvalues otherwise, so every run of a
+batch chooses the state a single run chooses.
 """
 
 import math
