@@ -429,9 +429,9 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
     Returns (status, stats, fail_t, out_V, (V0, rests)): the first three flat over items
     p·n_sets + k, out_V of shape (n_protocols, n_sets, samples, recorded), the initial
     states (n_protocols, n_sets, n_neurons) and the rest reports (n_protocols, n_sets,
-    N_REPORT) of the runs that start at rest (NaN rows for the others).  Ablations and lesions act through ``batch.factors``; protocols whose
-    ``at_rest`` entry is true start from each run's stimulus-free rest, the others from
-    θ's V0.
+    N_REPORT) of the runs that start at rest (NaN rows for the others).  Ablations and
+    lesions act through ``batch.factors``; protocols whose ``at_rest`` entry is true start
+    from each run's stimulus-free rest, the others from θ's V0.
     """
     n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
     effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
