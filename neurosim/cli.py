@@ -213,7 +213,7 @@ def cmd_behave(args) -> int:
 
 def cmd_fit(args) -> int:
     from neurosim.fit.run import run_fit
-    from neurosim.fit.signs import sign_association
+    from neurosim.fit.signs import sign_association, ties
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
     from neurosim.fit.targets import load_behaviour
     from neurosim.io.yaml import load_circuit
@@ -230,11 +230,15 @@ def cmd_fit(args) -> int:
     if existing and not (args.overwrite or args.resume):
         raise CircuitError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     checkpoint = Path(f"{stem}_checkpoint.json")
-    if args.resume and not checkpoint.exists():
+    signs_checkpoint = Path(f"{stem}_signs_checkpoint.json")
+    if args.resume and not (checkpoint.exists() or signs_checkpoint.exists()):
         raise CircuitError(f"--resume: no checkpoint {checkpoint} to resume from")
+    if not args.resume:
+        signs_checkpoint.unlink(missing_ok=True)  # a fresh fit starts a fresh enumeration
     try:
         report = run_fit(circuit, targets, spec, progress=sys.stderr.isatty(),
-                         checkpoint=str(checkpoint), resume=args.resume)
+                         checkpoint=str(checkpoint), resume=args.resume,
+                         signs_checkpoint=str(signs_checkpoint))
     except KeyboardInterrupt:
         where = f"; resume with --resume (best point in {checkpoint})" if checkpoint.exists() else ""
         raise KeyboardInterrupt(f"fit interrupted{where}") from None
@@ -248,11 +252,16 @@ def cmd_fit(args) -> int:
         print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
               f"fitted {p['predicted']:.3g}")
     if report.signs:
-        save_figure(plot_signs(report.signs), Path(f"{stem}_signs.png"))
-        print("sign enumeration (best loss with each sign):")
-        for name, row in sign_association(report.signs).items():
-            print(f"  {name:<6} + {row['best_loss_excitatory']:.4g}   - "
-                  f"{row['best_loss_inhibitory']:.4g}   -> {row['predicted']}")
+        threshold = report.sign_threshold
+        save_figure(plot_signs(report.signs, threshold=threshold), Path(f"{stem}_signs.png"))
+        tied = ties(report.signs, threshold)
+        print(f"sign enumeration: {len(tied)} of {len(report.signs)} patterns within "
+              f"{threshold:g} of the best log-likelihood (ties the data cannot tell apart)")
+        print(f"  {'class':<6} {'best loss +':>12} {'best loss -':>12} {'log LR':>8}  sign")
+        for name, row in sign_association(report.signs, threshold).items():
+            print(f"  {name:<6} {row['best_loss_excitatory']:>12.4g} "
+                  f"{row['best_loss_inhibitory']:>12.4g} {row['log_likelihood_ratio']:>8.3g}  "
+                  f"{'supported ' + row['predicted'] if row['predicted'] != 'undetermined' else 'undetermined'}")
         products.append(Path(f"{stem}_signs.png"))
     print("wrote " + ", ".join(str(p) for p in products))
     return EXIT_OK

@@ -225,13 +225,14 @@ def plot_fit(history, predictions, *, title: str = "", figure=None):
     return fig
 
 
-def plot_signs(patterns, *, title: str = "", figure=None):
-    """Sign patterns ranked by loss: a grid of +/− per class beside the loss of each."""
+def plot_signs(patterns, *, threshold: float = 2.0, title: str = "", figure=None):
+    """Sign patterns ranked by loss: a grid of +/− per class beside each pattern's loss
+    above the best (its log-likelihood ratio), with the tie threshold drawn."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
     classes = list(patterns[0].signs)
-    fig = figure or Figure(figsize=(2 + 0.5 * len(classes) + 3, 1 + 0.18 * len(patterns)),
+    fig = figure or Figure(figsize=(max(8.0, 5 + 0.5 * len(classes)), 1.2 + 0.18 * len(patterns)),
                            layout="constrained")
     grid, loss = fig.subplots(1, 2, sharey=True, width_ratios=[len(classes), 3])
     signs = [[1 if p.signs[c] == "+" else 0 for c in classes] for p in patterns]
@@ -239,11 +240,18 @@ def plot_signs(patterns, *, title: str = "", figure=None):
                 cmap=ListedColormap([COLORS["inhibitory"], COLORS["excitatory"]]), vmin=0, vmax=1)
     grid.set_xticks(range(len(classes)), classes, rotation=45, fontsize=8)
     grid.set_ylabel("pattern rank (best first)")
-    loss.barh(range(len(patterns)), [p.loss for p in patterns], color="#34495e")
-    loss.set_xscale("log")
-    loss.set_xlabel("best loss")
-    loss.invert_yaxis()
-    fig.suptitle(title or "sign patterns (red excitatory, blue inhibitory)", fontsize=10)
+    delta = np.array([p.loss - patterns[0].loss for p in patterns])
+    tied = delta < threshold
+    loss.barh(range(len(patterns)), delta, color=np.where(tied, "#e67e22", "#7f8c8d"))
+    for k in np.flatnonzero(tied):
+        loss.text(max(delta[k], 0.0) + 0.05, k, "tie", va="center", fontsize=7, color="#e67e22")
+    loss.axvline(threshold, ls="--", lw=0.8, color="k")
+    loss.set_xscale("symlog", linthresh=1.0)
+    loss.set_xlim(0, max(2 * threshold, 2 * delta.max()))
+    loss.set_xlabel(f"−Δ log L from the best (ties: < {threshold:g}, dashed)")
+    grid.set_ylim(len(patterns) - 0.5, -0.5)   # the best pattern on top
+    fig.suptitle(title or "sign patterns, best first (red excitatory, blue inhibitory)",
+                 fontsize=10)
     return fig
 
 

@@ -274,3 +274,85 @@ def test_the_control_uses_only_a_protocol_that_starts_at_rest_and_covers_the_rea
         assert targets[-1].protocol == "rest_control"
         assert circuit.protocol("rest_control").duration == 1500.0
         assert circuit.initial_state(circuit.protocol("rest_control")) == "rest"
+
+
+def twins():
+    """S1 and S2 drive REV alike (free weights), T drives FWD (fixed weight): the data
+    decide T's sign but not S1's or S2's, since either alone can carry the response."""
+    neurons = (ns.Neuron("S1", clamp=-70.0), ns.Neuron("S2", clamp=-70.0), ns.Neuron("T", clamp=-70.0),
+               ns.Neuron("REV", C=20.0), ns.Neuron("FWD", C=20.0))
+    synapses = (ns.Synapse("S1", "REV", w=1.0, E=0.0), ns.Synapse("S2", "REV", w=1.0, E=0.0),
+                ns.Synapse("T", "FWD", w=2.0, E=0.0))
+    touch = ns.Stimulus("pulse", ("S1", "S2", "T"), quantity="voltage", amplitude=50.0,
+                        start=100.0, duration=200.0)
+    circuit = ns.Circuit("twins", neurons, synapses, stimuli={"touch": touch},
+                         protocols={"touch": ns.Protocol(500.0, ("touch",))},
+                         readouts={"behaviour": ns.model.Readout("REV", "FWD", (100.0, 400.0),
+                                                                 (50.0, 100.0))})
+    return circuit, [BehaviourTarget("touch", "reversal_probability", 0.9, n=50)], \
+        [{"select": "synapses[post=REV].w", "bounds": [0, 3]}]
+
+
+def test_tied_sign_patterns_leave_a_sign_undetermined():
+    from neurosim.fit.signs import ties
+    circuit, targets, free = twins()
+    patterns = enumerate_signs(circuit, targets, ["S1", "S2", "T"], free, maxiter=40,
+                               objective_options={"dt_out": 10.0})
+    loss = {"".join(p.signs.values()): p.loss for p in patterns}
+    assert loss["+--"] == pytest.approx(loss["-+-"], abs=1e-9)      # the symmetry, exactly
+    tied = ties(patterns)
+    assert {"".join(p.signs.values()) for p in tied} == {"++-", "+--", "-+-"}
+    verdict = sign_association(patterns)
+    assert verdict["S1"]["predicted"] == verdict["S2"]["predicted"] == "undetermined"
+    assert verdict["T"]["predicted"] == "-" and verdict["T"]["log_likelihood_ratio"] > 2
+    # a stricter threshold of 1e-12 separates nothing that the data do not
+    assert sign_association(patterns, threshold=1e-12)["S1"]["predicted"] == "undetermined"
+
+
+def test_an_interrupted_sign_enumeration_resumes_without_refitting(tmp_path, monkeypatch):
+    import neurosim.fit.signs as signs
+    circuit, targets, free = twins()
+    options = dict(maxiter=20, objective_options={"dt_out": 10.0})
+    whole = enumerate_signs(circuit, targets, ["S1", "T"], free, **options)
+    saved = tmp_path / "signs.json"
+    calls = []
+    real = signs.fit_gradient
+
+    def counted(objective, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(objective, **kw)
+
+    monkeypatch.setattr(signs, "fit_gradient", counted)
+    with pytest.raises(KeyboardInterrupt):
+        enumerate_signs(circuit, targets, ["S1", "T"], free, checkpoint=saved, **options)
+    calls.clear()
+    monkeypatch.setattr(signs, "fit_gradient", lambda objective, **kw: (calls.append(1), real(objective, **kw))[1])
+    resumed = enumerate_signs(circuit, targets, ["S1", "T"], free, checkpoint=saved, **options)
+    assert len(calls) == 2                                   # two of four were saved
+    assert [(p.signs, p.loss) for p in resumed] == [(p.signs, p.loss) for p in whole]
+    with pytest.raises(ns.CircuitError, match="another circuit, data or specification"):
+        enumerate_signs(circuit, targets[:0] + [BehaviourTarget("touch", "score", 0.1, se=0.1)],
+                        ["S1", "T"], free, checkpoint=saved, **options)
+
+
+def test_fit_command_reports_ties_and_supported_signs(tmp_path):
+    from test_cli import neurosim
+    circuit, _, _ = twins()
+    ns.save_circuit(circuit, tmp_path / "twins.yaml")
+    (tmp_path / "data.csv").write_text("protocol,measure,observed,n\ntouch,reversal_probability,0.9,50\n")
+    (tmp_path / "fit.yaml").write_text(
+        "free:\n  - {select: 'synapses[post=REV].w', bounds: [0, 3]}\n"
+        "optimizer: {method: gradient, maxiter: 40}\nsimulation: {dt_out: 10.0}\n"
+        "loss: {control: false}\nsigns: {classes: [S1, S2, T], maxiter: 40}\n")
+    out = neurosim("fit", "twins.yaml", "data.csv", "--fit", "fit.yaml", "-o", "f.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "3 of 8 patterns within 2 of the best log-likelihood" in out.stdout
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert lines["S1"].endswith("undetermined") and lines["T"].endswith("supported -")
+    rows = (tmp_path / "f_signs.csv").read_text().splitlines()
+    assert rows[0] == "rank,S1,S2,T,loss,delta_log_likelihood,tie"
+    deltas = [float(r.split(",")[5]) for r in rows[1:]]
+    assert deltas == sorted(deltas) and [r.split(",")[6] for r in rows[1:]].count("yes") == 3
+    assert not (tmp_path / "f_signs_checkpoint.json").exists()

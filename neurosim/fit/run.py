@@ -17,7 +17,7 @@ from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
 from neurosim.fit.optimize import FitResult, fit
 from neurosim.fit.parameters import Parameterization
-from neurosim.fit.signs import SignPattern, enumerate_signs
+from neurosim.fit.signs import TIE_THRESHOLD, SignPattern, enumerate_signs
 from neurosim.fit.spec import FitSpec
 from neurosim.fit.targets import BehaviourTarget
 from neurosim.io.hdf5 import HDF5Recorder
@@ -76,6 +76,7 @@ class FitReport:
     circuit: Circuit
     predictions: list
     signs: list[SignPattern] | None = None
+    sign_threshold: float = TIE_THRESHOLD
 
     def provenance(self, data_source: str = "") -> str:
         """YAML comment lines recording how the fitted circuit was made."""
@@ -109,11 +110,15 @@ class FitReport:
             writer.writerows(self.predictions)
         if self.signs:
             written.append(Path(f"{stem}_signs.csv"))
+            best = self.signs[0].loss
             with open(written[-1], "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
-                writer.writerow(["rank", *self.signs[0].signs, "loss"])
+                writer.writerow(["rank", *self.signs[0].signs, "loss", "delta_log_likelihood",
+                                 "tie"])
                 for k, pattern in enumerate(self.signs, 1):
-                    writer.writerow([k, *pattern.signs.values(), f"{pattern.loss:.6g}"])
+                    delta = pattern.loss - best
+                    writer.writerow([k, *pattern.signs.values(), f"{pattern.loss:.6g}",
+                                     f"{delta:.6g}", "yes" if delta < self.sign_threshold else "no"])
         traces = Path(f"{stem}_traces")
         traces.mkdir(exist_ok=True)
         for protocol in self.objective.protocols:
@@ -154,11 +159,14 @@ class Checkpoint:
 
 
 def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
-            checkpoint: str | None = None, resume: bool = False) -> FitReport:
+            checkpoint: str | None = None, resume: bool = False,
+            signs_checkpoint: str | None = None) -> FitReport:
     """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
 
     With ``checkpoint`` the best point is saved there as the fit goes; ``resume`` starts
-    from the saved point.  The file is removed when the fit completes.
+    from the saved point.  The file is removed when the fit completes.  With
+    ``signs_checkpoint`` every fitted sign pattern is saved there, and patterns already
+    saved are not fitted again (removed when the enumeration completes).
     """
     if spec.loss.control:
         circuit, targets = with_rest_control(circuit, targets, spec.loss.readout)
@@ -169,7 +177,7 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     par = Parameterization(circuit, spec.free)
     objective = Objective(par, targets, **objective_options)
     saver = Checkpoint(checkpoint, par.names) if checkpoint else None
-    x0 = saver.load() if (saver and resume) else None
+    x0 = saver.load() if (saver and resume and saver.path.exists()) else None
     opt = spec.optimizer
     if opt.method == "gradient":
         result = fit(objective, "gradient", x0=x0, restarts=opt.restarts, seed=opt.seed,
@@ -188,8 +196,11 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
             bar = tqdm(total=2 ** len(spec.signs.classes), desc="sign patterns", leave=False)
         signs = enumerate_signs(circuit, targets, spec.signs.classes, spec.free,
                                 maxiter=spec.signs.maxiter, objective_options=objective_options,
-                                progress=bar.update if bar else None)
+                                progress=bar.update if bar else None,
+                                checkpoint=signs_checkpoint)
         if bar:
             bar.close()
+        if signs_checkpoint:
+            Path(signs_checkpoint).unlink(missing_ok=True)
     return FitReport(result, par, objective, par.apply(result.x), objective.predictions(result.x),
-                     signs)
+                     signs, spec.signs.threshold if spec.signs else TIE_THRESHOLD)

@@ -2,7 +2,11 @@
 
 Each presynaptic class gets one sign for all its outgoing synapses (Dale's principle):
 excitatory (E = 0 mV) or inhibitory (E = −90 mV).  Every one of the 2^k patterns is
-fitted, and the patterns are ranked by their best loss.
+fitted, and the patterns are ranked by their best loss.  The loss is a negative
+log-likelihood (up to a constant), so the difference between two patterns' losses is
+their log-likelihood ratio: patterns within ``threshold`` (default 2) of the best are
+**ties** that the data cannot tell apart, and a class's sign is **supported** only when
+every tied pattern gives it the same sign; otherwise it is undetermined.
 
 References
 ----------
@@ -13,8 +17,12 @@ J Neurosci 16:4017–4031.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +30,7 @@ from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
 from neurosim.fit.optimize import fit_gradient
 from neurosim.fit.parameters import Parameterization
+from neurosim.io.yaml import dump_circuit
 from neurosim.model import SYNAPSE_TYPES, Circuit
 
 
@@ -46,35 +55,90 @@ def with_signs(circuit: Circuit, signs: dict) -> Circuit:
     return circuit.replace(synapses=tuple(synapses))
 
 
+#: log-likelihood difference within which sign patterns are ties (a likelihood ratio of
+#: e² ≈ 7.4, the usual threshold of "substantial" support)
+TIE_THRESHOLD = 2.0
+
+
 def enumerate_signs(circuit: Circuit, targets, classes, free, *, maxiter: int = 40,
-                    objective_options=None, progress=None) -> list[SignPattern]:
-    """Fit every sign pattern of ``classes``; patterns sorted by loss (best first)."""
+                    objective_options=None, progress=None, checkpoint=None) -> list[SignPattern]:
+    """Fit every sign pattern of ``classes``; patterns sorted by loss (best first).
+
+    With ``checkpoint`` (a JSON path) every finished pattern is saved there as it is
+    fitted, and patterns already in the file are not fitted again, so an interrupted
+    enumeration resumes where it stopped.
+    """
     classes = list(dict.fromkeys(classes))
     for name in classes:
         circuit.neuron(name)
         if not any(s.pre == name for s in circuit.synapses):
             raise CircuitError(f"{name!r} has no outgoing chemical synapse: its sign is undefined")
+    setup = hashlib.sha256(repr((classes, list(targets), list(free), maxiter,
+                                 sorted((objective_options or {}).items()),
+                                 dump_circuit(circuit))).encode()).hexdigest()
+    done = _load_patterns(checkpoint, classes, setup) if checkpoint else {}
     results = []
     for pattern in itertools.product("+-", repeat=len(classes)):
-        signs = dict(zip(classes, pattern))
-        par = Parameterization(with_signs(circuit, signs), free)
-        objective = Objective(par, targets, **(objective_options or {}))
-        fitted = fit_gradient(objective, maxiter=maxiter)
-        results.append(SignPattern(signs, fitted.loss, fitted.x))
+        key = "".join(pattern)
+        if key not in done:
+            signs = dict(zip(classes, pattern))
+            par = Parameterization(with_signs(circuit, signs), free)
+            objective = Objective(par, targets, **(objective_options or {}))
+            fitted = fit_gradient(objective, maxiter=maxiter)
+            done[key] = SignPattern(signs, fitted.loss, fitted.x)
+            if checkpoint:
+                _save_patterns(checkpoint, classes, setup, done)
+        results.append(done[key])
         if progress:
             progress(1)
     return sorted(results, key=lambda r: r.loss)
 
 
-def sign_association(results: list[SignPattern], top: int | None = None) -> dict:
-    """Per class: best loss with each sign, and the share of '+' among the top patterns."""
-    top = top or max(1, len(results) // 4)
-    best = results[:top]
+def _save_patterns(path, classes, setup: str, done: dict) -> None:
+    data = {"classes": classes, "setup": setup,
+            "patterns": {k: {"loss": p.loss, "x": [float(v) for v in p.x]}
+                         for k, p in done.items()}}
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _load_patterns(path, classes, setup: str) -> dict:
+    """Patterns saved by an earlier enumeration of the same setup (circuit, targets, free
+    parameters, options); a file of another setup is an error, not silently reused."""
+    if not Path(path).exists():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CircuitError(f"cannot resume the sign enumeration from {path}: {exc}") from None
+    if data.get("classes") != classes or data.get("setup") != setup:
+        raise CircuitError(f"{path} was written by an enumeration of another circuit, data or "
+                           "specification; delete it to start over")
+    return {k: SignPattern(dict(zip(classes, k)), float(v["loss"]), np.array(v["x"]))
+            for k, v in data["patterns"].items()}
+
+
+def ties(results: list[SignPattern], threshold: float = TIE_THRESHOLD) -> list[SignPattern]:
+    """The patterns whose loss is within ``threshold`` of the best (the best included)."""
+    best = results[0].loss
+    return [r for r in results if r.loss - best < threshold]
+
+
+def sign_association(results: list[SignPattern], threshold: float = TIE_THRESHOLD) -> dict:
+    """Per class: the best loss with each sign, their difference, and the verdict.
+
+    ``predicted`` is ``"+"`` or ``"-"`` when every pattern within ``threshold`` of the
+    best gives the class that sign (the other sign costs at least ``threshold`` in
+    log-likelihood), and ``"undetermined"`` when tied patterns disagree.
+    """
+    tied = ties(results, threshold)
     table = {}
     for name in results[0].signs:
-        plus = [r.loss for r in results if r.signs[name] == "+"]
-        minus = [r.loss for r in results if r.signs[name] == "-"]
-        table[name] = {"best_loss_excitatory": min(plus), "best_loss_inhibitory": min(minus),
-                       "excitatory_share_of_top": sum(r.signs[name] == "+" for r in best) / top,
-                       "predicted": "+" if min(plus) < min(minus) else "-"}
+        plus = min(r.loss for r in results if r.signs[name] == "+")
+        minus = min(r.loss for r in results if r.signs[name] == "-")
+        among = {r.signs[name] for r in tied}
+        table[name] = {"best_loss_excitatory": plus, "best_loss_inhibitory": minus,
+                       "log_likelihood_ratio": abs(plus - minus),
+                       "predicted": among.pop() if len(among) == 1 else "undetermined"}
     return table

@@ -9,7 +9,7 @@
     loss: {prior: 0.0, readout: behaviour, control: true}   # control: add "no stimulus -> none"
     simulation: {integrator: dopri5, rtol: 1.0e-6, dt_out: 5.0}   # precision: float32 (CMA-ES)
     optimizer: {method: cmaes, generations: 60, restarts: 0, seed: 0}
-    signs: {classes: [PVD, PLM, AVM, ALM, AVD, PVC, DVA], maxiter: 40}   # optional
+    signs: {classes: [PVD, PLM, AVM, ALM, AVD, PVC, DVA], maxiter: 40, threshold: 2}   # optional
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class OptimizerSpec(_Strict):
 class SignSpec(_Strict):
     classes: Annotated[list[str], Field(min_length=1, max_length=12)]
     maxiter: Annotated[int, Field(ge=1)] = 40
+    threshold: Annotated[float, Field(gt=0)] = 2.0   # log-likelihood difference of a tie
 
 
 class FitFileSpec(_Strict):
