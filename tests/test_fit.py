@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 
 import neurosim as ns
-from neurosim.behaviour import classify
+from neurosim.behaviour import classify, window_weights
 from neurosim.fit import (BehaviourTarget, FreeParameter, Objective, Parameterization,
                           TraceTarget, load_behaviour)
 from neurosim.fit.optimize import fit_cmaes, fit_gradient
 from neurosim.fit.signs import enumerate_signs, sign_association, with_signs
 from neurosim.fit.spec import loads_fit_spec
-from neurosim.behaviour import window_weights
 from test_io_yaml import ROOT
 from test_tap_withdrawal import TW
 
@@ -356,3 +355,7 @@ def test_fit_command_reports_ties_and_supported_signs(tmp_path):
     deltas = [float(r.split(",")[5]) for r in rows[1:]]
     assert deltas == sorted(deltas) and [r.split(",")[6] for r in rows[1:]].count("yes") == 3
     assert not (tmp_path / "f_signs_checkpoint.json").exists()
+    page = (ROOT / "docs" / "fitting.md").read_text()
+    quoted = page.split("```\nsign enumeration:")[1].split("```")[0]
+    for line in ("sign enumeration:" + quoted).strip().splitlines():
+        assert line in out.stdout, line   # the page quotes what the command prints
