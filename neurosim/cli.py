@@ -251,6 +251,8 @@ def cmd_fit(args) -> int:
     for p in report.predictions:
         print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
               f"fitted {p['predicted']:.3g}")
+    if report.identifiability is not None:
+        print("\n".join(report.identifiability.summary()))
     if report.signs:
         threshold = report.sign_threshold
         save_figure(plot_signs(report.signs, threshold=threshold), Path(f"{stem}_signs.png"))

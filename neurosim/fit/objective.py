@@ -176,6 +176,48 @@ class Objective:
         self.evaluations += 1
         return float(total), self.par.chain(x, grad_theta) + grad_prior
 
+    def fisher(self, x) -> np.ndarray:
+        """Fisher information of the targets about ``x`` (n_free, n_free), from the
+        forward sensitivities: the expected curvature of the negative log-likelihood
+        (binomial counts, Gaussian scores and traces).  At a fit that matches its data
+        exactly it equals the Hessian of the loss; the prior is not included."""
+        x = np.asarray(x, dtype=np.float64)
+        theta = self.par.theta(x)
+        compiled = self.par.compiled
+        free = self.par.indices
+        F = np.zeros((free.size, free.size))
+        for p in range(len(self.protocols)):
+            factor = self.batch_drive.factors[p]
+            run = compiled.with_theta(theta * factor)
+            drive = self.batch_drive.drive(p)
+            status, V, S, _ = integrate_with_sensitivity(
+                self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
+                DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
+            if status != 0:
+                raise CircuitError(f"the run of protocol {self.protocols[p]!r} failed at these "
+                                   "parameters: no Fisher information")
+            S = S * factor[free]  # sensitivities to the unscaled θ
+            t = np.arange(V.shape[0]) * self.dt_out
+            traces = self._traces(p, V)
+            for target in self.targets:
+                if target.protocol != self.protocols[p]:
+                    continue
+                if isinstance(target, BehaviourTarget):
+                    r = self.readout
+                    score, d_rev, d_fwd = target.score_and_grad(r, t, traces[r.reverse],
+                                                                traces[r.forward])
+                    d_score = np.zeros(free.size)
+                    for name, d in ((r.reverse, d_rev), (r.forward, d_fwd)):
+                        c = self.record_names.index(name)
+                        if not self.batch_drive.ablated[p, self.record[c]]:
+                            d_score += d @ S[:, c, :]
+                    F += target.information(r, float(score), d_score)
+                else:
+                    F += target.information(t, S[:, self.record_names.index(target.neuron), :])
+        # θ[free] → x: ties sum, log transforms scale (the chain rule of value_and_grad)
+        Jt = np.stack([self.par.chain(x, e) for e in np.eye(free.size)], axis=1)
+        return Jt @ F @ Jt.T
+
     @staticmethod
     def _start(run, drive, free):
         """(V*, ∂V*/∂θ[free]) of the rest a run of ``run`` starts from; the derivative is 0

@@ -14,12 +14,14 @@ import numpy as np
 
 from neurosim._version import __version__
 from neurosim.errors import CircuitError
+from neurosim.fit.identify import Identifiability, identifiability
 from neurosim.fit.objective import Objective
 from neurosim.fit.optimize import FitResult, fit
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.signs import TIE_THRESHOLD, SignPattern, enumerate_signs
 from neurosim.fit.spec import FitSpec
 from neurosim.fit.targets import BehaviourTarget
+from neurosim.integrators import SENSITIVITY_METHODS
 from neurosim.io.hdf5 import HDF5Recorder
 from neurosim.io.yaml import dump_circuit
 from neurosim.model import Circuit, Protocol
@@ -77,6 +79,7 @@ class FitReport:
     predictions: list
     signs: list[SignPattern] | None = None
     sign_threshold: float = TIE_THRESHOLD
+    identifiability: Identifiability | None = None
 
     def provenance(self, data_source: str = "") -> str:
         """YAML comment lines recording how the fitted circuit was made."""
@@ -91,6 +94,8 @@ class FitReport:
         for p in self.predictions:
             lines.append(f"  {p['protocol']} {p['measure']}: observed {p['observed']:.3g}, "
                          f"fitted {p['predicted']:.3g}")
+        if self.identifiability is not None:
+            lines += self.identifiability.summary()
         return "".join(f"# {line}\n" for line in lines)
 
     def fitted_yaml(self, data_source: str = "") -> str:
@@ -202,5 +207,7 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
             bar.close()
         if signs_checkpoint:
             Path(signs_checkpoint).unlink(missing_ok=True)
+    identified = (identifiability(objective, result.x)
+                  if objective.method.name in SENSITIVITY_METHODS else None)
     return FitReport(result, par, objective, par.apply(result.x), objective.predictions(result.x),
-                     signs, spec.signs.threshold if spec.signs else TIE_THRESHOLD)
+                     signs, spec.signs.threshold if spec.signs else TIE_THRESHOLD, identified)

@@ -90,6 +90,16 @@ class BehaviourTarget:
         xlogy = lambda a, b: a * math.log(b) if a > 0 else 0.0  # noqa: E731
         return -(xlogy(k, k / n) + xlogy(n - k, 1 - k / n))
 
+    def information(self, readout: Readout, score: float, d_score: np.ndarray) -> np.ndarray:
+        """Fisher information (m, m) about the parameters, given the score's gradient
+        with respect to them: binomial n·p(1 − p)·(∂z/∂θ)(∂z/∂θ)ᵀ with z = score/scale,
+        Gaussian (∂s/∂θ)(∂s/∂θ)ᵀ/se²."""
+        if self.measure == "score":
+            return np.outer(d_score, d_score) / self.se ** 2
+        p = 1.0 / (1.0 + math.exp(-score / readout.probability_scale))
+        dz = d_score / readout.probability_scale
+        return self.n * p * (1.0 - p) * np.outer(dz, dz)
+
     def predicted(self, readout: Readout, score) -> float:
         if self.measure == "score":
             return float(score)
@@ -112,12 +122,24 @@ class TraceTarget:
         if not self.sigma > 0:
             raise CircuitError(f"sigma must be > 0 mV, got {self.sigma!r}")
 
+    def sampling(self, t):
+        """(idx, frac): the prediction at times[k] is V[idx−1]·(1 − frac) + V[idx]·frac."""
+        times = np.asarray(self.times)
+        idx = np.clip(np.searchsorted(t, times), 1, t.size - 1)
+        return idx, (times - t[idx - 1]) / (t[idx] - t[idx - 1])
+
+    def information(self, t, S):
+        """Fisher information (m, m) of this trace about the parameters whose
+        sensitivities of the sampled trace are S (samples, m): Jᵀ J / σ² with J the
+        sensitivity of the interpolated prediction."""
+        idx, frac = self.sampling(t)
+        J = S[idx - 1] * (1 - frac)[:, None] + S[idx] * frac[:, None]
+        return J.T @ J / self.sigma ** 2
+
     def loss_and_grad(self, t, V):
         """Loss of traces V (..., samples) sampled at t, and dL/dV."""
         times = np.asarray(self.times)
-        idx = np.searchsorted(t, times)
-        idx = np.clip(idx, 1, t.size - 1)
-        frac = (times - t[idx - 1]) / (t[idx] - t[idx - 1])
+        idx, frac = self.sampling(t)
         pred = V[..., idx - 1] * (1 - frac) + V[..., idx] * frac
         r = (pred - np.asarray(self.values)) / self.sigma
         grad = np.zeros_like(V)

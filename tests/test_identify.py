@@ -1,0 +1,115 @@
+"""What the data determine: Fisher information against finite-difference Hessians, and
+identifiability on constructed circuits with a known answer."""
+
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim.fit import BehaviourTarget, Objective, Parameterization, TraceTarget
+from neurosim.fit.identify import identifiability
+from test_io_yaml import ROOT
+
+
+def chain():
+    """S (clamped, stepped) → A → B, with S → B too and a gap A–B."""
+    neurons = (ns.Neuron("S", clamp=-70.0), ns.Neuron("A", C=20.0), ns.Neuron("B", C=30.0))
+    synapses = (ns.Synapse("S", "A", w=1.2, E=0.0), ns.Synapse("A", "B", w=0.8, E=-90.0, mu=-55.0),
+                ns.Synapse("S", "B", w=0.5, E=0.0))
+    touch = ns.Stimulus("pulse", "S", quantity="voltage", amplitude=50.0, start=20.0,
+                        duration=60.0)
+    return ns.Circuit("chain", neurons, synapses, (ns.GapJunction("A", "B", g=0.1),),
+                      stimuli={"touch": touch}, protocols={"touch": ns.Protocol(150.0, ("touch",))})
+
+
+def planted_traces(circuit, neurons, sigma=0.5, times=np.arange(10.0, 150.0, 10.0)):
+    """Noise-free traces of the circuit itself: a fit at the truth has zero residuals."""
+    run = ns.simulate(circuit, "touch", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    return [TraceTarget("touch", n, tuple(times), tuple(np.interp(times, run.t, run.v(n))), sigma)
+            for n in neurons]
+
+
+def fd_hessian(objective, x, h=1e-4):
+    """Central differences of the engine's gradient (itself checked against differences
+    of the loss in tests/test_gradients.py)."""
+    columns = []
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e[k] = h
+        columns.append((objective.value_and_grad(x + e)[1] - objective.value_and_grad(x - e)[1])
+                       / (2 * h))
+    H = np.stack(columns, axis=1)
+    return 0.5 * (H + H.T)
+
+
+@pytest.mark.parametrize("transform", ["none", "log"])
+def test_fisher_information_equals_the_hessian_at_an_exact_fit(transform):
+    circuit = chain()
+    targets = planted_traces(circuit, ["A", "B"])
+    free = [{"select": "synapses[*].w", "bounds": [0.01, 3], "transform": transform},
+            {"select": "gap_junctions[*].g", "bounds": [0.01, 3], "transform": transform}]
+    objective = Objective(Parameterization(circuit, free), targets, rtol=1e-10, atol=1e-10,
+                          dt_out=1.0)
+    x = objective.par.x0
+    assert objective(x) < 1e-12                       # the truth: residuals zero
+    F, H = objective.fisher(x), fd_hessian(objective, x)
+    np.testing.assert_allclose(F, H, rtol=0, atol=2e-4 * np.abs(H).max())
+    assert np.all(np.linalg.eigvalsh(F) > 0)          # every weight is seen by A or B
+
+
+def test_binomial_and_gaussian_score_information_match_the_hessian():
+    tw = ns.load_circuit("circuits/tap_withdrawal.yaml")
+    free = [{"select": "synapses[post=AVA].w", "bounds": [0, 3]}]
+    par = Parameterization(tw, free)
+    probe = Objective(par, [BehaviourTarget("anterior", "score", 0.0, se=1.0)], rtol=1e-10,
+                      atol=1e-10, dt_out=5.0)
+    score = probe.predictions(par.x0)[0]["score"]     # the circuit's own behaviour
+    p = 1 / (1 + np.exp(-score / tw.readout().probability_scale))
+    for target in (BehaviourTarget("anterior", "reversal_probability", p, n=40),
+                   BehaviourTarget("anterior", "score", score, se=0.05)):
+        objective = Objective(par, [target], rtol=1e-10, atol=1e-10, dt_out=5.0)
+        assert objective(par.x0) < 1e-10
+        F, H = objective.fisher(par.x0), fd_hessian(objective, par.x0)
+        np.testing.assert_allclose(F, H, rtol=0, atol=1e-3 * np.abs(H).max())
+        assert np.linalg.matrix_rank(F, tol=1e-9 * np.abs(F).max()) == 1   # one number seen
+
+
+def twins():
+    """S1 and S2 are identical and drive REV alike: REV's trace fixes the sum of their
+    weights, not the difference."""
+    neurons = (ns.Neuron("S1", clamp=-70.0), ns.Neuron("S2", clamp=-70.0),
+               ns.Neuron("REV", C=20.0))
+    synapses = (ns.Synapse("S1", "REV", w=1.0, E=0.0), ns.Synapse("S2", "REV", w=0.6, E=0.0))
+    touch = ns.Stimulus("pulse", ("S1", "S2"), quantity="voltage", amplitude=50.0, start=20.0,
+                        duration=60.0)
+    return ns.Circuit("twins", neurons, synapses, stimuli={"touch": touch},
+                      protocols={"touch": ns.Protocol(150.0, ("touch",))})
+
+
+def test_a_sum_is_determined_and_a_difference_is_not():
+    circuit = twins()
+    objective = Objective(Parameterization(circuit, [{"select": "synapses[*].w",
+                                                      "bounds": [0, 3]}]),
+                          planted_traces(circuit, ["REV"]), rtol=1e-10, atol=1e-10, dt_out=1.0)
+    report = identifiability(objective, objective.par.x0)
+    assert not report.determined.any() and np.all(np.isinf(report.standard_errors))
+    errors = report.direction_errors
+    assert np.isinf(errors).sum() == 1 and np.isfinite(errors).sum() == 1
+    tight = int(np.argmin(errors))
+    assert report.combination(tight) == "0.71·w(S1->REV) + 0.71·w(S2->REV)"
+    assert report.combination(int(np.argmax(errors))) == "0.71·w(S1->REV) − 0.71·w(S2->REV)"
+    page = (ROOT / "docs" / "fitting.md").read_text()
+    quoted = page.split("```\nthe data determine 0 of 2")[1].split("```")[0]
+    assert ("the data determine 0 of 2" + quoted).strip().splitlines() == report.summary()
+
+
+def test_standard_errors_are_the_marginal_ones():
+    """On a well-posed fit the marginal standard error is √(F⁻¹)ⱼⱼ."""
+    circuit = chain()
+    objective = Objective(Parameterization(circuit, [{"select": "synapses[*].w",
+                                                      "bounds": [0, 3]}]),
+                          planted_traces(circuit, ["A", "B"], sigma=2.0), rtol=1e-10,
+                          atol=1e-10, dt_out=1.0)
+    report = identifiability(objective, objective.par.x0, tolerance=0.05)
+    np.testing.assert_allclose(report.standard_errors,
+                               np.sqrt(np.diag(np.linalg.inv(report.fisher))), rtol=1e-8)
+    assert report.determined.tolist() == list(report.standard_errors <= 0.05)
