@@ -215,12 +215,25 @@ def cmd_fit(args) -> int:
     from neurosim.fit.run import run_fit
     from neurosim.fit.signs import sign_association, ties
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
-    from neurosim.fit.targets import load_behaviour
+    from neurosim.fit.targets import is_trace_file, load_behaviour, load_traces
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_fit, plot_signs, save_figure
 
     circuit = load_circuit(args.circuit)
-    targets = load_behaviour(args.data)
+    targets = []
+    for path in args.data:
+        if is_trace_file(path):
+            traces = load_traces(path, args.sigma)
+            for trace in traces:  # names checked here, where the file is known
+                try:
+                    circuit.protocol(trace.protocol)
+                    circuit.neuron(trace.neuron)
+                except CircuitError as err:
+                    raise CircuitError(f"trace of {trace.neuron!r} under {trace.protocol!r}: "
+                                       f"{err.message}", file=path) from None
+            targets += traces
+        else:
+            targets += load_behaviour(path)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
     _check_output(args.output)
     out = Path(args.output)
@@ -243,7 +256,7 @@ def cmd_fit(args) -> int:
         where = f"; resume with --resume (best point in {checkpoint})" if checkpoint.exists() else ""
         raise KeyboardInterrupt(f"fit interrupted{where}") from None
     r = report.result
-    products = report.write(out, args.data, dt_out=spec.simulation.dt_out)
+    products = report.write(out, ", ".join(args.data), dt_out=spec.simulation.dt_out)
     products.append(Path(f"{stem}_report.png"))
     save_figure(plot_fit(r.history, report.predictions, title=f"fit of {circuit.name}"), products[-1])
     print(f"{r.method}: loss {r.loss:.6g} after {r.evaluations} evaluations, {r.simulations} "
@@ -387,12 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "adds expected and match columns and counts the facts reproduced")
     behave.set_defaults(func=cmd_behave)
 
-    fitp = sub.add_parser("fit", help="fit circuit parameters to behavioural data",
-                          description="Fit the free parameters of a circuit to a behavioural "
-                                      "data table; writes the fitted circuit, a report figure, "
-                                      "predictions and HDF5 traces.")
+    fitp = sub.add_parser("fit", help="fit circuit parameters to behavioural and trace data",
+                          description="Fit the free parameters of a circuit to behavioural "
+                                      "and trace data (their negative log-likelihoods add); "
+                                      "writes the fitted circuit, a report figure, predictions "
+                                      "and HDF5 traces, and says what the data determine.")
     fitp.add_argument("circuit")
-    fitp.add_argument("data", help="behavioural data CSV")
+    fitp.add_argument("data", nargs="+",
+                      help="data files: behavioural CSV (protocol, measure, observed, n, se), "
+                           "trace CSV (protocol, neuron, time, value[, sigma]) or a result "
+                           "file (.h5) whose traces are the data; their likelihoods add up")
+    fitp.add_argument("--sigma", type=float, metavar="MV",
+                      help="noise of trace samples (mV) where the data do not give it")
     fitp.add_argument("--fit", metavar="FIT.yaml",
                       help="fit specification (default: all synaptic weights and gap "
                            "conductances in 0..3 nS, CMA-ES then L-BFGS-B)")

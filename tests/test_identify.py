@@ -113,3 +113,58 @@ def test_standard_errors_are_the_marginal_ones():
     np.testing.assert_allclose(report.standard_errors,
                                np.sqrt(np.diag(np.linalg.inv(report.fisher))), rtol=1e-8)
     assert report.determined.tolist() == list(report.standard_errors <= 0.05)
+
+
+def write_trace_csv(path, targets, sigma_column=True):
+    lines = ["protocol,neuron,time,value" + (",sigma" if sigma_column else "")]
+    for t in targets:
+        for time, value in zip(t.times, t.values):
+            lines.append(f"{t.protocol},{t.neuron},{time},{value!r}" + (f",{t.sigma}" if sigma_column else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_trace_fit_from_the_command_line_recovers_planted_weights(tmp_path):
+    from test_cli import neurosim
+    truth = chain()
+    write_trace_csv(tmp_path / "traces.csv", planted_traces(truth, ["A", "B"], sigma=0.5))
+    start = truth.replace(synapses=tuple(ns.Synapse(s.pre, s.post, w=s.w * f, E=s.E, mu=s.mu, nu=s.nu)
+                                         for s, f in zip(truth.synapses, (0.6, 1.5, 1.8))))
+    ns.save_circuit(start, tmp_path / "start.yaml")
+    (tmp_path / "fit.yaml").write_text(
+        "free:\n  - {select: 'synapses[*].w', bounds: [0, 3]}\n"
+        "optimizer: {method: gradient, maxiter: 200}\nsimulation: {dt_out: 1.0, rtol: 1.0e-9}\n")
+    out = neurosim("fit", "start.yaml", "traces.csv", "--fit", "fit.yaml", "-o", "fitted.yaml",
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    fitted = ns.load_circuit(tmp_path / "fitted.yaml")
+    for got, planted in zip(fitted.synapses, truth.synapses):
+        assert got.w == pytest.approx(planted.w, abs=1e-3), got.key
+    assert "the data determine 3 of 3 free parameters" in out.stdout
+
+
+def test_trace_data_in_every_form_and_its_mistakes(tmp_path):
+    from neurosim.fit.targets import load_traces
+    truth = chain()
+    planted = planted_traces(truth, ["A"], sigma=0.5)
+    write_trace_csv(tmp_path / "with.csv", planted)
+    write_trace_csv(tmp_path / "without.csv", planted, sigma_column=False)
+    assert load_traces(tmp_path / "with.csv") == planted
+    assert load_traces(tmp_path / "without.csv", sigma=0.5) == planted
+    with pytest.raises(ns.CircuitError, match=r"without.csv:2: sigma: no sigma .* --sigma"):
+        load_traces(tmp_path / "without.csv")
+    ns.simulate(truth, "touch", dt_out=5.0, record=["A", "B"],
+                recorder=ns.HDF5Recorder(tmp_path / "run.h5"))
+    from_file = load_traces(tmp_path / "run.h5", sigma=0.2)
+    assert [(t.protocol, t.neuron, t.sigma, len(t.times)) for t in from_file] == [
+        ("touch", "A", 0.2, 31), ("touch", "B", 0.2, 31)]
+    with pytest.raises(ns.CircuitError, match="give --sigma"):
+        load_traces(tmp_path / "run.h5")
+    bad = tmp_path / "bad.csv"
+    for text, match in [("protocol,neuron,time\ntouch,A,1\n", r"bad.csv:1: missing column\(s\) \['value'\]"),
+                        ("protocol,neuron,time,value\ntouch,A,x,1\n", r"bad.csv:2: time: not a number"),
+                        ("protocol,neuron,time,value,sigma\ntouch,A,1,-60,0\n", r"bad.csv:2: .*sigma must be"),
+                        ("protocol,neuron,time,value,sigma\ntouch,A,1,-60,1\ntouch,A,1,-61,1\n",
+                         r"bad.csv:3: time: a second sample of 'A' under 'touch' at 1 ms \(the first is on line 2\)")]:
+        bad.write_text(text)
+        with pytest.raises(ns.CircuitError, match=match):
+            load_traces(bad)

@@ -2,7 +2,7 @@
 
 from neurosim.fit.objective import Objective
 from neurosim.fit.parameters import FreeParameter, Parameterization
-from neurosim.fit.targets import BehaviourTarget, TraceTarget, load_behaviour
+from neurosim.fit.targets import BehaviourTarget, TraceTarget, load_behaviour, load_traces
 
 __all__ = ["BehaviourTarget", "FreeParameter", "Objective", "Parameterization", "TraceTarget",
-           "load_behaviour"]
+           "load_behaviour", "load_traces"]

@@ -108,70 +108,195 @@ class BehaviourTarget:
 
 @dataclass(frozen=True)
 class TraceTarget:
-    """A recorded trace: ½ Σ ((V(t_k) − y_k)/σ)² over its samples."""
+    """A recorded trace: Gaussian samples, loss ½ Σ ((V(t_k) − y_k)/σ_k)².
+
+    ``sigma`` (mV) is one standard deviation for every sample or one per sample.  The
+    model's trace is read between its output samples by linear interpolation.
+    """
 
     protocol: str
     neuron: str
     times: tuple[float, ...]
     values: tuple[float, ...]
-    sigma: float = 1.0
+    sigma: float | tuple[float, ...] = 1.0
 
     def __post_init__(self):
-        if len(self.times) != len(self.values) or not self.times:
+        times = tuple(float(v) for v in self.times)
+        values = tuple(float(v) for v in self.values)
+        if len(times) != len(values) or not times:
             raise CircuitError("times and values must have the same, non-zero length")
-        if not self.sigma > 0:
-            raise CircuitError(f"sigma must be > 0 mV, got {self.sigma!r}")
+        if not all(map(math.isfinite, times + values)):
+            raise CircuitError("times and values must be finite numbers")
+        if any(b <= a for a, b in zip(times, times[1:])):
+            raise CircuitError("times must increase")
+        if min(times) < 0:
+            raise CircuitError(f"times must be >= 0 ms, got {min(times):g}")
+        sigma = self.sigma
+        if isinstance(sigma, (int, float)):
+            sigma = float(sigma)
+            ok = sigma > 0 and math.isfinite(sigma)
+        else:
+            sigma = tuple(float(v) for v in sigma)
+            ok = len(sigma) == len(times) and all(v > 0 and math.isfinite(v) for v in sigma)
+        if not ok:
+            raise CircuitError(f"sigma must be a finite number of mV > 0, one or one per sample, "
+                               f"got {self.sigma!r}")
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "sigma", sigma)
+
+    @property
+    def _sigma(self) -> np.ndarray | float:
+        return np.asarray(self.sigma) if isinstance(self.sigma, tuple) else self.sigma
 
     def sampling(self, t):
         """(idx, frac): the prediction at times[k] is V[idx−1]·(1 − frac) + V[idx]·frac."""
         times = np.asarray(self.times)
+        if times[-1] > t[-1] + 1e-9:
+            raise CircuitError(f"the trace of {self.neuron!r} under {self.protocol!r} has samples "
+                               f"up to {times[-1]:g} ms but the protocol lasts {t[-1]:g} ms")
         idx = np.clip(np.searchsorted(t, times), 1, t.size - 1)
         return idx, (times - t[idx - 1]) / (t[idx] - t[idx - 1])
 
     def information(self, t, S):
         """Fisher information (m, m) of this trace about the parameters whose
-        sensitivities of the sampled trace are S (samples, m): Jᵀ J / σ² with J the
+        sensitivities of the sampled trace are S (samples, m): Jᵀ Σ⁻¹ J with J the
         sensitivity of the interpolated prediction."""
         idx, frac = self.sampling(t)
         J = S[idx - 1] * (1 - frac)[:, None] + S[idx] * frac[:, None]
-        return J.T @ J / self.sigma ** 2
+        weights = np.broadcast_to(1.0 / np.asarray(self._sigma) ** 2, frac.shape)
+        return J.T @ (J * weights[:, None])
 
     def loss_and_grad(self, t, V):
         """Loss of traces V (..., samples) sampled at t, and dL/dV."""
-        times = np.asarray(self.times)
         idx, frac = self.sampling(t)
         pred = V[..., idx - 1] * (1 - frac) + V[..., idx] * frac
-        r = (pred - np.asarray(self.values)) / self.sigma
+        sigma = self._sigma
+        r = (pred - np.asarray(self.values)) / sigma
         grad = np.zeros_like(V)
-        np.add.at(grad.T, idx - 1, ((1 - frac) * r / self.sigma).T)
-        np.add.at(grad.T, idx, (frac * r / self.sigma).T)
+        np.add.at(grad.T, idx - 1, ((1 - frac) * r / sigma).T)
+        np.add.at(grad.T, idx, (frac * r / sigma).T)
         return 0.5 * np.sum(r ** 2, axis=-1), grad
+
+
+TRACE_COLUMNS = ("protocol", "neuron", "time", "value", "sigma")
+
+
+def load_traces(path, sigma: float | None = None) -> list[TraceTarget]:
+    """Trace data: a CSV (columns protocol, neuron, time, value and optionally sigma, one
+    sample per row) or a neurosim result file (every recorded neuron at every sample of
+    its protocol; ``sigma`` then gives the noise, in mV).  ``sigma`` also fills a CSV's
+    missing or empty sigma column.  Errors name the file, line and column."""
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return _traces_from_result(path, sigma)
+    header_line, header, rows = _csv_rows(path, "trace data")
+    missing = [c for c in TRACE_COLUMNS[:4] if c not in header]
+    unknown = [h for h in header if h not in TRACE_COLUMNS]
+    if missing or unknown:
+        what = f"unknown column(s) {unknown}" if unknown else f"missing column(s) {missing}"
+        raise CircuitError(f"{what}; trace columns: {', '.join(TRACE_COLUMNS)} (sigma optional)",
+                           file=str(path), line=header_line)
+    if not rows:
+        raise _no_rows(path, header_line, "samples")
+    series: dict = {}
+    for line, fields in rows:
+        numbers = {}
+        for key in ("time", "value", "sigma"):
+            text = fields.get(key, "")
+            if key == "sigma" and not text:
+                if sigma is None:
+                    raise CircuitError("no sigma for this sample: fill the column or give "
+                                       "--sigma", path="sigma", file=str(path), line=line)
+                numbers[key] = float(sigma)
+                continue
+            try:
+                numbers[key] = float(text)
+            except ValueError:
+                raise CircuitError(f"not a number: {text!r}", path=key, file=str(path),
+                                   line=line) from None
+        key = (fields["protocol"], fields["neuron"])
+        earlier = [s[3] for s in series.get(key, []) if s[0] == numbers["time"]]
+        if earlier:
+            raise CircuitError(f"a second sample of {key[1]!r} under {key[0]!r} at "
+                               f"{numbers['time']:g} ms (the first is on line {earlier[0]})",
+                               path="time", file=str(path), line=line)
+        series.setdefault(key, []).append((numbers["time"], numbers["value"], numbers["sigma"],
+                                           line))
+    targets = []
+    for (protocol, neuron), samples in series.items():
+        samples.sort()
+        times, values, sigmas = zip(*[s[:3] for s in samples])
+        one = sigmas[0] if len(set(sigmas)) == 1 else sigmas  # one σ where all are equal
+        try:
+            targets.append(TraceTarget(protocol, neuron, times, values, one))
+        except CircuitError as err:
+            raise CircuitError(f"trace of {neuron!r} under {protocol!r}: {err.message}",
+                               file=str(path), line=samples[0][3]) from None
+    return targets
+
+
+def _traces_from_result(path: Path, sigma: float | None) -> list[TraceTarget]:
+    from neurosim.io.hdf5 import load_result
+    if sigma is None:
+        raise CircuitError("a result file as trace data needs the noise of its samples: give "
+                           "--sigma (mV)", file=str(path))
+    result = load_result(path)
+    protocol = result.metadata.get("protocol", "")
+    return [TraceTarget(protocol, name, tuple(result.t), tuple(result.v(name)), float(sigma))
+            for name in result.neuron_names]
+
+
+def _csv_rows(path: Path, what: str):
+    """(header line, header, [(line, {column: text})]) of a CSV with '#' comment lines."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CircuitError(f"cannot read {what}: {exc}", file=str(path)) from None
+    rows = [(k + 1, r) for k, r in enumerate(csv.reader(text.splitlines()))
+            if r and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise CircuitError("no header and no rows", file=str(path), line=1)
+    header_line, header = rows[0]
+    header = [h.strip() for h in header]
+    out = []
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            raise CircuitError(f"expected {len(header)} fields, found {len(row)}",
+                               file=str(path), line=line)
+        out.append((line, dict(zip(header, (c.strip() for c in row)))))
+    return header_line, header, out
+
+
+def _no_rows(path: Path, line: int, what: str):
+    return CircuitError(f"the file has a header but no {what}", file=str(path), line=line)
+
+
+def is_trace_file(path) -> bool:
+    """Whether a data file holds traces (a result file, or a CSV with a neuron column)."""
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return True
+    try:
+        _, header, _ = _csv_rows(path, "data")
+    except CircuitError:
+        return False
+    return "neuron" in header
 
 
 def load_behaviour(path) -> list[BehaviourTarget]:
     """Read a behavioural data CSV; errors name the file, line and column."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CircuitError(f"cannot read behavioural data: {exc}", file=str(path)) from None
-    rows = [line for line in csv.reader(text.splitlines())]
-    data_rows = [(k + 1, r) for k, r in enumerate(rows) if r and not r[0].lstrip().startswith("#")]
-    if not data_rows:
-        raise CircuitError("no header and no rows", file=str(path), line=1)
-    header_line, header = data_rows[0]
-    header = [h.strip() for h in header]
+    header_line, header, rows = _csv_rows(path, "behavioural data")
     unknown = [h for h in header if h not in COLUMNS]
     missing = [c for c in ("protocol", "measure", "observed") if c not in header]
     if unknown or missing:
         what = f"unknown column(s) {unknown}" if unknown else f"missing column(s) {missing}"
         raise CircuitError(f"{what}; columns: {', '.join(COLUMNS)}", file=str(path), line=header_line)
+    if not rows:
+        raise _no_rows(path, header_line, "experiments")
     targets = []
-    for line, row in data_rows[1:]:
-        if len(row) != len(header):
-            raise CircuitError(f"expected {len(header)} fields, found {len(row)}",
-                               file=str(path), line=line)
-        fields = dict(zip(header, (c.strip() for c in row)))
+    for line, fields in rows:
         values = {}
         for key in ("observed", "n", "se"):
             if fields.get(key):
@@ -187,7 +312,4 @@ def load_behaviour(path) -> list[BehaviourTarget]:
                                            fields.get("note", "")))
         except CircuitError as err:
             raise err.located(str(path), line) from None
-    if not targets:
-        raise CircuitError("the file has a header but no experiments", file=str(path),
-                           line=header_line)
     return targets
