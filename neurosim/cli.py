@@ -8,11 +8,14 @@ A thin shell over the Python API.  Exit status: 0 ok, 1 the run failed numerical
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import re
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -38,6 +41,23 @@ def _output_paths(out: Path, protocols: list[str]) -> dict[str, Path]:
     if len(protocols) == 1:
         return {protocols[0]: out}
     return {p: out.with_name(f"{out.stem}_{p}{out.suffix or '.h5'}") for p in protocols}
+
+
+def _progress(total: int, what: str):
+    """An update(k=1) callable: a bar on a terminal, else a line to stderr at most every
+    5 s and at the end."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=what, leave=False).update
+    state = {"done": 0, "last": time.monotonic()}
+
+    def update(k=1):
+        state["done"] += k
+        now = time.monotonic()
+        if now - state["last"] > 5 or state["done"] == total:
+            print(f"{what}: {state['done']} of {total}", file=sys.stderr, flush=True)
+            state["last"] = now
+    return update
 
 
 def _check_output(path) -> None:
@@ -212,12 +232,15 @@ def cmd_behave(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    from neurosim.fit.identify import ensemble, profile
+    from neurosim.fit.parameters import Parameterization
+    from neurosim.model import unknown_name_message
     from neurosim.fit.run import run_fit
     from neurosim.fit.signs import sign_association, ties
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
     from neurosim.fit.targets import is_trace_file, load_behaviour, load_traces
     from neurosim.io.yaml import load_circuit
-    from neurosim.plot import plot_fit, plot_signs, save_figure
+    from neurosim.plot import plot_fit, plot_profile, plot_signs, save_figure
 
     circuit = load_circuit(args.circuit)
     targets = []
@@ -236,6 +259,14 @@ def cmd_fit(args) -> int:
             targets += load_behaviour(path)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
     _check_output(args.output)
+    if args.starts is not None and args.starts < 1:
+        raise CircuitError(f"--starts must be at least 1, got {args.starts}")
+    if args.profile:
+        names = Parameterization(circuit, spec.free).names
+        for name in args.profile:
+            if name not in names:
+                raise CircuitError(unknown_name_message("free parameter", name, names)
+                                   + " (--profile takes a free parameter of the fit)")
     out = Path(args.output)
     stem = out.with_suffix("")
     existing = [str(p) for p in (out, Path(f"{stem}_report.png"), Path(f"{stem}_predictions.csv"),
@@ -262,10 +293,32 @@ def cmd_fit(args) -> int:
     print(f"{r.method}: loss {r.loss:.6g} after {r.evaluations} evaluations, {r.simulations} "
           f"simulations in {r.wall_s:.1f} s ({r.simulations_per_s:.0f} simulations/s)")
     for p in report.predictions:
-        print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
-              f"fitted {p['predicted']:.3g}")
+        if p["measure"].startswith("trace"):
+            print(f"  {p['protocol']:<16} {p['measure']:<22} loss {p['score']:.3g}")
+        else:
+            print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
+                  f"fitted {p['predicted']:.3g}")
     if report.identifiability is not None:
         print("\n".join(report.identifiability.summary()))
+    if args.starts:
+        fits = ensemble(report.objective, args.starts, seed=spec.optimizer.seed,
+                        progress=_progress(args.starts, "starts"))
+        print("\n".join(fits.summary()))
+        products.append(Path(f"{stem}_starts.csv"))
+        with open(products[-1], "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["rank", "loss", *report.parameterization.names])
+            for k, (loss, values) in enumerate(zip(fits.losses, fits.values), 1):
+                writer.writerow([k, f"{loss:.6g}", *(f"{v:.6g}" for v in values)])
+    for name in args.profile or ():
+        curve = profile(report.objective, r.x, name)
+        low, high = curve.interval()
+        print(f"profile of {name}: fitted {curve.fitted:.4g}, 95 % interval {low:.4g} .. {high:.4g}"
+              + ("" if np.isfinite(low) and np.isfinite(high) else
+                 " (unbounded within the bounds: the data do not confine it)"))
+        safe = re.sub(r"[^A-Za-z0-9-]+", "_", name.replace("->", "-to-")).strip("_")
+        products.append(Path(f"{stem}_profile_{safe}.png"))
+        save_figure(plot_profile(curve), products[-1])
     if report.signs:
         threshold = report.sign_threshold
         save_figure(plot_signs(report.signs, threshold=threshold), Path(f"{stem}_signs.png"))
@@ -415,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--fit", metavar="FIT.yaml",
                       help="fit specification (default: all synaptic weights and gap "
                            "conductances in 0..3 nS, CMA-ES then L-BFGS-B)")
+    fitp.add_argument("--starts", type=int, metavar="K",
+                      help="after the fit, refit from K starting points (the first the "
+                           "circuit's own) and report how far equally good fits lie apart")
+    fitp.add_argument("--profile", action="append", metavar="PARAMETER",
+                      help="profile likelihood of a free parameter, e.g. "
+                           "'synapses[AVD->AVA].w' (repeatable): figure and 95 %% interval")
     fitp.add_argument("--overwrite", action="store_true")
     fitp.add_argument("--resume", action="store_true",
                       help="start from the checkpoint an interrupted fit left (OUT_checkpoint.json)")

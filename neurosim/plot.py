@@ -255,6 +255,28 @@ def plot_signs(patterns, *, threshold: float = 2.0, title: str = "", figure=None
     return fig
 
 
+def plot_profile(profile, *, level: float | None = None, figure=None):
+    """A profile likelihood: loss above its minimum against the parameter's value, with
+    the fitted value and the 95 % level."""
+    from matplotlib.figure import Figure
+
+    from neurosim.fit.identify import PROFILE_LEVEL
+
+    level = PROFILE_LEVEL if level is None else level
+    fig = figure or Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(profile.values, profile.delta, "o-", color="#34495e", ms=3)
+    ax.axhline(level, ls="--", lw=0.8, color="k", label=f"95 % level (Δ = {level:.2f})")
+    ax.axvline(profile.fitted, lw=0.8, color="#c0392b", label="fitted value")
+    low, high = profile.interval(level)
+    ax.set_xlabel(profile.name)
+    ax.set_ylabel("loss − minimum (−Δ log L)")
+    ax.set_title(f"profile: 95 % interval {low:.4g} .. {high:.4g}", fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 def plot_currents(decomposition, *, top: int = 8, figure=None):
     """Stacked currents into one neuron (pA), their sum C·dV/dt, and the liquid τ = C/G."""
     from matplotlib.figure import Figure
@@ -290,5 +312,6 @@ def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=130)
 
 
-__all__ = ["circle_layout", "plot_currents", "plot_experiments", "plot_fit", "plot_graph", "plot_signs",
+__all__ = ["circle_layout", "plot_currents", "plot_experiments", "plot_fit", "plot_graph",
+           "plot_profile", "plot_signs",
            "plot_traces", "save_figure"]

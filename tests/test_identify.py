@@ -140,6 +140,19 @@ def test_a_trace_fit_from_the_command_line_recovers_planted_weights(tmp_path):
     for got, planted in zip(fitted.synapses, truth.synapses):
         assert got.w == pytest.approx(planted.w, abs=1e-3), got.key
     assert "the data determine 3 of 3 free parameters" in out.stdout
+    again = neurosim("fit", "start.yaml", "traces.csv", "--fit", "fit.yaml", "-o", "fitted.yaml",
+                     "--overwrite", "--starts", "3", "--profile", "synapses[S->A].w", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "3 starts: best loss" in again.stdout and "starts: 3 of 3" in again.stderr
+    line = next(x for x in again.stdout.splitlines() if x.startswith("profile of synapses[S->A].w"))
+    low, high = (float(v) for v in line.split("interval ")[1].split(" .. "))
+    assert low < 1.2 < high and high - low < 0.2
+    assert (tmp_path / "fitted_profile_synapses_S-to-A_w.png").stat().st_size > 10_000
+    assert len((tmp_path / "fitted_starts.csv").read_text().splitlines()) == 4
+    bad = neurosim("fit", "start.yaml", "traces.csv", "--fit", "fit.yaml", "-o", "x.yaml",
+                   "--profile", "synapses[S->X].w", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown free parameter 'synapses[S->X].w'" in bad.stderr
+    assert not (tmp_path / "x.yaml").exists()   # refused before fitting
 
 
 def test_trace_data_in_every_form_and_its_mistakes(tmp_path):
@@ -168,3 +181,42 @@ def test_trace_data_in_every_form_and_its_mistakes(tmp_path):
         bad.write_text(text)
         with pytest.raises(ns.CircuitError, match=match):
             load_traces(bad)
+
+
+def test_the_profile_is_lowest_at_the_fit_and_as_wide_as_the_fisher_information_says():
+    from neurosim.fit.identify import profile
+    circuit = chain()
+    objective = Objective(Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0, 3]}]),
+                          planted_traces(circuit, ["A", "B"], sigma=3.0), rtol=1e-10, atol=1e-10,
+                          dt_out=1.0)
+    x = objective.par.x0
+    se = identifiability(objective, x).standard_errors[0]
+    name = objective.par.names[0]
+    p = profile(objective, x, name, values=x[0] + se * np.linspace(-3, 3, 25))
+    assert p.fitted == x[0] and p.values[np.argmin(p.losses)] == pytest.approx(x[0])
+    assert p.delta.min() == 0 and p.losses.min() < 1e-10
+    low, high = p.interval()
+    # near-quadratic: the 95 % profile interval is about the Fisher one, ±1.96 standard
+    # errors (its skew, from the model's curvature, cancels in the width)
+    assert (high - low) / (2 * se) == pytest.approx(1.96, rel=0.03)
+    assert low < x[0] < high
+    with pytest.raises(ns.CircuitError, match="unknown free parameter 'w'"):
+        profile(objective, x, "w")
+    with pytest.raises(ns.CircuitError, match=r"outside the bounds \[0, 3\]"):
+        profile(objective, x, name, values=[-1.0, 0.5])
+
+
+def test_an_ensemble_spreads_along_what_the_data_leave_free():
+    from neurosim.fit.identify import ensemble
+    circuit = twins()
+    objective = Objective(Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0, 3]}]),
+                          planted_traces(circuit, ["REV"], sigma=0.5), rtol=1e-9, atol=1e-9,
+                          dt_out=1.0)
+    fits = ensemble(objective, 6, seed=1, maxiter=100)
+    tied = fits.members()
+    assert tied.size >= 4 and fits.losses[0] < 1e-6
+    spread = fits.spread()
+    assert np.all(spread[:, 1] - spread[:, 0] > 0.3)         # each weight wanders
+    sums = fits.values[tied].sum(axis=1)
+    assert np.ptp(sums) < 1e-3                               # their sum does not
+    assert fits.summary()[0].startswith("6 starts: best loss")

@@ -17,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize
 
+from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
+from neurosim.model import unknown_name_message
 
 #: a direction whose eigenvalue is below this fraction of the largest is numerically
 #: zero: nothing in the data moves along it
@@ -142,3 +145,174 @@ def identifiability(objective: Objective, x, tolerance: float | None = None) -> 
     tolerance = default_tolerance(objective) if tolerance is None else float(tolerance)
     return Identifiability(list(objective.par.names), x, F, eigenvalues, directions,
                            np.sqrt(variance), tolerance)
+
+
+# --- profiles ------------------------------------------------------------------------------
+
+#: half the 95 % quantile of χ²₁: a profile's 95 % interval is where it rises less than this
+PROFILE_LEVEL = 0.5 * 3.841458820694124
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The profile likelihood of one free parameter: at each value, the best loss with
+    every other free parameter refitted.
+
+    Attributes
+    ----------
+    name : str
+    values : ndarray
+        The parameter's values (its own units) where the profile was computed.
+    losses : ndarray
+    fitted : float
+        The value at the fit the profile was started from.
+    """
+
+    name: str
+    values: np.ndarray
+    losses: np.ndarray
+    fitted: float
+
+    @property
+    def delta(self) -> np.ndarray:
+        """Loss above the profile's minimum (a log-likelihood ratio)."""
+        return self.losses - self.losses.min()
+
+    def interval(self, level: float = PROFILE_LEVEL) -> tuple[float, float]:
+        """Where the profile stays within ``level`` of its minimum (default: a 95 %
+        interval), by linear interpolation; ±inf where it never rises that far within
+        the values computed."""
+        d, v = self.delta, self.values
+        best = int(np.argmin(d))
+        edges = []
+        for step, unbounded in ((-1, -np.inf), (1, np.inf)):
+            edge, a = unbounded, best
+            while 0 <= a + step < d.size:
+                b = a + step
+                if d[b] >= level:
+                    edge = v[a] + (level - d[a]) * (v[b] - v[a]) / (d[b] - d[a])
+                    break
+                a = b
+            edges.append(float(edge))
+        return edges[0], edges[1]
+
+
+def profile(objective: Objective, x, name: str, values=None, *, points: int = 17,
+            maxiter: int = 100) -> Profile:
+    """Profile of free parameter ``name`` around the fit ``x``.
+
+    ``values`` (the parameter's own units) default to ``points`` values within four
+    marginal standard errors (from the Fisher information) of the fit, where that error
+    is finite and inside the bounds, else across the bounds; the fitted value is always
+    among them.  Each value is fitted with L-BFGS-B on the other parameters, starting
+    from the neighbouring value's solution, walking outward from the fit so that the
+    profile follows one valley.
+    """
+    par = objective.par
+    if name not in par.names:
+        raise CircuitError(unknown_name_message("free parameter", name, list(par.names)))
+    k = par.names.index(name)
+    x = np.asarray(x, dtype=np.float64)
+    to_x = (lambda v: np.log(v)) if par.log[k] else (lambda v: np.asarray(v, dtype=float))
+    if values is None:
+        se = identifiability(objective, x).standard_errors[k]
+        if np.isfinite(se) and se > 0:
+            grid = np.clip(x[k] + se * np.linspace(-4, 4, points), par.lower[k], par.upper[k])
+        elif np.isfinite(par.lower[k]) and np.isfinite(par.upper[k]):
+            grid = np.linspace(par.lower[k], par.upper[k], points)
+        else:
+            raise CircuitError(f"give the values to profile {name!r} at: the data do not "
+                               "confine it and its bounds are not finite")
+    else:
+        given = np.asarray(values, dtype=float)
+        low, high = par.values(par.lower)[k], par.values(par.upper)[k]
+        if given.size == 0 or not np.all((given >= low) & (given <= high)):
+            raise CircuitError(f"profile values for {name!r} are outside the bounds "
+                               f"[{low:g}, {high:g}]" if given.size
+                               else f"no values to profile {name!r} at")
+        grid = to_x(given)
+    grid = np.unique(np.concatenate([grid, [x[k]]]))
+    others = np.array([j for j in range(par.n_free) if j != k])
+    lo, hi = par.lower[others], par.upper[others]
+    bounds = [(a if np.isfinite(a) else None, b if np.isfinite(b) else None) for a, b in zip(lo, hi)]
+    losses = np.empty(grid.size)
+    centre = int(np.flatnonzero(grid == x[k])[0])
+
+    def solve(value, start):
+        def f(y):
+            full = x.copy()
+            full[k], full[others] = value, y
+            loss, grad = objective.value_and_grad(full)
+            return loss, grad[others]
+        if others.size == 0:
+            return f(np.empty(0))[0], start
+        res = minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": maxiter})
+        return float(res.fun), res.x
+
+    losses[centre], at_fit = solve(grid[centre], x[others])
+    for direction in (range(centre + 1, grid.size), range(centre - 1, -1, -1)):
+        start = at_fit
+        for j in direction:
+            losses[j], start = solve(grid[j], start)
+    own = np.exp(grid) if par.log[k] else grid
+    return Profile(name, own, losses, float(np.exp(x[k]) if par.log[k] else x[k]))
+
+
+# --- multi-start ensembles -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Fits from many starting points: how far apart equally good fits lie.
+
+    Attributes
+    ----------
+    names : list of str
+    x : ndarray, shape (starts, n)
+        The fitted points (x coordinates), best first.
+    losses : ndarray, shape (starts,)
+    """
+
+    names: list
+    x: np.ndarray
+    losses: np.ndarray
+    values: np.ndarray
+
+    def members(self, threshold: float = 2.0) -> np.ndarray:
+        """Indices of the fits within ``threshold`` of the best loss (ties)."""
+        return np.flatnonzero(self.losses - self.losses[0] < threshold)
+
+    def spread(self, threshold: float = 2.0) -> np.ndarray:
+        """(n, 2): the smallest and largest value (own units) of every parameter among
+        the fits within ``threshold`` of the best."""
+        tied = self.values[self.members(threshold)]
+        return np.stack([tied.min(axis=0), tied.max(axis=0)], axis=1)
+
+    def summary(self, threshold: float = 2.0) -> list[str]:
+        tied = self.members(threshold)
+        lines = [f"{len(self.losses)} starts: best loss {self.losses[0]:.4g}, {tied.size} within "
+                 f"{threshold:g} of it; the range of each parameter among those:"]
+        for name, (a, b) in zip(self.names, self.spread(threshold)):
+            lines.append(f"  {_short(name):<28} {a:10.4g} .. {b:<10.4g}")
+        return lines
+
+
+def ensemble(objective: Objective, starts: int, *, seed: int = 0, maxiter: int = 200,
+             progress=None) -> Ensemble:
+    """Fit from ``starts`` points drawn uniformly within the bounds (the first is the
+    circuit's own values), each with L-BFGS-B on the engine's gradients."""
+    from neurosim.fit.optimize import _finite_bounds, fit_gradient
+    if starts < 1:
+        raise CircuitError(f"starts must be >= 1, got {starts}")
+    lo, hi = _finite_bounds(objective)
+    rng = np.random.default_rng(seed)
+    points = [objective.par.x0] + [rng.uniform(lo, hi) for _ in range(starts - 1)]
+    fits = []
+    for point in points:
+        fits.append(fit_gradient(objective, point, maxiter=maxiter))
+        if progress:
+            progress(1)
+    order = np.argsort([f.loss for f in fits], kind="stable")
+    x = np.array([fits[k].x for k in order])
+    return Ensemble(list(objective.par.names), x, np.array([fits[k].loss for k in order]),
+                    np.array([objective.par.values(row) for row in x]))
