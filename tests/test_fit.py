@@ -359,3 +359,33 @@ def test_fit_command_reports_ties_and_supported_signs(tmp_path):
     quoted = page.split("```\nsign enumeration:")[1].split("```")[0]
     for line in ("sign enumeration:" + quoted).strip().splitlines():
         assert line in out.stdout, line   # the page quotes what the command prints
+
+
+def test_a_resumed_cmaes_fit_ends_where_the_uninterrupted_one_does(tmp_path, monkeypatch):
+    """Interrupted after 4 generations and resumed, CMA-ES continues from its saved state
+    (distribution, random generator, best point), and the polish that follows is the same."""
+    from neurosim.fit.objective import Objective as Obj
+    from neurosim.fit.run import run_fit
+    circuit, targets, _ = twins()
+    spec = loads_fit_spec("free:\n  - {select: 'synapses[*].w', bounds: [0, 3]}\n"
+                          "simulation: {dt_out: 10.0}\nloss: {control: false}\n"
+                          "optimizer: {method: cmaes, generations: 12, seed: 3}\n")
+    whole = run_fit(circuit, targets, spec).result
+    real, calls = Obj.batch, []
+
+    def interrupted(self, X):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, X)
+
+    monkeypatch.setattr(Obj, "batch", interrupted)
+    saved = tmp_path / "f_checkpoint.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(circuit, targets, spec, checkpoint=str(saved))
+    assert saved.with_suffix(".state").exists()
+    monkeypatch.setattr(Obj, "batch", real)
+    resumed = run_fit(circuit, targets, spec, checkpoint=str(saved), resume=True).result
+    np.testing.assert_array_equal(resumed.x, whole.x)
+    assert resumed.loss == whole.loss and resumed.evaluations == whole.evaluations
+    assert not saved.exists() and not saved.with_suffix(".state").exists()

@@ -4,6 +4,7 @@ gradients, and CMA-ES evaluating each population in one batched call."""
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 
@@ -134,11 +135,15 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
 
 def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: int | None = None,
               generations: int = 60, restarts: int = 0, seed: int = 0,
-              progress: bool = False, checkpoint=None) -> FitResult:
+              progress: bool = False, checkpoint=None, state=None, save_state=None) -> FitResult:
     """CMA-ES (the ``cma`` package); every population is one batched simulation call.
 
     ``sigma0`` is the initial step as a fraction of each parameter's bound range.
     Restarts double the population (IPOP), as Auger & Hansen 2005 recommend.
+    ``save_state(state)`` receives the optimiser's whole state after every generation
+    (the distribution, its random generator, the restart, the best point, the history
+    and the cost so far); passing such a ``state`` back continues exactly where it was
+    taken, so an interrupted fit resumed ends where the uninterrupted one does.
     """
     try:
         import cma
@@ -153,11 +158,20 @@ def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: i
     history = []
     size = popsize or 4 + int(3 * math.log(par.n_free))
     bar = _bar(progress, generations * (restarts + 1), "fit (CMA-ES)")
-    for run in range(restarts + 1):
-        options = {"bounds": [list(lo), list(hi)], "popsize": size * 2 ** run,
-                   "seed": seed + run + 1, "verbose": -9, "CMA_stds": list(hi - lo),
-                   "maxiter": generations, "tolfun": 1e-9}
-        es = cma.CMAEvolutionStrategy(np.clip(start, lo, hi), sigma0, options)
+    first, es, before = 0, None, (0, 0, 0.0, 0.0)
+    if state is not None:
+        first, es = state["run"], pickle.loads(state["es"])
+        np.random.set_state(state["numpy_random"])
+        best = FitResult(np.array(state["best_x"]), state["best_loss"], method="cmaes")
+        history = [tuple(h) for h in state["history"]]
+        before = state["cost"]
+        ev0 -= before[0]
+    for run in range(first, restarts + 1):
+        if es is None:
+            options = {"bounds": [list(lo), list(hi)], "popsize": size * 2 ** run,
+                       "seed": seed + run + 1, "verbose": -9, "CMA_stds": list(hi - lo),
+                       "maxiter": generations, "tolfun": 1e-9}
+            es = cma.CMAEvolutionStrategy(np.clip(start, lo, hi), sigma0, options)
         while not es.stop():
             X = np.array(es.ask())
             losses = objective.batch(X)
@@ -168,13 +182,27 @@ def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: i
                 if checkpoint is not None:
                     checkpoint(best.x, best.loss, objective.evaluations - ev0)
             history.append((objective.evaluations - ev0, best.loss))
+            if save_state is not None:
+                cost = _counts(objective)
+                save_state({"run": run, "es": pickle.dumps(es), "numpy_random": np.random.get_state(),
+                            "best_x": best.x.tolist(), "best_loss": best.loss, "history": history,
+                            "cost": (objective.evaluations - ev0,
+                                     before[1] + cost[2] - start_counts[2],
+                                     before[2] + cost[3] - start_counts[3],
+                                     before[3] + cost[0] - start_counts[0])})
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{best.loss:.4g}")
         best.message = f"restart {run}: {', '.join(es.stop())}"
+        es = None
     if bar:
         bar.close()
-    return _account(best, history, objective, start_counts)
+    result = _account(best, history, objective, start_counts)
+    result.evaluations = objective.evaluations - ev0
+    result.simulations += before[1]
+    result.simulation_s += before[2]
+    result.wall_s += before[3]
+    return result
 
 
 def fit(objective: Objective, method: str = "cmaes", **options) -> FitResult:
@@ -187,6 +215,7 @@ def fit(objective: Objective, method: str = "cmaes", **options) -> FitResult:
         raise CircuitError(f"unknown fit method {method!r}; allowed: {', '.join(METHODS)}")
     result = fit_cmaes(objective, **options)
     if polish and objective.method.name in ("euler", "rk4", "ltc", "dopri5"):
+        # the polish starts from CMA-ES's result, which a resumed fit reproduces exactly
         keep = {k: v for k, v in options.items() if k in ("seed", "progress", "checkpoint")}
         polished = fit_gradient(objective, result.x, maxiter=100, **keep)
         if polished.loss < result.loss:

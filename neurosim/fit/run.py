@@ -6,6 +6,7 @@ import csv
 import datetime
 import json
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,10 +134,35 @@ class FitReport:
 
 
 class Checkpoint:
-    """Writes the best point so far to a JSON file (atomically, at most once a second)."""
+    """Writes the best point so far to a JSON file (atomically, at most once a second),
+    and the optimiser's whole state beside it (``.state``, after every CMA-ES
+    generation), so that ``--resume`` continues the optimisation itself."""
 
     def __init__(self, path, names):
         self.path, self.names, self.last = Path(path), list(names), 0.0
+        self.state_path = self.path.with_suffix(".state")
+
+    def save_state(self, state: dict) -> None:
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_bytes(pickle.dumps({"names": self.names, "state": state}))
+        os.replace(tmp, self.state_path)
+
+    def load_state(self) -> dict | None:
+        """The saved optimiser state, or None if there is none."""
+        if not self.state_path.exists():
+            return None
+        try:
+            data = pickle.loads(self.state_path.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
+            raise CircuitError(f"cannot resume from {self.state_path}: {exc}") from None
+        if data.get("names") != self.names:
+            raise CircuitError(f"{self.state_path} was written for other free parameters; "
+                               "delete it or fit without --resume")
+        return data["state"]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
 
     def __call__(self, x, loss, evaluations):
         now = time.monotonic()
@@ -168,8 +194,10 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
             signs_checkpoint: str | None = None) -> FitReport:
     """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
 
-    With ``checkpoint`` the best point is saved there as the fit goes; ``resume`` starts
-    from the saved point.  The file is removed when the fit completes.  With
+    With ``checkpoint`` the best point is saved there as the fit goes, and CMA-ES's whole
+    state beside it; ``resume`` continues from that state (a CMA-ES fit then ends where
+    the uninterrupted one would), or, for a gradient fit, from the saved point.  The
+    files are removed when the fit completes.  With
     ``signs_checkpoint`` every fitted sign pattern is saved there, and patterns already
     saved are not fitted again (removed when the enumeration completes).
     """
@@ -188,11 +216,13 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
         result = fit(objective, "gradient", x0=x0, restarts=opt.restarts, seed=opt.seed,
                      maxiter=opt.maxiter, progress=progress, checkpoint=saver)
     else:
+        state = saver.load_state() if (saver and resume) else None
         result = fit(objective, "cmaes", x0=x0, sigma0=opt.sigma0, popsize=opt.popsize,
                      generations=opt.generations, restarts=opt.restarts, seed=opt.seed,
-                     polish=opt.polish, progress=progress, checkpoint=saver)
+                     polish=opt.polish, progress=progress, checkpoint=saver, state=state,
+                     save_state=saver.save_state if saver else None)
     if saver:
-        saver.path.unlink(missing_ok=True)
+        saver.remove()
     signs = None
     if spec.signs is not None:
         bar = None
