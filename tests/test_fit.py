@@ -389,3 +389,17 @@ def test_a_resumed_cmaes_fit_ends_where_the_uninterrupted_one_does(tmp_path, mon
     np.testing.assert_array_equal(resumed.x, whole.x)
     assert resumed.loss == whole.loss and resumed.evaluations == whole.evaluations
     assert not saved.exists() and not saved.with_suffix(".state").exists()
+
+
+@pytest.mark.slow
+def test_the_planted_truth_page_is_what_the_script_prints_today():
+    """docs/fitting.md's planted-truth numbers, regenerated (about two minutes)."""
+    import importlib
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        script = importlib.import_module("planted_truth")
+    finally:
+        sys.path.pop(0)
+    page = (ROOT / "docs" / "fitting.md").read_text()
+    assert f"{script.START}\n{script.report()}{script.END}" in page
