@@ -60,15 +60,27 @@ def _progress(total: int, what: str):
     return update
 
 
-def _check_output(path) -> None:
-    """A one-line error now, before any work, if ``path`` cannot be written."""
+#: picture formats the figures can be saved in (matplotlib's, without its rarer ones)
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
+                   ".webp")
+
+
+def _check_output(path, figure: bool = False) -> None:
+    """A one-line error now, before any work, if ``path`` cannot be written (or, for a
+    ``figure``, has no picture format)."""
     if path is None:
         return
-    folder = Path(path).resolve().parent
+    target = Path(path)
+    folder = target.resolve().parent
     if not folder.is_dir():
         raise CircuitError(f"cannot write {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise CircuitError(f"cannot write {path}: folder {folder} is not writable")
+    if target.is_dir():
+        raise CircuitError(f"cannot write {path}: it is a folder")
+    if figure and target.suffix.lower() not in FIGURE_SUFFIXES:
+        raise CircuitError(f"cannot tell the picture format of {path!r}: end it in one of "
+                           f"{', '.join(FIGURE_SUFFIXES)}")
 
 
 def cmd_run(args) -> int:
@@ -90,7 +102,7 @@ def cmd_run(args) -> int:
         raise CircuitError(f"choose --protocol (one of: {', '.join(circuit.protocols) or 'none'}) "
                            "or --all", file=args.circuit)
     outputs = _output_paths(Path(args.output), protocols)
-    _check_output(args.plot)
+    _check_output(args.plot, figure=True)
     status = EXIT_OK
     for protocol, out in outputs.items():
         recorder = HDF5Recorder(out, overwrite=args.overwrite,
@@ -169,7 +181,7 @@ def cmd_plot(args) -> int:
     from neurosim.io.hdf5 import load_result
     from neurosim.plot import plot_traces, save_figure
 
-    _check_output(args.output)
+    _check_output(args.output, figure=True)
     result = load_result(args.result)
     save_figure(plot_traces(result, _names(args.neurons) if args.neurons else None), args.output)
     print(f"traces -> {args.output}")
@@ -180,7 +192,7 @@ def cmd_graph(args) -> int:
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_graph, save_figure
 
-    _check_output(args.output)
+    _check_output(args.output, figure=True)
     save_figure(plot_graph(load_circuit(args.circuit)), args.output)
     print(f"graph -> {args.output}")
     return EXIT_OK
@@ -194,8 +206,8 @@ def cmd_behave(args) -> int:
 
     circuit = load_circuit(args.circuit)
     facts = load_facts(args.facts, protocols=circuit.protocols) if args.facts else None
-    for path in (args.output, args.plot):
-        _check_output(path)
+    _check_output(args.output)
+    _check_output(args.plot, figure=True)
     protocols = _names(args.protocols) if args.protocols else None
     total = len(protocols or circuit.protocols)
     bar = None
@@ -344,7 +356,7 @@ def cmd_explain(args) -> int:
     if args.graph and not args.source:
         raise CircuitError("--graph draws the dominant pathway: give --source too")
     for path in (args.output, args.graph):
-        _check_output(path)
+        _check_output(path, figure=True)
     result = load_result(args.result)
     if "circuit_yaml" not in result.metadata:
         raise CircuitError(f"{args.result} does not hold its circuit; rerun with neurosim run")
@@ -365,6 +377,11 @@ def cmd_explain(args) -> int:
           f"{against} (pC):")
     for k in np.argsort(-np.abs(change)):
         print(f"  {d.names[k]:<28} {total[k]:10.4g} {change[k]:+10.4g}")
+    driven = {t for stim in _protocol_stimuli_of(circuit, result) if stim.quantity == "voltage"
+              for t in stim.targets}
+    if run.neuron(args.neuron).clamp is not None or args.neuron in driven:
+        print(f"  ({args.neuron} is voltage-clamped: the clamp supplies whatever these currents "
+              "do not, so they do not sum to C·dV/dt)")
     print(f"liquid time constant C/G: {d.tau.min():.4g} .. {d.tau.max():.4g} ms")
     if args.output:
         save_figure(plot_currents(d), args.output)
@@ -377,12 +394,17 @@ def cmd_explain(args) -> int:
             print(f"  {' -> '.join(p.neurons):<40} {p.charge:+.4g}")
         if not paths:
             print(f"  none: no chain from {args.source} passes its evoked signal on to "
-                  f"{args.neuron}")
+                  f"{args.neuron}" + (" (so no graph is drawn)" if args.graph else ""))
         if args.graph and paths:
             best = paths[0].neurons
             save_figure(plot_graph(circuit, highlight=list(zip(best, best[1:]))), args.graph)
             print(f"graph -> {args.graph}")
     return EXIT_OK
+
+
+def _protocol_stimuli_of(circuit, result) -> tuple:
+    name = result.metadata.get("protocol")
+    return circuit.resolve_stimuli(circuit.protocols[name]) if name in circuit.protocols else ()
 
 
 def cmd_motifs(args) -> int:

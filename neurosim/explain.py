@@ -112,7 +112,8 @@ def decompose(circuit: Circuit, result: Result, neuron: str, stimuli=None) -> De
 
     Every neuron presynaptic to ``neuron`` (or joined to it by a gap) must be recorded.
     ``stimuli`` defaults to those of the result's protocol in ``circuit``.  The currents
-    are those of the circuit as run (:func:`circuit_as_run`: ablations and lesions).
+    are those of the circuit as run (:func:`circuit_as_run`: ablations and lesions).  For
+    a clamped neuron they do not sum to C·dV/dt: the clamp supplies the rest.
     """
     stimuli = _protocol_stimuli(circuit, result, stimuli)
     circuit = circuit_as_run(circuit, result)
@@ -204,20 +205,27 @@ def _transmitted_currents(circuit: Circuit, V: dict, V_control: dict) -> dict:
     return out
 
 
-def _edge_gains(circuit: Circuit, V: dict) -> dict:
-    """(pre, post) -> ∂(current into post)/∂V_pre at the potentials V (nS): the sign of a
-    connection's effect (an inhibitory synapse above its reversal potential is negative)."""
-    gain = {}
+def _edge_signs(circuit: Circuit, V: dict, V_fallback: dict) -> dict:
+    """(pre, post) -> +1, −1 (or 0 for a zero weight): the sign of ∂(current into
+    post)/∂V_pre at the potentials V (those of ``V_fallback`` for neurons V lacks, e.g.
+    ablated in the control).  For a synapse that is sign(ν·(E − κ·V_post)) however flat
+    its sigmoid (a saturated synapse keeps its direction); a gap junction is +1; a synapse
+    and a gap on one pair add their gains."""
+    def mean(name):
+        return float(np.mean(V[name] if name in V else V_fallback[name]))
+
+    gain: dict = {}
     for syn in circuit.synapses:
-        if syn.pre in V and syn.post in V:
-            s = _sigmoid(syn.nu * (V[syn.pre] - syn.mu))
-            g = syn.w * s * (1 - s) * syn.nu * (syn.E - syn.kappa * V[syn.post])
-            gain[(syn.pre, syn.post)] = gain.get((syn.pre, syn.post), 0.0) + float(np.mean(g))
+        if syn.pre in V_fallback and syn.post in V_fallback:
+            s = _sigmoid(syn.nu * (mean(syn.pre) - syn.mu))
+            slope = max(s * (1 - s), 1e-12)  # a saturated sigmoid keeps its direction
+            g = syn.w * slope * syn.nu * (syn.E - syn.kappa * mean(syn.post))
+            gain[(syn.pre, syn.post)] = gain.get((syn.pre, syn.post), 0.0) + g
     for gap in circuit.gap_junctions:
         for a, b in ((gap.a, gap.b), (gap.b, gap.a)):
-            if a in V and b in V:
+            if a in V_fallback and b in V_fallback:
                 gain[(a, b)] = gain.get((a, b), 0.0) + gap.g
-    return gain
+    return {k: float(np.sign(v)) for k, v in gain.items()}
 
 
 def control_result(circuit: Circuit, result: Result, control=None) -> Result:
@@ -240,9 +248,7 @@ def control_result(circuit: Circuit, result: Result, control=None) -> Result:
         if proto.duration < end - 1e-9 * max(1.0, end):
             raise CircuitError(f"control protocol {control!r} lasts {proto.duration:g} ms but "
                                f"the run {end:g} ms: the control must cover the run")
-        gone = set(proto.ablate)
-        return simulate(circuit, control, dt_out=dt_out,
-                        record=[n for n in result.neuron_names if n not in gone])
+        return simulate(circuit, control, dt_out=dt_out)
     name = result.metadata.get("protocol")
     ablated = tuple(result.metadata.get("ablated", ()))
     scaled = dict(result.metadata.get("scaled", {}))
@@ -279,9 +285,10 @@ def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str
     Each connection's transmitted charge (:func:`edge_charges`: the current that its
     presynaptic neuron's change drove, beyond the control, default the rest) is signed.
     Along a path, a connection passes the signal on when its charge has the sign the
-    previous one implies through the connection's gain at rest (an inhibitory link inverts
-    it: a depolarised presynaptic neuron sends a hyperpolarising current).  Paths where every link passes the signal on are ranked by
-    their bottleneck |charge|; the sign of the pathway is that of its effect on the target.
+    previous one implies through the sign of the connection's gain in the control (an
+    inhibitory link inverts it: a depolarised presynaptic neuron sends a hyperpolarising
+    current).  Paths where every link passes the signal on are ranked by their bottleneck
+    |charge|; the sign of the pathway is that of its effect on the target.
     Paths whose links contradict each other carried no consistent signal and are left out,
     as are paths through a clamped neuron (its potential does not follow its inputs).
     """
@@ -298,7 +305,7 @@ def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str
                  if stim.quantity == "voltage" for t in stim.targets}
     reference = control_result(circuit, result, control)
     charge = edge_charges(circuit, result, reference)
-    gain = _edge_gains(run, _traces(reference, run))
+    sign = _edge_signs(run, _traces(reference, run), _traces(result, run))
     out_edges: dict = {}
     for (a, b), q in charge.items():
         out_edges.setdefault(a, []).append((b, q))
@@ -306,7 +313,7 @@ def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str
 
     def coherent(path, qs):
         for k in range(1, len(qs)):
-            expected = np.sign(qs[k - 1]) * np.sign(gain.get((path[k], path[k + 1]), 0.0))
+            expected = np.sign(qs[k - 1]) * sign.get((path[k], path[k + 1]), 0.0)
             if expected == 0 or np.sign(qs[k]) != expected:
                 return False
         return qs[0] != 0

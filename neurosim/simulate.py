@@ -63,7 +63,8 @@ class RestState:
         Model time of the pre-run (0 without one).
     other_rests : int
         Stable rests other than V that Newton found from other starts (the circuit is
-        multistable when > 0); −1 where not looked for (batch runs).
+        multistable when > 0); −1 where not looked for (batch runs, circuits of more than
+        100 free neurons).
     """
 
     V: dict

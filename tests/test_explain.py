@@ -296,3 +296,39 @@ def test_the_documented_explanation_is_what_the_code_gives_today():
     by_total = sorted(synaptic, key=lambda k: -d.charges[k])
     assert d.names[by_total[1]] == "syn PVC->AVA"
     assert abs(evoked[by_total[1]]) < 0.05 * d.charges[by_total[1]]
+
+
+def test_pathways_survive_a_saturated_control_and_a_control_without_the_relay():
+    """A link whose sigmoid is flat in the control still has a direction, and a control
+    that ablates the relay still ranks the path through it."""
+    neurons = (ns.Neuron("S", clamp=-70.0), ns.Neuron("A", C=10.0, E_L=-30.0),
+               ns.Neuron("X", C=10.0), ns.Neuron("T", C=10.0))
+    synapses = (ns.Synapse("S", "A", w=5.0, E=-90.0, mu=-50.0, nu=0.3),
+                ns.Synapse("A", "T", w=2.0, E=0.0, mu=-80.0, nu=2.0),   # σ = 1.0 at rest
+                ns.Synapse("S", "X", w=1.0, E=0.0), ns.Synapse("X", "T", w=1.0, E=0.0))
+    touch = ns.Stimulus("pulse", "S", quantity="voltage", amplitude=50.0, start=50.0,
+                        duration=100.0)
+    c = ns.Circuit("flat", neurons, synapses, stimuli={"touch": touch},
+                   protocols={"go": ns.Protocol(300.0, ("touch",)),
+                              "go_no_X": ns.Protocol(300.0, ("touch",), ablate=("X",))})
+    run = ns.simulate(c, "go", dt_out=0.5)
+    paths = {p.neurons: p.charge for p in dominant_pathways(c, run, "S", "T")}
+    assert paths[("S", "A", "T")] < 0          # S inhibits A, A excites T: T is pushed down
+    assert ("S", "X", "T") in paths
+    against = {p.neurons: p for p in dominant_pathways(c, run, "S", "T", control="go_no_X")}
+    assert against[("S", "X", "T")].charge > 0
+    assert against[("S", "X", "T")].per_edge == pytest.approx(
+        (np.trapezoid(numpy_currents(c, run)[("S", "X")], run.t) * 1e-3,
+         np.trapezoid(numpy_currents(c, run)[("X", "T")], run.t) * 1e-3), rel=1e-6)
+
+
+def test_a_lesioned_run_explained_against_an_intact_control(tmp_path):
+    from test_cli import neurosim
+    assert neurosim("run", TW, "-p", "tap_no_AVD", "-o", "n.h5", cwd=tmp_path).returncode == 0
+    out = neurosim("explain", "n.h5", "--neuron", "AVA", "--control", "tap", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "its change from protocol 'tap'" in out.stdout and "AVD->AVA" not in out.stdout
+    for bad, message in (("x.xyz", "cannot tell the picture format"), ("sub", "it is a folder")):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        refused = neurosim("explain", "n.h5", "--neuron", "AVA", "-o", bad, cwd=tmp_path)
+        assert refused.returncode == 2 and message in refused.stderr

@@ -258,10 +258,25 @@ def test_a_fitted_leak_potential_leaves_the_start_at_rest():
     tw = ns.load_circuit(TW)
     par = Parameterization(tw, [{"select": "neurons[AVA].E_L", "bounds": [-80, -40]}])
     fitted = par.apply(np.array([-60.0]))
-    assert fitted.neuron("AVA").E_L == -60.0 and fitted.neuron("AVA").V0 is None
+    assert fitted.neuron("AVA").E_L == -60.0
     assert fitted.initial_state(fitted.protocol("tap")) == "rest"
+    assert ns.simulate(fitted, "tap", dt_out=5.0).V.tolist() == ns.simulate(
+        tw, "tap", dt_out=5.0, theta=par.theta(np.array([-60.0]))).V.tolist()
     moved = Parameterization(tw, [{"select": "neurons[AVA].V0", "bounds": [-80, -40]}])
-    assert moved.apply(np.array([-50.0])).neuron("AVA").V0 == -50.0   # a fitted V0 is kept
+    kept = moved.apply(np.array([-50.0]))
+    assert kept.neuron("AVA").V0 == -50.0 and kept.initial_state(kept.protocol("tap")) == "rest"
+
+
+def test_a_fitted_leak_potential_keeps_an_as_given_start_where_it_was():
+    """In a circuit that starts as given, the runs of the fit started at θ's V0 (the old
+    E_L): the saved circuit must start there too, not at the new E_L."""
+    three = ns.load_circuit(ROOT / "circuits" / "examples" / "three_cells.yaml")
+    par = Parameterization(three, [{"select": "neurons[B].E_L", "bounds": [-90, -30]}])
+    x = np.array([-50.0])
+    saved = ns.loads_circuit(ns.dump_circuit(par.apply(x)))
+    assert saved.initial_state(saved.protocol("baseline")) == "as_given"
+    assert ns.simulate(saved, "baseline", dt_out=5.0).V.tolist() == ns.simulate(
+        three, "baseline", dt_out=5.0, theta=par.theta(x)).V.tolist()
 
 
 def test_the_control_uses_only_a_protocol_that_starts_at_rest_and_covers_the_readout():

@@ -449,9 +449,10 @@ def circuit_with_theta(compiled: CompiledCircuit, theta) -> Circuit:
     neurons = []
     for i, nr in enumerate(circuit.neurons):
         C, g_L, E_L, V0 = (float(theta[k * n + i]) for k in range(4))
-        # a V0 the file did not give is written only when θ moved it: a fitted E_L must
-        # not turn the circuit's default start (E_L, or rest) into an explicit V0
-        keep_V0 = nr.V0 is not None or V0 != nr.initial_V
+        # V0 is written wherever it differs from the (new) E_L, so that a run started as
+        # given starts where θ's runs did; that the file now gives V0 must not switch a
+        # circuit that started at rest to "as given" (see ``initial`` below)
+        keep_V0 = nr.V0 is not None or V0 != E_L
         neurons.append(dataclasses.replace(nr, C=C, g_L=g_L, E_L=E_L, V0=V0 if keep_V0 else None))
     by_key = {}
     for k, syn in enumerate(compiled.synapses_csr):
@@ -459,7 +460,11 @@ def circuit_with_theta(compiled: CompiledCircuit, theta) -> Circuit:
     synapses = tuple(dataclasses.replace(syn, **by_key[syn.key]) for syn in circuit.synapses)
     gaps = tuple(dataclasses.replace(g, g=float(theta[4 * n + 5 * s + q]))
                  for q, g in enumerate(circuit.gap_junctions))
-    return circuit.replace(neurons=tuple(neurons), synapses=synapses, gap_junctions=gaps)
+    initial = circuit.initial
+    if initial is None and not any(nr.V0 is not None for nr in circuit.neurons):
+        initial = "rest"  # the start the circuit had, whatever V0 values now say
+    return circuit.replace(neurons=tuple(neurons), synapses=synapses, gap_junctions=gaps,
+                           initial=initial)
 
 
 def resolve_protocol(circuit: Circuit, protocol) -> tuple[str, Protocol]:

@@ -45,6 +45,11 @@ N_REPORT = 6
 # DISTINCT_REST (mV)
 N_PROBES = 4
 DISTINCT_REST = 1e-6
+# Newton iterations a probe gets, and the largest circuit (free neurons) in which single
+# runs look for other stable rests at all: each probe costs an O(n³) solve per iteration
+# and an eigenvalue check, 0.3 s at 300 neurons
+PROBE_NEWTON = 20
+MAX_PROBED_NEURONS = 100
 
 # Newton: iteration limit, halvings of a step that does not reduce the residual, and
 # the largest change of any potential in one step (mV), which keeps a step from
@@ -118,7 +123,7 @@ def residual(V, theta, net, drive, free, work, dV):
 
 
 @njit(cache=True)
-def newton(V, theta, net, drive, free, tol, work, J):
+def newton(V, theta, net, drive, free, tol, work, J, max_iterations=MAX_NEWTON):
     """Damped Newton on the free neurons' dV/dt = 0 from V (overwritten).
 
     Returns (converged, iterations, residual).  Converged means max |dV/dt| ≤ tol
@@ -129,7 +134,7 @@ def newton(V, theta, net, drive, free, tol, work, J):
     dV = np.empty(n)
     trial = np.empty(n)
     res = residual(V, theta, net, drive, free, work, dV)
-    for it in range(MAX_NEWTON):
+    for it in range(max_iterations):
         if res <= tol:
             return True, it, res
         if not math.isfinite(res):
@@ -161,7 +166,7 @@ def newton(V, theta, net, drive, free, tol, work, J):
             step *= 0.5
         V[:] = trial
         res = residual(V, theta, net, drive, free, work, dV)
-    return res <= tol, MAX_NEWTON, res
+    return res <= tol, max_iterations, res
 
 
 @njit(cache=True)
@@ -284,7 +289,7 @@ def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, repo
     count = 0
     for k in range(N_PROBES):
         probe_start(k, V, free, theta, drive, trial)
-        converged, _, _ = newton(trial, theta, net, drive, free, tol, work, J)
+        converged, _, _ = newton(trial, theta, net, drive, free, tol, work, J, PROBE_NEWTON)
         if not converged or max_real_eigenvalue(trial, theta, net, drive, free, work, J,
                                                 False) >= -ZERO_EIGENVALUE:
             continue
@@ -365,7 +370,7 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
                 V[:] = end
                 report[R_METHOD] = REST_UNSTABLE if settled else REST_UNSETTLED
             res = residual(V, theta, net, drive, free, work, dV)
-    if probe_all and report[R_METHOD] in STABLE_RESTS:
+    if probe_all and report[R_METHOD] in STABLE_RESTS and free.shape[0] <= MAX_PROBED_NEURONS:
         other_rests(V, theta, net, drive, free, tol, work, J, start, True, report)
     report[R_ITERATIONS] = iterations
     report[R_RESIDUAL] = res
