@@ -19,6 +19,7 @@ ties of neurosim.fit.signs.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import re
 import sys
 import warnings
@@ -126,7 +127,10 @@ def part(k: int) -> list[str]:
 
 def report() -> str:
     """The four analyses, two at a time (one process per core)."""
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    # spawned, not forked: a fork of a process whose kernels have started OpenMP threads
+    # is unsafe (GNU OpenMP terminates it)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
         parts = list(pool.map(part, range(4)))
     return "\n\n".join(line for lines in parts for line in lines) + "\n"
 
