@@ -250,26 +250,28 @@ def cmd_fit(args) -> int:
     from neurosim.fit.run import run_fit
     from neurosim.fit.signs import sign_association, ties
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
-    from neurosim.fit.targets import is_trace_file, load_behaviour, load_traces
+    from neurosim.fit.targets import data_kind, load_behaviour, load_imaging, load_traces
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_fit, plot_profile, plot_signs, save_figure
 
     circuit = load_circuit(args.circuit)
+    spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
     targets = []
     for path in args.data:
-        if is_trace_file(path):
-            traces = load_traces(path, args.sigma)
-            for trace in traces:  # names checked here, where the file is known
-                try:
-                    circuit.protocol(trace.protocol)
-                    circuit.neuron(trace.neuron)
-                except CircuitError as err:
-                    raise CircuitError(f"trace of {trace.neuron!r} under {trace.protocol!r}: "
-                                       f"{err.message}", file=path) from None
-            targets += traces
-        else:
+        kind = data_kind(path)
+        if kind == "behaviour":
             targets += load_behaviour(path)
-    spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
+            continue
+        sampled = (load_traces(path, args.sigma) if kind == "traces"
+                   else load_imaging(path, spec.indicator, args.sigma))
+        for target in sampled:  # names checked here, where the file is known
+            try:
+                circuit.protocol(target.protocol)
+                circuit.neuron(target.neuron)
+            except CircuitError as err:
+                raise CircuitError(f"{kind} of {target.neuron!r} under {target.protocol!r}: "
+                                   f"{err.message}", file=path) from None
+        targets += sampled
     _check_output(args.output)
     if args.starts is not None and args.starts < 1:
         raise CircuitError(f"--starts must be at least 1, got {args.starts}")
@@ -305,7 +307,7 @@ def cmd_fit(args) -> int:
     print(f"{r.method}: loss {r.loss:.6g} after {r.evaluations} evaluations, {r.simulations} "
           f"simulations in {r.wall_s:.1f} s ({r.simulations_per_s:.0f} simulations/s)")
     for p in report.predictions:
-        if p["measure"].startswith("trace"):
+        if p["observed"] != p["observed"]:  # traces and imaging: no single number
             print(f"  {p['protocol']:<16} {p['measure']:<22} loss {p['score']:.3g}")
         else:
             print(f"  {p['protocol']:<16} {p['measure']:<22} observed {p['observed']:.3g}  "
@@ -483,10 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("circuit")
     fitp.add_argument("data", nargs="+",
                       help="data files: behavioural CSV (protocol, measure, observed, n, se), "
-                           "trace CSV (protocol, neuron, time, value[, sigma]) or a result "
-                           "file (.h5) whose traces are the data; their likelihoods add up")
-    fitp.add_argument("--sigma", type=float, metavar="MV",
-                      help="noise of trace samples (mV) where the data do not give it")
+                           "trace CSV (protocol, neuron, time, value[, sigma]), imaging CSV "
+                           "(protocol, neuron, time, dff[, sigma]; the indicator in the fit "
+                           "file) or a result file (.h5) whose traces are the data; their "
+                           "likelihoods add up")
+    fitp.add_argument("--sigma", type=float, metavar="SD",
+                      help="noise of trace (mV) or imaging (ΔF/F) samples where the data do "
+                           "not give it")
     fitp.add_argument("--fit", metavar="FIT.yaml",
                       help="fit specification (default: all synaptic weights and gap "
                            "conductances in 0..3 nS, CMA-ES then L-BFGS-B)")

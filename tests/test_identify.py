@@ -220,3 +220,95 @@ def test_an_ensemble_spreads_along_what_the_data_leave_free():
     sums = fits.values[tied].sum(axis=1)
     assert np.ptp(sums) < 1e-3                               # their sum does not
     assert fits.summary()[0].startswith("6 starts: best loss")
+
+
+# --- calcium imaging ---------------------------------------------------------------------
+
+def test_the_indicator_model_against_an_ode_solver():
+    from scipy.integrate import solve_ivp
+    from neurosim.fit.targets import Indicator
+    ind = Indicator(tau=80.0, v_half=-45.0, slope=4.0, kd=0.4, hill=2.7, dff_max=1.5)
+    t = np.arange(0.0, 400.0, 2.0)
+    V = -60.0 + 25.0 * np.sin(t / 40.0) ** 2
+    # c∞ between output samples is taken linear, as the model states
+    u = lambda time: np.interp(time, t, 1 / (1 + np.exp(-(V - ind.v_half) / ind.slope)))  # noqa: E731
+    sol = solve_ivp(lambda time, c: (u(time) - c) / ind.tau, (0, t[-1]), [u(0.0)], t_eval=t,
+                    rtol=1e-11, atol=1e-13, max_step=1.0)
+    h = lambda c: c ** ind.hill / (c ** ind.hill + ind.kd ** ind.hill)  # noqa: E731
+    np.testing.assert_allclose(ind.calcium(t, V), sol.y[0], atol=1e-8)
+    np.testing.assert_allclose(ind.dff(t, V), ind.dff_max * (h(sol.y[0]) - h(sol.y[0][0])), atol=1e-8)
+
+
+def test_imaging_gradients_against_finite_differences():
+    from neurosim.fit.targets import ImagingTarget, Indicator
+    ind = Indicator(tau=60.0)
+    t = np.arange(0.0, 300.0, 5.0)
+    rng = np.random.default_rng(2)
+    V = -55.0 + 15.0 * np.sin(t / 30.0) + rng.normal(0, 1, t.size)
+    target = ImagingTarget("p", "A", tuple(np.arange(7.0, 290.0, 13.0)),
+                           tuple(rng.normal(0.2, 0.1, 22)), 0.05, ind)
+    loss, grad = target.loss_and_grad(t, V)
+    for k in (0, 5, 30, t.size - 1):
+        e = np.zeros_like(V)
+        e[k] = 1e-5
+        fd = (target.loss_and_grad(t, V + e)[0] - target.loss_and_grad(t, V - e)[0]) / 2e-5
+        assert grad[k] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    S = rng.normal(size=(t.size, 3))
+    y, dY = ind.dff_tangent(t, V, S)
+    fd = (ind.dff(t, V + 1e-6 * S[:, 1]) - ind.dff(t, V - 1e-6 * S[:, 1])) / 2e-6
+    np.testing.assert_allclose(dY[:, 1], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_imaging_information_and_a_planted_weight():
+    from neurosim.fit.targets import ImagingTarget, Indicator
+    circuit = chain()
+    ind = Indicator(tau=100.0, v_half=-50.0)
+    run = ns.simulate(circuit, "touch", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    times = np.arange(5.0, 150.0, 5.0)
+    targets = [ImagingTarget("touch", n, tuple(times),
+                             tuple(np.interp(times, run.t, ind.dff(run.t, run.v(n)))), 0.02, ind)
+               for n in ("A", "B")]
+    free = [{"select": "synapses[*].w", "bounds": [0.01, 3]}]
+    objective = Objective(Parameterization(circuit, free), targets, rtol=1e-10, atol=1e-10,
+                          dt_out=1.0)
+    x = objective.par.x0
+    assert objective(x) < 1e-12
+    F, H = objective.fisher(x), fd_hessian(objective, x)
+    np.testing.assert_allclose(F, H, rtol=0, atol=1e-3 * np.abs(H).max())
+    from neurosim.fit.optimize import fit_gradient
+    start = x * np.array([0.7, 1.3, 1.4])
+    fitted = fit_gradient(objective, start, maxiter=200)
+    np.testing.assert_allclose(fitted.x, x, atol=2e-3)
+
+
+def test_imaging_data_from_the_command_line(tmp_path):
+    from test_cli import neurosim
+    from neurosim.fit.targets import Indicator, load_imaging
+    truth = chain()
+    ind = Indicator(tau=100.0, v_half=-50.0, slope=5.0, kd=0.5, hill=2.5, dff_max=1.0)
+    run = ns.simulate(truth, "touch", rtol=1e-10, atol=1e-10, dt_out=1.0)
+    times = np.arange(5.0, 150.0, 5.0)
+    rows = ["protocol,neuron,time,dff"]
+    for n in ("A", "B"):
+        for time, y in zip(times, np.interp(times, run.t, ind.dff(run.t, run.v(n)))):
+            rows.append(f"touch,{n},{time},{float(y)!r}")
+    (tmp_path / "imaging.csv").write_text("\n".join(rows) + "\n")
+    loaded = load_imaging(tmp_path / "imaging.csv", ind, sigma=0.02)
+    assert [(t.neuron, len(t.times), t.sigma, t.indicator) for t in loaded] == [
+        ("A", 29, 0.02, ind), ("B", 29, 0.02, ind)]
+    start = truth.replace(synapses=tuple(ns.Synapse(s.pre, s.post, w=s.w * f, E=s.E, mu=s.mu, nu=s.nu)
+                                         for s, f in zip(truth.synapses, (0.7, 1.3, 1.4))))
+    ns.save_circuit(start, tmp_path / "start.yaml")
+    (tmp_path / "fit.yaml").write_text(
+        "free:\n  - {select: 'synapses[*].w', bounds: [0.01, 3]}\n"
+        "optimizer: {method: gradient, maxiter: 200}\nsimulation: {dt_out: 1.0, rtol: 1.0e-9}\n"
+        "imaging: {tau: 100, v_half: -50}\n")
+    out = neurosim("fit", "start.yaml", "imaging.csv", "--sigma", "0.02", "--fit", "fit.yaml",
+                   "-o", "fitted.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "imaging A" in out.stdout
+    for got, planted in zip(ns.load_circuit(tmp_path / "fitted.yaml").synapses, truth.synapses):
+        assert got.w == pytest.approx(planted.w, abs=5e-3), got.key
+    missing = neurosim("fit", "start.yaml", "imaging.csv", "--fit", "fit.yaml", "-o", "x.yaml",
+                       cwd=tmp_path)
+    assert missing.returncode == 2 and "imaging.csv:2: sigma: no sigma" in missing.stderr

@@ -2,7 +2,8 @@
 
 from neurosim.fit.objective import Objective
 from neurosim.fit.parameters import FreeParameter, Parameterization
-from neurosim.fit.targets import BehaviourTarget, TraceTarget, load_behaviour, load_traces
+from neurosim.fit.targets import (BehaviourTarget, ImagingTarget, Indicator, TraceTarget,
+                                  load_behaviour, load_imaging, load_traces)
 
-__all__ = ["BehaviourTarget", "FreeParameter", "Objective", "Parameterization", "TraceTarget",
-           "load_behaviour", "load_traces"]
+__all__ = ["BehaviourTarget", "FreeParameter", "ImagingTarget", "Indicator", "Objective",
+           "Parameterization", "TraceTarget", "load_behaviour", "load_imaging", "load_traces"]

@@ -213,7 +213,8 @@ class Objective:
                             d_score += d @ S[:, c, :]
                     F += target.information(r, float(score), d_score)
                 else:
-                    F += target.information(t, S[:, self.record_names.index(target.neuron), :])
+                    c = self.record_names.index(target.neuron)
+                    F += target.information(t, V[:, c], S[:, c, :])
         # θ[free] → x: ties sum, log transforms scale (the chain rule of value_and_grad)
         Jt = np.stack([self.par.chain(x, e) for e in np.eye(free.size)], axis=1)
         return Jt @ F @ Jt.T
@@ -245,7 +246,8 @@ class Objective:
                              "predicted": target.predicted(r, score), "score": score})
             else:
                 loss, _ = target.loss_and_grad(t, traces[target.neuron])
-                rows.append({"protocol": target.protocol, "measure": f"trace {target.neuron}",
+                rows.append({"protocol": target.protocol,
+                             "measure": f"{target.measure} {target.neuron}",
                              "observed": math.nan, "predicted": math.nan,
                              "score": float(loss)})
         return rows

@@ -10,6 +10,7 @@
     simulation: {integrator: dopri5, rtol: 1.0e-6, dt_out: 5.0}   # precision: float32 (CMA-ES)
     optimizer: {method: cmaes, generations: 60, restarts: 0, seed: 0}
     signs: {classes: [PVD, PLM, AVM, ALM, AVD, PVC, DVA], maxiter: 40, threshold: 2}   # optional
+    imaging: {tau: 500, v_half: -40, slope: 5, kd: 0.5, hill: 2.5, dff_max: 1}   # ΔF/F data
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import FreeParameter
+from neurosim.fit.targets import Indicator
 from neurosim.io.yaml import parse_spec, read_text
 
 
@@ -67,12 +69,23 @@ class SignSpec(_Strict):
     threshold: Annotated[float, Field(gt=0)] = 2.0   # log-likelihood difference of a tie
 
 
+class ImagingSpec(_Strict):
+    """The calcium indicator (see :class:`neurosim.fit.targets.Indicator`)."""
+    tau: Annotated[float, Field(gt=0)] = 500.0
+    v_half: float = -40.0
+    slope: Annotated[float, Field(gt=0)] = 5.0
+    kd: Annotated[float, Field(gt=0)] = 0.5
+    hill: Annotated[float, Field(gt=0)] = 2.5
+    dff_max: Annotated[float, Field(gt=0)] = 1.0
+
+
 class FitFileSpec(_Strict):
     free: Annotated[list[FreeSpec], Field(min_length=1)]
     loss: LossSpec = LossSpec()
     simulation: SimulationSpec = SimulationSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     signs: SignSpec | None = None
+    imaging: ImagingSpec = ImagingSpec()
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class FitSpec:
     simulation: SimulationSpec
     optimizer: OptimizerSpec
     signs: SignSpec | None
+    indicator: Indicator
 
 
 #: what `neurosim fit` fits when no specification is given: every synaptic weight and
@@ -105,7 +119,8 @@ def loads_fit_spec(text: str, source: str = "<string>") -> FitSpec:
                                       entry.transform, entry.tie))
         except CircuitError as err:
             raise locate(err, f"free[{k}]") from None
-    return FitSpec(tuple(free), spec.loss, spec.simulation, spec.optimizer, spec.signs)
+    return FitSpec(tuple(free), spec.loss, spec.simulation, spec.optimizer, spec.signs,
+                   Indicator(**spec.imaging.model_dump()))
 
 
 def load_fit_spec(path) -> FitSpec:

@@ -158,9 +158,11 @@ class TraceTarget:
         idx = np.clip(np.searchsorted(t, times), 1, t.size - 1)
         return idx, (times - t[idx - 1]) / (t[idx] - t[idx - 1])
 
-    def information(self, t, S):
+    measure = "trace"
+
+    def information(self, t, V, S):
         """Fisher information (m, m) of this trace about the parameters whose
-        sensitivities of the sampled trace are S (samples, m): Jᵀ Σ⁻¹ J with J the
+        sensitivities of the sampled trace V are S (samples, m): Jᵀ Σ⁻¹ J with J the
         sensitivity of the interpolated prediction."""
         idx, frac = self.sampling(t)
         J = S[idx - 1] * (1 - frac)[:, None] + S[idx] * frac[:, None]
@@ -179,6 +181,148 @@ class TraceTarget:
         return 0.5 * np.sum(r ** 2, axis=-1), grad
 
 
+@dataclass(frozen=True)
+class Indicator:
+    """A calcium indicator: how a neuron's potential becomes ΔF/F.
+
+    The calcium level c (0…1) relaxes to a voltage-dependent steady state with one time
+    constant, and the fluorescence saturates with c (a Hill function)::
+
+        tau · dc/dt = c∞(V) − c,        c∞(V) = 1 / (1 + exp(−(V − v_half) / slope))
+        ΔF/F(t) = dff_max · (h(c(t)) − h(c(0))),   h(c) = cⁿ / (cⁿ + kdⁿ),  n = hill
+
+    c starts at c∞(V(0)), so a run that starts at rest reads ΔF/F = 0 before a stimulus.
+    The model's potentials are known at its output samples: c∞ is taken linear between
+    them, and c is integrated exactly over each interval (so ``dt_out`` should be small
+    against ``tau``).
+    The defaults are round numbers of the order of GCaMP6 in C. elegans neurons (decay of
+    a few hundred ms, Hill coefficient 2–3); they are not measurements: give the values
+    of your indicator in the fit file (``imaging:``).
+    """
+
+    tau: float = 500.0
+    v_half: float = -40.0
+    slope: float = 5.0
+    kd: float = 0.5
+    hill: float = 2.5
+    dff_max: float = 1.0
+
+    def __post_init__(self):
+        for name in ("tau", "slope", "kd", "hill", "dff_max"):
+            value = float(getattr(self, name))
+            if not (value > 0 and math.isfinite(value)):
+                raise CircuitError(f"must be a finite number > 0, got {getattr(self, name)!r}",
+                                   path=name)
+            object.__setattr__(self, name, value)
+        if not math.isfinite(float(self.v_half)):
+            raise CircuitError(f"must be a finite number of mV, got {self.v_half!r}", path="v_half")
+        object.__setattr__(self, "v_half", float(self.v_half))
+
+    def _steady(self, V):
+        u = 1.0 / (1.0 + np.exp(-(V - self.v_half) / self.slope))
+        return u, u * (1.0 - u) / self.slope
+
+    def _hill(self, c):
+        cn = np.maximum(c, 0.0) ** self.hill
+        h = cn / (cn + self.kd ** self.hill)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dh = np.where(c > 0, self.hill * h * (1.0 - h) / np.where(c > 0, c, 1.0), 0.0)
+        return h, dh
+
+    def _filter(self, t):
+        """(a, b0, b1): c[k+1] = a·c[k] + b0·u[k] + b1·u[k+1], exact for an input u that
+        is linear between the samples (uniform spacing)."""
+        dt = float(t[1] - t[0])
+        a = math.exp(-dt / self.tau)
+        r = self.tau / dt * (1.0 - a)
+        return a, r - a, 1.0 - r
+
+    def calcium(self, t, V):
+        """c at the samples of V (..., samples) taken at the uniform times t."""
+        u, _ = self._steady(np.asarray(V, dtype=float))
+        a, b0, b1 = self._filter(t)
+        c = np.empty_like(u)
+        c[..., 0] = u[..., 0]
+        for k in range(u.shape[-1] - 1):
+            c[..., k + 1] = a * c[..., k] + b0 * u[..., k] + b1 * u[..., k + 1]
+        return c
+
+    def dff(self, t, V):
+        """ΔF/F at the samples of V."""
+        h, _ = self._hill(self.calcium(t, V))
+        return self.dff_max * (h - h[..., :1])
+
+    def dff_tangent(self, t, V, S):
+        """ΔF/F at the samples of V (samples,) and its derivative (samples, m) with respect
+        to the parameters whose sensitivities of V are S (samples, m)."""
+        u, du = self._steady(np.asarray(V, dtype=float))
+        a, b0, b1 = self._filter(t)
+        c = self.calcium(t, V)
+        dU = S * du[:, None]
+        dC = np.empty_like(dU)
+        dC[0] = dU[0]
+        for k in range(u.size - 1):
+            dC[k + 1] = a * dC[k] + b0 * dU[k] + b1 * dU[k + 1]
+        h, dh = self._hill(c)
+        dY = self.dff_max * (dh[:, None] * dC - dh[0] * dC[0][None, :])
+        return self.dff_max * (h - h[0]), dY
+
+    def dff_adjoint(self, t, V, y_bar):
+        """dL/dV (..., samples) from dL/d(ΔF/F) at the samples (..., samples)."""
+        u, du = self._steady(np.asarray(V, dtype=float))
+        a, b0, b1 = self._filter(t)
+        h, dh = self._hill(self.calcium(t, V))
+        c_bar = self.dff_max * dh * y_bar
+        c_bar[..., 0] -= self.dff_max * dh[..., 0] * y_bar.sum(axis=-1)
+        G = np.empty_like(c_bar)          # total dL/dc[k], through every later sample
+        G[..., -1] = c_bar[..., -1]
+        for k in range(u.shape[-1] - 2, -1, -1):
+            G[..., k] = c_bar[..., k] + a * G[..., k + 1]
+        u_bar = np.zeros_like(u)
+        u_bar[..., :-1] += b0 * G[..., 1:]
+        u_bar[..., 1:] += b1 * G[..., 1:]
+        u_bar[..., 0] += G[..., 0]        # c[0] = u[0]
+        return u_bar * du
+
+
+@dataclass(frozen=True)
+class ImagingTarget:
+    """Calcium imaging of one neuron: ΔF/F samples with Gaussian noise σ, read from the
+    model through an :class:`Indicator`.  Loss ½ Σ ((ΔF/F_model(t_k) − y_k)/σ_k)²."""
+
+    protocol: str
+    neuron: str
+    times: tuple[float, ...]
+    values: tuple[float, ...]
+    sigma: float | tuple[float, ...] = 0.05
+    indicator: Indicator = Indicator()
+
+    measure = "imaging"
+
+    def __post_init__(self):
+        shape = TraceTarget(self.protocol, self.neuron, self.times, self.values, self.sigma)
+        for name in ("times", "values", "sigma"):
+            object.__setattr__(self, name, getattr(shape, name))
+        if not isinstance(self.indicator, Indicator):
+            raise CircuitError(f"expected an Indicator, got {type(self.indicator).__name__}",
+                               path="indicator")
+
+    def _as_trace(self) -> TraceTarget:
+        return TraceTarget(self.protocol, self.neuron, self.times, self.values, self.sigma)
+
+    def loss_and_grad(self, t, V):
+        """Loss of the potentials V (..., samples) at the uniform times t, and dL/dV."""
+        dff = self.indicator.dff(t, V)
+        loss, y_bar = self._as_trace().loss_and_grad(t, dff)
+        return loss, self.indicator.dff_adjoint(t, V, y_bar)
+
+    def information(self, t, V, S):
+        """Fisher information (m, m): Jᵀ Σ⁻¹ J with J the sensitivity of the predicted
+        ΔF/F at the imaging times."""
+        _, dY = self.indicator.dff_tangent(t, V, S)
+        return self._as_trace().information(t, None, dY)
+
+
 TRACE_COLUMNS = ("protocol", "neuron", "time", "value", "sigma")
 
 
@@ -190,19 +334,38 @@ def load_traces(path, sigma: float | None = None) -> list[TraceTarget]:
     path = Path(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
         return _traces_from_result(path, sigma)
-    header_line, header, rows = _csv_rows(path, "trace data")
-    missing = [c for c in TRACE_COLUMNS[:4] if c not in header]
-    unknown = [h for h in header if h not in TRACE_COLUMNS]
+    return [TraceTarget(protocol, neuron, *columns)
+            for (protocol, neuron), columns in _sampled_series(path, "value", sigma)]
+
+
+IMAGING_COLUMNS = ("protocol", "neuron", "time", "dff", "sigma")
+
+
+def load_imaging(path, indicator: Indicator | None = None,
+                 sigma: float | None = None) -> list[ImagingTarget]:
+    """Calcium imaging data: a CSV with columns protocol, neuron, time (ms), dff (ΔF/F)
+    and optionally sigma (the noise of ΔF/F), read through ``indicator``."""
+    indicator = Indicator() if indicator is None else indicator
+    return [ImagingTarget(protocol, neuron, *columns, indicator)
+            for (protocol, neuron), columns in _sampled_series(Path(path), "dff", sigma)]
+
+
+def _sampled_series(path: Path, value: str, sigma):
+    """[((protocol, neuron), (times, values, sigma))] of a CSV of samples, one per row."""
+    columns = ("protocol", "neuron", "time", value, "sigma")
+    header_line, header, rows = _csv_rows(path, f"{value} data")
+    missing = [c for c in columns[:4] if c not in header]
+    unknown = [h for h in header if h not in columns]
     if missing or unknown:
         what = f"unknown column(s) {unknown}" if unknown else f"missing column(s) {missing}"
-        raise CircuitError(f"{what}; trace columns: {', '.join(TRACE_COLUMNS)} (sigma optional)",
+        raise CircuitError(f"{what}; columns: {', '.join(columns)} (sigma optional)",
                            file=str(path), line=header_line)
     if not rows:
         raise _no_rows(path, header_line, "samples")
     series: dict = {}
     for line, fields in rows:
         numbers = {}
-        for key in ("time", "value", "sigma"):
+        for key in ("time", value, "sigma"):
             text = fields.get(key, "")
             if key == "sigma" and not text:
                 if sigma is None:
@@ -221,19 +384,20 @@ def load_traces(path, sigma: float | None = None) -> list[TraceTarget]:
             raise CircuitError(f"a second sample of {key[1]!r} under {key[0]!r} at "
                                f"{numbers['time']:g} ms (the first is on line {earlier[0]})",
                                path="time", file=str(path), line=line)
-        series.setdefault(key, []).append((numbers["time"], numbers["value"], numbers["sigma"],
+        series.setdefault(key, []).append((numbers["time"], numbers[value], numbers["sigma"],
                                            line))
-    targets = []
+    out = []
     for (protocol, neuron), samples in series.items():
         samples.sort()
         times, values, sigmas = zip(*[s[:3] for s in samples])
         one = sigmas[0] if len(set(sigmas)) == 1 else sigmas  # one σ where all are equal
         try:
-            targets.append(TraceTarget(protocol, neuron, times, values, one))
+            TraceTarget(protocol, neuron, times, values, one)  # checks the numbers
         except CircuitError as err:
-            raise CircuitError(f"trace of {neuron!r} under {protocol!r}: {err.message}",
+            raise CircuitError(f"samples of {neuron!r} under {protocol!r}: {err.message}",
                                file=str(path), line=samples[0][3]) from None
-    return targets
+        out.append(((protocol, neuron), (times, values, one)))
+    return out
 
 
 def _traces_from_result(path: Path, sigma: float | None) -> list[TraceTarget]:
@@ -272,16 +436,17 @@ def _no_rows(path: Path, line: int, what: str):
     return CircuitError(f"the file has a header but no {what}", file=str(path), line=line)
 
 
-def is_trace_file(path) -> bool:
-    """Whether a data file holds traces (a result file, or a CSV with a neuron column)."""
+def data_kind(path) -> str:
+    """``traces`` (a result file, or a CSV with a value column), ``imaging`` (a CSV with a
+    dff column) or ``behaviour``."""
     path = Path(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
-        return True
+        return "traces"
     try:
         _, header, _ = _csv_rows(path, "data")
     except CircuitError:
-        return False
-    return "neuron" in header
+        return "behaviour"   # load_behaviour reports what is wrong with the file
+    return "imaging" if "dff" in header else "traces" if "neuron" in header else "behaviour"
 
 
 def load_behaviour(path) -> list[BehaviourTarget]:
