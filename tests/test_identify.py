@@ -312,3 +312,26 @@ def test_imaging_data_from_the_command_line(tmp_path):
     missing = neurosim("fit", "start.yaml", "imaging.csv", "--fit", "fit.yaml", "-o", "x.yaml",
                        cwd=tmp_path)
     assert missing.returncode == 2 and "imaging.csv:2: sigma: no sigma" in missing.stderr
+
+
+def test_losses_are_negative_log_likelihoods_up_to_a_constant():
+    """Differences of losses are log-likelihood ratios: checked against scipy.stats."""
+    from scipy import stats
+    readout = ns.model.Readout("REV", "FWD", window=(0.0, 10.0))
+    counts = BehaviourTarget("p", "reversal_probability", 14 / 20, n=20)
+    graded = BehaviourTarget("p", "score", 0.3, se=0.07)
+    trace = TraceTarget("p", "A", (1.0, 2.0, 3.0), (-60.0, -55.0, -58.0), (0.5, 1.0, 2.0))
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    for a, b in [(-0.2, 0.1), (0.05, 0.4), (0.3, -0.3)]:
+        pa, pb = (1 / (1 + np.exp(-s / readout.probability_scale)) for s in (a, b))
+        want = stats.binom.logpmf(14, 20, pb) - stats.binom.logpmf(14, 20, pa)
+        got = counts.loss_from_score(readout, a)[0] - counts.loss_from_score(readout, b)[0]
+        assert got == pytest.approx(want, rel=1e-10)
+        want = stats.norm.logpdf(0.3, b, 0.07) - stats.norm.logpdf(0.3, a, 0.07)
+        got = graded.loss_from_score(readout, a)[0] - graded.loss_from_score(readout, b)[0]
+        assert got == pytest.approx(want, rel=1e-10)
+        Va, Vb = np.array([-70.0, -61.0, -54.0, -58.0 + a]), np.array([-70.0, -59.5, -56.0, -57.0 + b])
+        want = (stats.norm.logpdf(trace.values, Vb[1:], (0.5, 1.0, 2.0)).sum()
+                - stats.norm.logpdf(trace.values, Va[1:], (0.5, 1.0, 2.0)).sum())
+        got = trace.loss_and_grad(t, Va)[0] - trace.loss_and_grad(t, Vb)[0]
+        assert got == pytest.approx(want, rel=1e-10)
