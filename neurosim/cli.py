@@ -296,7 +296,9 @@ def cmd_fit(args) -> int:
     try:
         report = run_fit(circuit, targets, spec, progress=sys.stderr.isatty(),
                          checkpoint=str(checkpoint), resume=args.resume,
-                         signs_checkpoint=str(signs_checkpoint))
+                         signs_checkpoint=str(signs_checkpoint),
+                         signs_progress=_progress(2 ** len(spec.signs.classes), "sign patterns")
+                         if spec.signs else None)
     except KeyboardInterrupt:
         where = f"; resume with --resume (best point in {checkpoint})" if checkpoint.exists() else ""
         raise KeyboardInterrupt(f"fit interrupted{where}") from None

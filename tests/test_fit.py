@@ -363,6 +363,7 @@ def test_fit_command_reports_ties_and_supported_signs(tmp_path):
     out = neurosim("fit", "twins.yaml", "data.csv", "--fit", "fit.yaml", "-o", "f.yaml", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "3 of 8 patterns within 2 of the best log-likelihood" in out.stdout
+    assert "sign patterns: 8 of 8" in out.stderr   # progress, without a terminal too
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
     assert lines["S1"].endswith("undetermined") and lines["T"].endswith("supported -")
     rows = (tmp_path / "f_signs.csv").read_text().splitlines()

@@ -191,7 +191,7 @@ class Checkpoint:
 
 def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
             checkpoint: str | None = None, resume: bool = False,
-            signs_checkpoint: str | None = None) -> FitReport:
+            signs_checkpoint: str | None = None, signs_progress=None) -> FitReport:
     """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
 
     With ``checkpoint`` the best point is saved there as the fit goes, and CMA-ES's whole
@@ -199,7 +199,8 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     the uninterrupted one would), or, for a gradient fit, from the saved point.  The
     files are removed when the fit completes.  With
     ``signs_checkpoint`` every fitted sign pattern is saved there, and patterns already
-    saved are not fitted again (removed when the enumeration completes).
+    saved are not fitted again (removed when the enumeration completes);
+    ``signs_progress(k)`` is told of every pattern fitted (default: a bar if ``progress``).
     """
     if spec.loss.control:
         circuit, targets = with_rest_control(circuit, targets, spec.loss.readout)
@@ -226,13 +227,13 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     signs = None
     if spec.signs is not None:
         bar = None
-        if progress:
+        if progress and signs_progress is None:
             from tqdm.auto import tqdm
             bar = tqdm(total=2 ** len(spec.signs.classes), desc="sign patterns", leave=False)
+            signs_progress = bar.update
         signs = enumerate_signs(circuit, targets, spec.signs.classes, spec.free,
                                 maxiter=spec.signs.maxiter, objective_options=objective_options,
-                                progress=bar.update if bar else None,
-                                checkpoint=signs_checkpoint)
+                                progress=signs_progress, checkpoint=signs_checkpoint)
         if bar:
             bar.close()
         if signs_checkpoint:
