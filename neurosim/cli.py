@@ -246,12 +246,12 @@ def cmd_behave(args) -> int:
 def cmd_fit(args) -> int:
     from neurosim.fit.identify import ensemble, profile
     from neurosim.fit.parameters import Parameterization
-    from neurosim.model import unknown_name_message
     from neurosim.fit.run import run_fit
     from neurosim.fit.signs import sign_association, ties
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
     from neurosim.fit.targets import data_kind, load_behaviour, load_imaging, load_traces
     from neurosim.io.yaml import load_circuit
+    from neurosim.model import unknown_name_message
     from neurosim.plot import plot_fit, plot_profile, plot_signs, save_figure
 
     circuit = load_circuit(args.circuit)
