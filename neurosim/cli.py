@@ -256,7 +256,7 @@ def cmd_fit(args) -> int:
 
     circuit = load_circuit(args.circuit)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
-    targets = []
+    targets, path_of = [], {}
     for path in args.data:
         kind = data_kind(path)
         if kind == "behaviour":
@@ -271,12 +271,31 @@ def cmd_fit(args) -> int:
             except CircuitError as err:
                 raise CircuitError(f"{kind} of {target.neuron!r} under {target.protocol!r}: "
                                    f"{err.message}", file=path) from None
+            path_of[id(target)] = path
         targets += sampled
+    samples: dict = {}
+    for target in targets:  # the same sample twice (two files) would count twice
+        for time in getattr(target, "times", ()):
+            key = (target.measure, target.protocol, target.neuron, time)
+            if key in samples:
+                raise CircuitError(f"{target.measure} of {target.neuron!r} under "
+                                   f"{target.protocol!r} at {time:g} ms is given twice (in "
+                                   f"{samples[key]} and {path_of[id(target)]})")
+            samples[key] = path_of[id(target)]
     _check_output(args.output)
     if args.starts is not None and args.starts < 1:
         raise CircuitError(f"--starts must be at least 1, got {args.starts}")
+    par = Parameterization(circuit, spec.free)
+    if args.starts and not (np.all(np.isfinite(par.lower)) and np.all(np.isfinite(par.upper))):
+        raise CircuitError("--starts draws starting points within the bounds: give every free "
+                           "parameter finite bounds in the fit file")
+    for name in spec.signs.classes if spec.signs else ():
+        circuit.neuron(name)  # an unknown name fails here, with the known ones
+        if not any(s.pre == name for s in circuit.synapses):
+            raise CircuitError(f"signs.classes: {name!r} has no outgoing chemical synapse: its "
+                               "sign is undefined", file=args.fit)
     if args.profile:
-        names = Parameterization(circuit, spec.free).names
+        names = par.names
         for name in args.profile:
             if name not in names:
                 raise CircuitError(unknown_name_message("free parameter", name, names)
@@ -300,7 +319,8 @@ def cmd_fit(args) -> int:
                          signs_progress=_progress(2 ** len(spec.signs.classes), "sign patterns")
                          if spec.signs else None)
     except KeyboardInterrupt:
-        where = f"; resume with --resume (best point in {checkpoint})" if checkpoint.exists() else ""
+        saved = [str(p) for p in (checkpoint, signs_checkpoint) if p.exists()]
+        where = f"; resume with --resume (saved in {', '.join(saved)})" if saved else ""
         raise KeyboardInterrupt(f"fit interrupted{where}") from None
     r = report.result
     products = report.write(out, ", ".join(args.data), dt_out=spec.simulation.dt_out)

@@ -175,7 +175,7 @@ def test_trace_data_in_every_form_and_its_mistakes(tmp_path):
     bad = tmp_path / "bad.csv"
     for text, match in [("protocol,neuron,time\ntouch,A,1\n", r"bad.csv:1: missing column\(s\) \['value'\]"),
                         ("protocol,neuron,time,value\ntouch,A,x,1\n", r"bad.csv:2: time: not a number"),
-                        ("protocol,neuron,time,value,sigma\ntouch,A,1,-60,0\n", r"bad.csv:2: .*sigma must be"),
+                        ("protocol,neuron,time,value,sigma\ntouch,A,1,-60,0\n", r"bad.csv:2: sigma: must be a finite number > 0"),
                         ("protocol,neuron,time,value,sigma\ntouch,A,1,-60,1\ntouch,A,1,-61,1\n",
                          r"bad.csv:3: time: a second sample of 'A' under 'touch' at 1 ms \(the first is on line 2\)")]:
         bad.write_text(text)

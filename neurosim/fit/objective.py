@@ -74,6 +74,12 @@ class Objective:
             names += list(self.readout.neurons) if isinstance(target, BehaviourTarget) else [target.neuron]
         self.record_names = list(dict.fromkeys(names))
         self.record = np.array([compiled.index(n) for n in self.record_names], dtype=np.int64)
+        for target in self.targets:  # an ablated neuron has no potential to compare with data
+            if not isinstance(target, BehaviourTarget):
+                p = self.protocols.index(target.protocol)
+                if self.batch_drive.ablated[p, compiled.index(target.neuron)]:
+                    raise CircuitError(f"{target.neuron!r} is ablated in protocol "
+                                       f"{target.protocol!r}: it has no {target.measure} to fit")
         self.prior = float(prior)
         self.evaluations = 0
         self.simulations = 0

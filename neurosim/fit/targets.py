@@ -55,10 +55,10 @@ class BehaviourTarget:
             if not 0.0 <= self.observed <= 1.0:
                 raise CircuitError(f"a probability must be in [0, 1], got {self.observed}",
                                    path="observed")
-            if self.n is None or not self.n > 0:
+            if self.n is None or not (self.n > 0 and math.isfinite(self.n)):
                 raise CircuitError(f"a probability needs the number of animals n > 0, got {self.n!r}",
                                    path="n")
-        elif self.se is None or not self.se > 0:
+        elif self.se is None or not (self.se > 0 and math.isfinite(self.se)):
             raise CircuitError(f"a graded score needs its standard error se > 0, got {self.se!r}",
                                path="se")
 
@@ -153,8 +153,10 @@ class TraceTarget:
         """(idx, frac): the prediction at times[k] is V[idx−1]·(1 − frac) + V[idx]·frac."""
         times = np.asarray(self.times)
         if times[-1] > t[-1] + 1e-9:
-            raise CircuitError(f"the trace of {self.neuron!r} under {self.protocol!r} has samples "
-                               f"up to {times[-1]:g} ms but the protocol lasts {t[-1]:g} ms")
+            raise CircuitError(f"the data of {self.neuron!r} under {self.protocol!r} reach "
+                               f"{times[-1]:g} ms but the run's last output sample is at "
+                               f"{t[-1]:g} ms: use a dt_out that divides the protocol's duration, "
+                               "or drop the later samples")
         idx = np.clip(np.searchsorted(t, times), 1, t.size - 1)
         return idx, (times - t[idx - 1]) / (t[idx] - t[idx - 1])
 
@@ -378,6 +380,9 @@ def _sampled_series(path: Path, value: str, sigma):
             except ValueError:
                 raise CircuitError(f"not a number: {text!r}", path=key, file=str(path),
                                    line=line) from None
+            if not math.isfinite(numbers[key]) or (key == "sigma" and not numbers[key] > 0):
+                raise CircuitError(f"must be a finite number{' > 0' if key == 'sigma' else ''}, "
+                                   f"got {text!r}", path=key, file=str(path), line=line)
         key = (fields["protocol"], fields["neuron"])
         earlier = [s[3] for s in series.get(key, []) if s[0] == numbers["time"]]
         if earlier:
@@ -414,7 +419,7 @@ def _traces_from_result(path: Path, sigma: float | None) -> list[TraceTarget]:
 def _csv_rows(path: Path, what: str):
     """(header line, header, [(line, {column: text})]) of a CSV with '#' comment lines."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # a byte-order mark is not a column name
     except (OSError, UnicodeDecodeError) as exc:
         raise CircuitError(f"cannot read {what}: {exc}", file=str(path)) from None
     rows = [(k + 1, r) for k, r in enumerate(csv.reader(text.splitlines()))
@@ -423,6 +428,9 @@ def _csv_rows(path: Path, what: str):
         raise CircuitError("no header and no rows", file=str(path), line=1)
     header_line, header = rows[0]
     header = [h.strip() for h in header]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise CircuitError(f"column(s) {twice} appear twice", file=str(path), line=header_line)
     out = []
     for line, row in rows[1:]:
         if len(row) != len(header):
