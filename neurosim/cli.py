@@ -361,6 +361,11 @@ def cmd_fit(args) -> int:
         tied = ties(report.signs, threshold)
         print(f"sign enumeration: {len(tied)} of {len(report.signs)} patterns within "
               f"{threshold:g} of the best log-likelihood (ties the data cannot tell apart)")
+        stopped = sum(not p.converged for p in report.signs)
+        if stopped:
+            print(f"  {stopped} pattern fit(s) stopped at signs.maxiter before converging: their "
+                  "losses are upper bounds, and signs they could tie on are undetermined; "
+                  "raise signs.maxiter")
         print(f"  {'class':<6} {'best loss +':>12} {'best loss -':>12} {'log LR':>8}  sign")
         for name, row in sign_association(report.signs, threshold).items():
             print(f"  {name:<6} {row['best_loss_excitatory']:>12.4g} "

@@ -367,7 +367,7 @@ def test_fit_command_reports_ties_and_supported_signs(tmp_path):
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
     assert lines["S1"].endswith("undetermined") and lines["T"].endswith("supported -")
     rows = (tmp_path / "f_signs.csv").read_text().splitlines()
-    assert rows[0] == "rank,S1,S2,T,loss,delta_log_likelihood,tie"
+    assert rows[0] == "rank,S1,S2,T,loss,delta_log_likelihood,tie,converged"
     deltas = [float(r.split(",")[5]) for r in rows[1:]]
     assert deltas == sorted(deltas) and [r.split(",")[6] for r in rows[1:]].count("yes") == 3
     assert not (tmp_path / "f_signs_checkpoint.json").exists()
@@ -420,3 +420,15 @@ def test_the_planted_truth_page_is_what_the_script_prints_today():
         sys.path.pop(0)
     page = (ROOT / "docs" / "fitting.md").read_text()
     assert f"{script.START}\n{text}{script.END}" in page
+
+
+def test_an_unconverged_pattern_cannot_support_a_sign():
+    """A loss that stopped at the iteration limit is an upper bound: the pattern might
+    tie, so a sign it argues against is undetermined."""
+    from neurosim.fit.signs import SignPattern
+    x = np.zeros(1)
+    done = [SignPattern({"A": "+"}, 0.0, x), SignPattern({"A": "-"}, 5.0, x, converged=True)]
+    assert sign_association(done)["A"]["predicted"] == "+"
+    stopped = [done[0], SignPattern({"A": "-"}, 5.0, x, converged=False)]
+    verdict = sign_association(stopped)["A"]
+    assert verdict["predicted"] == "undetermined" and verdict["unconverged"] == 1

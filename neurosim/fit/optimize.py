@@ -33,6 +33,9 @@ class FitResult:
         Wall time of the fit and the part spent simulating.
     method : str
     message : str
+    converged : bool or None
+        Whether L-BFGS-B met its convergence test (False: it stopped at ``maxiter``, and
+        the loss is only an upper bound on the minimum it was heading for).
     """
 
     x: np.ndarray
@@ -44,6 +47,7 @@ class FitResult:
     simulation_s: float = 0.0
     method: str = ""
     message: str = ""
+    converged: bool | None = None
 
     @property
     def simulations_per_s(self) -> float:
@@ -127,7 +131,7 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
                        callback=tick, options={"maxiter": maxiter})
         if res.fun < best.loss:
             best = FitResult(offset + span * res.x, float(res.fun), method="gradient",
-                             message=str(res.message))
+                             message=str(res.message), converged=bool(res.success))
     if bar:
         bar.close()
     return _account(best, history, objective, start_counts)

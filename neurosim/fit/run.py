@@ -120,11 +120,12 @@ class FitReport:
             with open(written[-1], "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(["rank", *self.signs[0].signs, "loss", "delta_log_likelihood",
-                                 "tie"])
+                                 "tie", "converged"])
                 for k, pattern in enumerate(self.signs, 1):
                     delta = pattern.loss - best
                     writer.writerow([k, *pattern.signs.values(), f"{pattern.loss:.6g}",
-                                     f"{delta:.6g}", "yes" if delta < self.sign_threshold else "no"])
+                                     f"{delta:.6g}", "yes" if delta < self.sign_threshold else "no",
+                                     "yes" if pattern.converged else "no"])
         traces = Path(f"{stem}_traces")
         traces.mkdir(exist_ok=True)
         for protocol in self.objective.protocols:

@@ -41,6 +41,7 @@ class SignPattern:
     signs: dict            # class -> "+" or "-"
     loss: float
     x: np.ndarray
+    converged: bool = True  # False: the fit stopped at maxiter; loss is an upper bound
 
 
 def with_signs(circuit: Circuit, signs: dict) -> Circuit:
@@ -85,7 +86,7 @@ def enumerate_signs(circuit: Circuit, targets, classes, free, *, maxiter: int = 
             par = Parameterization(with_signs(circuit, signs), free)
             objective = Objective(par, targets, **(objective_options or {}))
             fitted = fit_gradient(objective, maxiter=maxiter)
-            done[key] = SignPattern(signs, fitted.loss, fitted.x)
+            done[key] = SignPattern(signs, fitted.loss, fitted.x, bool(fitted.converged))
             if checkpoint:
                 _save_patterns(checkpoint, classes, setup, done)
         results.append(done[key])
@@ -96,8 +97,8 @@ def enumerate_signs(circuit: Circuit, targets, classes, free, *, maxiter: int = 
 
 def _save_patterns(path, classes, setup: str, done: dict) -> None:
     data = {"classes": classes, "setup": setup,
-            "patterns": {k: {"loss": p.loss, "x": [float(v) for v in p.x]}
-                         for k, p in done.items()}}
+            "patterns": {k: {"loss": p.loss, "x": [float(v) for v in p.x],
+                             "converged": p.converged} for k, p in done.items()}}
     tmp = Path(f"{path}.tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
@@ -115,7 +116,8 @@ def _load_patterns(path, classes, setup: str) -> dict:
     if data.get("classes") != classes or data.get("setup") != setup:
         raise CircuitError(f"{path} was written by an enumeration of another circuit, data or "
                            "specification; delete it to start over")
-    return {k: SignPattern(dict(zip(classes, k)), float(v["loss"]), np.array(v["x"]))
+    return {k: SignPattern(dict(zip(classes, k)), float(v["loss"]), np.array(v["x"]),
+                           bool(v.get("converged", True)))
             for k, v in data["patterns"].items()}
 
 
@@ -129,8 +131,10 @@ def sign_association(results: list[SignPattern], threshold: float = TIE_THRESHOL
     """Per class: the best loss with each sign, their difference, and the verdict.
 
     ``predicted`` is ``"+"`` or ``"-"`` when every pattern within ``threshold`` of the
-    best gives the class that sign (the other sign costs at least ``threshold`` in
-    log-likelihood), and ``"undetermined"`` when tied patterns disagree.
+    best gives the class that sign and every pattern with the other sign was fitted to
+    convergence (an unconverged loss is only an upper bound: its pattern might tie);
+    otherwise ``"undetermined"``.  ``unconverged`` counts the other sign's patterns whose
+    fits stopped at their iteration limit.
     """
     tied = ties(results, threshold)
     table = {}
@@ -138,7 +142,10 @@ def sign_association(results: list[SignPattern], threshold: float = TIE_THRESHOL
         plus = min(r.loss for r in results if r.signs[name] == "+")
         minus = min(r.loss for r in results if r.signs[name] == "-")
         among = {r.signs[name] for r in tied}
+        verdict = among.pop() if len(among) == 1 else "undetermined"
+        open_ = sum(not r.converged for r in results
+                    if verdict != "undetermined" and r.signs[name] != verdict)
         table[name] = {"best_loss_excitatory": plus, "best_loss_inhibitory": minus,
                        "log_likelihood_ratio": abs(plus - minus),
-                       "predicted": among.pop() if len(among) == 1 else "undetermined"}
+                       "predicted": "undetermined" if open_ else verdict, "unconverged": open_}
     return table
