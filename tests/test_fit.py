@@ -401,6 +401,9 @@ def test_a_resumed_cmaes_fit_ends_where_the_uninterrupted_one_does(tmp_path, mon
         run_fit(circuit, targets, spec, checkpoint=str(saved))
     assert saved.with_suffix(".state").exists()
     monkeypatch.setattr(Obj, "batch", real)
+    flipped = [BehaviourTarget("touch", "reversal_probability", 0.1, n=50)]
+    with pytest.raises(ns.CircuitError, match="another circuit, data or specification"):
+        run_fit(circuit, flipped, spec, checkpoint=str(saved), resume=True)
     resumed = run_fit(circuit, targets, spec, checkpoint=str(saved), resume=True).result
     np.testing.assert_array_equal(resumed.x, whole.x)
     assert resumed.loss == whole.loss and resumed.evaluations == whole.evaluations

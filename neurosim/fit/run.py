@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import json
 import os
 import pickle
@@ -139,14 +140,23 @@ class Checkpoint:
     and the optimiser's whole state beside it (``.state``, after every CMA-ES
     generation), so that ``--resume`` continues the optimisation itself."""
 
-    def __init__(self, path, names):
+    def __init__(self, path, names, setup: str = ""):
         self.path, self.names, self.last = Path(path), list(names), 0.0
+        self.setup = setup  # a digest of circuit, data and specification
         self.state_path = self.path.with_suffix(".state")
 
     def save_state(self, state: dict) -> None:
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_bytes(pickle.dumps({"names": self.names, "state": state}))
+        tmp.write_bytes(pickle.dumps({"names": self.names, "setup": self.setup, "state": state}))
         os.replace(tmp, self.state_path)
+
+    def _check(self, data: dict, path) -> None:
+        if data.get("names") != self.names:
+            raise CircuitError(f"{path} was written for other free parameters; "
+                               "delete it or fit without --resume")
+        if data.get("setup") != self.setup:
+            raise CircuitError(f"{path} was written by a fit of another circuit, data or "
+                               "specification; delete it or fit without --resume")
 
     def load_state(self) -> dict | None:
         """The saved optimiser state, or None if there is none."""
@@ -156,9 +166,7 @@ class Checkpoint:
             data = pickle.loads(self.state_path.read_bytes())
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
             raise CircuitError(f"cannot resume from {self.state_path}: {exc}") from None
-        if data.get("names") != self.names:
-            raise CircuitError(f"{self.state_path} was written for other free parameters; "
-                               "delete it or fit without --resume")
+        self._check(data, self.state_path)
         return data["state"]
 
     def remove(self) -> None:
@@ -174,8 +182,9 @@ class Checkpoint:
 
     def write(self, x, loss, evaluations):
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"names": self.names, "x": [float(v) for v in x],
-                                   "loss": float(loss), "evaluations": int(evaluations)}))
+        tmp.write_text(json.dumps({"names": self.names, "setup": self.setup,
+                                   "x": [float(v) for v in x], "loss": float(loss),
+                                   "evaluations": int(evaluations)}))
         os.replace(tmp, self.path)
 
     def load(self) -> np.ndarray:
@@ -184,9 +193,7 @@ class Checkpoint:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as exc:
             raise CircuitError(f"cannot resume from {self.path}: {exc}") from None
-        if data.get("names") != self.names:
-            raise CircuitError(f"{self.path} was written for other free parameters; "
-                               "delete it or fit without --resume")
+        self._check(data, self.path)
         return np.array(data["x"], dtype=np.float64)
 
 
@@ -211,7 +218,11 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
                              prior=spec.loss.prior, precision=sim.precision)
     par = Parameterization(circuit, spec.free)
     objective = Objective(par, targets, **objective_options)
-    saver = Checkpoint(checkpoint, par.names) if checkpoint else None
+    # what defines the objective: a checkpoint of another is refused, while the optimiser
+    # may change (a CMA-ES state is only reused by the same optimiser settings)
+    setup = hashlib.sha256(repr((list(targets), spec.free, spec.loss, spec.simulation,
+                                 spec.indicator, dump_circuit(circuit))).encode()).hexdigest()
+    saver = Checkpoint(checkpoint, par.names, setup) if checkpoint else None
     x0 = saver.load() if (saver and resume and saver.path.exists()) else None
     opt = spec.optimizer
     if opt.method == "gradient":
@@ -219,10 +230,13 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
                      maxiter=opt.maxiter, progress=progress, checkpoint=saver)
     else:
         state = saver.load_state() if (saver and resume) else None
+        if state is not None and state.get("optimizer") != repr(opt):
+            state = None  # other optimiser settings: start them from the saved best point
         result = fit(objective, "cmaes", x0=x0, sigma0=opt.sigma0, popsize=opt.popsize,
                      generations=opt.generations, restarts=opt.restarts, seed=opt.seed,
                      polish=opt.polish, progress=progress, checkpoint=saver, state=state,
-                     save_state=saver.save_state if saver else None)
+                     save_state=(lambda st: saver.save_state(dict(st, optimizer=repr(opt))))
+                     if saver else None)
     if saver:
         saver.remove()
     signs = None
