@@ -13,7 +13,7 @@ as planted), reports recovered against planted and what the Fisher information s
 data determine, and enumerates the signs of PVD, DVA and ALM with the likelihood-ratio
 ties of neurosim.fit.signs.
 
-    python scripts/planted_truth.py [--docs]     # about two minutes on 2 cores
+    python scripts/planted_truth.py [--docs]     # about four minutes on 2 cores
 """
 
 from __future__ import annotations

@@ -412,7 +412,7 @@ def test_a_resumed_cmaes_fit_ends_where_the_uninterrupted_one_does(tmp_path, mon
 
 @pytest.mark.slow
 def test_the_planted_truth_page_is_what_the_script_prints_today():
-    """docs/fitting.md's planted-truth numbers, regenerated (about two minutes)."""
+    """docs/fitting.md's planted-truth numbers, regenerated (about four minutes)."""
     import importlib
     import sys
     sys.path.insert(0, str(ROOT / "scripts"))
