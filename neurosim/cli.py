@@ -8,7 +8,6 @@ A thin shell over the Python API.  Exit status: 0 ok, 1 the run failed numerical
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -249,39 +248,14 @@ def cmd_fit(args) -> int:
     from neurosim.fit.run import run_fit
     from neurosim.fit.signs import sign_association, ties
     from neurosim.fit.spec import DEFAULT_FIT, load_fit_spec, loads_fit_spec
-    from neurosim.fit.targets import data_kind, load_behaviour, load_imaging, load_traces
+    from neurosim.fit.targets import load_data
     from neurosim.io.yaml import load_circuit
     from neurosim.model import unknown_name_message
     from neurosim.plot import plot_fit, plot_profile, plot_signs, save_figure
 
     circuit = load_circuit(args.circuit)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
-    targets, path_of = [], {}
-    for path in args.data:
-        kind = data_kind(path)
-        if kind == "behaviour":
-            targets += load_behaviour(path)
-            continue
-        sampled = (load_traces(path, args.sigma) if kind == "traces"
-                   else load_imaging(path, spec.indicator, args.sigma))
-        for target in sampled:  # names checked here, where the file is known
-            try:
-                circuit.protocol(target.protocol)
-                circuit.neuron(target.neuron)
-            except CircuitError as err:
-                raise CircuitError(f"{kind} of {target.neuron!r} under {target.protocol!r}: "
-                                   f"{err.message}", file=path) from None
-            path_of[id(target)] = path
-        targets += sampled
-    samples: dict = {}
-    for target in targets:  # the same sample twice (two files) would count twice
-        for time in getattr(target, "times", ()):
-            key = (target.measure, target.protocol, target.neuron, time)
-            if key in samples:
-                raise CircuitError(f"{target.measure} of {target.neuron!r} under "
-                                   f"{target.protocol!r} at {time:g} ms is given twice (in "
-                                   f"{samples[key]} and {path_of[id(target)]})")
-            samples[key] = path_of[id(target)]
+    targets = load_data(args.data, circuit, spec.indicator, args.sigma)
     _check_output(args.output)
     if args.starts is not None and args.starts < 1:
         raise CircuitError(f"--starts must be at least 1, got {args.starts}")
@@ -341,11 +315,7 @@ def cmd_fit(args) -> int:
                         progress=_progress(args.starts, "starts"))
         print("\n".join(fits.summary()))
         products.append(Path(f"{stem}_starts.csv"))
-        with open(products[-1], "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["rank", "loss", *report.parameterization.names])
-            for k, (loss, values) in enumerate(zip(fits.losses, fits.values), 1):
-                writer.writerow([k, f"{loss:.6g}", *(f"{v:.6g}" for v in values)])
+        fits.write(products[-1])
     for name in args.profile or ():
         curve = profile(report.objective, r.x, name)
         low, high = curve.interval()
@@ -377,7 +347,8 @@ def cmd_fit(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from neurosim.explain import circuit_as_run, control_result, decompose, dominant_pathways
+    from neurosim.explain import (circuit_as_run, clamped_in_run, control_result, decompose,
+                                  dominant_pathways)
     from neurosim.io.hdf5 import load_result
     from neurosim.io.yaml import loads_circuit
     from neurosim.plot import plot_currents, plot_graph, save_figure
@@ -406,9 +377,7 @@ def cmd_explain(args) -> int:
           f"{against} (pC):")
     for k in np.argsort(-np.abs(change)):
         print(f"  {d.names[k]:<28} {total[k]:10.4g} {change[k]:+10.4g}")
-    driven = {t for stim in _protocol_stimuli_of(circuit, result) if stim.quantity == "voltage"
-              for t in stim.targets}
-    if run.neuron(args.neuron).clamp is not None or args.neuron in driven:
+    if args.neuron in clamped_in_run(circuit, result):
         print(f"  ({args.neuron} is voltage-clamped: the clamp supplies whatever these currents "
               "do not, so they do not sum to C·dV/dt)")
     print(f"liquid time constant C/G: {d.tau.min():.4g} .. {d.tau.max():.4g} ms")
@@ -429,11 +398,6 @@ def cmd_explain(args) -> int:
             save_figure(plot_graph(circuit, highlight=list(zip(best, best[1:]))), args.graph)
             print(f"graph -> {args.graph}")
     return EXIT_OK
-
-
-def _protocol_stimuli_of(circuit, result) -> tuple:
-    name = result.metadata.get("protocol")
-    return circuit.resolve_stimuli(circuit.protocols[name]) if name in circuit.protocols else ()
 
 
 def cmd_motifs(args) -> int:

@@ -98,6 +98,17 @@ def _protocol_stimuli(circuit: Circuit, result: Result, stimuli):
                        "not one of the circuit's (give the stimuli explicitly)")
 
 
+def clamped_in_run(circuit: Circuit, result: Result) -> set:
+    """The neurons whose potential ``result``'s run imposed: those with a holding
+    potential, and the targets of its protocol's voltage stimuli."""
+    held = {n.name for n in circuit_as_run(circuit, result).neurons if n.clamp is not None}
+    name = result.metadata.get("protocol")
+    if name in circuit.protocols:
+        held |= {t for stim in circuit.resolve_stimuli(circuit.protocols[name])
+                 if stim.quantity == "voltage" for t in stim.targets}
+    return held
+
+
 def circuit_as_run(circuit: Circuit, result: Result) -> Circuit:
     """The circuit that ``result`` ran: without the neurons it ablated and with its
     lesions (``scale``), as its metadata records them."""
@@ -298,11 +309,7 @@ def dominant_pathways(circuit: Circuit, result: Result, source: str, target: str
     for end in (source, target):
         if end not in run.neuron_names:
             raise CircuitError(f"neuron {end!r} was ablated in this run")
-    held = {n.name for n in run.neurons if n.clamp is not None}
-    name = result.metadata.get("protocol")
-    if name in circuit.protocols:
-        held |= {t for stim in circuit.resolve_stimuli(circuit.protocols[name])
-                 if stim.quantity == "voltage" for t in stim.targets}
+    held = clamped_in_run(circuit, result)
     reference = control_result(circuit, result, control)
     charge = edge_charges(circuit, result, reference)
     sign = _edge_signs(run, _traces(reference, run), _traces(result, run))
@@ -414,7 +421,8 @@ def motif_table(circuit: Circuit) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Decomposition", "MOTIFS", "Pathway", "circuit_as_run", "control_result", "decompose",
+__all__ = ["Decomposition", "MOTIFS", "Pathway", "circuit_as_run", "clamped_in_run",
+           "control_result", "decompose",
            "dominant_pathways",
            "edge_charges",
            "find_motifs", "linear_form", "lipschitz_estimate", "motif_table"]

@@ -12,7 +12,9 @@ from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
                               compile_drive, resolve_protocol, surviving_stimuli)
 from neurosim.errors import CircuitError, RestWarning, SimulationError
-from neurosim.integrators import (N_REPORT, OK, STABLE_RESTS, STATS_NAMES, check_precision,
+from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
+                                  R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
+                                  STATS_NAMES, check_precision,
                                   check_step_stability, chunk_rows, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
                                   make_integrator, run_items)
@@ -79,10 +81,11 @@ class RestState:
 
     @classmethod
     def from_report(cls, names, V, report) -> "RestState":
-        code = int(report[0])
+        code = int(report[R_METHOD])
         return cls(dict(zip(names, map(float, V))), "rest", REST_METHODS[code],
-                   code in STABLE_RESTS, float(report[2]), float(report[3]), int(report[1]),
-                   float(report[4]), int(report[5]))
+                   code in STABLE_RESTS, float(report[R_RESIDUAL]),
+                   float(report[R_MAX_REAL_EIG]), int(report[R_ITERATIONS]),
+                   float(report[R_PRERUN_MS]), int(report[R_OTHER_RESTS]))
 
     @property
     def warning(self) -> bool:
@@ -123,7 +126,8 @@ class RestState:
                     else ")")
         start = ("the neurons' V0" if self.prerun_ms == 0
                  else "the state a stimulus-free pre-run ends in")
-        return f"no stable rest: {why}; starting from {start} (max |dV/dt| {self.residual:.3g} mV/ms)"
+        return (f"no stable rest: {why}; starting from {start} "
+                f"(max |dV/dt| {self.residual:.3g} mV/ms)")
 
     def to_dict(self) -> dict:
         out = dict(vars(self), message=self.message)
@@ -386,7 +390,7 @@ class BatchResult:
         """How run ``index`` of ``protocol`` started."""
         p = self.protocols.index(protocol) if isinstance(protocol, str) else int(protocol)
         V, report = self.initial_V[p, index], self.rest_reports[p, index]
-        if np.isnan(report[0]):
+        if np.isnan(report[R_METHOD]):
             return RestState(dict(zip(self._circuit_names, map(float, V))), "as_given",
                              "as_given", False)
         return RestState.from_report(self._circuit_names, V, report)
@@ -531,7 +535,7 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         method, compiled, batch, thetas, rows, dt_out, record_idx, v_bound, precision, at_rest)
     wall = time.perf_counter() - started
     initial_V, rest_reports = rests
-    unstable = int(np.sum(~np.isin(rest_reports[..., 0], STABLE_RESTS) & at_rest[:, None]))
+    unstable = int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS) & at_rest[:, None]))
     if unstable:
         warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest "
                       "(BatchResult.start(protocol, index) says what each starts from)",

@@ -3,7 +3,8 @@
 from neurosim.fit.objective import Objective
 from neurosim.fit.parameters import FreeParameter, Parameterization
 from neurosim.fit.targets import (BehaviourTarget, ImagingTarget, Indicator, TraceTarget,
-                                  load_behaviour, load_imaging, load_traces)
+                                  load_behaviour, load_data, load_imaging, load_traces)
 
 __all__ = ["BehaviourTarget", "FreeParameter", "ImagingTarget", "Indicator", "Objective",
-           "Parameterization", "TraceTarget", "load_behaviour", "load_imaging", "load_traces"]
+           "Parameterization", "TraceTarget", "load_behaviour", "load_data", "load_imaging",
+           "load_traces"]

@@ -14,6 +14,7 @@ multi-start ensembles as well.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,6 +288,14 @@ class Ensemble:
         the fits within ``threshold`` of the best."""
         tied = self.values[self.members(threshold)]
         return np.stack([tied.min(axis=0), tied.max(axis=0)], axis=1)
+
+    def write(self, path) -> None:
+        """The fits as CSV: rank, loss and every parameter's value (own units)."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["rank", "loss", *self.names])
+            for k, (loss, values) in enumerate(zip(self.losses, self.values), 1):
+                writer.writerow([k, f"{loss:.6g}", *(f"{v:.6g}" for v in values)])
 
     def summary(self, threshold: float = 2.0) -> list[str]:
         tied = self.members(threshold)

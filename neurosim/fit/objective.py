@@ -16,7 +16,7 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import (STABLE_RESTS, check_precision, find_rest_state,
+from neurosim.integrators import (R_METHOD, STABLE_RESTS, check_precision, find_rest_state,
                                   integrate_with_sensitivity, make_integrator, rest_tangent)
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
@@ -230,7 +230,7 @@ class Objective:
         """(V*, ∂V*/∂θ[free]) of the rest a run of ``run`` starts from; the derivative is 0
         where no stable rest exists (the start then comes from a pre-run)."""
         V, report = find_rest_state(run, drive)
-        stable = report[0] in STABLE_RESTS
+        stable = report[R_METHOD] in STABLE_RESTS
         S = (rest_tangent(run, drive.arrays, V, free) if stable
              else np.zeros((run.n_neurons, free.size)))
         return V, S

@@ -486,3 +486,34 @@ def load_behaviour(path) -> list[BehaviourTarget]:
         except CircuitError as err:
             raise err.located(str(path), line) from None
     return targets
+
+
+def load_data(paths, circuit, indicator: Indicator | None = None,
+              sigma: float | None = None) -> list:
+    """The targets of every data file in ``paths``, by kind (:func:`data_kind`): their
+    likelihoods add up.  Sampled data must name the circuit's protocols and neurons, and
+    no sample may appear twice (it would count twice); errors name the file."""
+    targets, samples = [], {}
+    for path in paths:
+        kind = data_kind(path)
+        if kind == "behaviour":
+            targets += load_behaviour(path)
+            continue
+        sampled = (load_traces(path, sigma) if kind == "traces"
+                   else load_imaging(path, indicator, sigma))
+        for target in sampled:
+            try:
+                circuit.protocol(target.protocol)
+                circuit.neuron(target.neuron)
+            except CircuitError as err:
+                raise CircuitError(f"{kind} of {target.neuron!r} under {target.protocol!r}: "
+                                   f"{err.message}", file=str(path)) from None
+            for time in target.times:
+                key = (target.measure, target.protocol, target.neuron, time)
+                if key in samples:
+                    raise CircuitError(f"{target.measure} of {target.neuron!r} under "
+                                       f"{target.protocol!r} at {time:g} ms is given twice (in "
+                                       f"{samples[key]} and {path})")
+                samples[key] = path
+        targets += sampled
+    return targets

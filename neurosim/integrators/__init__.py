@@ -28,7 +28,9 @@ from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 from neurosim.kernels.lockstep import run_lockstep
 from neurosim.kernels.sensitivity import run_dopri5_tangent, run_fixed_tangent
-from neurosim.kernels.steady import N_REPORT, STABLE_RESTS, find_rests, rest_sensitivity
+from neurosim.kernels.steady import (N_REPORT, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
+                                     R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
+                                     find_rests, rest_sensitivity)
 
 OK = kc.OK
 
@@ -529,10 +531,14 @@ REST_TOL = 1e-10
 
 def stimulus_free(drive) -> tuple:
     """A drive's clamps (mask and holding potentials) without its stimulus rows."""
-    clamped, hold = drive[7], drive[8]
+    return _no_stimuli() + (drive[7], drive[8])
+
+
+def _no_stimuli() -> tuple:
+    """The stimulus entries of a drive tuple with no stimulus rows."""
     return (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.bool_),
             np.empty((0, kc.N_STIM_PARAMS)), np.zeros(1, dtype=np.int64), np.empty(0),
-            np.empty(0), clamped, hold)
+            np.empty(0))
 
 
 def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, tol=REST_TOL,
@@ -551,7 +557,8 @@ def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, to
     V = np.array(V_start, dtype=np.float64, order="C", copy=True)
     reports = np.zeros((V.shape[0], N_REPORT))
     find_rests(V, thetas, np.ascontiguousarray(item_protocol, dtype=np.int64),
-               compiled.net_for(thetas), np.ascontiguousarray(clamped, dtype=np.bool_),
+               compiled.net_for(thetas), _no_stimuli(),
+               np.ascontiguousarray(clamped, dtype=np.bool_),
                np.ascontiguousarray(hold, dtype=np.float64), float(tol), bool(probe_all),
                reports)
     return V, reports

@@ -378,18 +378,15 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
 
 
 @njit(cache=True, parallel=True)
-def find_rests(V, thetas, item_protocol, net, clamped, hold, tol, probe_all, reports):
+def find_rests(V, thetas, item_protocol, net, no_stimuli, clamped, hold, tol, probe_all,
+               reports):
     """:func:`find_rest` for every item b: start V[b], parameters thetas[b], the clamps
-    of protocol item_protocol[b] (rows of ``clamped`` and ``hold``)."""
-    kind = np.empty(0, dtype=np.int64)
-    target = np.empty(0, dtype=np.int64)
-    is_voltage = np.empty(0, dtype=np.bool_)
-    par = np.empty((0, 8))
-    tab_ptr = np.zeros(1, dtype=np.int64)
-    tab = np.empty(0)
+    of protocol item_protocol[b] (rows of ``clamped`` and ``hold``).  ``no_stimuli`` is
+    the first seven entries of a drive tuple with no stimulus rows."""
+    kind, target, is_voltage, par, tab_ptr, tab_t, tab_v = no_stimuli
     for b in prange(V.shape[0]):
         p = item_protocol[b]
-        drive = (kind, target, is_voltage, par, tab_ptr, tab, tab, clamped[p], hold[p])
+        drive = (kind, target, is_voltage, par, tab_ptr, tab_t, tab_v, clamped[p], hold[p])
         find_rest(V[b], thetas[b], net, drive, tol, probe_all, reports[b])
 
 
