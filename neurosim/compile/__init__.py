@@ -303,10 +303,34 @@ class CompiledDrive:
         return self.arrays[7]
 
 
+#: most input edges a run may hold: each costs at least one step, and an adaptive run
+#: stops at its max_steps (10^7 by default) anyway
+MAX_BREAKPOINTS = 10_000_000
+
+
+def drive_breakpoints(stimuli, duration: float) -> np.ndarray:
+    """Sorted distinct times in (0, duration) where some stimulus jumps (ms).
+
+    Refuses a drive with more than :data:`MAX_BREAKPOINTS` edges before building any.
+    """
+    total = 0
+    for stim in stimuli:
+        count = stim.edge_count(duration)
+        total += count
+        if total > MAX_BREAKPOINTS:
+            raise CircuitError(
+                f"a {stim.kind} stimulus on {', '.join(stim.targets)} has {count:,} edges in "
+                f"{duration:g} ms ({total:,} in the drive so far), more than the limit of "
+                f"{MAX_BREAKPOINTS:,} (each edge costs at least one step); use fewer pulses "
+                "or a shorter run")
+    parts = [stim.breakpoints(duration) for stim in stimuli]
+    return np.unique(np.concatenate([np.empty(0), *parts]))
+
+
 def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> CompiledDrive:
     """Stimulus rows (one per stimulus target; the rows of a stimulus's later targets
     repeat the first row's value, so the waveform is computed once), clamp mask and
-    breakpoints.
+    breakpoints (see :func:`drive_breakpoints`).
 
     A voltage stimulus clamps its target for the whole run, around the neuron's holding
     potential (``clamp``) or, for an unclamped neuron, its V0.
@@ -315,16 +339,18 @@ def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> Compil
     V0 = compiled.theta[3 * compiled.n_neurons:4 * compiled.n_neurons]
     hold = np.where(np.isnan(compiled.hold), V0, compiled.hold)
     clamped = ~np.isnan(compiled.hold)
-    breakpoints = set()
+    stimuli = list(stimuli)
     for stim in stimuli:
         if not isinstance(stim, Stimulus):
             raise CircuitError(f"expected a Stimulus, got {type(stim).__name__}")
-        breakpoints.update(stim.breakpoints(duration))
+    breakpoints = drive_breakpoints(stimuli, duration)
+    for stim in stimuli:
         row = np.zeros(kc.N_STIM_PARAMS)
         row[kc.P_OFFSET] = stim.offset
         row[kc.P_AMPLITUDE] = stim.amplitude
         row[kc.P_START] = stim.start
         row[kc.P_DURATION] = stim.duration
+        row[kc.P_END] = stim.end
         row[kc.P_PERIOD] = stim.period or math.inf
         row[kc.P_COUNT] = math.inf if stim.count is None else stim.count
         row[kc.P_OMEGA] = 2 * math.pi * (stim.frequency or 0.0) * 1e-3  # Hz → rad/ms
@@ -348,7 +374,7 @@ def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> Compil
               np.array(ptr, dtype=np.int64), np.array(tab_t, dtype=np.float64),
               np.array(tab_v, dtype=np.float64), clamped.astype(np.bool_),
               hold.astype(np.float64))
-    return CompiledDrive(arrays, np.array(sorted(breakpoints), dtype=np.float64), float(duration))
+    return CompiledDrive(arrays, breakpoints, float(duration))
 
 
 @dataclass(frozen=True, eq=False)

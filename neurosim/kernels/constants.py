@@ -16,9 +16,10 @@ STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE, STEPS = range(7)
 # a stimulus's later targets: the row takes the value of the row above, computed once
 REPEAT_ROW = -1
 
-# columns of a compiled stimulus row's parameter vector
-P_OFFSET, P_AMPLITUDE, P_START, P_DURATION, P_PERIOD, P_COUNT, P_OMEGA, P_PHASE = range(8)
-N_STIM_PARAMS = 8
+# columns of a compiled stimulus row's parameter vector; P_END is start + duration rounded
+# once in Python, as the breakpoints are, so that the kernel's waveform ends exactly there
+P_OFFSET, P_AMPLITUDE, P_START, P_DURATION, P_PERIOD, P_COUNT, P_OMEGA, P_PHASE, P_END = range(9)
+N_STIM_PARAMS = 9
 
 # integer statistics a run accumulates (index into the stats array)
 S_STEPS, S_REJECTED, S_RHS, S_JACOBIANS, S_FAIL_NEURON, S_FAIL_STEP = range(6)

@@ -15,9 +15,9 @@ import numpy as np
 from numba import njit
 from numpy import uint64
 
-from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_OFFSET, P_OMEGA,
-                                        P_PERIOD, P_PHASE, P_START, PULSE, RAMP, REPEAT_ROW, SINE,
-                                        STEP, STEPS, TABLE)
+from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_END, P_OFFSET,
+                                        P_OMEGA, P_PERIOD, P_PHASE, P_START, PULSE, RAMP,
+                                        REPEAT_ROW, SINE, STEP, STEPS, TABLE)
 from neurosim.kernels.jit import bits_float, bits_float32, borrowing_njit, float32_bits, float_bits
 
 
@@ -131,46 +131,42 @@ def tabulated_shape(kind, t, left, tab_t, tab_v, lo, hi):
 
 
 @borrowing_njit
-def analytic_shape(kind, t, left, start, duration, period, count, omega, phase0):
+def is_on(t, left, start, end):
+    """Whether t lies in [start, end), or in (start, end] for the limit from below."""
+    if left:
+        return start < t and t <= end
+    return start <= t and t < end
+
+
+@borrowing_njit
+def analytic_shape(kind, t, left, start, end, duration, period, count, omega, phase0):
     """step, pulse, pulse_train, ramp or sine at time t, before offset and amplitude.
 
-    Kept apart from the tables' bisection loop, which would stop LLVM inlining it into
-    the per-row stimulus loop."""
-    rel = t - start
-    if left:
-        started = rel > 0.0
-        inside = started and rel <= duration
-    else:
-        started = rel >= 0.0
-        inside = started and rel < duration
+    t is compared with the edges themselves, never t − start with the duration: the
+    edges are the breakpoints where steps land, and only the comparison of the same
+    rounded numbers decides on which side of one a step's end lies.  Kept apart from the
+    tables' bisection loop, which would stop LLVM inlining it into the per-row stimulus
+    loop."""
     if kind == STEP:
-        return 1.0 if started else 0.0
+        return 1.0 if is_on(t, left, start, math.inf) else 0.0
     if kind == PULSE:
-        return 1.0 if inside else 0.0
+        return 1.0 if is_on(t, left, start, end) else 0.0
     if kind == RAMP:
-        return rel / duration if inside else 0.0
+        return (t - start) / duration if is_on(t, left, start, end) else 0.0
     if kind == SINE:
-        return math.sin(omega * rel + phase0) if inside else 0.0
-    # PULSE_TRAIN
-    if not started:
+        return math.sin(omega * (t - start) + phase0) if is_on(t, left, start, end) else 0.0
+    # PULSE_TRAIN: pulse k spans [onset, onset + duration) with onset = start + k·period,
+    # rounded as Stimulus.breakpoints rounds it; the quotient may round across an onset,
+    # so k moves to the last onset at or before t (strictly before, from below)
+    if not is_on(t, left, start, math.inf):
         return 0.0
-    # Snap to the pulse edges: rel − k·period rounds, and the edges are where
-    # the adaptive step lands (test_waveform_kernel_matches_stimulus_value).
-    snap = 1e-9 * period
-    k = math.floor(rel / period)
-    phase = rel - k * period
-    if period - phase < snap:
-        k += 1.0
-        phase = 0.0
-    elif phase < snap:
-        phase = 0.0
-    elif abs(phase - duration) < snap:
-        phase = duration
-    if left and phase == 0.0:
+    k = np.floor((t - start) / period)
+    while k > 0.0 and not is_on(t, left, start + k * period, math.inf):
         k -= 1.0
-        phase = period
-    on = (phase > 0.0 and phase <= duration) if left else phase < duration
-    return 1.0 if on and k < count else 0.0
+    while is_on(t, left, start + (k + 1.0) * period, math.inf):
+        k += 1.0
+    onset = start + k * period
+    return 1.0 if k < count and is_on(t, left, onset, onset + duration) else 0.0
 
 
 @borrowing_njit
@@ -183,8 +179,8 @@ def waveform(kind, par, r, t, left, tab_t, tab_v, lo, hi):
     if kind >= TABLE:
         shape = tabulated_shape(kind, t, left, tab_t, tab_v, lo, hi)
     else:
-        shape = analytic_shape(kind, t, left, par[r, P_START], par[r, P_DURATION], par[r, P_PERIOD],
-                               par[r, P_COUNT], par[r, P_OMEGA], par[r, P_PHASE])
+        shape = analytic_shape(kind, t, left, par[r, P_START], par[r, P_END], par[r, P_DURATION],
+                               par[r, P_PERIOD], par[r, P_COUNT], par[r, P_OMEGA], par[r, P_PHASE])
     return par[r, P_OFFSET] + par[r, P_AMPLITUDE] * shape
 
 

@@ -142,23 +142,35 @@ class Stimulus:
     def targets(self) -> tuple[str, ...]:
         return self.target
 
+    @property
+    def end(self) -> float:
+        """``start + duration`` (ms) rounded once, as the compiled row, the breakpoints and
+        :meth:`value` all use it, so that the waveform jumps exactly where steps land."""
+        return self.start + self.duration
+
+    def pulse_onsets(self, n: int) -> np.ndarray:
+        """The first ``n`` onsets of a pulse train, ``start + k·period`` rounded once (the
+        kernel's arithmetic, operation for operation)."""
+        return self.start + np.arange(n, dtype=np.float64) * self.period
+
     def value(self, t) -> np.ndarray:
         """The waveform at times ``t`` (ms), in pA or mV.  A NumPy reference of the kernel."""
         t = np.asarray(t, dtype=float)
         rel = t - self.start
-        inside = (rel >= 0) & (rel < self.duration)
+        inside = (t >= self.start) & (t < self.end)
         if self.kind == "step":
-            shape = (rel >= 0).astype(float)
+            shape = (t >= self.start).astype(float)
         elif self.kind == "pulse":
             shape = inside.astype(float)
         elif self.kind == "pulse_train":
-            n_pulses = int(np.max(rel, initial=0.0) // self.period) + 1
-            if self.count is not None:
-                n_pulses = min(n_pulses, self.count)
-            onsets = self.start + self.period * np.arange(n_pulses)
-            shape = np.zeros_like(t)
-            for onset in onsets:
-                shape[(t >= onset) & (t < onset + self.duration)] = 1.0
+            # the pulse k whose onset start + k·period is the last at or before t; the
+            # quotient may round across an onset by one
+            k = np.floor(np.maximum(rel, 0.0) / self.period)
+            k = np.where(self.start + k * self.period > t, k - 1, k)
+            k = np.where(self.start + (k + 1) * self.period <= t, k + 1, k)
+            onset = self.start + k * self.period
+            count = math.inf if self.count is None else self.count
+            shape = ((t >= self.start) & (k < count) & (t < onset + self.duration)).astype(float)
         elif self.kind == "ramp":
             shape = np.where(inside, rel / self.duration, 0.0)
         elif self.kind == "sine":
@@ -171,19 +183,36 @@ class Stimulus:
             shape = np.interp(t, self.times, self.values)
         return self.offset + self.amplitude * shape
 
-    def breakpoints(self, t_end: float) -> list[float]:
-        """Times in ``[0, t_end]`` where the waveform or its slope jumps (ms)."""
-        points = [self.start]
+    def edge_count(self, t_end: float) -> int:
+        """An upper bound on the number of :meth:`breakpoints` in ``(0, t_end)``, counted
+        without building them (a fast pulse train may have billions)."""
+        if self.kind in ("table", "steps"):
+            return len(self.times)
+        if self.kind == "pulse_train":
+            return 2 * self._pulses_before(t_end)
+        return 1 if self.kind == "step" else 2
+
+    def _pulses_before(self, t_end: float) -> int:
+        """How many onsets of a pulse train to build for a run ending at ``t_end``: every
+        one before t_end (one more where the quotient rounds down), at most ``count``."""
+        n = max(0, math.floor((t_end - self.start) / self.period) + 2)
+        return n if self.count is None else min(self.count, n)
+
+    def breakpoints(self, t_end: float) -> np.ndarray:
+        """Times in ``(0, t_end)`` where the waveform or its slope jumps (ms), ascending.
+
+        Call :meth:`edge_count` first where the count may be large: this builds them all.
+        """
         if self.kind in ("pulse", "ramp", "sine"):
-            points.append(self.start + self.duration)
+            points = np.array([self.start, self.end])
         elif self.kind == "pulse_train":
-            n_max = int(t_end // self.period) + 1
-            n = n_max if self.count is None else min(self.count, n_max)
-            for k in range(n):
-                points += [self.start + k * self.period, self.start + k * self.period + self.duration]
+            onsets = self.pulse_onsets(self._pulses_before(t_end))
+            points = np.stack([onsets, onsets + self.duration], axis=1).ravel()
         elif self.kind in ("table", "steps"):
-            points = list(self.times)
-        return [p for p in points if 0 < p < t_end and math.isfinite(p)]
+            points = np.array(self.times, dtype=np.float64)
+        else:
+            points = np.array([self.start])
+        return points[(points > 0) & (points < t_end) & np.isfinite(points)]
 
 
 @dataclass(frozen=True)
