@@ -297,12 +297,19 @@ class _FixedStepper(_Stepper):
         m = self.method
         status = run_fixed(m.code, self.V, 0.0, self.row * self.stride, m.dt, out_V.shape[0],
                            self.stride, self.thetas, self.steps_per_theta, self.net,
-                           self.drive.arrays, self.record, self.v_bound, self.stats, out_V)
+                           self.drive.arrays, self.drive.breakpoints, self.record, self.v_bound,
+                           self.stats, out_V)
         self.row += out_V.shape[0]
         return status
 
     def failure_time(self) -> float:
         return self.stats[kc.S_FAIL_STEP] * self.method.dt
+
+    def rows_filled(self, status: int, row: int, m: int) -> int:
+        """Rows of the failed call from output row ``row`` (of ``m``) that hold states
+        computed before the failure: those completed before the failing step."""
+        failed_step = int(self.stats[kc.S_FAIL_STEP]) - 1  # 0-based index of the bad step
+        return min(m, max(0, (failed_step - row * self.stride) // self.stride))
 
 
 class Euler(FixedStepIntegrator):
@@ -409,6 +416,15 @@ class _AdaptiveStepper(_Stepper):
     def failure_time(self) -> float:
         return float(self.state[kc.X_FAIL_T])
 
+    def rows_filled(self, status: int, row: int, m: int) -> int:
+        """Rows of the failed call from output row ``row`` (of ``m``) that hold states
+        computed before the failure: up to its time, and before it where the state there
+        is not finite or out of bounds."""
+        out_times = np.arange(row + 1, row + m + 1) * self.dt_out
+        bad_state = status in (kc.NON_FINITE, kc.OUT_OF_BOUNDS)
+        return int(np.searchsorted(out_times, self.failure_time(),
+                                   side="left" if bad_state else "right"))
+
 
 class Dopri5(AdaptiveIntegrator):
     """Dormand–Prince 5(4) with a 4th-order continuous extension (Hairer's DOPRI5)."""
@@ -510,8 +526,9 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
     if isinstance(method, FixedStepIntegrator):
         stride = round(dt_out / method.dt)
         status = run_fixed_tangent(method.code, V, S, 0.0, 0, method.dt, n_rows, stride,
-                                   compiled.theta, compiled.net, tangent, drive.arrays, record,
-                                   v_bound, stats, out_V[1:], out_S[1:])
+                                   compiled.theta, compiled.net, tangent, drive.arrays,
+                                   drive.breakpoints, record, v_bound, stats, out_V[1:],
+                                   out_S[1:])
     else:
         state = np.zeros(kc.N_SOLVER_STATE)
         state[kc.X_H] = method.dt or 0.0

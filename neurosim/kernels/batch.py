@@ -48,20 +48,20 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
         state[X_ERR_OLD] = 1e-4
         carry = np.empty((8, n))
         stride = 1 if is_adaptive else int(round(dt_out / dt))
+        tstops = breakpoints[bp_ptr[p]:bp_ptr[p + 1]]
         done = 0
         while done < rows and status[b] == 0:
             m = min(chunk_rows, rows - done)
             out = out_V[b, 1 + done:1 + done + m]
             if is_adaptive:
                 out_times = np.arange(done + 1, done + m + 1) * dt_out
-                status[b] = run_adaptive(method, Vb, out_times, rows * dt_out,
-                                         breakpoints[bp_ptr[p]:bp_ptr[p + 1]], thetas[b], net,
-                                         drive, rtol, atol, max_step, adaptive, max_steps,
-                                         record, v_bound, state, carry, stats[b], out)
+                status[b] = run_adaptive(method, Vb, out_times, rows * dt_out, tstops,
+                                         thetas[b], net, drive, rtol, atol, max_step, adaptive,
+                                         max_steps, record, v_bound, state, carry, stats[b], out)
                 fail_t[b] = state[X_FAIL_T]
             else:
                 status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride,
-                                      thetas[b:b + 1], 1, net, drive, record, v_bound,
+                                      thetas[b:b + 1], 1, net, drive, tstops, record, v_bound,
                                       stats[b], out)
                 fail_t[b] = stats[b][S_FAIL_STEP] * dt
             done += m

@@ -40,8 +40,9 @@ def impose_clamps(t, V, drive, work):
 
 
 @borrowing_njit
-def linear_step(method, t, dt, V, theta, net, drive, work):
-    """One exp_euler or ltc step, both built on C dV/dt = N − G V with σ frozen at t."""
+def linear_step(method, t, h, V, theta, net, drive, work):
+    """One exp_euler or ltc step of size h, both built on C dV/dt = N − G V with σ frozen
+    at t (and the input's value from t on)."""
     split_at(t, False, V, theta, net, drive, work)
     G, N, clamped = work[2], work[3], drive[7]
     C = theta[0:V.shape[0]]
@@ -51,39 +52,72 @@ def linear_step(method, t, dt, V, theta, net, drive, work):
         if method == EXP_EULER:
             # Exact for frozen G, N (test_exp_euler_exact_on_passive); -expm1(-x)/x → 1 as
             # x → 0 keeps g_L = 0 (Neural ODE) units exact Euler steps without 0/0.
-            x = G[i] * dt / C[i]
+            x = G[i] * h / C[i]
             phi = 1.0 if x < 1e-12 else -math.expm1(-x) / x
-            V[i] += dt * (N[i] - G[i] * V[i]) / C[i] * phi
+            V[i] += h * (N[i] - G[i] * V[i]) / C[i] * phi
         else:
-            V[i] = (C[i] / dt * V[i] + N[i]) / (C[i] / dt + G[i])
+            V[i] = (C[i] / h * V[i] + N[i]) / (C[i] / h + G[i])
 
 
 @borrowing_njit
-def rk4_step(t, dt, V, theta, net, drive, work, k, tmp):
+def rk4_step(t, t_end, h, V, theta, net, drive, work, k, tmp):
+    """One classic RK4 step from t to t_end = t + h: the last stage takes the input's
+    limit from below at t_end, where a breakpoint may lie."""
     n = V.shape[0]
     rhs(t, False, V, theta, net, drive, work, k[0])
+    t_mid = t + 0.5 * h
+    # a sub-step of an ulp or two may round its midpoint onto its end
+    mid_left = t_mid == t_end
     for i in range(n):
-        tmp[i] = V[i] + 0.5 * dt * k[0, i]
-    rhs(t + 0.5 * dt, False, tmp, theta, net, drive, work, k[1])
+        tmp[i] = V[i] + 0.5 * h * k[0, i]
+    rhs(t_mid, mid_left, tmp, theta, net, drive, work, k[1])
     for i in range(n):
-        tmp[i] = V[i] + 0.5 * dt * k[1, i]
-    rhs(t + 0.5 * dt, False, tmp, theta, net, drive, work, k[2])
+        tmp[i] = V[i] + 0.5 * h * k[1, i]
+    rhs(t_mid, mid_left, tmp, theta, net, drive, work, k[2])
     for i in range(n):
-        tmp[i] = V[i] + dt * k[2, i]
-    rhs(t + dt, False, tmp, theta, net, drive, work, k[3])
+        tmp[i] = V[i] + h * k[2, i]
+    rhs(t_end, True, tmp, theta, net, drive, work, k[3])
     for i in range(n):
-        V[i] += dt / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+        V[i] += h / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+
+
+@borrowing_njit
+def substep_end(t_sub, t_grid, t_next, dt, breakpoints, stop):
+    """(end, h, stop) of the (sub)step from t_sub in the grid step [t_grid, t_next].
+
+    It ends on the first breakpoint strictly inside (an input jump: a step across one
+    would drop to first order), else on t_next; ``stop`` indexes the first breakpoint
+    after t_sub and comes back past the one landed on.  An undivided step has h = dt
+    exactly, a piece the difference of its ends."""
+    while stop < breakpoints.shape[0] and breakpoints[stop] <= t_sub:
+        stop += 1
+    end = t_next
+    if stop < breakpoints.shape[0] and breakpoints[stop] < t_next:
+        end = breakpoints[stop]
+        stop += 1
+    h = dt if (t_sub == t_grid and end == t_next) else end - t_sub
+    return end, h, stop
 
 
 @njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
 def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net, drive,
-              record, v_bound, stats, out_V):
-    """Advance V by ``n_rows * stride`` steps of size dt, keeping every ``stride``-th state.
+              breakpoints, record, v_bound, stats, out_V):
+    """Advance V by ``n_rows * stride`` grid steps of size dt, keeping every ``stride``-th
+    state.
 
-    Time is ``t0 + (step0 + s)·dt`` (never accumulated, so long runs do not drift).
-    Step s uses parameters ``thetas[min(s // steps_per_theta, last)]``: one row for a
-    constant circuit, one row per interval for a parameter schedule (ResNet weights).
-    Writes ``out_V[r] = V[record]`` after each ``stride`` steps; returns a status code.
+    Grid time is ``t0 + (step0 + s)·dt`` (never accumulated, so long runs do not drift).
+    A grid step with input ``breakpoints`` (sorted) strictly inside is taken as sub-steps
+    that end on each of them, so piecewise-smooth inputs keep the method's order; every
+    (sub)step reads the input from its start on (the limit from above) and rk4's last
+    stage the limit from below at its end, so an edge on a grid point is right too.
+    Clamps are imposed at the end of each (sub)step.  Grid step s uses parameters
+    ``thetas[min(s // steps_per_theta, last)]``: one row for a constant circuit, one row
+    per interval for a parameter schedule (ResNet weights).  Writes
+    ``out_V[r] = V[record]`` after each ``stride`` grid steps; returns a status code.
+
+    ``stats[S_STEPS]`` counts (sub)steps taken, ``stats[S_RHS]`` their evaluations;
+    on failure ``stats[S_FAIL_STEP]`` is the 1-based index of the grid step in which V
+    went bad (sub-steps included in their grid step).
     """
     last = thetas.shape[0] - 1
     n = V.shape[0]
@@ -91,25 +125,33 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta,
     k = np.empty((4, n))
     tmp = np.empty(n)
     rhs_per_step = 4 if method == RK4 else 1
+    stop = np.searchsorted(breakpoints, t0 + step0 * dt, side="right")
     for r in range(n_rows):
         for s in range(stride):
             step = step0 + r * stride + s
-            t = t0 + step * dt
+            t_grid = t0 + step * dt
+            t_next = t0 + (step + 1) * dt
             theta = thetas[min(step // steps_per_theta, last)]
-            if method == EULER:
-                rhs(t, False, V, theta, net, drive, work, k[0])
-                for i in range(n):
-                    V[i] += dt * k[0, i]
-            elif method == RK4:
-                rk4_step(t, dt, V, theta, net, drive, work, k, tmp)
-            else:
-                linear_step(method, t, dt, V, theta, net, drive, work)
-            impose_clamps(t0 + (step + 1) * dt, V, drive, work)
-            stats[S_STEPS] += 1
-            stats[S_RHS] += rhs_per_step
-            status = check_state(V, v_bound, stats, step + 1)
-            if status != OK:
-                return status
+            t = t_grid
+            more = True
+            while more:
+                end, h, stop = substep_end(t, t_grid, t_next, dt, breakpoints, stop)
+                if method == EULER:
+                    rhs(t, False, V, theta, net, drive, work, k[0])
+                    for i in range(n):
+                        V[i] += h * k[0, i]
+                elif method == RK4:
+                    rk4_step(t, end, h, V, theta, net, drive, work, k, tmp)
+                else:
+                    linear_step(method, t, h, V, theta, net, drive, work)
+                impose_clamps(end, V, drive, work)
+                stats[S_STEPS] += 1
+                stats[S_RHS] += rhs_per_step
+                status = check_state(V, v_bound, stats, step + 1)
+                if status != OK:
+                    return status
+                more = end != t_next
+                t = end
         for c in range(record.shape[0]):
             out_V[r, c] = V[record[c]]
     return OK

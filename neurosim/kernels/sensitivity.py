@@ -21,7 +21,7 @@ from neurosim.kernels.adaptive import (DP_C, accepted_step_size, after_rejection
 from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
                                         X_H, X_T)
-from neurosim.kernels.fixed import check_state, impose_clamps
+from neurosim.kernels.fixed import check_state, impose_clamps, substep_end
 from neurosim.kernels.jit import borrowing_njit
 from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
 
@@ -150,8 +150,11 @@ def zero_clamped_rows(S, clamped):
 
 @njit(cache=True)
 def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, tangent, drive,
-                      record, v_bound, stats, out_V, out_S):
-    """run_fixed for euler, rk4 and ltc, carrying S = ∂V/∂θ_free; writes out_S[r] = S[record]."""
+                      breakpoints, record, v_bound, stats, out_V, out_S):
+    """run_fixed for euler, rk4 and ltc, carrying S = ∂V/∂θ_free; writes out_S[r] = S[record].
+
+    Takes run_fixed's (sub)steps, ending on the same breakpoints, with the same stage
+    times and one-sided limits (see :func:`~neurosim.kernels.fixed.run_fixed`)."""
     n = V.shape[0]
     m = S.shape[1]
     work = np.empty((WORK_ROWS, n))
@@ -163,60 +166,94 @@ def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, t
     clamped = drive[7]
     C = theta[0:n]
     free_kind, free_index = tangent[0], tangent[1]
+    stop = np.searchsorted(breakpoints, t0 + step0 * dt, side="right")
     for r in range(n_rows):
         for sub in range(stride):
             step = step0 + r * stride + sub
-            t = t0 + step * dt
-            if method == EULER:
-                rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
-                for i in range(n):
-                    V[i] += dt * k[0, i]
-                    for c in range(m):
-                        S[i, c] += dt * dk[0, i, c]
-            elif method == RK4:
-                rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
-                for stage, a in ((1, 0.5), (2, 0.5), (3, 1.0)):
+            t_grid = t0 + step * dt
+            t_next = t0 + (step + 1) * dt
+            t = t_grid
+            more = True
+            while more:
+                end, h, stop = substep_end(t, t_grid, t_next, dt, breakpoints, stop)
+                if method == EULER:
+                    rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0],
+                                dk[0])
                     for i in range(n):
-                        tmp[i] = V[i] + a * dt * k[stage - 1, i]
+                        V[i] += h * k[0, i]
                         for c in range(m):
-                            dtmp[i, c] = S[i, c] + a * dt * dk[stage - 1, i, c]
-                    rhs_tangent(t + a * dt, False, tmp, dtmp, theta, net, tangent, drive, work,
-                                dwork, k[stage], dk[stage])
-                for i in range(n):
-                    V[i] += dt / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
-                    for c in range(m):
-                        S[i, c] += dt / 6.0 * (dk[0, i, c] + 2.0 * dk[1, i, c]
-                                               + 2.0 * dk[2, i, c] + dk[3, i, c])
-            else:  # LTC: V' = (a V + N) / (a + G), a = C/dt
-                V_in, I, G, N = work[0], work[1], work[2], work[3]
-                S_in, dG, dN = dwork[0], dwork[1], dwork[2]
-                apply_drive(t, False, V, drive, V_in, I)
-                for i in range(n):
-                    for c in range(m):
-                        S_in[i, c] = 0.0 if clamped[i] else S[i, c]
-                split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN)
-                for i in range(n):
-                    if clamped[i]:
-                        continue
-                    a = C[i] / dt
-                    new = (a * V[i] + N[i]) / (a + G[i])
-                    for c in range(m):
-                        da = 1.0 / dt if (free_kind[c] == P_C and free_index[c] == i) else 0.0
-                        S[i, c] = (a * S[i, c] + da * V[i] + dN[i, c]
-                                   - new * (da + dG[i, c])) / (a + G[i])
-                    V[i] = new
-            impose_clamps(t0 + (step + 1) * dt, V, drive, work)
-            zero_clamped_rows(S, clamped)
-            stats[S_STEPS] += 1
-            stats[S_RHS] += 4 if method == RK4 else 1
-            status = check_state(V, v_bound, stats, step + 1)
-            if status != OK:
-                return status
+                            S[i, c] += h * dk[0, i, c]
+                elif method == RK4:
+                    rk4_tangent_step(t, end, h, V, S, theta, net, tangent, drive, work, dwork, k,
+                                     dk, tmp, dtmp)
+                else:
+                    ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C,
+                                     clamped, free_kind, free_index)
+                impose_clamps(end, V, drive, work)
+                zero_clamped_rows(S, clamped)
+                stats[S_STEPS] += 1
+                stats[S_RHS] += 4 if method == RK4 else 1
+                status = check_state(V, v_bound, stats, step + 1)
+                if status != OK:
+                    return status
+                more = end != t_next
+                t = end
         for cc in range(record.shape[0]):
             out_V[r, cc] = V[record[cc]]
             for c in range(m):
                 out_S[r, cc, c] = S[record[cc], c]
     return OK
+
+
+@borrowing_njit
+def rk4_tangent_step(t, t_end, h, V, S, theta, net, tangent, drive, work, dwork, k, dk, tmp,
+                     dtmp):
+    """:func:`~neurosim.kernels.fixed.rk4_step` carrying S, at the same stage times."""
+    n = V.shape[0]
+    m = S.shape[1]
+    t_mid = t + 0.5 * h
+    mid_left = t_mid == t_end
+    rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
+    for stage, a in ((1, 0.5), (2, 0.5), (3, 1.0)):
+        for i in range(n):
+            tmp[i] = V[i] + a * h * k[stage - 1, i]
+            for c in range(m):
+                dtmp[i, c] = S[i, c] + a * h * dk[stage - 1, i, c]
+        if stage == 3:
+            rhs_tangent(t_end, True, tmp, dtmp, theta, net, tangent, drive, work, dwork,
+                        k[stage], dk[stage])
+        else:
+            rhs_tangent(t_mid, mid_left, tmp, dtmp, theta, net, tangent, drive, work, dwork,
+                        k[stage], dk[stage])
+    for i in range(n):
+        V[i] += h / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+        for c in range(m):
+            S[i, c] += h / 6.0 * (dk[0, i, c] + 2.0 * dk[1, i, c] + 2.0 * dk[2, i, c]
+                                  + dk[3, i, c])
+
+
+@borrowing_njit
+def ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C, clamped, free_kind,
+                     free_index):
+    """The LTC step V' = (a V + N) / (a + G), a = C/h, carrying S."""
+    n = V.shape[0]
+    m = S.shape[1]
+    V_in, I, G, N = work[0], work[1], work[2], work[3]
+    S_in, dG, dN = dwork[0], dwork[1], dwork[2]
+    apply_drive(t, False, V, drive, V_in, I)
+    for i in range(n):
+        for c in range(m):
+            S_in[i, c] = 0.0 if clamped[i] else S[i, c]
+    split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN)
+    for i in range(n):
+        if clamped[i]:
+            continue
+        a = C[i] / h
+        new = (a * V[i] + N[i]) / (a + G[i])
+        for c in range(m):
+            da = 1.0 / h if (free_kind[c] == P_C and free_index[c] == i) else 0.0
+            S[i, c] = (a * S[i, c] + da * V[i] + dN[i, c] - new * (da + dG[i, c])) / (a + G[i])
+        V[i] = new
 
 
 @njit(cache=True)
