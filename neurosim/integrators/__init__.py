@@ -46,10 +46,12 @@ STATUS_MESSAGES = {
 STABILITY_LIMIT = {"euler": 2.0, "rk4": 2.785}
 
 
-def fastest_time_constant(compiled) -> tuple[float, str]:
+def fastest_time_constant(compiled) -> tuple[float, str | None]:
     """(τ, neuron) of the smallest C / (g_L + Σ w·κ + Σ ĝ) over free neurons (ms).
 
     With every synapse fully open this bounds the stiffest decay the circuit can reach.
+    A neuron with no conductance (g_L = 0 and no κ > 0 synapse or gap junction in, a
+    Neural ODE unit) does not decay: τ = ∞, never chosen; (∞, None) if no neuron decays.
     """
     n, s = compiled.n_neurons, compiled.n_synapses
     theta = compiled.theta
@@ -63,6 +65,8 @@ def fastest_time_constant(compiled) -> tuple[float, str]:
     tau = np.where(total > 0, C / np.where(total > 0, total, 1.0), np.inf)
     tau[~np.isnan(compiled.hold)] = np.inf
     i = int(np.argmin(tau))
+    if not np.isfinite(tau[i]):
+        return math.inf, None
     return float(tau[i]), compiled.neuron_names[i]
 
 STATS_NAMES = ("steps", "rejected", "rhs_evaluations", "jacobians")
@@ -440,6 +444,13 @@ class Rosenbrock23(AdaptiveIntegrator):
     """
 
     name, order, code = "rosenbrock23", 2, kc.ROSENBROCK23
+
+    def hint(self) -> str:
+        # L-stable: stiffness does not make it fail, so a divergence is most likely the
+        # model's own (a runaway of positive feedback), or a tolerance too loose to follow it
+        return ("an L-stable method fails mostly where the model itself runs away: check for "
+                "positive feedback (weights, reversal potentials, gap loops) driving V past "
+                "the bound, or try smaller rtol/atol")
 
 
 METHODS: dict[str, type[Integrator]] = {
