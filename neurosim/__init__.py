@@ -4,7 +4,8 @@ Units everywhere: mV, ms, nS, pF, pA.  See ``DESIGN`` in the docs for the equati
 """
 
 from neurosim._version import __version__
-from neurosim.errors import CircuitError, NeurosimError, RestWarning, SimulationError
+from neurosim.errors import (CircuitError, NeurosimError, ResourceError, RestWarning,
+                             ResultFileError, SimulationError, StorageError)
 from neurosim.integrators import METHODS
 from neurosim.io.hdf5 import HDF5Recorder, load_result
 from neurosim.io.yaml import dump_circuit, load_circuit, loads_circuit, save_circuit
@@ -13,6 +14,7 @@ from neurosim.record import Result
 from neurosim.simulate import BatchResult, RestState, rest_state, simulate, simulate_batch
 
 __all__ = ["METHODS", "BatchResult", "Circuit", "CircuitError", "GapJunction", "HDF5Recorder", "Neuron",
-           "NeurosimError", "Protocol", "RestState", "RestWarning", "Result", "SimulationError", "Stimulus", "Synapse",
+           "NeurosimError", "Protocol", "ResourceError", "RestState", "RestWarning", "Result",
+           "ResultFileError", "SimulationError", "Stimulus", "StorageError", "Synapse",
            "__version__", "dump_circuit", "load_circuit", "load_result", "loads_circuit",
            "rest_state", "save_circuit", "simulate", "simulate_batch"]

@@ -56,3 +56,13 @@ class ResultFileError(NeurosimError, OSError):
 
 class RestWarning(NeurosimError, RuntimeWarning):
     """A run that should start at rest found no stable rest and starts elsewhere."""
+
+
+class StorageError(ResultFileError):
+    """Writing a result failed while the run went: the disk is full, or an I/O error.
+
+    What was written before is kept where it is readable (the message says where)."""
+
+
+class ResourceError(NeurosimError, ValueError):
+    """A run would need more memory or disk than there is; it is refused before it starts."""

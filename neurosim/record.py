@@ -13,6 +13,7 @@ import numpy as np
 
 from neurosim.errors import CircuitError
 from neurosim.model import Circuit, unknown_name_message
+from neurosim.resources import require_memory
 
 #: how a run ended
 RUN_STATUSES = ("complete", "failed", "interrupted")
@@ -49,8 +50,8 @@ class Result:
     ----------
     t : ndarray, shape (n_samples,), ms
     V : ndarray, shape (n_samples, n_recorded), mV
-        Given as an array, or as a function returning it (a result streamed to disk
-        reads its traces only when ``V`` is first used, so memory stays bounded).
+        Each given as an array, or as a function returning it (a result streamed to disk
+        reads its times and traces only when first used, so memory stays bounded).
     neuron_names : tuple of str
         Column names of ``V``.
     status : str
@@ -64,13 +65,19 @@ class Result:
 
     def __init__(self, t, V, neuron_names, status="complete", message="", stats=None,
                  metadata=None):
-        self.t = t
+        self._t = t
         self._V = V
         self.neuron_names = tuple(neuron_names)
         self.status = status
         self.message = message
         self.stats = {} if stats is None else stats
         self.metadata = {} if metadata is None else metadata
+
+    @property
+    def t(self) -> np.ndarray:
+        if callable(self._t):
+            self._t = self._t()
+        return self._t
 
     @property
     def V(self) -> np.ndarray:
@@ -112,10 +119,25 @@ class Recorder:
 
 
 class MemoryRecorder(Recorder):
-    """Keeps the run in preallocated arrays."""
+    """Keeps the run in preallocated arrays.
+
+    Parameters
+    ----------
+    check_memory : bool
+        Refuse a run whose output would not fit in the memory available when it starts.
+    """
+
+    def __init__(self, *, check_memory: bool = True):
+        self.check_memory = check_memory
 
     def open(self, header):
         self.header = header
+        n_rec = len(header.neuron_names)
+        require_memory(8 * header.n_samples * (n_rec + 1),
+                       f"the run's output ({header.n_samples:,} samples x {n_rec:,} neurons)",
+                       "record fewer neurons (record=), sample less often (dt_out=), stream to "
+                       "disk (recorder=HDF5Recorder(path)), or pass "
+                       "recorder=MemoryRecorder(check_memory=False)", check=self.check_memory)
         self.t = np.empty(header.n_samples)
         self.V = np.empty((header.n_samples, len(header.neuron_names)))
         self.rows = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ import numpy as np
 from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
                               compile_drive, resolve_protocol, surviving_stimuli)
-from neurosim.errors import CircuitError, RestWarning, SimulationError
+from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageError
 from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
                                   R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
                                   STATS_NAMES, check_precision,
@@ -313,7 +315,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
     recorder = MemoryRecorder() if recorder is None else recorder
     recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
-    chunk = chunk_rows(n_rows, len(names), recorder.chunk_values)
+    calls = _CallSizes(n_rows, len(names), recorder.chunk_values)
     advance_progress, close_progress = _progress_bar(progress, proto.duration)
     started = time.perf_counter()
     status, row = OK, 0
@@ -326,18 +328,30 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     # everything after open() runs inside the try: an interrupt must close (and so rename
     # and mark) the recorder's file
     try:
-        recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
-        while row < n_rows and status == OK:
-            # the first call leaves room for the initial row: appends then line up with
-            # the recorder's chunks (a streamed run writes them without copying)
-            m = min(chunk - 1 if row == 0 and chunk > 1 else chunk, n_rows - row)
-            out_V = np.empty((m, len(names)))
-            status = stepper.advance(out_V)
-            if status == OK:
-                recorder.append(np.arange(row + 1, row + m + 1) * dt_out, out_V)
-                row += m
-                if advance_progress:
-                    advance_progress(m * dt_out)
+        with _HeldSignals() as held:
+            recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
+            while row < n_rows and status == OK and not held.signum:
+                m = calls.next(row)
+                out_V = np.empty((m, len(names)))
+                call_started = time.perf_counter()
+                status = stepper.advance(out_V)
+                # a failed call keeps the rows it filled before the failure
+                filled = m if status == OK else stepper.rows_filled(status, row, m)
+                calls.took(m, time.perf_counter() - call_started)
+                if filled:
+                    recorder.append(np.arange(row + 1, row + filled + 1) * dt_out, out_V[:filled])
+                    row += filled
+                    if advance_progress:
+                        advance_progress(filled * dt_out)
+            if held.signum:
+                close_progress()
+                recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
+                                              f"({held.name})", stats())
+                held.deliver()
+    except StorageError:
+        close_progress()
+        recorder.close("failed", "", stats())  # raises the StorageError, saying what was kept
+        raise
     except BaseException as exc:
         close_progress()
         recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
@@ -353,6 +367,75 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         error.result = result
         raise error
     return result
+
+
+#: seconds of work per kernel call: an interrupt waits about this long and a failure
+#: loses nothing, while the ~30 µs a call costs stays below 0.1 % of the run
+CALL_SECONDS = 0.2
+
+
+class _CallSizes:
+    """Output rows per kernel call, sized by the wall time the calls take.
+
+    The first call is short; later ones aim at CALL_SECONDS (growing at most 8-fold per
+    call), never above :func:`~neurosim.integrators.chunk_rows` (values in flight), and
+    once they reach a recorder chunk they end on its boundaries, so a streamed run writes
+    whole chunks without copying them."""
+
+    def __init__(self, n_rows: int, n_record: int, chunk_values: int):
+        self.n_rows = n_rows
+        self.most = chunk_rows(n_rows, n_record, chunk_values)
+        self.recorder_rows = max(1, chunk_values // max(1, n_record))
+        self.size = min(64, self.most)
+
+    def next(self, row: int) -> int:
+        size = self.size
+        if size >= self.recorder_rows:  # end on a chunk boundary (row 0 is appended first)
+            appended = row + 1
+            size = (appended + size) // self.recorder_rows * self.recorder_rows - appended
+        return max(1, min(size, self.n_rows - row))
+
+    def took(self, rows: int, seconds: float) -> None:
+        per_row = max(seconds, 1e-6) / max(rows, 1)
+        wanted = int(CALL_SECONDS / per_row)
+        self.size = max(1, min(self.most, 8 * rows, wanted))
+
+
+class _HeldSignals:
+    """Holds Ctrl-C (SIGINT), and SIGTERM where the program handles it, until the kernel
+    call in flight returns: the rows it computed are recorded, then the run stops and
+    the signal goes on to its handler.  Only the main thread receives signals; elsewhere
+    this does nothing."""
+
+    def __enter__(self):
+        self.signum, self.previous = 0, {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if callable(handler):  # a Python handler (SIGINT's raises KeyboardInterrupt)
+                self.previous[sig] = signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def deliver(self):
+        """Restore the handlers and pass the held signal to its own."""
+        handler = self.previous.get(self.signum)
+        self.__exit__()
+        if handler is not None:
+            handler(self.signum, None)
+        raise KeyboardInterrupt(self.name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 class BatchResult:

@@ -1,30 +1,51 @@
 """HDF5 results: a recorder that streams while the run goes, and a reader.
 
-Layout (readable by any HDF5 tool)::
+Layout (format version 2, readable by any HDF5 tool)::
 
-    /time   (n_samples,)              float64, ms
-    /V      (n_samples, n_recorded)   float64 (or float32), mV, chunked by rows
+    /time          (n_samples,)             float64, ms; a dimension scale of /V
+    /neuron_names  (n_recorded,)            UTF-8 strings; a dimension scale of /V
+    /V             (n_samples, n_recorded)  float64 (or float32), mV, chunked by rows
     attributes of /:
-        neuron_names, units, complete, status, message, integrator, integrator_options,
-        protocol, circuit_name, circuit_yaml, circuit_sha256, neurosim_version,
-        dt_out_ms, duration_ms, ablated, record, wall_time_s, stats, metadata (JSON)
+        units, complete, status, message, integrator, integrator_options, protocol,
+        circuit_name, circuit_yaml, circuit_sha256, neurosim_version, dt_out_ms,
+        samples_written, wall_time_s, stats, metadata (JSON)
+
+(Version 1 kept the names in an attribute ``neuron_names``, which HDF5 limits to about
+4,000 names; such files are still read.)
 
 ``complete`` is written False when the file is opened and set True only after the last
 sample is flushed, so a file left by a crash or Ctrl-C says so.  While a run goes, /time
 and /V end with a chunk placed in the file before it is filled (samples go straight to
 their offsets); ``samples_written`` counts the valid rows, and the datasets are cut to
-it when the file closes.  The recorder writes to
-``OUT.h5.partial`` and renames it to ``OUT.h5`` when the run ends (completed, failed or
-interrupted): the final name never holds a half-written file, and only a hard kill
-(SIGKILL, power loss) leaves the ``.partial`` behind.
+it when the file closes.
+
+What the recorder guarantees about ``OUT.h5``:
+
+* It only ever holds a finished file.  The run writes ``OUT.h5.partial`` and renames it
+  when the run ends (completed, failed or interrupted); without ``overwrite`` the rename
+  never replaces a file that appeared meanwhile (the result then stays in the partial).
+* One writer at a time.  The partial is created and locked (``flock``) before anything is
+  written, so a second run writing the same output is refused while the first goes and
+  touches nothing of it; a partial left by a killed run (only SIGKILL or power loss leave
+  one) is replaced only with ``overwrite``.
+* Only regular files are written: a device, FIFO or socket is refused even with
+  ``overwrite``; through a symbolic link, the file it points to is replaced.
+* A full disk stops the run, not the file.  The space a run needs is checked before it
+  starts; each chunk's blocks are reserved before it is written and a reserve is kept for
+  the file's own metadata, so recording stops between chunks with the file still
+  readable: status ``failed``, every sample written before kept, and the error
+  (:class:`~neurosim.errors.StorageError`) says where they are.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import queue
+import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -32,31 +53,112 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from neurosim.errors import ResultFileError
+from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import Recorder, Result, RunHeader
+from neurosim.resources import format_bytes, require_disk
+
+try:
+    import fcntl
+except ImportError:  # Windows: one writer per output is then the user's care
+    fcntl = None
 
 #: values per HDF5 chunk of /V: 1 MiB chunks fit h5py's default chunk cache, so appends
 #: never read a chunk back from disk (a 10 MB chunk made recording 8x slower)
 CHUNK_VALUES = 1 << 17
 #: seconds between flushes of a file being written (a flush per chunk cost ~10 % of a run)
 FLUSH_INTERVAL_S = 1.0
+#: free bytes kept for the file's own metadata (chunk index, attributes) when the disk
+#: fills: recording stops before the disk is full, so the file can still be closed
+METADATA_RESERVE = 4 << 20
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+def _claim(partial: Path, overwrite: bool, shown: Path) -> int:
+    """A descriptor of ``partial`` holding an exclusive lock on it.
+
+    The partial is created if absent.  One that exists is either being written (locked:
+    refused) or was left by a killed run (replaced only with ``overwrite``).  The lock is
+    taken on the file that is at the name after locking, never on one a finishing writer
+    has just renamed away."""
+    for _ in range(100):
+        created = True
+        try:
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        except FileExistsError:
+            created = False
+            try:
+                fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except FileNotFoundError:  # its writer renamed it just now
+                continue
+            except OSError as exc:
+                raise ResultFileError(f"cannot write {shown}: {partial} is in the way "
+                                      f"({exc.strerror}); move it away") from None
+        except OSError as exc:  # a read-only or pseudo file system, no permission
+            raise ResultFileError(f"cannot write {shown}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ResultFileError(f"cannot write {shown}: {partial} is not a regular file; "
+                                  "move it away")
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ResultFileError(f"{shown} is being written by another run (its "
+                                      f"{partial.name} is locked); wait for that run to end "
+                                      "or choose another output") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(partial, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if not same:  # renamed or replaced between open and lock: look again
+            os.close(fd)
+            continue
+        if not created and not overwrite:
+            os.close(fd)
+            raise ResultFileError(f"{partial} was left by a run that was killed (neurosim "
+                                  "info reads it); move it away, or pass overwrite=True "
+                                  "(--overwrite) to replace it")
+        return fd
+    raise ResultFileError(f"cannot write {shown}: {partial} keeps changing")
+
+
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write all of ``data`` at ``offset``: a short write is continued, never counted whole."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+        offset += written
+
+
+def _close_quietly(file: h5py.File) -> None:
+    """Close an HDF5 file once, whatever state a failed write left it in."""
+    try:
+        file.close()
+    except Exception:  # noqa: BLE001 - the write error already reported is the news
+        pass
 
 
 class HDF5Recorder(Recorder):
-    """Stream a run to ``path``.
+    """Stream a run to ``path`` (see the module docstring for what is guaranteed).
 
     Parameters
     ----------
     path : str or Path
     overwrite : bool
-        Replace an existing file; otherwise an existing file is an error.
+        Replace an existing file (a regular file only); otherwise an existing file is an
+        error.
     dtype : {"float64", "float32"}
         Storage type of /V.
     compression : str, optional
         An h5py filter such as ``"gzip"``; off by default (it costs time while recording).
+    check_space : bool
+        Refuse a run whose uncompressed output would not fit in the free disk space.
     """
 
     #: one HDF5 chunk per kernel call: the writer thread keeps pace chunk by chunk, and
@@ -65,59 +167,50 @@ class HDF5Recorder(Recorder):
     chunk_values = CHUNK_VALUES
 
     def __init__(self, path, *, overwrite: bool = False, dtype: str = "float64",
-                 compression: str | None = None):
+                 compression: str | None = None, check_space: bool = True):
         self.path = Path(path)
         if dtype not in ("float64", "float32"):
             raise ResultFileError(f"dtype must be float64 or float32, got {dtype!r}")
-        if self.path.is_dir():
+        # written through a symbolic link: the file it points to is replaced
+        self.target = Path(os.path.realpath(self.path))
+        if self.target.is_dir():
             raise ResultFileError(f"{self.path} is a directory; give a file name such as run.h5")
-        if self.path.exists() and not overwrite:
+        if self.target.exists() and not self.target.is_file():
+            raise ResultFileError(f"{self.path} is not a regular file (a device, FIFO or "
+                                  "socket); results are written only to regular files")
+        if self.target.exists() and not overwrite:
             raise ResultFileError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
-        if not self.path.parent.is_dir():
+        if not self.target.parent.is_dir():
             raise ResultFileError(f"cannot write {self.path}: no directory {self.path.parent}")
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = self.target.with_name(self.target.name + ".partial")
+        self.overwrite = overwrite
         self.dtype = dtype
         self.compression = compression
+        self.check_space = check_space
         self.file = None
+        self._result = None
 
     def open(self, header: RunHeader):
         self.header = header
-        try:
-            self.file = h5py.File(self.partial, "w")
-        except OSError as exc:
-            raise ResultFileError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         n_rec = len(header.neuron_names)
-        rows = max(1, min(CHUNK_VALUES // max(1, n_rec), header.n_samples))
-        # rows gather into whole HDF5 chunks that go to disk as they are (see _write_rows)
-        self._t_buffer = np.empty(rows)
-        self._V_buffer = np.empty((rows, n_rec), dtype=self.dtype)
-        self._buffered = 0
-        self._written = 0
-        self._circuit_text = {}
         self._raw = self.compression is None
-        if self._raw:
-            self.time = _preallocated(self.file, "time", (rows,), (rows,), "f8")
-            self.V = _preallocated(self.file, "V", (rows, n_rec), (rows, n_rec), self.dtype)
-        else:
-            self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,),
-                                                 dtype="f8", chunks=(rows,))
-            self.V = self.file.create_dataset("V", shape=(0, n_rec), maxshape=(None, n_rec),
-                                              dtype=self.dtype, chunks=(rows, n_rec),
-                                              compression=self.compression)
-        # what a reader needs to tell a file left by a killed run; the rest of the header
-        # goes in first thing on the writer thread, while the run starts
-        attrs = self.file.attrs
-        attrs["format"] = "neurosim-result"
-        attrs["format_version"] = FORMAT_VERSION
-        attrs["complete"] = False
-        attrs["status"] = "running"
-        attrs["neuron_names"] = np.array(header.neuron_names, dtype=h5py.string_dtype())
-        attrs["samples_written"] = 0
-        self.file.flush()
-        # whole chunks go straight to their place in the file with os.pwrite, which
-        # releases the GIL (h5py holds it while writing: the kernel waited for the writer
-        # between calls, and recording a 25 ms run cost 30-60 %)
-        self._fd = os.open(self.partial, os.O_WRONLY) if self._raw else None
+        if self._raw:  # compressed sizes are not known ahead
+            size = header.n_samples * (8 + np.dtype(self.dtype).itemsize * n_rec)
+            require_disk(size + METADATA_RESERVE, self.target.parent,
+                         f"{self.path} ({header.n_samples:,} samples x {n_rec:,} neurons)",
+                         "record fewer neurons (--record), sample less often (--dt-out), store "
+                         "float32 (--float32), or pass check_space=False (--no-space-check)",
+                         check=self.check_space)
+        self._fd = _claim(self.partial, self.overwrite, self.path)
+        try:
+            self._create(header)
+        except OSError as exc:  # a full disk or an I/O error before the first sample
+            if self.file is not None:
+                _close_quietly(self.file)
+                self.file = None
+            self.partial.unlink(missing_ok=True)
+            os.close(self._fd)
+            raise StorageError(f"cannot write {self.path}: {self._reason(exc)}") from None
 
         # A writer thread overlaps disk I/O, and the circuit's YAML text, with the run
         # (the time loops release the GIL); the queue bound keeps 8 chunks in flight.
@@ -127,11 +220,48 @@ class HDF5Recorder(Recorder):
                                         daemon=True)
         self._writer.start()
 
+    def _create(self, header: RunHeader):
+        """The file with its datasets placed and what a reader needs to tell a file left by
+        a killed run; the rest of the header goes in on the writer thread."""
+        # our own flock guards the partial; HDF5's lock on a second descriptor would clash
+        self.file = h5py.File(self.partial, "w", locking=False)
+        n_rec = len(header.neuron_names)
+        rows = max(1, min(CHUNK_VALUES // max(1, n_rec), header.n_samples))
+        # rows gather into whole HDF5 chunks that go to disk as they are (see _write_rows)
+        self._t_buffer = np.empty(rows)
+        self._V_buffer = np.empty((rows, n_rec), dtype=self.dtype)
+        self._buffered = 0
+        self._written = 0
+        self._circuit_text = {}
+        if self._raw:
+            self.time = _preallocated(self.file, "time", (rows,), (rows,), "f8")
+            self.V = _preallocated(self.file, "V", (rows, n_rec), (rows, n_rec), self.dtype)
+        else:
+            self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,),
+                                                 dtype="f8", chunks=(rows,))
+            self.V = self.file.create_dataset("V", shape=(0, n_rec), maxshape=(None, n_rec),
+                                              dtype=self.dtype, chunks=(rows, n_rec),
+                                              compression=self.compression)
+        names = self.file.create_dataset(
+            "neuron_names", data=np.array(header.neuron_names, dtype=h5py.string_dtype()))
+        attrs = self.file.attrs
+        attrs["format"] = "neurosim-result"
+        attrs["format_version"] = FORMAT_VERSION
+        attrs["complete"] = False
+        attrs["status"] = "running"
+        attrs["samples_written"] = 0
+        self.file.flush()
+        self._names = names
+
     def _write_header(self):
         header, meta, attrs = self.header, self.header.metadata, self.file.attrs
         self.time.attrs["units"] = "ms"
         self.V.attrs["units"] = "mV"
-        self.V.attrs["columns"] = np.array(header.neuron_names, dtype=h5py.string_dtype())
+        # dimension scales: tools that know them label /V's axes with time and names
+        self.time.make_scale("time")
+        self._names.make_scale("neuron")
+        self.V.dims[0].attach_scale(self.time)
+        self.V.dims[1].attach_scale(self._names)
         attrs["units"] = json.dumps({"time": "ms", "V": "mV"})
         attrs["integrator"] = meta.get("integrator", "")
         attrs["integrator_options"] = json.dumps(meta.get("integrator_options", {}))
@@ -149,9 +279,6 @@ class HDF5Recorder(Recorder):
 
     def _write_chunks(self):
         try:
-            # the file being replaced goes now, while the kernel runs: freeing a large
-            # file's pages took longer than the run (close renames over it regardless)
-            self.path.unlink(missing_ok=True)
             self._write_header()
         except BaseException as exc:  # reported by the next append or close
             self._error = exc
@@ -192,7 +319,8 @@ class HDF5Recorder(Recorder):
                 self._write_buffer()
 
     def _write_chunk(self, t, V):
-        """Rows ``_written``… of the file, at most one chunk, starting a chunk."""
+        """Rows ``_written``… of the file, at most one chunk, starting a chunk; they count
+        as written only once every byte is on its way to the disk."""
         n0 = self._written
         m = t.shape[0]
         if self._raw:
@@ -203,7 +331,8 @@ class HDF5Recorder(Recorder):
             for dataset, values, start in ((self.time, t, (n0,)), (self.V, V, (n0, 0))):
                 data = np.ascontiguousarray(values, dtype=dataset.dtype)
                 offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
-                os.pwrite(self._fd, data, offset)
+                self._reserve(offset, data.nbytes)
+                _pwrite_all(self._fd, data, offset)
         else:
             self.time.resize((n0 + m,))
             self.V.resize((n0 + m, self.V.shape[1]))
@@ -211,52 +340,156 @@ class HDF5Recorder(Recorder):
             self.V[n0:n0 + m] = V
         self._written = n0 + m
 
+    def _reserve(self, offset: int, nbytes: int):
+        """Take the blocks of a write before writing it, leaving METADATA_RESERVE free,
+        so that a filling disk stops recording between chunks, never inside one."""
+        if shutil.disk_usage(self.target.parent).free < nbytes + METADATA_RESERVE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        try:
+            os.posix_fallocate(self._fd, offset, nbytes)
+        except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+
     def _write_buffer(self):
         if self._buffered:
             self._write_chunk(self._t_buffer[:self._buffered], self._V_buffer[:self._buffered])
             self._buffered = 0
 
+    def _reason(self, exc: BaseException) -> str:
+        """Why a write failed, with the free space when the disk is (nearly) full."""
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+        try:
+            free = shutil.disk_usage(self.target.parent).free
+        except OSError:
+            return reason
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < METADATA_RESERVE:
+            return f"{reason} (the disk is full: {format_bytes(free)} free in {self.target.parent})"
+        return reason
+
     def append(self, t, V):
-        """Queue rows for writing; the recorder owns ``t`` and ``V`` from now on."""
+        """Queue rows for writing; the recorder owns ``t`` and ``V`` from now on.
+
+        Raises StorageError once a write has failed (the run should then stop and close)."""
         if self._error is not None:
-            self.close("failed", f"writing {self.path} failed: {self._error}", {})
-            raise ResultFileError(f"writing {self.path} failed: {self._error}") from self._error
+            raise StorageError(f"writing {self.path} failed: {self._reason(self._error)}")
         self._queue.put((t, V))
 
     def close(self, status, message, stats):
+        """Finish the file and give it its final name; returns the Result.
+
+        After a write error the file is still finished where possible (status ``failed``,
+        the samples written before it kept) and StorageError is raised, with the Result as
+        its ``result`` (None when nothing could be kept).  A second call returns the
+        first's Result."""
+        if self._result is not None:
+            return self._result
         self._queue.put(None)
         self._writer.join()
-        if self.file is None:
-            return load_result(self.path, lazy=True)
         if self._error is None:
             try:
                 self._write_buffer()
-            except BaseException as exc:
+            except Exception as exc:  # noqa: BLE001 - reported below as a StorageError
                 self._error = exc
-        if self._raw:
-            os.close(self._fd)
-            self.time.resize((self._written,))
-            self.V.resize((self._written, self.V.shape[1]))
-        attrs = self.file.attrs
-        attrs["samples_written"] = self._written
-        attrs["status"] = status
-        attrs["message"] = message
-        attrs["stats"] = json.dumps(stats)
-        attrs["wall_time_s"] = float(stats.get("wall_time_s", 0.0))
-        self.file.flush()
-        attrs["complete"] = status == "complete" and self._error is None
-        t = self.time[:self._written]
-        self.file.close()
-        self.file = None
-        os.replace(self.partial, self.path)
         if self._error is not None:
-            raise ResultFileError(f"writing {self.path} failed: {self._error}") from self._error
-        # what load_result(path, lazy=True) reads back, without opening the file again
-        # (5 ms: h5py reads an attribute in ~0.2 ms)
-        metadata = dict(json.loads(json.dumps(self.header.metadata)), **self._circuit_text,
-                        complete=status == "complete")
-        return Result(t, lambda: _read_V(self.path, t.shape[0]), tuple(self.header.neuron_names),
-                      status, message, json.loads(json.dumps(stats)), metadata)
+            status = "failed"
+            message = (f"recording stopped after {self._written} samples: writing failed: "
+                       f"{self._reason(self._error)}")
+        finished = self._finish(status, message, stats)
+        stored = self._publish() if finished else self._keep_if_readable()
+        os.close(self._fd)  # releases the lock, after the rename
+        result = None
+        if stored is not None:
+            n = self._written
+            metadata = dict(json.loads(json.dumps(self.header.metadata)), **self._circuit_text,
+                            complete=status == "complete" and self._error is None)
+            result = Result(lambda: _read_time(stored, n), lambda: _read_V(stored, n),
+                            tuple(self.header.neuron_names), status, message,
+                            json.loads(json.dumps(stats)), metadata)
+        self._result = result or Result(np.empty(0), np.empty((0, len(self.header.neuron_names))),
+                                        self.header.neuron_names, status, message, stats, {})
+        if self._error is not None:
+            where = (f"the {self._written} samples written before are in {stored}"
+                     if stored is not None else "nothing could be kept")
+            error = StorageError(f"writing {self.path} failed: {self._reason(self._error)}; "
+                                 f"{where}")
+            error.result = result
+            raise error
+        return result
+
+    def _finish(self, status, message, stats) -> bool:
+        """Cut the datasets to the rows written, store how the run ended, close the file;
+        False if the file could not be finished (a full disk, an I/O error)."""
+        try:
+            if self._raw:
+                self.time.resize((self._written,))
+                self.V.resize((self._written, self.V.shape[1]))
+            attrs = self.file.attrs
+            attrs["samples_written"] = self._written
+            attrs["status"] = status
+            attrs["message"] = message
+            attrs["stats"] = json.dumps(stats)
+            attrs["wall_time_s"] = float(stats.get("wall_time_s", 0.0))
+            self.file.flush()
+            attrs["complete"] = status == "complete" and self._error is None
+            self.file.close()
+            os.fsync(self._fd)  # on the disk before the final name points at it
+            return True
+        except Exception as exc:  # noqa: BLE001 - becomes the StorageError of close()
+            if self._error is None:
+                self._error = exc
+            _close_quietly(self.file)
+            return False
+        finally:
+            self.file = None
+
+    def _publish(self) -> Path:
+        """Rename the finished partial to the final name; where that is not possible, the
+        result stays in the partial (returned)."""
+        old = None
+        try:
+            if self.overwrite:
+                try:  # freed when this closes, on a thread: large files take a while
+                    old = os.open(self.target, os.O_RDONLY | os.O_NONBLOCK)
+                except OSError:
+                    old = None
+                os.replace(self.partial, self.target)
+            else:
+                try:  # a link fails where a file appeared meanwhile; a rename would replace it
+                    os.link(self.partial, self.target)
+                except FileExistsError:
+                    raise
+                except OSError:  # no hard links on this file system
+                    if self.target.exists():
+                        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from None
+                    os.replace(self.partial, self.target)
+                else:
+                    os.unlink(self.partial)
+        except FileExistsError:
+            self._error = ResultFileError(f"{self.path} appeared while the run went; the run's "
+                                          f"result is in {self.partial}")
+            return self.partial
+        except OSError as exc:
+            self._error = exc
+            return self.partial
+        finally:
+            if old is not None:
+                threading.Thread(target=os.close, args=(old,), daemon=True).start()
+        return self.target
+
+    def _keep_if_readable(self) -> Path | None:
+        """The partial of a file that could not be finished, if a reader can open it;
+        otherwise it is removed (it holds nothing a reader could get back)."""
+        try:
+            with h5py.File(self.partial, "r", locking=False) as f:
+                if _valid_rows(f) > 0:
+                    return self.partial
+        except Exception:  # noqa: BLE001 - unreadable: removed below
+            pass
+        self.partial.unlink(missing_ok=True)
+        return None
 
 
 def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype) -> h5py.Dataset:
@@ -278,12 +511,18 @@ def _text(value) -> str:
 
 
 def _open_result(path: Path) -> h5py.File:
-    if not path.is_file():
+    if not path.exists():
         raise ResultFileError(f"{path}: no such result file")
+    if not path.is_file():
+        raise ResultFileError(f"{path} is not a regular file, so not a result file")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise ResultFileError(f"cannot read {path}: {exc}") from None
+        if "unable to lock file" in str(exc):
+            raise ResultFileError(f"cannot read {path}: a run is writing it; read it when "
+                                  "that run has ended") from None
+        raise ResultFileError(f"cannot read {path}: not an HDF5 file, or a damaged one "
+                              f"({' '.join(str(exc).split())})") from None
     if _text(f.attrs.get("format", "")) != "neurosim-result":
         f.close()
         raise ResultFileError(f"{path} is an HDF5 file but not a neurosim result")
@@ -297,24 +536,40 @@ def _valid_rows(f: h5py.File) -> int:
     return min(rows, int(f.attrs.get("samples_written", rows)))
 
 
+def _neuron_names(f: h5py.File) -> tuple[str, ...]:
+    """Column names of /V: a dataset since format 2, an attribute before."""
+    names = f["neuron_names"][()] if "neuron_names" in f else f.attrs["neuron_names"]
+    return tuple(_text(x) for x in names)
+
+
 def _read_V(path: Path, n: int) -> np.ndarray:
     with _open_result(path) as f:
         return f["V"][:n].astype(np.float64)
+
+
+def _read_time(path: Path, n: int) -> np.ndarray:
+    with _open_result(path) as f:
+        return f["time"][:n]
+
+
+def _damaged(path: Path, exc: Exception) -> ResultFileError:
+    return ResultFileError(f"{path} is damaged or not a complete neurosim result "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())})")
 
 
 def load_result(path, *, lazy: bool = False) -> Result:
     """Read a result file written by :class:`HDF5Recorder` into a :class:`Result`.
 
     A file whose run was interrupted is read as it is, with ``status`` telling so.
-    With ``lazy=True`` the traces are read when ``result.V`` is first used.
+    With ``lazy=True`` the times and traces are read when first used.
     """
     path = Path(path)
     try:
         with _open_result(path) as f:
             n = _valid_rows(f)
-            t = f["time"][:n]
+            t = (lambda: _read_time(path, n)) if lazy else f["time"][:n]
             V = (lambda: _read_V(path, n)) if lazy else f["V"][:n].astype(np.float64)
-            names = tuple(_text(x) for x in f.attrs["neuron_names"])
+            names = _neuron_names(f)
             status = _text(f.attrs.get("status", "running"))
             if status == "running":
                 status = "interrupted"
@@ -329,27 +584,35 @@ def load_result(path, *, lazy: bool = False) -> Result:
         raise
     except OSError as exc:
         raise ResultFileError(f"cannot read {path}: {exc}") from None
-    except KeyError as exc:
-        raise ResultFileError(f"{path} lacks {exc}; not a complete neurosim result") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _damaged(path, exc) from None
     return Result(t, V, names, status, message, stats, metadata)
 
 
 def result_summary(path) -> dict:
     """Key facts of a result file without reading the traces."""
-    with _open_result(Path(path)) as f:
-        n = _valid_rows(f)
-        return {"status": _text(f.attrs.get("status", "")),
-                "complete": bool(f.attrs.get("complete", False)),
-                "samples": n,
-                "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
-                "neurons": [_text(x) for x in f.attrs["neuron_names"]],
-                "integrator": _text(f.attrs.get("integrator", "")),
-                "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),
-                "protocol": _text(f.attrs.get("protocol", "")),
-                "circuit": _text(f.attrs.get("circuit_name", "")),
-                "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
-                "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
-                "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
-                "message": _text(f.attrs.get("message", "")),
-                "initial": json.loads(_text(f.attrs.get("metadata", "{}"))).get("initial"),
-                "size_bytes": os.path.getsize(path)}
+    path = Path(path)
+    try:
+        with _open_result(path) as f:
+            n = _valid_rows(f)
+            return {"status": _text(f.attrs.get("status", "")),
+                    "complete": bool(f.attrs.get("complete", False)),
+                    "samples": n,
+                    "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
+                    "neurons": list(_neuron_names(f)),
+                    "integrator": _text(f.attrs.get("integrator", "")),
+                    "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),
+                    "protocol": _text(f.attrs.get("protocol", "")),
+                    "circuit": _text(f.attrs.get("circuit_name", "")),
+                    "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
+                    "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
+                    "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
+                    "message": _text(f.attrs.get("message", "")),
+                    "initial": json.loads(_text(f.attrs.get("metadata", "{}"))).get("initial"),
+                    "size_bytes": os.path.getsize(path)}
+    except ResultFileError:
+        raise
+    except OSError as exc:
+        raise ResultFileError(f"cannot read {path}: {exc}") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _damaged(path, exc) from None
