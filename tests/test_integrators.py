@@ -1,9 +1,12 @@
 """Every integrator against solve_ivp, analytic solutions and its order of convergence."""
 
+import math
+
 import numpy as np
 import pytest
 
 import neurosim as ns
+from neurosim.compile import compile_circuit
 from neurosim.integrators import METHODS
 from neurosim.kernels.adaptive import DP_A, DP_B, DP_C
 from reference import ReferenceModel, random_circuit
@@ -128,6 +131,32 @@ def test_failure_keeps_partial_result_and_names_neuron():
     assert r.status == "failed"
     assert "neuron 'A'" in r.message and "t = " in r.message and "euler" in r.message
     assert 1 <= r.t.size < 401 and np.all(np.isfinite(r.V))
+
+
+def test_stability_hint_names_only_neurons_that_decay():
+    """A neuron with no conductance (g_L = 0 and no κ > 0 synapse or gap junction in, a
+    Neural ODE unit) has τ = ∞ and is never named, however small its C."""
+    from neurosim.integrators import fastest_time_constant
+
+    neurons = (ns.Neuron("free", C=1e-3, g_L=0.0, E_L=0.0), ns.Neuron("leaky", C=2.0, g_L=0.5),
+               ns.Neuron("fed", C=1e-3, g_L=0.0, E_L=0.0))
+    circuit = ns.Circuit("mixed", neurons, (ns.Synapse("leaky", "fed", w=3.0, kappa=0.0),))
+    assert fastest_time_constant(compile_circuit(circuit)) == (4.0, "leaky")
+    undamped = ns.Circuit("ode", neurons[::2])
+    assert fastest_time_constant(compile_circuit(undamped)) == (math.inf, None)
+    with pytest.warns(RuntimeWarning, match="neuron 'leaky', tau >= 4 ms"):
+        ns.simulate(circuit, duration=20.0, integrator="euler", dt=10.0, initial="as_given",
+                    raise_on_failure=False)
+
+
+def test_rosenbrock23_failure_points_at_the_model_not_at_itself():
+    """An L-stable method that fails is following a runaway: its hint says so."""
+    circuit = ns.Circuit("runaway", (ns.Neuron("A", C=1.0, g_L=0.0, E_L=0.0),))
+    push = ns.Stimulus("step", "A", amplitude=1e5)
+    r = ns.simulate(circuit, duration=10.0, stimuli=[push], integrator="rosenbrock23",
+                    initial="as_given", raise_on_failure=False)
+    assert r.status == "failed" and "beyond the bound" in r.message
+    assert "integrator='rosenbrock23'" not in r.message and "runs away" in r.message
 
 
 def test_clamped_neuron_follows_its_command_exactly():

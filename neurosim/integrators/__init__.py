@@ -448,9 +448,9 @@ class Rosenbrock23(AdaptiveIntegrator):
     def hint(self) -> str:
         # L-stable: stiffness does not make it fail, so a divergence is most likely the
         # model's own (a runaway of positive feedback), or a tolerance too loose to follow it
-        return ("an L-stable method fails mostly where the model itself runs away: check for "
-                "positive feedback (weights, reversal potentials, gap loops) driving V past "
-                "the bound, or try smaller rtol/atol")
+        return ("an L-stable method fails mostly where the model itself runs away: check "
+                "for positive feedback or inputs (weights, reversal potentials, currents) "
+                "driving V past the bound, or try smaller rtol/atol")
 
 
 METHODS: dict[str, type[Integrator]] = {
