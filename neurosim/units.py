@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 
 #: dimension -> (engine unit symbol, SI base symbol, size of the engine unit in SI)
 DIMENSIONS: dict[str, tuple[str, str, float]] = {
@@ -38,6 +39,10 @@ ENGINE_UNITS: dict[str, str] = {dim: spec[0] for dim, spec in DIMENSIONS.items()
 
 _PREFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "μ": 1e-6,
              "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6}
+
+#: the longest string read as a quantity: matching _QUANTITY takes time quadratic in a
+#: long run of spaces, and "-1.2345678901234567e-300 1/mV" is 30 characters
+QUANTITY_MAX_LENGTH = 100
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 
@@ -75,6 +80,37 @@ def allowed_units(dimension: str) -> list[str]:
     return examples[dimension]
 
 
+#: repr of user values in messages, cut short: a value may be a 10 MB string or a long list
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = 6
+_SHORT.maxdict = 4
+_SHORT.maxlevel = 3
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` shortened to about 60 characters per item, for error messages."""
+    return _SHORT.repr(value)
+
+
+def finite_float(value: object) -> float:
+    """``value`` as a finite float, else ValueError saying what was given.
+
+    ``float()`` of an integer beyond the float range raises OverflowError; that is
+    reported as the non-finite number it is.
+    """
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("must be a finite number, got an integer too large for a float "
+                         "(more than 10^308)") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {short_repr(value)}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {short_repr(value)}")
+    return number
+
+
 def parse_quantity(value: object, dimension: str) -> float:
     """Convert ``value`` to the engine unit of ``dimension``.
 
@@ -102,12 +138,15 @@ def parse_quantity(value: object, dimension: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number in {engine_unit}, got the boolean {value}")
     if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
+        return finite_float(value)
+    if isinstance(value, str):
+        if len(value) > QUANTITY_MAX_LENGTH:
+            raise ValueError(f"cannot read {short_repr(value)} as a quantity: it is longer than "
+                             f"{QUANTITY_MAX_LENGTH} characters")
         match = _QUANTITY.match(value)
         if match is None:
             raise ValueError(
-                f"cannot read {value!r} as a quantity; write a number and a unit, "
+                f"cannot read {short_repr(value)} as a quantity; write a number and a unit, "
                 f"e.g. '1.5 {engine_unit}'")
         unit = match.group(2).replace(" ", "")
         if unit in ("", engine_unit):
@@ -118,14 +157,13 @@ def parse_quantity(value: object, dimension: str) -> float:
                 noun = dimension.replace("_", " ")
                 article = "an" if noun[0] in "aeiou" else "a"
                 raise ValueError(
-                    f"{value!r} is not {article} {noun}; allowed units: "
+                    f"{short_repr(value)} is not {article} {noun}; allowed units: "
                     f"{', '.join(allowed_units(dimension))}")
             scale = si / DIMENSIONS[dimension][2]
         number = float(match.group(1)) * scale
-    else:
-        raise ValueError(
-            f"expected a number in {engine_unit} or a string such as '1.5 {engine_unit}', "
-            f"got {type(value).__name__} {value!r}")
-    if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
-    return number
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {short_repr(value)}")
+        return number
+    raise ValueError(
+        f"expected a number in {engine_unit} or a string such as '1.5 {engine_unit}', "
+        f"got {type(value).__name__} {short_repr(value)}")

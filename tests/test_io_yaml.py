@@ -69,7 +69,7 @@ BASE = "name: x\nneurons:\n  - {name: AVA}\n  - {name: AVB}\n"
     ("name: x\nname: y\nneurons: [{name: A}]\n", 2, r"name: duplicate key 'name'"),
     ("", 1, r"a circuit file is a mapping"),
     (BASE + "gap_junctions:\n  - {a: AVA, b: AVA}\n", 6, r"two different neurons"),
-    (BASE + "  - {name: A, E_L: .nan}\n", 5, r"not a finite number"),
+    (BASE + "  - {name: A, E_L: .nan}\n", 5, r"neurons\[2\].E_L: must be a finite number, got nan"),
     (BASE + "synapse:\n  - {pre: AVA, post: AVB}\n", 5, r"unknown key 'synapse'.*Did you mean 'synapses'"),
 ])
 def test_bad_input_names_file_line_key_and_allowed_values(tmp_path, text, line, match):

@@ -11,26 +11,44 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
+import stat
+import types
+import typing
 import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from neurosim.errors import CircuitError
 from neurosim.model import (INITIAL_STATES, QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
                             Neuron, Protocol, Readout, Schedule, Stimulus, Synapse)
-from neurosim.units import parse_quantity
+from neurosim.units import finite_float, parse_quantity, short_repr
 
 
 # libyaml's C parser when PyYAML was built with it: much faster on big circuits
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _not_null(value):
+    # null is no value in these files: an optional key is left out instead
+    if value is None:
+        raise ValueError("must be a number, got null")
+    return value
+
+
 def _quantity(dimension: str):
-    return Annotated[float, BeforeValidator(lambda value: parse_quantity(value, dimension))]
+    return Annotated[float, BeforeValidator(lambda value: parse_quantity(_not_null(value), dimension))]
+
+
+def _whole_number(value):
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, got the boolean {value}")
+    finite_float(_not_null(value))  # a count beyond the float range cannot be compiled
+    return value
 
 
 Voltage = _quantity("voltage")
@@ -41,11 +59,35 @@ Frequency = _quantity("frequency")
 InverseVoltage = _quantity("inverse_voltage")
 Number = _quantity("dimensionless")
 Name = Annotated[str, Field(min_length=1)]
-Raw = float | str  # converted once the stimulus' quantity (pA or mV) is known
+Raw = Annotated[float | str, BeforeValidator(_not_null)]  # converted once the stimulus'
+#                                                          quantity (pA or mV) is known
+Count = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_null(cls, value, info):
+        # fields default to None for "not given": a null written in the file would
+        # otherwise silently take the default
+        if value is None:
+            field = cls.model_fields[info.field_name]
+            what = "must be a number" if _is_number(field.annotation) else "must have a value"
+            rest = "" if field.is_required() else "; leave the key out for the default"
+            raise ValueError(f"{what}, got null{rest}")
+        return value
+
+
+def _is_number(annotation) -> bool:
+    """Whether a field's type is a number (or a number or None)."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if annotation in (float, int):
+        return True
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and \
+        any(_is_number(arg) for arg in typing.get_args(annotation) if arg is not type(None))
 
 
 class NeuronDefaults(_Spec):
@@ -98,7 +140,7 @@ class StimulusSpec(_Spec):
     start: Time | None = None
     duration: Time | None = None
     period: Time | None = None
-    count: int | None = None
+    count: Count | None = None
     frequency: Frequency | None = None
     phase: Number | None = None
     times: list[Time] | None = None
@@ -127,7 +169,7 @@ class ReadoutSpec(_Spec):
 
 class ScheduleSpec(_Spec):
     interval: Time
-    values: dict[str, list[float]]
+    values: dict[str, list[Number]]
 
 
 class CircuitSpec(_Spec):
@@ -146,6 +188,25 @@ class CircuitSpec(_Spec):
 
 # --- reading YAML with line numbers -------------------------------------------------
 
+#: the largest file :func:`read_text` reads: a circuit of the whole C. elegans connectome
+#: is about 1 MB, and /dev/zero would otherwise be read until memory runs out
+MAX_FILE_BYTES = 64 * 2**20
+#: the most nodes aliases may add to a document.  Each ``*a`` stands for every node of
+#: ``&a``: eleven lines of nested aliases ("billion laughs") stand for 10^9 nodes
+MAX_ALIAS_NODES = 1_000_000
+#: the deepest nesting of lists and mappings (circuit files nest five levels); libyaml's
+#: composer overflows the C stack at about 100,000
+MAX_DEPTH = 100
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_CONSTRUCTORS = {_TAG + kind: getattr(yaml.constructor.SafeConstructor, f"construct_yaml_{kind}")
+                        for kind in ("null", "bool", "int", "float", "binary", "timestamp", "str")}
+_SCALAR_CONSTRUCTORS[_TAG + "value"] = _SCALAR_CONSTRUCTORS[_TAG + "str"]  # a plain '='
+_COLLECTION_TAGS = {yaml.SequenceStartEvent: _TAG + "seq", yaml.MappingStartEvent: _TAG + "map"}
+_MERGE = object()   # the merge key ``<<``
+_NO_KEY = object()  # a mapping waiting for its next key
+
+
 def _parent(path: str) -> str:
     """'synapses[3].pre' → 'synapses[3]' → 'synapses' → ''."""
     return re.sub(r"(^|\.)[^.\[\]]+$|\[\d+\]$", "", path)
@@ -157,17 +218,44 @@ def _join(path: str, key) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+@dataclasses.dataclass
+class _Node:
+    """A list or mapping being read, or a finished value with what it stands for."""
+
+    items: Any
+    path: str | None    # None for mapping keys
+    line: int
+    depth: int = 0      # nesting level: the document's top mapping is 1
+    size: int = 1       # nodes, counting what aliases stand for
+    height: int = 0     # levels of lists and mappings inside, itself included
+    anchor: str | None = None
+    key: Any = _NO_KEY
+    key_line: int = 0
+    merged: dict | None = None   # key → (value, path it is written at) from merge keys
+
+
 class _LineMap:
-    """YAML text → (data, {key path: line})."""
+    """YAML text → (data, {key path: line}).
+
+    The document is read event by event (libyaml's parser keeps no recursion), so that
+    nesting, aliases and merge keys are counted as they come and refused beyond
+    :data:`MAX_DEPTH` and :data:`MAX_ALIAS_NODES` before anything is expanded.  An alias
+    is the anchored value itself, shared, not a copy; ``redirects`` maps the key path of
+    an alias (or of a merged key) to the path where its content is written, so that an
+    error inside it is placed at that line.
+    """
 
     def __init__(self, text: str, source: str):
         self.source = source
         self.lines: dict[str, int] = {}
+        self.redirects: dict[str, str] = {}
+        self._anchors: dict[str, _Node] = {}
+        self._open_anchors: set[str] = set()
+        self._alias_nodes = 0
         try:
             loader = _Loader(text)
             try:
-                node = loader.get_single_node()
-                self.data = self._walk(node, "", loader) if node is not None else None
+                self.data = self._read(loader)
             finally:
                 loader.dispose()
         except yaml.MarkedYAMLError as exc:
@@ -182,33 +270,196 @@ class _LineMap:
         except yaml.YAMLError as exc:
             raise CircuitError(f"invalid YAML: {' '.join(str(exc).split())}", file=source) from None
 
-    def _walk(self, node, path, loader, line=None):
-        # a mapping value is placed at its key's line: that is where a reader looks
-        self.lines[path] = line or node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
-                    raise CircuitError(f"keys must be names, got {key!r}", path=path or None,
-                                       file=self.source, line=key_node.start_mark.line + 1)
-                key = str(key)
-                child = _join(path, key)
-                if key in out:
-                    raise CircuitError(f"duplicate key {key!r}", path=child, file=self.source,
-                                       line=key_node.start_mark.line + 1)
-                out[key] = self._walk(value_node, child, loader, key_node.start_mark.line + 1)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._walk(item, _join(path, k), loader) for k, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
+    def _error(self, message: str, line: int, path: str | None = None) -> CircuitError:
+        return CircuitError(message, path=path or None, file=self.source, line=line)
+
+    def _read(self, loader):
+        loader.get_event()  # the stream's start
+        if isinstance(loader.get_event(), yaml.StreamEndEvent):
+            return None
+        stack: list[_Node] = []
+        while True:
+            event = loader.get_event()
+            if isinstance(event, yaml.DocumentEndEvent):
+                break
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                stack.append(self._open(event, stack, loader))
+                continue
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                node = self._close(stack.pop())
+            elif isinstance(event, yaml.AliasEvent):
+                node = self._alias(event, stack)
+            else:
+                node = self._scalar(event, stack, loader)
+            if stack:
+                self._add(stack[-1], node)
+            else:
+                root = node.items
+        event = loader.get_event()
+        if not isinstance(event, yaml.StreamEndEvent):
+            raise self._error("invalid YAML: expected a single document in the stream, found "
+                              "another document", event.start_mark.line + 1)
+        return root
+
+    def _place(self, event, stack) -> tuple[str | None, int]:
+        """The key path and line of the node that ``event`` starts; a mapping value is
+        placed at its key's line: that is where a reader looks."""
+        line = event.start_mark.line + 1
+        if not stack:
+            path = ""
+        elif isinstance(stack[-1].items, list):
+            path = _join(stack[-1].path, len(stack[-1].items))
+        elif stack[-1].key is _NO_KEY:
+            return None, line
+        else:
+            path, line = _join(stack[-1].path, "<<" if stack[-1].key is _MERGE else stack[-1].key), \
+                stack[-1].key_line
+        self.lines[path] = line
+        return path, line
+
+    def _open(self, event, stack, loader) -> _Node:
+        if event.tag not in (None, "!", _COLLECTION_TAGS[type(event)]):
+            raise self._error(f"invalid YAML: unsupported tag {event.tag!r}; circuit files use "
+                              "plain lists and mappings", event.start_mark.line + 1)
+        path, line = self._place(event, stack)
+        if path is None:
+            raise self._error("keys must be names, got a "
+                              f"{'list' if isinstance(event, yaml.SequenceStartEvent) else 'mapping'}",
+                              line, stack[-1].path)
+        if len(stack) >= MAX_DEPTH:
+            raise self._error(f"lists and mappings are nested more than {MAX_DEPTH} levels deep "
+                              "(the limit)", line, path)
+        if event.anchor is not None:
+            self._open_anchors.add(event.anchor)
+        items = [] if isinstance(event, yaml.SequenceStartEvent) else {}
+        return _Node(items, path, line, depth=len(stack) + 1, height=1, anchor=event.anchor)
+
+    def _close(self, node: _Node) -> _Node:
+        if node.merged:  # keys of the mapping itself win over merged ones
+            for key, (_, written) in node.merged.items():
+                if key not in node.items:
+                    self.redirects[_join(node.path, key)] = written
+            node.items = {**{k: v for k, (v, _) in node.merged.items() if k not in node.items},
+                          **node.items}
+        if node.anchor is not None:
+            self._open_anchors.discard(node.anchor)
+            self._anchors[node.anchor] = node
+        return node
+
+    def _alias(self, event, stack) -> _Node:
+        path, line = self._place(event, stack)
+        name = event.anchor
+        if name in self._open_anchors:
+            raise self._error(f"invalid YAML: alias *{name} is inside its own anchor &{name} "
+                              "(a node that contains itself)", line, path)
+        if name not in self._anchors:
+            raise self._error(f"invalid YAML: found undefined alias *{name}", line, path)
+        anchored = self._anchors[name]
+        self._alias_nodes += anchored.size
+        if self._alias_nodes > MAX_ALIAS_NODES:
+            raise self._error(f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes (the limit) "
+                              f"at *{name}; write the values out instead", line, path)
+        if len(stack) + anchored.height > MAX_DEPTH:
+            raise self._error(f"lists and mappings are nested more than {MAX_DEPTH} levels deep "
+                              f"(the limit) through *{name}", line, path)
+        if path is not None and anchored.path is not None:
+            self.redirects[path] = anchored.path
+        return _Node(anchored.items, path, line, size=anchored.size, height=anchored.height)
+
+    def _scalar(self, event, stack, loader) -> _Node:
+        path, line = self._place(event, stack)
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _TAG + "merge":
+            value = _MERGE if path is None else "<<"  # a merge key, or the text '<<'
+        elif tag not in _SCALAR_CONSTRUCTORS:
+            raise self._error(f"invalid YAML: unsupported tag {tag!r}; circuit files use plain "
+                              "numbers and text", line, path)
+        else:
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark,
+                                   style=event.style)
+            try:
+                value = _SCALAR_CONSTRUCTORS[tag](loader, node)
+            except (ValueError, OverflowError) as exc:  # a 5,000-digit int, the 30th of February
+                reason = str(exc).split(";")[0]  # not Python's advice on its own limits
+                raise self._error(f"invalid YAML: cannot read {short_repr(event.value)} as "
+                                  f"{tag.removeprefix(_TAG)}: {reason}", line, path) from None
+        if event.anchor is not None:  # an alias of an anchored '<<' is the text
+            self._anchors[event.anchor] = _Node("<<" if value is _MERGE else value, path, line)
+        return _Node(value, path, line)
+
+    def _add(self, parent: _Node, node: _Node) -> None:
+        parent.size += node.size
+        parent.height = max(parent.height, node.height + 1)
+        if isinstance(parent.items, list):
+            parent.items.append(node.items)
+        elif parent.key is _NO_KEY:
+            self._add_key(parent, node)
+        else:
+            if parent.key is _MERGE:
+                self._merge(parent, node)
+            else:
+                parent.items[parent.key] = node.items
+            parent.key = _NO_KEY
+
+    def _add_key(self, parent: _Node, node: _Node) -> None:
+        key = node.items
+        if key is _MERGE:
+            if parent.merged is not None:
+                raise self._error("duplicate key '<<'", node.line, _join(parent.path, "<<"))
+            parent.merged = {}
+        else:
+            if not isinstance(key, (str, int, float)) or isinstance(key, bool):
+                raise self._error(f"keys must be names, got {short_repr(key)}", node.line,
+                                  parent.path)
+            key = str(key)
+            if key in parent.items:
+                raise self._error(f"duplicate key {key!r}", node.line, _join(parent.path, key))
+        parent.key, parent.key_line = key, node.line
+
+    def _merge(self, parent: _Node, node: _Node) -> None:
+        """YAML 1.1 merge keys: ``<<: *a`` and ``<<: [*a, *b]`` (a mapping earlier in the
+        list wins over a later one; the mapping's own keys win over all)."""
+        sources = node.items if isinstance(node.items, list) else [node.items]
+        if not all(isinstance(source, dict) for source in sources):
+            raise self._error(f"the merge key << takes a mapping or a list of mappings, such as "
+                              f"*base or [*a, *b]; got {short_repr(node.items)}", node.line,
+                              node.path)
+        for k, source in enumerate(sources):
+            written = node.path if node.items is source else _join(node.path, k)
+            for key, value in source.items():
+                parent.merged.setdefault(key, (value, _join(written, key)))
+
+    def _find(self, path: str) -> tuple[int | None, bool]:
+        """The line of ``path`` and whether the document has that path; a path through
+        an alias or a merge key goes on where the content is written."""
+        fallback = None
+        while True:
+            if path in self.lines:
+                return self.lines[path], True
+            if path in self.redirects:
+                path = self.redirects[path]
+                continue
+            ancestor = path
+            while ancestor:
+                ancestor = _parent(ancestor)
+                if ancestor in self.redirects:
+                    if fallback is None:  # the alias' own line, if the rest is not found
+                        fallback = self.lines.get(ancestor)
+                    path = self.redirects[ancestor] + path[len(ancestor):]
+                    break
+                if ancestor in self.lines:
+                    return fallback or self.lines[ancestor], False
+            else:
+                return fallback or self.lines.get(""), False
 
     def line_of(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = _parent(path)
-        return self.lines.get("")
+        return self._find(path)[0]
+
+    def has(self, path: str) -> bool:
+        """Whether ``path`` names a value of the document (pydantic adds other names)."""
+        return self._find(path)[1]
 
 
 def _allowed_keys(spec_model, loc_path) -> list[str]:
@@ -242,7 +493,7 @@ def _describe(error: dict, lines: _LineMap, model) -> CircuitError:
     data_path = []
     for part in loc:
         candidate = _join(path, part)
-        if candidate in lines.lines or error["type"] in ("missing", "extra_forbidden"):
+        if lines.has(candidate) or error["type"] in ("missing", "extra_forbidden"):
             path = candidate
             data_path.append(part)
     kind = error["type"]
@@ -408,16 +659,39 @@ def load_circuit(path) -> Circuit:
 
 
 def read_text(path, what: str) -> str:
-    """The UTF-8 text of ``path``, or a CircuitError naming the file."""
+    """The UTF-8 text of the regular file ``path``, at most :data:`MAX_FILE_BYTES` long,
+    or a CircuitError naming the file."""
     path = Path(path)
+    limit = f"{MAX_FILE_BYTES // 2**20} MiB"
     try:
-        raw = path.read_bytes()
+        # non-blocking: opening a FIFO would otherwise wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise CircuitError(f"cannot read {what}: it is {_file_kind(status.st_mode)}, not a "
+                                   f"regular file; a {what} is YAML text", file=str(path))
+            with os.fdopen(fd, "rb", closefd=False) as file:
+                # st_size is 0 for /proc files and may grow: the read is bounded too
+                raw = file.read(MAX_FILE_BYTES + 1) if status.st_size <= MAX_FILE_BYTES else b""
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise CircuitError(f"cannot read {what}: {exc.strerror}", file=str(path)) from None
+    if status.st_size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
+        raise CircuitError(f"cannot read {what}: it is larger than {limit} (the limit); a {what} "
+                           "is YAML text", file=str(path))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CircuitError(f"not a UTF-8 text file (byte {exc.start})", file=str(path)) from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe (FIFO)"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
 # --- model → YAML --------------------------------------------------------------------

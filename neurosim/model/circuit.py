@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 from dataclasses import dataclass, field, replace
 
 from neurosim.errors import CircuitError
 from neurosim.model.readout import Readout
 from neurosim.model.stimulus import Protocol, Schedule, Stimulus, check_initial
+from neurosim.units import finite_float
 
 #: reversal potentials that ``type: excitatory|inhibitory`` stands for (mV)
 SYNAPSE_TYPES: dict[str, float] = {"excitatory": 0.0, "inhibitory": -90.0}
 
 
 def _finite(value: float, path: str) -> float:
-    number = float(value)
-    if not math.isfinite(number):
-        raise CircuitError(f"must be a finite number, got {value!r}", path=path)
-    return number
+    try:
+        return finite_float(value)
+    except ValueError as exc:
+        raise CircuitError(str(exc), path=path) from None
 
 
 def _positive(value: float, path: str) -> float:
@@ -30,6 +32,28 @@ def _positive(value: float, path: str) -> float:
     if number <= 0:
         raise CircuitError(f"must be > 0, got {value!r}", path=path)
     return number
+
+
+def _capacitance(value: float, path: str) -> float:
+    number = _positive(value, path)
+    # the kernels divide by C: 1/C of a subnormal C overflows to inf
+    if number < sys.float_info.min:
+        raise CircuitError(f"must be at least {sys.float_info.min:.4g} pF (the smallest normal "
+                           f"float; the kernels divide by C), got {value!r}", path=path)
+    return number
+
+
+def _duplicate(names, path: str, what: str) -> None:
+    """CircuitError at ``path[k]`` naming the first name in ``names`` given twice
+    (items that are not names, such as Stimulus objects, are skipped)."""
+    first: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            raise CircuitError(f"{what} {name!r} is named twice (first at {path}[{first[name]}])",
+                               path=f"{path}[{k}]")
+        first[name] = k
 
 
 def _non_negative(value: float, path: str) -> float:
@@ -80,7 +104,7 @@ class Neuron:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise CircuitError(f"a neuron needs a non-empty name, got {self.name!r}", path="name")
-        object.__setattr__(self, "C", _positive(self.C, "C"))
+        object.__setattr__(self, "C", _capacitance(self.C, "C"))
         object.__setattr__(self, "g_L", _non_negative(self.g_L, "g_L"))
         object.__setattr__(self, "E_L", _finite(self.E_L, "E_L"))
         if self.V0 is not None:
@@ -252,6 +276,7 @@ class Circuit:
                 if target not in names:
                     raise CircuitError(unknown_name_message("neuron", target, known),
                                        path=f"stimuli.{stim_name}.target")
+            _duplicate(stim.targets, f"stimuli.{stim_name}.target", "target neuron")
         if self.schedule is not None and not isinstance(self.schedule, Schedule):
             raise CircuitError(f"expected a Schedule, got {type(self.schedule).__name__}",
                                path="schedule")
@@ -265,7 +290,10 @@ class Circuit:
                                        path=f"readouts.{readout_name}.{end}")
         for proto_name, proto in self.protocols.items():
             try:
+                _duplicate(proto.stimuli, "stimuli", "stimulus")
                 self.resolve_stimuli(proto)
+                # only protocols as written: Circuit.without takes a set of neurons
+                _duplicate(proto.ablate, "ablate", "neuron")
                 self._check_ablation(proto.ablate)
                 for name in proto.scale:
                     if name not in names:
@@ -305,6 +333,8 @@ class Circuit:
                     raise CircuitError(unknown_name_message("stimulus", stim, list(self.stimuli)),
                                        path=f"stimuli[{k}]")
                 stim = self.stimuli[stim]
+            else:  # stimuli of the circuit were checked when it was built
+                _duplicate(stim.targets, f"stimuli[{k}].target", "target neuron")
             for target in stim.targets:
                 if target not in self.neuron_names:
                     raise CircuitError(unknown_name_message("neuron", target,
