@@ -1,7 +1,9 @@
 """``neurosim``: run, validate, inspect and plot circuits from the shell.
 
 A thin shell over the Python API.  Exit status: 0 ok, 1 the run failed numerically,
-2 bad usage or bad input, 130 interrupted (Ctrl-C or SIGTERM).  Errors are one line on stderr unless
+2 bad usage or bad input (also a run refused because its output would not fit), 74 an
+output could not be written (a full disk, an I/O error), 130 interrupted (Ctrl-C or
+SIGTERM).  Errors are one line on stderr unless
 ``--debug`` is given.
 """
 
@@ -21,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from neurosim._version import __version__
-from neurosim.errors import CircuitError, NeurosimError, SimulationError
+from neurosim.errors import CircuitError, NeurosimError, SimulationError, StorageError
 from neurosim.integrators import METHODS
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
 
 
 def _interrupt_on_sigterm(signum, frame):
@@ -36,10 +38,15 @@ def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _output_paths(out: Path, protocols: list[str]) -> dict[str, Path]:
+def _output_paths(out: str, protocols: list[str]) -> dict[str, Path]:
+    """One file per protocol: OUT itself for one, OUT_<protocol>.h5 for several, and
+    FOLDER/<protocol>.h5 when OUT names a folder."""
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        return {p: path / f"{p}.h5" for p in protocols}
     if len(protocols) == 1:
-        return {protocols[0]: out}
-    return {p: out.with_name(f"{out.stem}_{p}{out.suffix or '.h5'}") for p in protocols}
+        return {protocols[0]: path}
+    return {p: path.with_name(f"{path.stem}_{p}{path.suffix or '.h5'}") for p in protocols}
 
 
 def _progress(total: int, what: str):
@@ -100,12 +107,16 @@ def cmd_run(args) -> int:
     else:
         raise CircuitError(f"choose --protocol (one of: {', '.join(circuit.protocols) or 'none'}) "
                            "or --all", file=args.circuit)
-    outputs = _output_paths(Path(args.output), protocols)
+    outputs = _output_paths(args.output, protocols)
     _check_output(args.plot, figure=True)
+    # every output is checked before the first run starts
+    recorders = {p: HDF5Recorder(out, overwrite=args.overwrite,
+                                 dtype="float32" if args.float32 else "float64",
+                                 check_space=not args.no_space_check)
+                 for p, out in outputs.items()}
     status = EXIT_OK
     for protocol, out in outputs.items():
-        recorder = HDF5Recorder(out, overwrite=args.overwrite,
-                                dtype="float32" if args.float32 else "float64")
+        recorder = recorders[protocol]
         try:
             result = simulate(circuit, protocol, integrator=args.integrator, dt=args.dt,
                               rtol=args.rtol, atol=args.atol, dt_out=args.dt_out,
@@ -431,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--float32", action="store_true", help="store V as float32")
     run.add_argument("--plot", metavar="PNG", help="also save the traces as a picture")
     run.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    run.add_argument("--no-space-check", action="store_true",
+                     help="run even if the output, uncompressed, exceeds the free disk space")
     run.add_argument("-o", "--output", required=True, metavar="OUT.h5")
     run.set_defaults(func=cmd_run)
 
@@ -537,7 +550,9 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         print(f"neurosim: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
-        return EXIT_RUN_FAILED if isinstance(exc, SimulationError) else EXIT_USAGE
+        if isinstance(exc, SimulationError):
+            return EXIT_RUN_FAILED
+        return EXIT_IO if isinstance(exc, StorageError) else EXIT_USAGE
     except BrokenPipeError:  # `neurosim info run.h5 | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 0

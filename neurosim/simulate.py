@@ -33,6 +33,10 @@ def _record_indices(compiled, record) -> np.ndarray:
     names = [record] if isinstance(record, str) else list(record)
     if not names:
         raise CircuitError("record= is empty: nothing would be recorded")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CircuitError(f"record= names {', '.join(map(repr, twice))} more than once; "
+                           "each neuron is one column")
     return np.array([compiled.index(name) for name in names], dtype=np.int64)
 
 
@@ -377,7 +381,7 @@ CALL_SECONDS = 0.2
 class _CallSizes:
     """Output rows per kernel call, sized by the wall time the calls take.
 
-    The first call is short; later ones aim at CALL_SECONDS (growing at most 8-fold per
+    The first call computes one row; later ones aim at CALL_SECONDS (growing at most 8-fold per
     call), never above :func:`~neurosim.integrators.chunk_rows` (values in flight), and
     once they reach a recorder chunk they end on its boundaries, so a streamed run writes
     whole chunks without copying them."""
@@ -386,7 +390,7 @@ class _CallSizes:
         self.n_rows = n_rows
         self.most = chunk_rows(n_rows, n_record, chunk_values)
         self.recorder_rows = max(1, chunk_values // max(1, n_record))
-        self.size = min(64, self.most)
+        self.size = 1
 
     def next(self, row: int) -> int:
         size = self.size

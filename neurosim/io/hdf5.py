@@ -44,6 +44,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import stat
 import threading
@@ -69,8 +70,9 @@ CHUNK_VALUES = 1 << 17
 #: seconds between flushes of a file being written (a flush per chunk cost ~10 % of a run)
 FLUSH_INTERVAL_S = 1.0
 #: free bytes kept for the file's own metadata (chunk index, attributes) when the disk
-#: fills: recording stops before the disk is full, so the file can still be closed
-METADATA_RESERVE = 4 << 20
+#: fills: recording stops before the disk is full, so the file can still be closed (the
+#: metadata written at close is a few KB; tests/test_io_hdf5.py fills real disks)
+METADATA_RESERVE = 1 << 20
 
 FORMAT_VERSION = 2
 
@@ -232,10 +234,12 @@ class HDF5Recorder(Recorder):
         self._V_buffer = np.empty((rows, n_rec), dtype=self.dtype)
         self._buffered = 0
         self._written = 0
+        self._reserved = 0  # rows whose blocks are taken on the disk
         self._circuit_text = {}
         if self._raw:
             self.time = _preallocated(self.file, "time", (rows,), (rows,), "f8")
             self.V = _preallocated(self.file, "V", (rows, n_rec), (rows, n_rec), self.dtype)
+            self._place_chunk(0)
         else:
             self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,),
                                                  dtype="f8", chunks=(rows,))
@@ -306,7 +310,13 @@ class HDF5Recorder(Recorder):
         done = 0
         while done < t.shape[0]:
             if self._buffered == 0 and t.shape[0] - done >= rows:
-                self._write_chunk(t[done:done + rows], np.ascontiguousarray(V[done:done + rows]))
+                try:
+                    self._write_chunk(t[done:done + rows], np.ascontiguousarray(V[done:done + rows]))
+                except OSError:  # kept for close(), which writes what of them still fits
+                    self._t_buffer[:] = t[done:done + rows]
+                    self._V_buffer[:] = V[done:done + rows]
+                    self._buffered = rows
+                    raise
                 done += rows
                 continue
             take = min(rows - self._buffered, t.shape[0] - done)
@@ -324,14 +334,12 @@ class HDF5Recorder(Recorder):
         n0 = self._written
         m = t.shape[0]
         if self._raw:
-            if n0 + m > self.time.shape[0]:  # place the next chunk in the file
-                self.time.resize((n0 + self._t_buffer.shape[0],))
-                self.V.resize((n0 + self._t_buffer.shape[0], self.V.shape[1]))
+            if n0 + m > self._reserved:
+                self._place_chunk(n0)
             # a chunk is rows × columns in C order, so a partial one is its first bytes
             for dataset, values, start in ((self.time, t, (n0,)), (self.V, V, (n0, 0))):
                 data = np.ascontiguousarray(values, dtype=dataset.dtype)
                 offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
-                self._reserve(offset, data.nbytes)
                 _pwrite_all(self._fd, data, offset)
         else:
             self.time.resize((n0 + m,))
@@ -340,18 +348,34 @@ class HDF5Recorder(Recorder):
             self.V[n0:n0 + m] = V
         self._written = n0 + m
 
-    def _reserve(self, offset: int, nbytes: int):
-        """Take the blocks of a write before writing it, leaving METADATA_RESERVE free,
-        so that a filling disk stops recording between chunks, never inside one."""
-        if shutil.disk_usage(self.target.parent).free < nbytes + METADATA_RESERVE:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        try:
-            os.posix_fallocate(self._fd, offset, nbytes)
-        except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
-            pass
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
+    def _place_chunk(self, n0: int):
+        """Give /time and /V a chunk from row ``n0`` on and take its blocks on the disk now,
+        leaving METADATA_RESERVE free: a filling disk stops recording between chunks,
+        never inside one, and closing the file (which fills the unused end of the last
+        chunk) needs no more space than the metadata."""
+        rows = self._t_buffer.shape[0]
+        if n0 + rows > self.time.shape[0]:
+            self.time.resize((n0 + rows,))
+            self.V.resize((n0 + rows, self.V.shape[1]))
+        for dataset, start in ((self.time, (n0,)), (self.V, (n0, 0))):
+            nbytes = rows * dataset.dtype.itemsize * (dataset.shape[1] if dataset.ndim > 1 else 1)
+            if shutil.disk_usage(self.target.parent).free < nbytes + METADATA_RESERVE:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
+            try:
+                os.posix_fallocate(self._fd, offset, nbytes)
+            except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+        self._reserved = n0 + rows
+
+    def _write_what_fits(self):
+        """After a failed write: the gathered rows, if their chunk's blocks are taken."""
+        if self._buffered and self._written + self._buffered <= self._reserved:
+            self._write_buffer()
+        self._buffered = 0
 
     def _write_buffer(self):
         if self._buffered:
@@ -359,14 +383,18 @@ class HDF5Recorder(Recorder):
             self._buffered = 0
 
     def _reason(self, exc: BaseException) -> str:
-        """Why a write failed, with the free space when the disk is (nearly) full."""
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+        """Why a write failed, in a few words (HDF5's own messages carry the errno among
+        pointers and timestamps), with the free space when the disk is (nearly) full."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        found = re.search(r"errno = (\d+)", text)
+        code = getattr(exc, "errno", None) or (int(found.group(1)) if found else None)
+        reason = os.strerror(code) if code else text
         try:
             free = shutil.disk_usage(self.target.parent).free
         except OSError:
             return reason
-        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < METADATA_RESERVE:
-            return f"{reason} (the disk is full: {format_bytes(free)} free in {self.target.parent})"
+        if code in (errno.ENOSPC, errno.EDQUOT) or free < METADATA_RESERVE:
+            return f"{reason} (the disk is full: only {format_bytes(free)} free in {self.target.parent})"
         return reason
 
     def append(self, t, V):
@@ -388,11 +416,13 @@ class HDF5Recorder(Recorder):
             return self._result
         self._queue.put(None)
         self._writer.join()
-        if self._error is None:
-            try:
+        try:
+            if self._error is None:
                 self._write_buffer()
-            except Exception as exc:  # noqa: BLE001 - reported below as a StorageError
-                self._error = exc
+            elif self._raw:
+                self._write_what_fits()
+        except Exception as exc:  # noqa: BLE001 - reported below as a StorageError
+            self._error = self._error or exc
         if self._error is not None:
             status = "failed"
             message = (f"recording stopped after {self._written} samples: writing failed: "

@@ -1,0 +1,346 @@
+"""Result files at the edges: two writers, device files, full disks, failures and
+interrupts that keep every sample, thousands of recorded neurons, runs too big to fit.
+
+Disk-full tests use a real size-limited tmpfs where this machine lets the tests mount one
+(root on Linux), and a fault-injecting ``os.pwrite`` everywhere."""
+
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import neurosim as ns
+from neurosim.errors import ResourceError, ResultFileError, StorageError
+from neurosim.io import hdf5
+from test_io_yaml import EXAMPLE
+from test_reliability import LONG, start, wait_for
+
+# V = 10 pA · t / 1 pF: a potential that grows by 10 mV/ms and leaves the default bound of
+# 10⁴ mV at t = 1000 ms; every method integrates it exactly
+RUNAWAY = ns.Circuit("runaway", (ns.Neuron("A", C=1.0, g_L=0.0, E_L=0.0, V0=0.0),),
+                     stimuli={"push": ns.Stimulus("step", "A", amplitude=10.0)},
+                     protocols={"p": ns.Protocol(2000.0, ("push",))})
+
+
+def one_neuron(duration=100.0):
+    return ns.Circuit("one", (ns.Neuron("A", C=1.0, g_L=1.0, E_L=-70.0),),
+                      stimuli={"drive": ns.Stimulus("step", "A", amplitude=10.0, start=1.0)},
+                      protocols={"p": ns.Protocol(duration, ("drive",))})
+
+
+# ---------------------------------------------------------------- one writer per output
+
+def test_a_second_writer_is_refused_and_touches_nothing(tmp_path):
+    c = one_neuron()
+    first = ns.HDF5Recorder(tmp_path / "out.h5")
+    first.open(ns.record.RunHeader(("A",), 3, 1.0, {}, c))
+    first.append(np.array([0.0, 1.0]), np.array([[1.0], [2.0]]))
+    size = os.path.getsize(tmp_path / "out.h5.partial")
+    for overwrite in (False, True):
+        second = ns.HDF5Recorder(tmp_path / "out.h5", overwrite=overwrite)
+        with pytest.raises(ResultFileError, match="being written by another run"):
+            second.open(ns.record.RunHeader(("A",), 3, 1.0, {}, c))
+    assert os.path.getsize(tmp_path / "out.h5.partial") == size
+    first.append(np.array([2.0]), np.array([[3.0]]))
+    result = first.close("complete", "completed", {})
+    assert result.complete
+    back = ns.load_result(tmp_path / "out.h5")
+    np.testing.assert_array_equal(back.V[:, 0], [1.0, 2.0, 3.0])
+    assert not (tmp_path / "out.h5.partial").exists()
+
+
+def test_two_processes_writing_one_output(tmp_path):
+    """The first run goes on and its file stays whole, whatever HDF5's own locking is."""
+    (tmp_path / "long.yaml").write_text(LONG)
+    args = ["run", "long.yaml", "-i", "euler", "--dt", "0.01", "--dt-out", "1.0", "-o", "out.h5"]
+    first = start(args, tmp_path)
+    wait_for(tmp_path / "out.h5.partial")
+    time.sleep(1.0)
+    env = dict(os.environ, HDF5_USE_FILE_LOCKING="FALSE")
+    for extra in ([], ["--overwrite"]):
+        second = subprocess.run([sys.executable, "-m", "neurosim.cli", *args, *extra],
+                                cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert second.returncode == 2, second.stderr
+        assert "being written by another run" in second.stderr
+        assert "Traceback" not in second.stderr
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    result = ns.load_result(tmp_path / "out.h5")
+    assert result.status == "interrupted" and result.t.size > 10
+    np.testing.assert_array_equal(result.t, np.arange(result.t.size) * 1.0)
+
+
+def test_a_partial_left_by_a_killed_run_is_replaced_only_when_asked(tmp_path):
+    (tmp_path / "r.h5.partial").write_bytes(b"what a killed run left")
+    c = one_neuron()
+    with pytest.raises(ResultFileError, match="left by a run that was killed.*--overwrite"):
+        ns.simulate(c, "p", recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    assert (tmp_path / "r.h5.partial").read_bytes() == b"what a killed run left"
+    result = ns.simulate(c, "p", recorder=ns.HDF5Recorder(tmp_path / "r.h5", overwrite=True))
+    assert result.complete and not (tmp_path / "r.h5.partial").exists()
+
+
+def test_a_file_that_appears_during_the_run_is_not_replaced(tmp_path):
+    c = one_neuron()
+
+    class Intruder(ns.HDF5Recorder):
+        def append(self, t, V):
+            super().append(t, V)
+            if not self.path.exists():
+                self.path.write_text("someone else's result")
+
+    with pytest.raises(StorageError, match=r"appeared while the run went.*r\.h5\.partial") as info:
+        ns.simulate(c, "p", recorder=Intruder(tmp_path / "r.h5"))
+    assert (tmp_path / "r.h5").read_text() == "someone else's result"
+    kept = ns.load_result(tmp_path / "r.h5.partial")
+    assert kept.complete and kept.t.size == info.value.result.t.size == 1001
+
+
+# ---------------------------------------------------------------- only regular files
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "link to device"])
+def test_non_regular_outputs_are_refused_even_with_overwrite(tmp_path, kind):
+    target = tmp_path / "out.h5"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        target = Path(os.devnull)
+    else:
+        target.symlink_to(os.devnull)
+    with pytest.raises(ResultFileError, match="not a regular file"):
+        ns.HDF5Recorder(target, overwrite=True)
+    assert Path(os.devnull).is_char_device()
+
+
+def test_a_symlink_is_written_through(tmp_path):
+    c = one_neuron()
+    ns.simulate(c, "p", dt_out=1.0, recorder=ns.HDF5Recorder(tmp_path / "real.h5"))
+    (tmp_path / "link.h5").symlink_to("real.h5")
+    ns.simulate(c, "p", dt_out=10.0,
+                recorder=ns.HDF5Recorder(tmp_path / "link.h5", overwrite=True))
+    assert (tmp_path / "link.h5").is_symlink()
+    assert ns.load_result(tmp_path / "real.h5").t.size == 11
+
+
+# ---------------------------------------------------------------- full disks
+
+def failing_pwrite(allowed_bytes):
+    """An os.pwrite that accepts ``allowed_bytes`` in all (in short writes), then fails
+    as a full disk does."""
+    real = os.pwrite
+    left = [allowed_bytes]
+
+    def pwrite(fd, data, offset):
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = memoryview(data).cast("B")[:max(1, min(left[0], len(data) // 2 or 1))]
+        written = real(fd, view, offset)
+        left[0] -= written
+        return written
+    return pwrite
+
+
+def test_short_writes_are_continued_and_never_counted_whole(tmp_path, monkeypatch):
+    """Every write returns short (half of what it was given): the rows are still right."""
+    c = one_neuron(2000.0)
+    monkeypatch.setattr(hdf5.os, "pwrite", failing_pwrite(10**12))
+    streamed = ns.simulate(c, "p", dt_out=0.01, recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    memory = ns.simulate(c, "p", dt_out=0.01)
+    np.testing.assert_array_equal(ns.load_result(tmp_path / "r.h5").V, memory.V)
+    assert streamed.t.size == 200001
+
+
+def test_a_disk_that_fills_keeps_every_whole_row(tmp_path, monkeypatch):
+    """The disk fills in the middle of a chunk: the rows before it are kept, exactly,
+    and none of the rows the failing write did not finish is counted."""
+    c = one_neuron(2000.0)
+    chunk = hdf5.CHUNK_VALUES  # rows per chunk for one recorded neuron
+    monkeypatch.setattr(hdf5.os, "pwrite", failing_pwrite(2 * 8 * chunk + 8 * 1000))
+    with pytest.raises(StorageError, match=r"No space left on device.*the \d+ samples written "
+                                           r"before are in .*r\.h5") as info:
+        ns.simulate(c, "p", dt_out=0.01, recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    kept = ns.load_result(tmp_path / "r.h5")
+    assert kept.status == "failed" and not kept.metadata["complete"]
+    assert "recording stopped after" in kept.message
+    assert kept.t.size == chunk == info.value.result.t.size  # the second chunk never finished
+    memory = ns.simulate(c, "p", dt_out=0.01)
+    np.testing.assert_array_equal(kept.V, memory.V[:chunk])
+    np.testing.assert_array_equal(kept.t, memory.t[:chunk])
+
+
+def test_the_command_line_reports_a_full_disk_as_an_io_failure(tmp_path, monkeypatch, capsys):
+    from neurosim.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hdf5.os, "pwrite", failing_pwrite(0))
+    code = main(["run", str(EXAMPLE), "-p", "baseline", "-o", "r.h5"])
+    err = capsys.readouterr().err
+    assert code == 74 and err.count("\n") == 1 and "No space left on device" in err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 8 MiB tmpfs, where this machine allows mounting one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_real_full_disk(small_disk):
+    c = one_neuron(20000.0)
+    with pytest.raises(ResourceError, match=r"would take 33\.0 MB, but only [\d.]+ MB are free"
+                                            r".*--no-space-check"):
+        ns.simulate(c, "p", dt_out=0.01, recorder=ns.HDF5Recorder(small_disk / "a.h5"))
+    assert list(small_disk.iterdir()) == []
+    with pytest.raises(StorageError, match="No space left on device"):
+        ns.simulate(c, "p", dt_out=0.01,
+                    recorder=ns.HDF5Recorder(small_disk / "a.h5", check_space=False))
+    kept = ns.load_result(small_disk / "a.h5")
+    assert kept.status == "failed" and kept.t.size >= hdf5.CHUNK_VALUES
+    memory = ns.simulate(c, "p", dt_out=0.01)
+    np.testing.assert_array_equal(kept.V, memory.V[:kept.t.size])
+    assert sorted(p.name for p in small_disk.iterdir()) == ["a.h5"]
+    # a disk with no room left: a clear error and nothing left behind
+    (small_disk / "a.h5").unlink()
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        with pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+    with pytest.raises(StorageError, match="cannot write .*No space left on device"):
+        ns.simulate(c, "p", dt_out=10.0,
+                    recorder=ns.HDF5Recorder(small_disk / "b.h5", check_space=False))
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+# ---------------------------------------------------------------- failures and interrupts
+
+@pytest.mark.parametrize("integrator", [
+    ns.METHODS["dopri5"](max_step=1.0), ns.METHODS["rosenbrock23"](max_step=1.0),
+    ns.METHODS["rk4"](dt=0.01), ns.METHODS["euler"](dt=0.01)], ids=lambda m: m.name)
+def test_a_failed_run_keeps_every_sample_before_the_failure(tmp_path, integrator):
+    """(Adaptive steps are bounded here: a step that jumps far past the bound has
+    computed no sample inside it.)"""
+    with pytest.raises(ns.SimulationError, match="beyond the bound") as info:
+        ns.simulate(RUNAWAY, "p", integrator=integrator, dt_out=0.1,
+                    recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    kept = ns.load_result(tmp_path / "r.h5")
+    assert kept.status == "failed"
+    # V = 10 t leaves the bound at t = 1000 ms: every row up to where the step that left
+    # it ends is kept, and right
+    t_fail = float(re.search(r"at t = ([\d.]+) ms", kept.message).group(1))
+    assert 1000.0 <= t_fail <= 1001.0 and 998.9 <= kept.t[-1] < t_fail
+    np.testing.assert_allclose(kept.V[:, 0], 10.0 * kept.t, rtol=1e-9, atol=1e-9)
+    assert info.value.result.t.size == kept.t.size
+
+
+def test_an_interrupt_keeps_the_rows_of_the_call_in_flight(tmp_path):
+    c = one_neuron(20000.0)
+    calls = []
+
+    def interrupt_at_the_third_call(advanced_ms):
+        calls.append(advanced_ms)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate(c, "p", dt_out=0.01, progress=interrupt_at_the_third_call,
+                    recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    kept = ns.load_result(tmp_path / "r.h5")
+    assert kept.status == "interrupted"
+    # the rows of all three calls are in, and the message names the time reached
+    assert kept.t.size == 1 + round(sum(calls) / 0.01)
+    assert kept.message == f"interrupted at t = {kept.t[-1]:g} ms (SIGINT)"
+    memory = ns.simulate(c, "p", dt_out=0.01)
+    np.testing.assert_array_equal(kept.V, memory.V[:kept.t.size])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interrupt_is_answered_within_a_call(tmp_path):
+    """Rows of ~0.3 s each: the run stops within about a row of the signal, where it
+    used to finish a call of thousands of rows first."""
+    c = ns.Circuit("slow", (ns.Neuron("A", C=1.0, g_L=1.0, E_L=-70.0, V0=-70.0),))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate(c, duration=1e6, integrator="euler", dt=1e-5, dt_out=100.0,
+                    recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    assert time.perf_counter() - started < 8.0
+    kept = ns.load_result(tmp_path / "r.h5")
+    assert kept.status == "interrupted" and kept.t.size >= 2
+
+
+# ---------------------------------------------------------------- size
+
+def test_thousands_of_recorded_neurons(tmp_path):
+    n = 5000
+    names = [f"N{k}" for k in range(n)]
+    c = ns.Circuit("wide", tuple(ns.Neuron(name, C=1.0, g_L=1.0, E_L=-70.0 + k % 7, V0=-70.0)
+                                 for k, name in enumerate(names)))
+    ns.simulate(c, duration=2.0, integrator="exp_euler", dt=0.1, dt_out=1.0,
+                recorder=ns.HDF5Recorder(tmp_path / "wide.h5"))
+    back = ns.load_result(tmp_path / "wide.h5")
+    assert back.neuron_names == tuple(names) and back.V.shape == (3, n)
+    expected = -70.0 + np.arange(n) % 7 * (1 - np.exp(-2.0))  # exact for exp_euler
+    np.testing.assert_allclose(back.v("N6")[-1], expected[6], rtol=1e-12)
+    assert hdf5.result_summary(tmp_path / "wide.h5")["neurons"][-1] == "N4999"
+
+
+def test_format_1_files_are_still_read(tmp_path):
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.attrs["format"] = "neurosim-result"
+        f.attrs["format_version"] = 1
+        f.attrs["neuron_names"] = np.array(["A", "B"], dtype=h5py.string_dtype())
+        f.attrs["status"] = "complete"
+        f.attrs["complete"] = True
+        f["time"] = np.arange(3.0)
+        f["V"] = np.ones((3, 2))
+    old = ns.load_result(tmp_path / "old.h5")
+    assert old.neuron_names == ("A", "B") and old.V.shape == (3, 2)
+
+
+def test_runs_too_big_for_memory_or_disk_are_refused_before_they_start(tmp_path):
+    c = one_neuron(1e12)
+    started = time.perf_counter()
+    with pytest.raises(ResourceError, match=r"run's output \(1,000,000,000,001 samples x 1 "
+                                            r"neurons\) would take 16\.0 TB of memory"):
+        ns.simulate(c, "p", dt_out=1.0)
+    with pytest.raises(ResourceError, match=r"would take .* but only .* are free in .*"
+                                            r"--no-space-check"):
+        ns.simulate(c, "p", dt_out=1.0, recorder=ns.HDF5Recorder(tmp_path / "big.h5"))
+    assert time.perf_counter() - started < 5.0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target,match", [
+    ("not_hdf5", "not an HDF5 file, or a damaged one"),
+    ("no_V", "damaged or not a complete neurosim result"),
+])
+def test_damaged_result_files_get_one_line(tmp_path, target, match):
+    path = tmp_path / "r.h5"
+    if target == "not_hdf5":
+        path.write_bytes(b"\x89HDF\r\n" + os.urandom(500))
+    else:
+        with h5py.File(path, "w") as f:
+            f.attrs["format"] = "neurosim-result"
+            f["time"] = np.arange(3.0)
+    for read in (ns.load_result, hdf5.result_summary):
+        with pytest.raises(ResultFileError, match=match):
+            read(path)
