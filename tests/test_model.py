@@ -49,6 +49,12 @@ def test_relabelling_neurons_permutes_the_traces():
     (lambda: ns.Stimulus("table", "A", times=(1.0, 0.5), values=(1.0, 2.0)), "increase"),
     (lambda: ns.Stimulus("step", "A", quantity="charge"), "allowed: current, voltage"),
     (lambda: ns.Protocol(duration=-5.0), "duration: must be a finite number of ms > 0"),
+    (lambda: ns.Neuron("A", C=5e-324),
+     r"^C: must be at least 2.225e-308 pF \(the smallest normal float; the kernels divide by C\), got 5e-324$"),
+    (lambda: ns.Neuron("A", C=10**400),
+     r"^C: must be a finite number, got an integer too large for a float \(more than 10\^308\)$"),
+    (lambda: ns.Synapse("A", "B", mu=-10**309), r"^mu: must be a finite number, got an integer too large"),
+    (lambda: ns.Neuron("A", E_L=None), r"^E_L: must be a number, got None$"),
 ])
 def test_invalid_objects_are_refused_with_the_field_named(build, match):
     with pytest.raises(ns.CircuitError, match=match):
@@ -69,10 +75,24 @@ def two_neurons(**extra):
      r"protocols.p.stimuli\[0\]: unknown stimulus 'nope'"),
     ({"protocols": {"p": ns.Protocol(10.0, ablate=("AVC",))}}, r"protocols.p.ablate\[0\]"),
     ({"stimuli": {"s": ns.Stimulus("step", "XYZ")}}, "stimuli.s.target: unknown neuron 'XYZ'"),
+    ({"protocols": {"p": ns.Protocol(10.0, ablate=("AVB", "AVB"))}},
+     r"^protocols.p.ablate\[1\]: neuron 'AVB' is named twice \(first at ablate\[0\]\)$"),
+    ({"stimuli": {"s": ns.Stimulus("step", ("AVA", "AVB", "AVA"))}},
+     r"^stimuli.s.target\[2\]: target neuron 'AVA' is named twice \(first at stimuli.s.target\[0\]\)$"),
+    ({"stimuli": {"s": ns.Stimulus("step", "AVA")}, "protocols": {"p": ns.Protocol(10.0, stimuli=("s", "s"))}},
+     r"^protocols.p.stimuli\[1\]: stimulus 's' is named twice \(first at stimuli\[0\]\)$"),
+    ({"protocols": {"p": ns.Protocol(10.0, stimuli=(ns.Stimulus("step", ("AVB", "AVB")),))}},
+     r"^protocols.p.stimuli\[0\].target\[1\]: target neuron 'AVB' is named twice"),
 ])
 def test_invalid_circuits_name_the_path(extra, match):
     with pytest.raises(ns.CircuitError, match=match):
         ns.Circuit(**two_neurons(**extra))
+
+
+def test_an_ablation_named_twice_at_run_time_is_one_ablation():
+    # Circuit.without takes a set: simulate joins a protocol's ablations with its own
+    circuit = ns.Circuit(**two_neurons(synapses=(ns.Synapse("AVA", "AVB"),)))
+    assert circuit.without(["AVA", "AVA"]).neuron_names == ("AVB",)
 
 
 def test_duplicate_neuron_names_are_refused():
