@@ -318,11 +318,11 @@ def drive_breakpoints(stimuli, duration: float) -> np.ndarray:
         count = stim.edge_count(duration)
         total += count
         if total > MAX_BREAKPOINTS:
+            others = f", {total:,} with the drive's other stimuli" if total != count else ""
             raise CircuitError(
                 f"a {stim.kind} stimulus on {', '.join(stim.targets)} has {count:,} edges in "
-                f"{duration:g} ms ({total:,} in the drive so far), more than the limit of "
-                f"{MAX_BREAKPOINTS:,} (each edge costs at least one step); use fewer pulses "
-                "or a shorter run")
+                f"{duration:g} ms{others}, more than the limit of {MAX_BREAKPOINTS:,} (each "
+                "edge costs at least one step); use fewer pulses or a shorter run")
     parts = [stim.breakpoints(duration) for stim in stimuli]
     return np.unique(np.concatenate([np.empty(0), *parts]))
 

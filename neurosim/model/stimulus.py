@@ -184,8 +184,8 @@ class Stimulus:
         return self.offset + self.amplitude * shape
 
     def edge_count(self, t_end: float) -> int:
-        """An upper bound on the number of :meth:`breakpoints` in ``(0, t_end)``, counted
-        without building them (a fast pulse train may have billions)."""
+        """The number of :meth:`breakpoints` in ``(0, t_end)``, within two, counted
+        without building them: a fast pulse train may have billions."""
         if self.kind in ("table", "steps"):
             return len(self.times)
         if self.kind == "pulse_train":
@@ -193,9 +193,10 @@ class Stimulus:
         return 1 if self.kind == "step" else 2
 
     def _pulses_before(self, t_end: float) -> int:
-        """How many onsets of a pulse train to build for a run ending at ``t_end``: every
-        one before t_end (one more where the quotient rounds down), at most ``count``."""
-        n = max(0, math.floor((t_end - self.start) / self.period) + 2)
+        """How many onsets of a pulse train lie before ``t_end`` (give or take one where
+        the quotient rounds), at most ``count``; capped far beyond any run's bound."""
+        quotient = min((t_end - self.start) / self.period, 1e18)
+        n = max(0, math.ceil(quotient))
         return n if self.count is None else min(self.count, n)
 
     def breakpoints(self, t_end: float) -> np.ndarray:
@@ -206,7 +207,9 @@ class Stimulus:
         if self.kind in ("pulse", "ramp", "sine"):
             points = np.array([self.start, self.end])
         elif self.kind == "pulse_train":
-            onsets = self.pulse_onsets(self._pulses_before(t_end))
+            # one onset more, in case the quotient rounded below one before t_end
+            n = self._pulses_before(t_end) + 1
+            onsets = self.pulse_onsets(n if self.count is None else min(n, self.count))
             points = np.stack([onsets, onsets + self.duration], axis=1).ravel()
         elif self.kind in ("table", "steps"):
             points = np.array(self.times, dtype=np.float64)
