@@ -59,8 +59,8 @@ Frequency = _quantity("frequency")
 InverseVoltage = _quantity("inverse_voltage")
 Number = _quantity("dimensionless")
 Name = Annotated[str, Field(min_length=1)]
-Raw = Annotated[float | str, BeforeValidator(_not_null)]  # converted once the stimulus'
-#                                                          quantity (pA or mV) is known
+# converted once the stimulus' quantity (pA or mV) is known
+Raw = Annotated[float | str, BeforeValidator(_not_null)]
 Count = Annotated[int, BeforeValidator(_whole_number)]
 
 
@@ -81,7 +81,7 @@ class _Spec(BaseModel):
 
 
 def _is_number(annotation) -> bool:
-    """Whether a field's type is a number (or a number or None)."""
+    """Whether a field's type is a number, optional or not."""
     if typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
     if annotation in (float, int):
@@ -227,7 +227,6 @@ class _Node:
     items: Any
     path: str | None    # None for mapping keys
     line: int
-    depth: int = 0      # nesting level: the document's top mapping is 1
     size: int = 1       # nodes, counting what aliases stand for
     height: int = 0     # levels of lists and mappings inside, itself included
     anchor: str | None = None
@@ -285,7 +284,7 @@ class _LineMap:
             if isinstance(event, yaml.DocumentEndEvent):
                 break
             if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                stack.append(self._open(event, stack, loader))
+                stack.append(self._open(event, stack))
                 continue
             if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 node = self._close(stack.pop())
@@ -325,7 +324,7 @@ class _LineMap:
         self.lines[path] = line
         return path, line
 
-    def _open(self, event, stack, loader) -> _Node:
+    def _open(self, event, stack) -> _Node:
         if event.tag not in (None, "!", _COLLECTION_TAGS[type(event)]):
             raise self._error(f"invalid YAML: unsupported tag {event.tag!r}; circuit files use "
                               "plain lists and mappings", event.start_mark.line + 1)
@@ -341,7 +340,7 @@ class _LineMap:
         if event.anchor is not None:
             self._open_anchors.add(event.anchor)
         items = [] if isinstance(event, yaml.SequenceStartEvent) else {}
-        return _Node(items, path, line, depth=len(stack) + 1, height=1, anchor=event.anchor)
+        return _Node(items, path, line, height=1, anchor=event.anchor)
 
     def _close(self, node: _Node) -> _Node:
         if node.merged:  # keys of the mapping itself win over merged ones
@@ -401,8 +400,9 @@ class _LineMap:
 
     def _add(self, parent: _Node, node: _Node) -> None:
         parent.size += node.size
-        if parent.key is _MERGE:  # the merged mappings' items become the parent's
-            parent.height = max(parent.height, node.height - isinstance(node.items, list))
+        if parent.key is _MERGE:  # the merged mappings' items become the parent's: a list
+            # of mappings is one level above them, a mapping at their level
+            parent.height = max(parent.height, node.height - (1 if isinstance(node.items, list) else 0))
         else:
             parent.height = max(parent.height, node.height + 1)
         if isinstance(parent.items, list):
@@ -524,13 +524,13 @@ def _describe(error: dict, lines: _LineMap, model) -> CircuitError:
     elif kind == "value_error":
         message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
-        message = f"expected a mapping (key: value, ...), got {error['input']!r}"
+        message = f"expected a mapping (key: value, ...), got {short_repr(error['input'])}"
     elif kind == "list_type":
-        message = f"expected a list, got {error['input']!r}"
+        message = f"expected a list, got {short_repr(error['input'])}"
     elif kind == "literal_error":
-        message = f"got {error['input']!r}; allowed: {error['ctx']['expected']}"
+        message = f"got {short_repr(error['input'])}; allowed: {error['ctx']['expected']}"
     else:
-        message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+        message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {short_repr(error['input'])}"
     return CircuitError(message, path=path or None, file=lines.source, line=lines.line_of(path))
 
 

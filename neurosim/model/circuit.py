@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from neurosim.errors import CircuitError
 from neurosim.model.readout import Readout
 from neurosim.model.stimulus import Protocol, Schedule, Stimulus, check_initial
-from neurosim.units import finite_float
+from neurosim.units import finite_float, short_repr
 
 #: reversal potentials that ``type: excitatory|inhibitory`` stands for (mV)
 SYNAPSE_TYPES: dict[str, float] = {"excitatory": 0.0, "inhibitory": -90.0}
@@ -51,7 +51,7 @@ def _duplicate(names, path: str, what: str) -> None:
         if not isinstance(name, str):
             continue
         if name in first:
-            raise CircuitError(f"{what} {name!r} is named twice (first at {path}[{first[name]}])",
+            raise CircuitError(f"{what} {short_repr(name)} is named twice (first at {path}[{first[name]}])",
                                path=f"{path}[{k}]")
         first[name] = k
 
@@ -66,7 +66,7 @@ def _non_negative(value: float, path: str) -> float:
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     """'unknown neuron 'AVX'; known: ALM, AVA, ... Did you mean 'AVA'?'"""
     shown = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "")
-    message = f"unknown {kind} {name!r}; known: {shown or '(none)'}"
+    message = f"unknown {kind} {short_repr(name)}; known: {shown or '(none)'}"
     close = difflib.get_close_matches(name, known, n=1)
     if close:
         message += f". Did you mean {close[0]!r}?"
@@ -103,7 +103,7 @@ class Neuron:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
-            raise CircuitError(f"a neuron needs a non-empty name, got {self.name!r}", path="name")
+            raise CircuitError(f"a neuron needs a non-empty name, got {short_repr(self.name)}", path="name")
         object.__setattr__(self, "C", _capacitance(self.C, "C"))
         object.__setattr__(self, "g_L", _non_negative(self.g_L, "g_L"))
         object.__setattr__(self, "E_L", _finite(self.E_L, "E_L"))
@@ -155,7 +155,7 @@ class Synapse:
         for end in ("pre", "post"):
             value = getattr(self, end)
             if not isinstance(value, str) or not value:
-                raise CircuitError(f"must be a neuron name, got {value!r}", path=end)
+                raise CircuitError(f"must be a neuron name, got {short_repr(value)}", path=end)
         object.__setattr__(self, "w", _non_negative(self.w, "w"))
         object.__setattr__(self, "E", _finite(self.E, "E"))
         object.__setattr__(self, "mu", _finite(self.mu, "mu"))
@@ -183,9 +183,9 @@ class GapJunction:
         for end in ("a", "b"):
             value = getattr(self, end)
             if not isinstance(value, str) or not value:
-                raise CircuitError(f"must be a neuron name, got {value!r}", path=end)
+                raise CircuitError(f"must be a neuron name, got {short_repr(value)}", path=end)
         if self.a == self.b:
-            raise CircuitError(f"a gap junction joins two different neurons, got {self.a!r} twice",
+            raise CircuitError(f"a gap junction joins two different neurons, got {short_repr(self.a)} twice",
                                path="b")
         object.__setattr__(self, "g", _non_negative(self.g, "g"))
 
@@ -244,7 +244,8 @@ class Circuit:
                                    path=f"neurons[{i}]")
             if neuron.name in names:
                 raise CircuitError(
-                    f"duplicate neuron name {neuron.name!r} (first at neurons[{names[neuron.name]}])",
+                    f"duplicate neuron name {short_repr(neuron.name)} "
+                    f"(first at neurons[{names[neuron.name]}])",
                     path=f"neurons[{i}].name")
             names[neuron.name] = i
         known = list(names)
