@@ -198,6 +198,9 @@ def test_devices_pipes_folders_and_huge_files_are_refused_without_reading_them(t
     assert str(error) == (f"{sparse}: cannot read circuit file: it is larger than 64 MiB (the "
                           "limit); a circuit file is YAML text")
     assert seconds < 2.0 and megabytes < 1
+    (tmp_path / "c.yaml").write_text(BASE)
+    _, _, megabytes = bounded(lambda: ns.load_circuit(tmp_path / "c.yaml").neuron("XYZ"))
+    assert megabytes < 3  # read in 1 MiB chunks, not a 64 MiB buffer
     monkeypatch.setattr(ns.io.yaml, "MAX_FILE_BYTES", 100)  # the read itself stops at the limit
     (tmp_path / "c.yaml").write_text(BASE + "#" * 100)
     with pytest.raises(ns.CircuitError, match="larger than 0 MiB"):

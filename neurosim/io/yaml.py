@@ -684,9 +684,16 @@ def read_text(path, what: str) -> str:
             if not stat.S_ISREG(status.st_mode):
                 raise CircuitError(f"cannot read {what}: it is {_file_kind(status.st_mode)}, not a "
                                    f"regular file; a {what} is YAML text", file=str(path))
-            with os.fdopen(fd, "rb", closefd=False) as file:
-                # st_size is 0 for /proc files and may grow: the read is bounded too
-                raw = file.read(MAX_FILE_BYTES + 1) if status.st_size <= MAX_FILE_BYTES else b""
+            chunks, size = [], 0
+            # st_size is 0 for /proc files and a file may grow: the read is bounded too, in
+            # chunks, since read(n) allocates n bytes at once
+            while status.st_size <= MAX_FILE_BYTES and size <= MAX_FILE_BYTES:
+                chunk = os.read(fd, 2**20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            raw = b"".join(chunks)
         finally:
             os.close(fd)
     except OSError as exc:
