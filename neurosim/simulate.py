@@ -22,6 +22,7 @@ from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_
                                   make_integrator, run_items)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
+from neurosim.resources import require_memory
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
 DEFAULT_V_BOUND = 1e4
@@ -111,6 +112,9 @@ class RestState:
                                "pre-run reaches a stable rest)"}[self.method]
             numbers = (f"{self.iterations} Newton iterations, max |dV/dt| "
                        f"{self.residual:.1e} mV/ms")
+            if np.isnan(self.max_real_eigenvalue):
+                numbers += ("; too many neurons for Newton and the eigenvalue check: the "
+                            "pre-run's settling is the evidence of stability")
             if self.other_rests > 0:
                 return (f"multistable circuit: {self.other_rests} other stable rest"
                         f"{'s' if self.other_rests > 1 else ''} found from other starts; "
@@ -546,7 +550,8 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
 
 def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None, initial=None,
-                   v_bound: float = DEFAULT_V_BOUND, precision: str = "float64") -> BatchResult:
+                   v_bound: float = DEFAULT_V_BOUND, precision: str = "float64",
+                   check_memory: bool = True) -> BatchResult:
     """Simulate many parameter sets under many protocols in one parallel call.
 
     Every (protocol, parameter set) pair is an independent run with its own adaptive
@@ -569,6 +574,9 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         ``"float32"`` computes and returns the runs in single precision: for dopri5 at
         rtol ≥ 1e-5, up to twice as many runs per second (twice the runs per SIMD
         register); results then differ from float64 runs by about the tolerance.
+    check_memory : bool
+        Refuse, before any work, a batch whose output would not fit in the memory
+        available (:class:`~neurosim.errors.ResourceError`).
 
     Returns
     -------
@@ -616,6 +624,12 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
         raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
 
     n_p, n_sets = len(resolved), thetas.shape[0]
+    require_memory(n_p * n_sets * (int(rows.max()) + 1) * len(record_idx)
+                   * np.dtype(precision).itemsize,
+                   f"the batch's output ({n_p * n_sets:,} runs x {int(rows.max()) + 1:,} samples x "
+                   f"{len(record_idx):,} neurons)",
+                   "run fewer parameter sets per call, record fewer neurons (record=), sample "
+                   "less often (dt_out=), or pass check_memory=False", check=check_memory)
     started = time.perf_counter()
     at_rest = np.array([resolve_initial(circuit, p, initial, None) == "rest" for _, p in resolved])
     status, stats, fail_t, out_V, rests = run_protocol_grid(

@@ -400,7 +400,7 @@ class _AdaptiveStepper(_Stepper):
         self.state = np.zeros(kc.N_SOLVER_STATE)
         self.state[kc.X_H] = self.method.dt if self.method.dt is not None else 0.0
         self.state[kc.X_ERR_OLD] = 1e-4
-        self.carry = np.empty((8, self.V.shape[0]))
+        self.carry = np.empty((kc.CARRY_ROWS, self.V.shape[0]))
         self.t_final = _rows(self.drive.duration, self.dt_out) * self.dt_out
         self.rows_done = 0
 

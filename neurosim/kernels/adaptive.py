@@ -12,7 +12,8 @@ from numba import njit
 
 from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
                                         S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_FAIL_T, X_H,
+                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_F_CARRIED,
+                                        X_FAIL_T, X_H,
                                         X_STEP_H, X_STEP_T, X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit
@@ -349,8 +350,9 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
 
     Steps never cross a breakpoint in ``tstops`` or ``t_final`` (the run's end), but do
     cross the last out_time: the step that does is kept in ``carry`` (its stages, then its
-    start V; state[X_STEP_T], state[X_STEP_H]) and the next call interpolates it first.
-    So the steps do not depend on how a run is cut into calls.  ``state`` also carries
+    start V; state[X_STEP_T], state[X_STEP_H]) and the next call interpolates it first;
+    f at the state a call ends in is carried too (carry[8], state[X_F_CARRIED]).  So
+    neither the steps nor the counts depend on how a run is cut into calls.  ``state`` also carries
     (t, h, err_old, fail_t); h ≤ 0 asks for an automatic first step.  With ``adaptive``
     False every step has size h except those landing on breakpoints or t_final.
     Returns a status code.
@@ -381,8 +383,11 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
         if next_out == n_out:
             return OK
     state[X_STEP_H] = 0.0
-    rhs(t, False, V, theta, net, drive, work, K[0])
-    stats[S_RHS] += 1
+    if state[X_F_CARRIED] > 0.0:
+        K[0, :] = carry[8]
+    else:
+        rhs(t, False, V, theta, net, drive, work, K[0])
+        stats[S_RHS] += 1
     if h <= 0.0:
         h = initial_step(t, V, K[0], error_order, rtol, atol, theta, net, drive, work, clamped,
                          work[WORK_ROWS], V_new)
@@ -443,4 +448,6 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             if h == 0.0:
                 return STEP_UNDERFLOW
     save_solver_state(state, t, h, err_old)
+    carry[8, :] = K[0]
+    state[X_F_CARRIED] = 1.0
     return OK

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange
 
 from neurosim.kernels.adaptive import run_adaptive
-from neurosim.kernels.constants import (N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, X_ERR_OLD,
+from neurosim.kernels.constants import (CARRY_ROWS, N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, X_ERR_OLD,
                                         X_FAIL_T, X_H)
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 
@@ -46,7 +46,7 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
         state = np.zeros(N_SOLVER_STATE)
         state[X_H] = dt if is_adaptive else 0.0
         state[X_ERR_OLD] = 1e-4
-        carry = np.empty((8, n))
+        carry = np.empty((CARRY_ROWS, n))
         stride = 1 if is_adaptive else int(round(dt_out / dt))
         tstops = breakpoints[bp_ptr[p]:bp_ptr[p + 1]]
         done = 0

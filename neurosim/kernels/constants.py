@@ -29,8 +29,13 @@ N_STATS = 6
 WORK_ROWS = 5
 
 # float solver state carried across chunks (index into the solver-state array)
-X_T, X_H, X_ERR_OLD, X_FAIL_T, X_STEP_T, X_STEP_H = range(6)
-N_SOLVER_STATE = 6
+# (X_F_CARRIED is 1 once a call has left f(t, V) of the state it ends at in the carry, so
+# the next call need not evaluate it again: counts do not depend on how a run is cut)
+X_T, X_H, X_ERR_OLD, X_FAIL_T, X_STEP_T, X_STEP_H, X_F_CARRIED = range(7)
+N_SOLVER_STATE = 7
+# rows of an adaptive run's carry: the stages of the step it carries, that step's start V,
+# and f at the state the run stands at
+CARRY_ROWS = 9
 
 # method codes of the fixed-step loop
 EULER, RK4, EXP_EULER, LTC = range(4)

@@ -365,15 +365,13 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 continue
             moves[lane] = True
             # where a single run's kernel returns and is called for the next chunk: it
-            # first interpolates the step it carried, then evaluates f afresh
+            # first interpolates the step it carried (f at its end is carried too)
             while next_out[lane] == chunk_end[lane] and chunk_end[lane] < rows:
                 chunk_end[lane] = min(chunk_end[lane] + chunk_rows, rows)
                 next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
                                                out_times[:chunk_end[lane]], next_out[lane],
                                                drive, any_clamped, scratch, weights, dense,
                                                record, out_V[b, 1:])
-                if next_out[lane] < chunk_end[lane]:
-                    stats[b, S_RHS] += 1
             t[lane] = t_new
             if lands_on_breakpoint(landing[lane], t_new, t_target[lane], tstops, stop[lane]):
                 stop[lane] += 1

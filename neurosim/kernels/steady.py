@@ -50,6 +50,10 @@ DISTINCT_REST = 1e-6
 # and an eigenvalue check, 0.3 s at 300 neurons
 PROBE_NEWTON = 20
 MAX_PROBED_NEURONS = 100
+# above this many free neurons Newton's dense solves and the eigenvalues (O(n³): 50 s at
+# 2,000 neurons, and n² memory) give way to the pre-run alone, which costs O(synapses)
+# per step; its settling is then the only evidence of stability
+MAX_DENSE_NEURONS = 1000
 
 # Newton: iteration limit, halvings of a step that does not reduce the residual, and
 # the largest change of any potential in one step (mV), which keeps a step from
@@ -323,7 +327,6 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
     """
     n = V.shape[0]
     work = np.empty((WORK_ROWS, n))
-    J = np.zeros((n, n))
     dV = np.empty(n)
     exact = probe_all
     impose_clamps(0.0, V, drive, work)
@@ -332,6 +335,15 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
     start = V.copy()
     report[R_PRERUN_MS] = 0.0
     report[R_OTHER_RESTS] = -1.0
+    if free.shape[0] > MAX_DENSE_NEURONS:
+        settled, ms = prerun(V, theta, net, drive, free, max(tol, PRERUN_TOL), work, dV)
+        report[R_METHOD] = REST_PRERUN if settled else REST_UNSETTLED
+        report[R_PRERUN_MS] = ms
+        report[R_ITERATIONS] = 0
+        report[R_RESIDUAL] = residual(V, theta, net, drive, free, work, dV)
+        report[R_MAX_REAL_EIG] = math.nan  # not computed
+        return
+    J = np.zeros((n, n))
     converged, iterations, res = newton(V, theta, net, drive, free, tol, work, J)
     eig = (max_real_eigenvalue(V, theta, net, drive, free, work, J, exact) if converged
            else math.inf)
