@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from neurosim.errors import CircuitError
+from neurosim.resources import require_memory
 from neurosim.kernels import constants as kc
 from neurosim.kernels.adaptive import run_adaptive
 from neurosim.kernels.batch import run_batch
@@ -41,6 +42,10 @@ STATUS_MESSAGES = {
     kc.STEP_UNDERFLOW: "step size underflow",
     kc.TOO_MANY_STEPS: "more than max_steps = {max_steps} steps",
 }
+
+#: the most neurons rosenbrock23 takes: its dense LU costs n³/3 operations a step
+#: (2·10¹⁰ at 4,000 neurons, seconds per step)
+MAX_DENSE_JACOBIAN = 4000
 
 #: explicit methods diverge on a leak with time constant τ once dt exceeds this × τ
 STABILITY_LIMIT = {"euler": 2.0, "rk4": 2.785}
@@ -148,6 +153,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     if compiled.schedule is not None:
         raise CircuitError("batched runs of a circuit with a parameter schedule are not available")
     n_items = V.shape[0]
+    method.check_size(compiled.n_neurons, min(n_items, numba.get_num_threads()))
     out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan, dtype=precision)
     status = np.zeros(n_items, dtype=np.int64)
     stats = np.zeros((n_items, kc.N_STATS), dtype=np.int64)
@@ -237,6 +243,10 @@ class Integrator:
     def start(self, compiled, drive, V0, record, v_bound, dt_out):
         """A stepper at t = 0 that writes ``V[record]`` every ``dt_out`` ms."""
         raise NotImplementedError
+
+    def check_size(self, n_neurons: int, runs_at_once: int = 1) -> None:
+        """ResourceError or CircuitError if the method cannot run a circuit this large
+        (``runs_at_once`` runs in parallel); most methods need O(neurons) memory."""
 
     def hint(self) -> str:
         return "try integrator='rosenbrock23' (stiff) or smaller tolerances"
@@ -391,6 +401,7 @@ class AdaptiveIntegrator(Integrator):
         if compiled.schedule is not None:
             raise CircuitError(f"a parameter schedule needs a fixed-step integrator "
                                f"(euler, rk4, exp_euler, ltc), not '{self.name}'")
+        self.check_size(compiled.n_neurons)
         return _AdaptiveStepper(self, compiled, drive, V0, record, v_bound, dt_out)
 
 
@@ -444,6 +455,18 @@ class Rosenbrock23(AdaptiveIntegrator):
     """
 
     name, order, code = "rosenbrock23", 2, kc.ROSENBROCK23
+
+    def check_size(self, n_neurons, runs_at_once=1):
+        if n_neurons > MAX_DENSE_JACOBIAN:
+            raise CircuitError(
+                f"'rosenbrock23' factors a dense {n_neurons:,} x {n_neurons:,} Jacobian every "
+                f"step (about {n_neurons ** 3 / 3:.1e} operations); above "
+                f"{MAX_DENSE_JACOBIAN:,} neurons use 'exp_euler' (stable on stiff circuits, "
+                "no Jacobian) or 'dopri5'")
+        require_memory(2 * 8 * n_neurons ** 2 * runs_at_once,
+                       f"'rosenbrock23''s Jacobian and its factors ({n_neurons:,} neurons, "
+                       f"{runs_at_once} runs at once)",
+                       "use 'exp_euler' or 'dopri5', which need no Jacobian")
 
     def hint(self) -> str:
         # L-stable: stiffness does not make it fail, so a divergence is most likely the
