@@ -281,6 +281,18 @@ def bench_cold_start() -> dict:
             "rows": {"neurosim run": {"time_s": min(times)}}}
 
 
+def bench_large_rest(n_neurons: int) -> dict:
+    """The rest of a circuit too large for dense Newton: the pre-run alone."""
+    c = random_network(n_neurons, 5 * n_neurons, n_neurons // 10)
+    seconds, rest = best_of(2, lambda: ns.rest_state(c, "run"))
+    return {"case": f"rest of a random {n_neurons:,}-neuron circuit ({5 * n_neurons:,} synapses, "
+                    f"{n_neurons // 10:,} gap junctions), above the dense-Newton limit: "
+                    "stimulus-free pre-run alone, warm",
+            "rows": {"rest_state": {"seconds": seconds, "method": rest.method,
+                                    "pre-run ms": rest.prerun_ms,
+                                    "max |dV/dt| mV/ms": rest.residual}}}
+
+
 def print_case(case: dict) -> None:
     print(f"\n{case['case']}")
     if "skipped" in case:
@@ -308,6 +320,7 @@ def main(argv=None):
              lambda: bench_batch(2000 if args.quick else 20000),
              lambda: bench_brian2(200.0 if args.quick else 1000.0, args.brian2_python),
              lambda: bench_recording(5 if args.quick else 15),
+             lambda: bench_large_rest(5000 if args.quick else 20000),
              bench_cold_start]
     for case in cases:
         result = case()
