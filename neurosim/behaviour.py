@@ -9,12 +9,12 @@ biology expects (a facts file, :func:`load_facts`).
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from scipy.special import expit
 
 from neurosim.errors import CircuitError
 from neurosim.io.yaml import parse_spec, read_text
@@ -93,7 +93,8 @@ def classify(readout: Readout, result: Result) -> Behaviour:
     score = float(score_weights(readout, result.t) @ contrast(readout, result))
     label = ("reversal" if score > readout.threshold
              else "forward" if score < -readout.threshold else "none")
-    return Behaviour(score, label, 1.0 / (1.0 + math.exp(-score / readout.probability_scale)))
+    # expit: 1/(1 + e^−z) without overflow for the large z a small probability_scale gives
+    return Behaviour(score, label, float(expit(score / readout.probability_scale)))
 
 
 @dataclass(frozen=True)

@@ -344,3 +344,27 @@ def test_damaged_result_files_get_one_line(tmp_path, target, match):
     for read in (ns.load_result, hdf5.result_summary):
         with pytest.raises(ResultFileError, match=match):
             read(path)
+
+
+@pytest.mark.parametrize("integrator", ["dopri5", "rosenbrock23"])
+def test_a_time_constant_of_1e_200_ms_fails_in_one_line(integrator):
+    """|dV/dt| ~ 1e201 mV/ms: its error norm overflows; the run stops with the step-size
+    underflow and the stiffness, not a division by zero."""
+    c = ns.Circuit("tiny", (ns.Neuron("A", C=1e-200, g_L=1.0, E_L=-70.0, V0=-50.0),))
+    with pytest.raises(ns.SimulationError, match=r"step size underflow at t = 0 ms .*"
+                                                 r"1e-200 ms, neuron 'A': stiff"):
+        ns.simulate(c, duration=1.0, integrator=integrator)
+
+
+def test_a_tiny_probability_scale_saturates_without_overflow():
+    from neurosim.behaviour import classify
+    from neurosim.fit.targets import BehaviourTarget
+    from neurosim.model import Readout
+    readout = Readout("REV", "FWD", window=(0.0, 10.0), probability_scale=1e-6)
+    r = ns.Result(np.array([0.0, 10.0]), np.array([[-45.0, -70.0], [-45.0, -70.0]]),
+                  ("REV", "FWD"))
+    assert classify(readout, r).p_reversal == 1.0  # score 0.5 / 1e-6: e^-500000
+    target = BehaviourTarget("p", "reversal_probability", 0.3, n=10)
+    assert target.predicted(readout, -0.5) == 0.0
+    loss, grad = target.loss_from_score(readout, -0.5)
+    assert np.isfinite(loss) and loss > 1e5 and np.isfinite(grad)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 
 from neurosim.behaviour import motor_output, score_weights
 from neurosim.errors import CircuitError
@@ -82,7 +83,7 @@ class BehaviourTarget:
         # −[k log σ(z) + (n − k) log σ(−z)] (logaddexp for stability) minus the same for the
         # saturated model p = k/n, so a perfect fit has loss 0 (half the binomial deviance)
         loss = k * np.logaddexp(0.0, -z) + (n - k) * np.logaddexp(0.0, z) - self._saturated()
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = expit(z)
         return loss, (n * p - k) / readout.probability_scale
 
     def _saturated(self) -> float:
@@ -96,14 +97,14 @@ class BehaviourTarget:
         Gaussian (∂s/∂θ)(∂s/∂θ)ᵀ/se²."""
         if self.measure == "score":
             return np.outer(d_score, d_score) / self.se ** 2
-        p = 1.0 / (1.0 + math.exp(-score / readout.probability_scale))
+        p = float(expit(score / readout.probability_scale))  # no overflow at large |z|
         dz = d_score / readout.probability_scale
         return self.n * p * (1.0 - p) * np.outer(dz, dz)
 
     def predicted(self, readout: Readout, score) -> float:
         if self.measure == "score":
             return float(score)
-        return float(1.0 / (1.0 + math.exp(-score / readout.probability_scale)))
+        return float(expit(score / readout.probability_scale))
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,11 @@ def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, cla
     d0 = error_norm(V, zero, V, clamped, rtol, atol)
     d1 = error_norm(f0, zero, V, clamped, rtol, atol)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    # |f| so large that its norm overflows (C near 1e-200): the step at the float
+    # resolution of t, which step control rejects into a step-size underflow
+    floor = 16.0 * np.finfo(np.float64).eps * max(1.0, abs(t))
+    if not h0 > 0.0:
+        h0 = floor
     for i in range(V.shape[0]):
         tmp[i] = V[i] + h0 * f0[i]
     rhs(t + h0, False, tmp, theta, net, drive, work, f1)
@@ -132,7 +137,8 @@ def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, cla
         h1 = max(1e-6, h0 * 1e-3)
     else:
         h1 = (0.01 / max(d1, d2)) ** (1.0 / (error_order + 1))
-    return min(100.0 * h0, h1)
+    h = min(100.0 * h0, h1)
+    return h if h > 0.0 else floor
 
 
 @borrowing_njit
