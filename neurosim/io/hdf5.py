@@ -39,6 +39,7 @@ What the recorder guarantees about ``OUT.h5``:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -470,6 +471,9 @@ class HDF5Recorder(Recorder):
         except Exception as exc:  # noqa: BLE001 - becomes the StorageError of close()
             if self._error is None:
                 self._error = exc
+            # no handle into the file outlives its one close (a second one, at garbage
+            # collection, crashed HDF5 after a failed flush)
+            self.time = self.V = self._names = None
             _close_quietly(self.file)
             return False
         finally:
@@ -587,6 +591,20 @@ def _damaged(path: Path, exc: Exception) -> ResultFileError:
                            f"({type(exc).__name__}: {' '.join(str(exc).split())})")
 
 
+@contextlib.contextmanager
+def _reading(path: Path):
+    """The open result file; whatever a damaged one raises becomes one ResultFileError."""
+    try:
+        with _open_result(path) as f:
+            yield f
+    except ResultFileError:
+        raise
+    except OSError as exc:
+        raise ResultFileError(f"cannot read {path}: {exc}") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _damaged(path, exc) from None
+
+
 def load_result(path, *, lazy: bool = False) -> Result:
     """Read a result file written by :class:`HDF5Recorder` into a :class:`Result`.
 
@@ -594,55 +612,41 @@ def load_result(path, *, lazy: bool = False) -> Result:
     With ``lazy=True`` the times and traces are read when first used.
     """
     path = Path(path)
-    try:
-        with _open_result(path) as f:
-            n = _valid_rows(f)
-            t = (lambda: _read_time(path, n)) if lazy else f["time"][:n]
-            V = (lambda: _read_V(path, n)) if lazy else f["V"][:n].astype(np.float64)
-            names = _neuron_names(f)
-            status = _text(f.attrs.get("status", "running"))
-            if status == "running":
-                status = "interrupted"
-            metadata = json.loads(_text(f.attrs.get("metadata", "{}")))
-            for key in ("circuit_yaml", "circuit_sha256"):
-                if key in f.attrs:
-                    metadata[key] = _text(f.attrs[key])
-            metadata["complete"] = bool(f.attrs.get("complete", False))
-            stats = json.loads(_text(f.attrs.get("stats", "{}")))
-            message = _text(f.attrs.get("message", "the run stopped before it closed the file"))
-    except ResultFileError:
-        raise
-    except OSError as exc:
-        raise ResultFileError(f"cannot read {path}: {exc}") from None
-    except (KeyError, ValueError, TypeError) as exc:
-        raise _damaged(path, exc) from None
+    with _reading(path) as f:
+        n = _valid_rows(f)
+        t = (lambda: _read_time(path, n)) if lazy else f["time"][:n]
+        V = (lambda: _read_V(path, n)) if lazy else f["V"][:n].astype(np.float64)
+        names = _neuron_names(f)
+        status = _text(f.attrs.get("status", "running"))
+        if status == "running":
+            status = "interrupted"
+        metadata = json.loads(_text(f.attrs.get("metadata", "{}")))
+        for key in ("circuit_yaml", "circuit_sha256"):
+            if key in f.attrs:
+                metadata[key] = _text(f.attrs[key])
+        metadata["complete"] = bool(f.attrs.get("complete", False))
+        stats = json.loads(_text(f.attrs.get("stats", "{}")))
+        message = _text(f.attrs.get("message", "the run stopped before it closed the file"))
     return Result(t, V, names, status, message, stats, metadata)
 
 
 def result_summary(path) -> dict:
     """Key facts of a result file without reading the traces."""
     path = Path(path)
-    try:
-        with _open_result(path) as f:
-            n = _valid_rows(f)
-            return {"status": _text(f.attrs.get("status", "")),
-                    "complete": bool(f.attrs.get("complete", False)),
-                    "samples": n,
-                    "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
-                    "neurons": list(_neuron_names(f)),
-                    "integrator": _text(f.attrs.get("integrator", "")),
-                    "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),
-                    "protocol": _text(f.attrs.get("protocol", "")),
-                    "circuit": _text(f.attrs.get("circuit_name", "")),
-                    "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
-                    "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
-                    "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
-                    "message": _text(f.attrs.get("message", "")),
-                    "initial": json.loads(_text(f.attrs.get("metadata", "{}"))).get("initial"),
-                    "size_bytes": os.path.getsize(path)}
-    except ResultFileError:
-        raise
-    except OSError as exc:
-        raise ResultFileError(f"cannot read {path}: {exc}") from None
-    except (KeyError, ValueError, TypeError) as exc:
-        raise _damaged(path, exc) from None
+    with _reading(path) as f:
+        n = _valid_rows(f)
+        return {"status": _text(f.attrs.get("status", "")),
+                "complete": bool(f.attrs.get("complete", False)),
+                "samples": n,
+                "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
+                "neurons": list(_neuron_names(f)),
+                "integrator": _text(f.attrs.get("integrator", "")),
+                "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),
+                "protocol": _text(f.attrs.get("protocol", "")),
+                "circuit": _text(f.attrs.get("circuit_name", "")),
+                "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
+                "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
+                "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
+                "message": _text(f.attrs.get("message", "")),
+                "initial": json.loads(_text(f.attrs.get("metadata", "{}"))).get("initial"),
+                "size_bytes": os.path.getsize(path)}
