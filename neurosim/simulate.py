@@ -351,11 +351,16 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
                     row += filled
                     if advance_progress:
                         advance_progress(filled * dt_out)
-            if held.signum:
-                close_progress()
-                recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
-                                              f"({held.name})", stats())
-                held.deliver()
+            close_progress()
+            if status == OK and row < n_rows:  # stopped by a held signal
+                result = recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
+                                                       f"({held.name})", stats())
+            elif status == OK:
+                result = recorder.close("complete", "completed", stats())
+            else:
+                message = describe_failure(status, stepper)
+                result = recorder.close("failed", message, stats())
+            held.deliver()  # a signal held during the last call goes on, the run closed
     except StorageError:
         close_progress()
         recorder.close("failed", "", stats())  # raises the StorageError, saying what was kept
@@ -365,13 +370,8 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
                                       f"({type(exc).__name__})", stats())
         raise
-    close_progress()
-    if status == OK:
-        return recorder.close("complete", "completed", stats())
-    message = describe_failure(status, stepper)
-    result = recorder.close("failed", message, stats())
-    if raise_on_failure:
-        error = SimulationError(message)
+    if status != OK and raise_on_failure:
+        error = SimulationError(result.message)
         error.result = result
         raise error
     return result
@@ -433,9 +433,11 @@ class _HeldSignals:
         return signal.Signals(self.signum).name
 
     def deliver(self):
-        """Restore the handlers and pass the held signal to its own."""
+        """Restore the handlers and pass a held signal on to its own."""
         handler = self.previous.get(self.signum)
         self.__exit__()
+        if not self.signum:
+            return
         if handler is not None:
             handler(self.signum, None)
         raise KeyboardInterrupt(self.name)

@@ -272,6 +272,22 @@ def test_an_interrupt_keeps_the_rows_of_the_call_in_flight(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_an_interrupt_in_the_last_call_leaves_a_complete_run(tmp_path):
+    c = one_neuron(100.0)
+    done = []
+
+    def interrupt_at_the_end(advanced_ms):
+        done.append(advanced_ms)
+        if abs(sum(done) - 100.0) < 1e-9:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate(c, "p", dt_out=0.1, progress=interrupt_at_the_end,
+                    recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    kept = ns.load_result(tmp_path / "r.h5")
+    assert kept.complete and kept.t.size == 1001
+
+
 def test_an_interrupt_is_answered_within_a_call(tmp_path):
     """Rows of ~0.3 s each: the run stops within about a row of the signal, where it
     used to finish a call of thousands of rows first."""
