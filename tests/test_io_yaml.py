@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import neurosim as ns
+from neurosim.model import NEURON_ROLES
 from reference import ReferenceModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -54,12 +55,14 @@ BASE = "name: x\nneurons:\n  - {name: AVA}\n  - {name: AVB}\n"
 
 @pytest.mark.parametrize("text,line,match", [
     (BASE + "  - {name: A, CC: 3}\n", 5,
-     r"neurons\[2\].CC: unknown key 'CC'; allowed: C, g_L, E_L, V0, clamp, name. Did you mean 'C'\?"),
+     r"neurons\[2\].CC: unknown key 'CC'; allowed: C, g_L, E_L, V0, clamp, name, role. Did you mean 'C'\?"),
     (BASE + "synapses:\n  - {pre: AVA, post: AVX}\n", 6,
      r"synapses\[0\].post: unknown neuron 'AVX'; known: AVA, AVB. Did you mean"),
     (BASE + "  - {name: A, C: '3 mV'}\n", 5, r"neurons\[2\].C: '3 mV' is not a capacitance; allowed units: pF"),
     (BASE + "  - {name: A, g_L: 'lots'}\n", 5, r"neurons\[2\].g_L: cannot read 'lots' as a quantity"),
     (BASE + "  - {name: A, C: -3}\n", 5, r"neurons\[2\].C: must be > 0, got -3"),
+    (BASE + "  - {name: A, role: sensor}\n", 5,
+     r"neurons\[2\].role: got 'sensor'; allowed: 'sensory', 'inter', 'command' or 'motor'$"),
     (BASE + "  - {name: AVA}\n", 5, r"neurons\[2\].name: duplicate neuron name 'AVA'"),
     (BASE + "synapses:\n  - {pre: AVA, post: AVB, type: excit}\n", 6,
      r"synapses\[0\].type: got 'excit'; allowed: 'excitatory' or 'inhibitory'"),
@@ -290,6 +293,9 @@ def test_round_trip_is_the_identity(tmp_path):
                               "train": ns.Stimulus("pulse_train", "S", duration=1.0, period=5.0,
                                                    count=4, offset=1.0)})
     assert ns.loads_circuit(ns.dump_circuit(rich)) == rich
+    tap = ns.load_circuit(ROOT / "circuits" / "tap_withdrawal.yaml")
+    assert tap.neuron("AVA").role == "command"
+    assert ns.loads_circuit(ns.dump_circuit(tap)) == tap
 
 
 names = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", min_size=1, max_size=6)
@@ -301,7 +307,9 @@ def circuits(draw):
     neuron_names = draw(st.lists(names, min_size=1, max_size=6, unique=True))
     neurons = tuple(ns.Neuron(n, C=draw(st.floats(1e-3, 1e3)), g_L=draw(st.floats(0, 100)),
                               E_L=draw(finite), V0=draw(st.none() | finite),
-                              clamp=draw(st.none() | finite)) for n in neuron_names)
+                              clamp=draw(st.none() | finite),
+                              role=draw(st.none() | st.sampled_from(NEURON_ROLES)))
+                    for n in neuron_names)
     pairs = draw(st.lists(st.tuples(st.sampled_from(neuron_names), st.sampled_from(neuron_names)),
                           unique=True, max_size=8))
     synapses = tuple(ns.Synapse(a, b, w=draw(st.floats(0, 10)), E=draw(finite), mu=draw(finite),

@@ -40,6 +40,8 @@ def test_relabelling_neurons_permutes_the_traces():
     (lambda: ns.Neuron("A", g_L=-1.0), "g_L: must be >= 0"),
     (lambda: ns.Neuron("A", E_L=float("nan")), "E_L: must be a finite number"),
     (lambda: ns.Neuron(""), "non-empty name"),
+    (lambda: ns.Neuron("A", role="interneuron"),
+     r"^role: unknown role 'interneuron'; allowed: sensory, inter, command, motor$"),
     (lambda: ns.Synapse("A", "B", w=-0.1), "w: must be >= 0"),
     (lambda: ns.Synapse("A", "B", kappa=2.0), r"kappa: must be in \[0, 1\]"),
     (lambda: ns.GapJunction("A", "A"), "two different neurons"),

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from neurosim.errors import CircuitError
-from neurosim.model import (INITIAL_STATES, QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
+from neurosim.model import (INITIAL_STATES, NEURON_ROLES, QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
                             Neuron, Protocol, Readout, Schedule, Stimulus, Synapse)
 from neurosim.units import finite_float, parse_quantity, short_repr
 
@@ -100,6 +100,7 @@ class NeuronDefaults(_Spec):
 
 class NeuronSpec(NeuronDefaults):
     name: Name
+    role: Literal[NEURON_ROLES] | None = None
 
 
 class SynapseDefaults(_Spec):
@@ -725,7 +726,7 @@ def circuit_to_dict(circuit: Circuit) -> dict:
     """Plain data with every value in engine units; ``load(dump(c)) == c``."""
     def neuron(n: Neuron):
         out = {"name": n.name, "C": n.C, "g_L": n.g_L, "E_L": n.E_L}
-        out.update({k: getattr(n, k) for k in ("V0", "clamp") if getattr(n, k) is not None})
+        out.update({k: getattr(n, k) for k in ("V0", "clamp", "role") if getattr(n, k) is not None})
         return out
 
     def stimulus(s: Stimulus):

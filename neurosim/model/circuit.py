@@ -19,6 +19,10 @@ from neurosim.units import finite_float, short_repr
 #: reversal potentials that ``type: excitatory|inhibitory`` stands for (mV)
 SYNAPSE_TYPES: dict[str, float] = {"excitatory": 0.0, "inhibitory": -90.0}
 
+#: what a neuron does in its circuit, in the order signals flow; connectivity figures draw
+#: one row per role, top to bottom
+NEURON_ROLES = ("sensory", "inter", "command", "motor")
+
 
 def _finite(value: float, path: str) -> float:
     try:
@@ -92,6 +96,8 @@ class Neuron:
     clamp : float, mV, optional
         Holding potential: the neuron is voltage-clamped in every protocol (as the
         sensory neurons of the tap-withdrawal model are).  Voltage stimuli add to it.
+    role : str, optional
+        One of :data:`NEURON_ROLES`; only pictures use it (rows of the connectivity graph).
     """
 
     name: str
@@ -100,6 +106,7 @@ class Neuron:
     E_L: float = -70.0
     V0: float | None = None
     clamp: float | None = None
+    role: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -111,6 +118,9 @@ class Neuron:
             object.__setattr__(self, "V0", _finite(self.V0, "V0"))
         if self.clamp is not None:
             object.__setattr__(self, "clamp", _finite(self.clamp, "clamp"))
+        if self.role is not None and self.role not in NEURON_ROLES:
+            raise CircuitError(f"unknown role {short_repr(self.role)}; allowed: "
+                               f"{', '.join(NEURON_ROLES)}", path="role")
 
     @property
     def initial_V(self) -> float:
