@@ -112,7 +112,7 @@ class FitReport:
         written = [out, Path(f"{stem}_predictions.csv")]
         with open(written[1], "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=["protocol", "measure", "observed", "predicted",
-                                                   "score"])
+                                                   "score", "initial", "n", "se"])
             writer.writeheader()
             writer.writerows(self.predictions)
         if self.signs:
@@ -255,5 +255,19 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
             Path(signs_checkpoint).unlink(missing_ok=True)
     identified = (identifiability(objective, result.x)
                   if objective.method.name in SENSITIVITY_METHODS else None)
-    return FitReport(result, par, objective, par.apply(result.x), objective.predictions(result.x),
-                     signs, spec.signs.threshold if spec.signs else TIE_THRESHOLD, identified)
+    return FitReport(result, par, objective, par.apply(result.x),
+                     _predictions(objective, result.x, par.x0), signs,
+                     spec.signs.threshold if spec.signs else TIE_THRESHOLD, identified)
+
+
+def _predictions(objective: Objective, x, x_initial) -> list[dict]:
+    """The fitted predictions with what the circuit as given predicted (``initial``) and
+    each observation's animals ``n`` and standard error ``se`` (None where not given),
+    so a report can show the fit's progress against the data's own uncertainty."""
+    rows = objective.predictions(x)
+    initial = objective.predictions(x_initial)
+    for row, start, target in zip(rows, initial, objective.targets):
+        row["initial"] = start["predicted"]
+        row["n"] = getattr(target, "n", None)
+        row["se"] = getattr(target, "se", None)
+    return rows
