@@ -448,8 +448,8 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
 
     Each neuron's traces share one y-scale across the protocols, fitted to the traces
     (not stretched to 0 mV); stimuli are shaded while on (given ``circuit``, or results
-    read from files).  Bars are coloured by the behaviour the circuit shows, explained in
-    a legend, with the label thresholds drawn and named.
+    read from files) and named under each protocol.  Bars are coloured by the behaviour
+    the circuit shows; the label thresholds are drawn and named; a legend explains both.
 
     Parameters
     ----------
@@ -465,8 +465,8 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
         Protocols whose traces are drawn (default: the first three).
     checks : list of FactCheck, optional
         Facts checked against ``rows``: each protocol with a fact gets a mark above its
-        bar (✓ reproduced, ✗ not; faded for facts quoted secondhand) and what biology
-        expects written beside it.
+        bar (✓ reproduced, ✗ not; faded for facts quoted secondhand), and the legend
+        says what biology expects of it.
     circuit : Circuit, optional
         The circuit the results ran, for the stimulus windows.
     """
@@ -476,41 +476,43 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
     shown = list(trace_protocols or [r.protocol for r in rows[:3]])
     first = results[shown[0]]
     names = list(neurons or first.neuron_names[:4])
-    fig = figure or Figure(figsize=(max(10.0, 4 * len(shown)), 4.2 + 0.9 * len(names)),
+    fig = figure or Figure(figsize=(max(10.0, 4 * len(shown)), 4.6 + 0.8 * len(names)),
                            layout="constrained")
     grid = fig.add_gridspec(len(names) + 3, len(shown))
+    columns = [[] for _ in shown]
     for row, name in enumerate(names):
-        axes = [fig.add_subplot(grid[row, col]) for col in range(len(shown))]
+        axes = [fig.add_subplot(grid[row, col], sharex=columns[col][0] if row else None)
+                for col in range(len(shown))]
         traces = []
         for col, (ax, protocol) in enumerate(zip(axes, shown)):
+            columns[col].append(ax)
             result = results[protocol]
             windows = stimulus_windows(result, circuit)
-            _shade(ax, windows, legend=row == 0)
+            _shade(ax, windows, legend=False)
             if name in result.neuron_names:
                 traces.append(_finite(result.v(name)))
                 ax.plot(result.t, traces[-1], lw=1.2, color="#34495e")
             else:
                 ax.text(0.5, 0.5, "ablated", ha="center", va="center", transform=ax.transAxes)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=7, labelbottom=row == len(names) - 1)
             ax.spines[["top", "right"]].set_visible(False)
             if row == 0:
                 ax.set_title(protocol, fontsize=10)
-                if windows:
-                    ax.legend(fontsize=6, loc="upper right", frameon=False)
             if col == 0:
                 ax.set_ylabel(f"{name}\n(mV)", rotation=0, ha="right", va="center", fontsize=8)
             if row == len(names) - 1:
-                ax.set_xlabel("time (ms)", fontsize=8)
+                ax.set_xlabel("\n".join(["time (ms)"] + [textwrap.fill("shaded: " + w.label, 60)
+                                                         for w in windows]), fontsize=8)
         for ax in axes:
             _ylim(ax, traces)
     bars = fig.add_subplot(grid[len(names):, :])
     scores = [r.score for r in rows]
     bars.bar(range(len(rows)), scores, color=[LABEL_COLORS[r.label] for r in rows])
     bars.axhline(0, lw=0.8, color="k")
-    for level, meaning in ((threshold, "reversal above"), (-threshold, "forward below")):
+    for level, meaning in ((threshold, "reversal"), (-threshold, "forward")):
         bars.axhline(level, ls="--", lw=0.8, color="k")
-        bars.text(1.0, level, f" {meaning} {level:+.3g}", transform=bars.get_yaxis_transform(),
-                  ha="left", va="center", fontsize=7)
+        bars.text(1.0, level, f" {level:+.3g}: {meaning}", transform=bars.get_yaxis_transform(),
+                  ha="left", va="bottom" if level > 0 else "top", fontsize=7)
     bars.set_xticks(range(len(rows)), [r.protocol for r in rows], rotation=35, ha="right",
                     fontsize=8)
     bars.set_xlim(-0.6, len(rows) - 0.4)
@@ -521,40 +523,36 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
                Patch(color=LABEL_COLORS["none"], label="no behaviour (|score| ≤ threshold)")]
     if checks:
         handles += _mark_facts(bars, rows, checks)
-    bars.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-                frameon=False, title="bars: what the circuit does" + (
-                    "\nmarks: against biology" if checks else ""), title_fontsize=7)
+    bars.legend(handles=handles, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                ncol=3, frameon=False, title="bars: what the circuit does; dashed: the read-out's "
+                "thresholds" + ("; ✓/✗: what biology expects, reproduced or not (faded: quoted "
+                                "second-hand)" if checks else ""), title_fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
 
 
 def _mark_facts(ax, rows, checks):
-    """A ✓ or ✗ above (or below) each bar whose protocol a fact is about, with what the
-    fact expects beside it; returns the legend handles that explain the marks."""
+    """A ✓ or ✗ above (or below) each bar whose protocol a fact is about; returns legend
+    handles that say, per fact, what biology expects."""
     from matplotlib.lines import Line2D
 
     top = max(abs(r.score) for r in rows) or 1.0
-    reach = top
+    handles = []
     for i, row in enumerate(rows):
         for k, check in enumerate(c for c in checks if c.fact.protocol == row.protocol):
             if check.reproduced is None:
                 continue
-            side = np.sign(row.score or 1.0)
-            y = row.score + side * top * (0.12 + 0.5 * k)
+            y = row.score + np.sign(row.score or 1.0) * top * (0.12 + 0.14 * k)
             color = "#27ae60" if check.reproduced else "#c0392b"
+            mark = "✓" if check.reproduced else "✗"
             alpha = 1.0 if check.fact.verified else 0.55
-            ax.text(i, y, "✓" if check.reproduced else "✗", ha="center", va="center",
-                    fontsize=11, color=color, alpha=alpha, fontweight="bold")
-            ax.text(i, y + side * top * 0.09, check.fact.expected, rotation=90, ha="center",
-                    va="bottom" if side > 0 else "top", fontsize=6, color=color, alpha=alpha)
-            reach = max(reach, abs(y) + top * (0.1 + 0.03 * len(check.fact.expected)))
-    ax.set_ylim(-1.05 * reach, 1.05 * reach)
-    return [Line2D([], [], ls="", marker="$✓$", color="#27ae60",
-                   label="biology's expectation (written beside) reproduced"),
-            Line2D([], [], ls="", marker="$✗$", color="#c0392b", label="expectation not reproduced"),
-            Line2D([], [], ls="", marker="$✓$", color="#27ae60", alpha=0.55,
-                   label="faded: fact quoted second-hand")]
+            ax.text(i, y, mark, ha="center", va="center", fontsize=11, color=color, alpha=alpha,
+                    fontweight="bold")
+            handles.append(Line2D([], [], ls="", marker=f"${mark}$", color=color, alpha=alpha,
+                                  label=f"{row.protocol}: {check.fact.expected}"))
+    ax.set_ylim(-1.35 * top, 1.35 * top)
+    return handles
 
 
 #: the normal quantile of the 95 % intervals the fit report draws
@@ -593,7 +591,7 @@ def plot_fit(history, predictions, *, title: str = "", figure=None):
     scores = [p for p in kept if p["measure"] != "reversal_probability"]
     panels = [bool(probabilities) or not scores, bool(scores)]
     ratios = [1.0] + [max(1.0, 0.45 * len(probabilities)) if panels[0] else None,
-                      max(0.8, 0.45 * len(scores)) if panels[1] else None]
+                      max(0.6, 0.45 * len(scores)) if panels[1] else None]
     ratios = [r for r in ratios if r is not None]
     fig = figure or Figure(figsize=(min(15.0, 4 + 2.2 * sum(ratios[1:]) + 3), 4.4),
                            layout="constrained")
@@ -625,7 +623,8 @@ def _observed_error(row) -> tuple[float, float] | None:
     ± se for a score with ``se``; None without them."""
     if row["measure"] == "reversal_probability" and row.get("n"):
         low, high = wilson_interval(row["observed"], row["n"])
-        return row["observed"] - low, high - row["observed"]
+        # at p = 0 or 1 one end is p itself, up to rounding
+        return max(0.0, row["observed"] - low), max(0.0, high - row["observed"])
     if row.get("se"):
         return row["se"], row["se"]
     return None
@@ -633,6 +632,8 @@ def _observed_error(row) -> tuple[float, float] | None:
 
 def _compare(ax, rows, ylabel: str, limits, error_note: str) -> None:
     """Grouped bars: initial (hollow), fitted, observed with its error bar."""
+    from matplotlib.container import BarContainer
+
     x = np.arange(len(rows))
     have_initial = any(r.get("initial") is not None for r in rows)
     width = 0.27 if have_initial else 0.4
@@ -656,8 +657,11 @@ def _compare(ax, rows, ylabel: str, limits, error_note: str) -> None:
     ax.set_ylabel(ylabel)
     if limits:
         ax.set_ylim(*limits)
-    else:
+    else:  # scores near 0 (the control's) leave bars too short to see: print them
         ax.axhline(0, lw=0.6, color="k")
+        for bars in ax.containers:
+            if isinstance(bars, BarContainer):
+                ax.bar_label(bars, fmt="%.2g", fontsize=6.5, padding=2)
     ax.set_title(error_note, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
 
