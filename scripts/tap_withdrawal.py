@@ -129,7 +129,8 @@ def main(argv=None):
         fig = plot_experiments(rows, results, threshold=circuit.readout().threshold,
                                neurons=["AVA", "AVB", "REV", "FWD"],
                                trace_protocols=["tap", "anterior", "posterior_gentle"],
-                               title=f"{circuit.name}: {facts_summary(checks)}", checks=checks)
+                               title=f"{circuit.name}: {facts_summary(checks)}", checks=checks,
+                               circuit=circuit)
         save_figure(fig, FIGURES[label] if args.docs else out / f"{label}.png")
     generated = markdown(tables) + "\n" + accuracy_markdown(tables)
     print("\n" + generated)
