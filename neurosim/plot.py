@@ -56,7 +56,9 @@ def stimulus_intervals(stimulus: Stimulus, t_end: float) -> list[tuple[float, fl
     if stimulus.edge_count(t_end) > MAX_SHADED_EDGES:
         grid = np.linspace(0.0, t_end, 20_001)
         on = np.flatnonzero(stimulus.value(grid) != stimulus.offset)
-        return [(float(grid[on[0]]), float(grid[min(on[-1] + 1, grid.size - 1)]))] if on.size else []
+        if not on.size:
+            return []
+        return [(float(grid[on[0]]), float(grid[min(on[-1] + 1, grid.size - 1)]))]
     edges = np.concatenate([[0.0], stimulus.breakpoints(t_end), [t_end]])
     intervals: list[tuple[float, float]] = []
     for a, b in zip(edges[:-1], edges[1:]):
@@ -220,12 +222,6 @@ def plot_traces(result: Result, neurons=None, *, circuit: Circuit | None = None,
 
 
 # --- connectivity ---------------------------------------------------------------------
-
-def circle_layout(names) -> dict[str, tuple[float, float]]:
-    n = len(names)
-    return {name: (math.cos(2 * math.pi * k / n + math.pi / 2),
-                   math.sin(2 * math.pi * k / n + math.pi / 2)) for k, name in enumerate(names)}
-
 
 def _neighbours(circuit: Circuit) -> dict[str, set[str]]:
     """Who connects to whom, either way, by synapse or gap junction."""
@@ -518,8 +514,10 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
     bars.set_xlim(-0.6, len(rows) - 0.4)
     bars.set_ylabel("score (+ reversal / − forward)", fontsize=8)
     bars.spines[["top", "right"]].set_visible(False)
-    handles = [Patch(color=LABEL_COLORS["reversal"], label=f"circuit reverses (score > {threshold:g})"),
-               Patch(color=LABEL_COLORS["forward"], label=f"circuit moves forward (score < {-threshold:g})"),
+    handles = [Patch(color=LABEL_COLORS["reversal"],
+                     label=f"circuit reverses (score > {threshold:g})"),
+               Patch(color=LABEL_COLORS["forward"],
+                     label=f"circuit moves forward (score < {-threshold:g})"),
                Patch(color=LABEL_COLORS["none"], label="no behaviour (|score| ≤ threshold)")]
     if checks:
         handles += _mark_facts(bars, rows, checks)
@@ -702,8 +700,7 @@ def plot_signs(patterns, *, threshold: float = 2.0, top: int = SIGN_ROWS, title:
     delta = np.array([p.loss - best for p in shown])
     tied = delta < threshold
     colors = np.where(tied, "#e67e22", "#7f8c8d")
-    bars = loss.barh(range(len(shown)), delta, color=colors,
-                     hatch=None, height=0.8)
+    bars = loss.barh(range(len(shown)), delta, color=colors, height=0.8)
     for bar, pattern in zip(bars, shown):
         if not pattern.converged:
             bar.set_hatch("///")
@@ -801,7 +798,7 @@ def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=130)
 
 
-__all__ = ["StimulusWindow", "circle_layout", "force_layout", "layered_layout", "plot_currents",
+__all__ = ["StimulusWindow", "force_layout", "layered_layout", "plot_currents",
            "plot_experiments", "plot_fit", "plot_graph", "plot_profile", "plot_signs",
            "plot_traces", "save_figure", "stimulus_intervals", "stimulus_windows",
            "wilson_interval"]
