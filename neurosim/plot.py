@@ -718,13 +718,15 @@ def plot_signs(patterns, *, threshold: float = 2.0, top: int = SIGN_ROWS, title:
     grid.set_ylim(len(shown) - 0.5, -0.5)
     per_class = lower.subplots()
     x = np.arange(len(classes))
+    highest = 2.0 * threshold
     for offset, sign, kind in ((-0.2, "+", "excitatory"), (0.2, "-", "inhibitory")):
         best_with = [min(p.loss for p in patterns if p.signs[c] == sign) - best for c in classes]
         per_class.bar(x + offset, best_with, width=0.4, color=COLORS[kind],
                       label=f"best with {kind} ({sign})")
+        highest = max(highest, 1.5 * max(best_with))
     per_class.axhline(threshold, ls="--", lw=0.8, color="k")
     per_class.set_yscale("symlog", linthresh=1.0)
-    per_class.set_ylim(0, max(per_class.get_ylim()[1], 2 * threshold))
+    per_class.set_ylim(0, highest)
     per_class.set_xticks(x, classes, fontsize=8)
     per_class.set_ylabel("−Δ log L", fontsize=8)
     per_class.set_title(f"per class, over all {len(patterns)} patterns: the best fit with each "
