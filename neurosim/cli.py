@@ -42,10 +42,15 @@ def _output_paths(out: str, protocols: list[str]) -> dict[str, Path]:
     """One file per protocol: OUT itself for one, OUT_<protocol>.h5 for several, and
     FOLDER/<protocol>.h5 when OUT names a folder."""
     path = Path(out)
-    if path.is_dir() or out.endswith(("/", os.sep)):
-        return {p: path / f"{p}.h5" for p in protocols}
-    if len(protocols) == 1:
+    in_folder = path.is_dir() or out.endswith(("/", os.sep))
+    if len(protocols) == 1 and not in_folder:
         return {protocols[0]: path}
+    for p in protocols:  # a name from the circuit file must not lead out of the folder
+        if p in (".", "..") or any(c in p for c in "/\\\0"):
+            raise CircuitError(f"protocol {p!r} cannot name an output file (it is '.' or '..' "
+                               "or holds a path separator); run it alone with -p and -o")
+    if in_folder:
+        return {p: path / f"{p}.h5" for p in protocols}
     return {p: path.with_name(f"{path.stem}_{p}{path.suffix or '.h5'}") for p in protocols}
 
 
@@ -120,7 +125,7 @@ def cmd_run(args) -> int:
         try:
             result = simulate(circuit, protocol, integrator=args.integrator, dt=args.dt,
                               rtol=args.rtol, atol=args.atol, dt_out=args.dt_out,
-                              record=_names(args.record) if args.record else None,
+                              record=_names(args.record) if args.record is not None else None,
                               recorder=recorder, progress=sys.stderr.isatty() or None)
         except SimulationError as exc:
             print(f"neurosim: {protocol}: run failed: {exc} (partial result in {out})",

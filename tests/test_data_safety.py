@@ -84,7 +84,7 @@ def test_two_processes_writing_one_output(tmp_path):
 def test_a_partial_left_by_a_killed_run_is_replaced_only_when_asked(tmp_path):
     (tmp_path / "r.h5.partial").write_bytes(b"what a killed run left")
     c = one_neuron()
-    with pytest.raises(ResultFileError, match="left by a run that was killed.*--overwrite"):
+    with pytest.raises(ResultFileError, match="left by an earlier run that did not finish it.*--overwrite"):
         ns.simulate(c, "p", recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
     assert (tmp_path / "r.h5.partial").read_bytes() == b"what a killed run left"
     result = ns.simulate(c, "p", recorder=ns.HDF5Recorder(tmp_path / "r.h5", overwrite=True))
@@ -242,12 +242,37 @@ def test_a_failed_run_keeps_every_sample_before_the_failure(tmp_path, integrator
                     recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
     kept = ns.load_result(tmp_path / "r.h5")
     assert kept.status == "failed"
-    # V = 10 t leaves the bound at t = 1000 ms: every row up to where the step that left
-    # it ends is kept, and right
-    t_fail = float(re.search(r"at t = ([\d.]+) ms", kept.message).group(1))
-    assert 1000.0 <= t_fail <= 1001.0 and 998.9 <= kept.t[-1] < t_fail
+    # V = 10 t leaves the bound at t = 1000 ms: every row up to the last state that
+    # passed the checks is kept, and right
+    t_good, t_fail = map(float, re.search(r"in the step from t = ([\d.]+) to ([\d.]+) ms",
+                                          kept.message).groups())
+    assert 999.0 <= t_good < t_fail <= 1001.0 and t_fail >= 999.99
+    assert t_good - 0.1 < kept.t[-1] <= t_good
     np.testing.assert_allclose(kept.V[:, 0], 10.0 * kept.t, rtol=1e-9, atol=1e-9)
     assert info.value.result.t.size == kept.t.size
+
+
+def test_a_failed_run_keeps_the_same_rows_however_it_is_cut(tmp_path, monkeypatch):
+    """One step of dopri5 jumps from ~300 ms far past the crossing of the bound (336 ms):
+    the rows kept end at the last accepted state, in memory and on disk, whether the
+    kernel calls hold one row or thousands."""
+    c = ns.Circuit("runaway", (ns.Neuron("A", C=1.0, g_L=0.0, E_L=0.0, V0=-70.0),),
+                   stimuli={"push": ns.Stimulus("step", "A", amplitude=30.0, start=0.7)},
+                   protocols={"p": ns.Protocol(1000.0, ("push",))})
+    simulate_module = sys.modules["neurosim.simulate"]  # the module, not the function
+    kept = []
+    for call_seconds in (0.2, 1e-9):  # calls as large as they grow, and one row each
+        monkeypatch.setattr(simulate_module, "CALL_SECONDS", call_seconds)
+        for recorder in (None, ns.HDF5Recorder(tmp_path / f"r{call_seconds}.h5")):
+            result = ns.simulate(c, "p", dt_out=0.5, recorder=recorder, raise_on_failure=False)
+            assert result.status == "failed"
+            kept.append((result.t, result.V))
+    for t, V in kept[1:]:
+        np.testing.assert_array_equal(t, kept[0][0])
+        np.testing.assert_array_equal(V, kept[0][1])
+    t, V = kept[0]
+    assert np.all(np.abs(V) <= 1e4) and t[-1] < 336.4
+    np.testing.assert_allclose(V[t >= 0.7, 0], -70.0 + 30.0 * (t[t >= 0.7] - 0.7), atol=1e-6)
 
 
 def test_an_interrupt_keeps_the_rows_of_the_call_in_flight(tmp_path):
@@ -384,3 +409,102 @@ def test_a_tiny_probability_scale_saturates_without_overflow():
     assert target.predicted(readout, -0.5) == 0.0
     loss, grad = target.loss_from_score(readout, -0.5)
     assert np.isfinite(loss) and loss > 1e5 and np.isfinite(grad)
+
+
+# ---------------------------------------------------------------- names and identities
+
+def test_protocol_names_never_lead_out_of_the_output_folder(tmp_path, monkeypatch, capsys):
+    from neurosim.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    for name in ("../escaped", "/tmp/abs", "a/b", ".."):
+        text = ("name: x\nneurons: [{name: A}]\nprotocols:\n"
+                f"  ok: {{duration: 1}}\n  '{name}': {{duration: 1}}\n")
+        (tmp_path / "c.yaml").write_text(text)
+        for out in ("out/", "r.h5"):
+            assert main(["run", "c.yaml", "--all", "-o", out]) == 2
+            err = capsys.readouterr().err
+            assert "cannot name an output file" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "out"]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("name,match", [("q.h5.partial", "names ending in .partial"),
+                                        ("loop", "symbolic link that loops")])
+def test_outputs_that_would_clash_are_refused_before_the_run(tmp_path, name, match):
+    if name == "loop":
+        (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(ResultFileError, match=match):
+        ns.HDF5Recorder(tmp_path / name, overwrite=True)
+
+
+def test_a_result_read_lazily_refuses_a_file_replaced_since(tmp_path):
+    c = one_neuron()
+    first = ns.simulate(c, "p", recorder=ns.HDF5Recorder(tmp_path / "x.h5"))
+    ns.simulate(c, "p", v0={"A": 0.0}, recorder=ns.HDF5Recorder(tmp_path / "x.h5", overwrite=True))
+    with pytest.raises(ResultFileError, match="replaced or rewritten after this result"):
+        first.V
+    lazy = ns.load_result(tmp_path / "x.h5", lazy=True)
+    (tmp_path / "x.h5").unlink()
+    with pytest.raises(ResultFileError, match="removed, replaced"):
+        lazy.t
+
+
+def test_info_on_an_output_still_being_written_says_so(tmp_path):
+    (tmp_path / "r.h5.partial").write_bytes(b"")
+    with pytest.raises(ResultFileError, match=r"no such result file yet; .*r\.h5\.partial is "
+                                              r"being written"):
+        hdf5.result_summary(tmp_path / "r.h5")
+
+
+def test_a_small_output_fits_a_small_disk(small_disk):
+    free = shutil.disk_usage(small_disk).free
+    with open(small_disk / "filler", "wb") as f:  # leave 400 KB: less than the 1 MiB kept for big files
+        f.write(b"\0" * (free - 400_000))
+    c = one_neuron()
+    result = ns.simulate(c, "p", dt_out=1.0, recorder=ns.HDF5Recorder(small_disk / "s.h5"))
+    assert result.complete and ns.load_result(small_disk / "s.h5").t.size == 101
+
+
+def test_a_read_only_place_is_named_as_such(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+    try:
+        with pytest.raises(ResultFileError, match="Read-only file system"):
+            ns.simulate(one_neuron(), "p", recorder=ns.HDF5Recorder(mount / "x.h5"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda f: f.attrs.__setitem__("samples_written", -5), "samples_written is negative"),
+    (lambda f: f.attrs.__setitem__("stats", "[1, 2]"), "stats is not a JSON mapping"),
+    (lambda f: (f.__delitem__("V"), f.create_dataset("V", data=np.ones(3))), "not a 2-D dataset"),
+    (lambda f: (f.__delitem__("V"), f.create_dataset("V", data=np.ones((3, 2)))),
+     "2 columns for 1 neuron names"),
+    (lambda f: (f.__delitem__("time"), f.create_group("time")), "/time is not a 1-D dataset"),
+])
+def test_foreign_result_files_are_refused_in_one_line(tmp_path, damage, match):
+    ns.simulate(one_neuron(), "p", dt_out=10.0, recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    with h5py.File(tmp_path / "r.h5", "a") as f:
+        if "V" in f and f["V"].dims[0]:  # a dimension scale keeps its dataset alive
+            f["V"].dims[0].detach_scale(f["time"])
+            f["V"].dims[1].detach_scale(f["neuron_names"])
+        damage(f)
+    for read in (ns.load_result, hdf5.result_summary):
+        with pytest.raises(ResultFileError, match=match):
+            read(tmp_path / "r.h5")
+
+
+def test_sample_counts_beyond_what_a_run_can_count_are_refused(capsys, tmp_path, monkeypatch):
+    from neurosim.cli import main
+    monkeypatch.chdir(tmp_path)
+    for options in (["--dt-out", "1e-320"], ["-i", "euler", "--dt", "1e-300", "--dt-out", "1"]):
+        assert main(["run", str(EXAMPLE), "-p", "baseline", "-o", "r.h5", *options]) == 2
+        err = capsys.readouterr().err
+        assert "more than the 2^53 a run can count" in err and err.count("\n") == 1
+    assert main(["run", str(EXAMPLE), "-p", "baseline", "-o", "r.h5", "--record", ""]) == 2
+    assert "nothing would be recorded" in capsys.readouterr().err

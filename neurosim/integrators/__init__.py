@@ -78,21 +78,25 @@ STATS_NAMES = ("steps", "rejected", "rhs_evaluations", "jacobians")
 
 
 def failure_message(status: int, method, neuron_names, stats, t_fail: float,
-                    v_bound: float) -> str:
-    """The sentence for a failed kernel status: what, which neuron, when, what to try."""
+                    v_bound: float, t_good: float | None = None) -> str:
+    """The sentence for a failed kernel status: what, which neuron, when (in the step
+    from ``t_good``, the last state that passed the checks, where known), what to try."""
     what = STATUS_MESSAGES[status].format(v_bound=v_bound,
                                           max_steps=getattr(method, "max_steps", 0))
     where = ""
     if status in (kc.NON_FINITE, kc.OUT_OF_BOUNDS):
         where = f" in neuron '{neuron_names[stats[kc.S_FAIL_NEURON]]}'"
-    return (f"{what}{where} at t = {t_fail:.6g} ms (step {int(stats[kc.S_STEPS])}) "
+    when = (f"in the step from t = {t_good:.6g} to {t_fail:.6g} ms"
+            if t_good is not None and t_good < t_fail else f"at t = {t_fail:.6g} ms")
+    return (f"{what}{where} {when} (step {int(stats[kc.S_STEPS])}) "
             f"with integrator '{method.name}'; {method.hint()}")
 
 
 def describe_failure(status: int, stepper) -> str:
     """:func:`failure_message` for a single run, with the circuit's fastest time constant."""
     message = failure_message(status, stepper.method, stepper.compiled.neuron_names,
-                              stepper.stats, stepper.failure_time(), stepper.v_bound)
+                              stepper.stats, stepper.failure_time(), stepper.v_bound,
+                              stepper.last_good_time())
     tau, neuron = fastest_time_constant(stepper.compiled)
     if np.isfinite(tau):
         message += (f" (the fastest time constant is {tau:.3g} ms, neuron '{neuron}'"
@@ -256,8 +260,21 @@ class Integrator:
         return f"{type(self).__name__}({opts})"
 
 
+#: the most output rows (or steps per row) a run can count exactly in float64 time
+MAX_COUNT = 2 ** 53
+
+
+def _count(what: str, ratio: float, remedy: str) -> float:
+    """``ratio`` if a run can count that many ``what``; else a one-line CircuitError."""
+    if not ratio < MAX_COUNT:
+        raise CircuitError(f"{what}: {ratio:.3g}, more than the 2^53 a run can count; {remedy}")
+    return ratio
+
+
 def _rows(duration: float, dt_out: float) -> int:
-    n_rows = int(math.floor(duration / dt_out + 1e-9))
+    ratio = _count(f"dt_out = {dt_out:g} ms over {duration:g} ms makes too many samples",
+                   duration / dt_out, "choose a larger dt_out")
+    n_rows = int(math.floor(ratio + 1e-9))
     if n_rows < 1:
         raise CircuitError(f"dt_out = {dt_out} ms is longer than the run ({duration} ms)")
     return n_rows
@@ -279,7 +296,8 @@ class FixedStepIntegrator(Integrator):
 
     def plan(self, duration, dt_out):
         dt_out = self.dt if dt_out is None else _positive_option(dt_out, "dt_out")
-        stride = round(dt_out / self.dt)
+        stride = round(_count(f"dt = {self.dt:g} ms makes too many steps per output row",
+                              dt_out / self.dt, "choose a larger dt"))
         if stride < 1 or abs(stride * self.dt - dt_out) > 1e-9 * dt_out:
             raise CircuitError(
                 f"dt_out = {dt_out} ms must be a whole multiple of dt = {self.dt} ms "
@@ -318,6 +336,10 @@ class _FixedStepper(_Stepper):
 
     def failure_time(self) -> float:
         return self.stats[kc.S_FAIL_STEP] * self.method.dt
+
+    def last_good_time(self) -> float:
+        """After a failure: the start of the grid step that failed."""
+        return (self.stats[kc.S_FAIL_STEP] - 1) * self.method.dt
 
     def rows_filled(self, status: int, row: int, m: int) -> int:
         """Rows of the failed call from output row ``row`` (of ``m``) that hold states
@@ -432,13 +454,15 @@ class _AdaptiveStepper(_Stepper):
         return float(self.state[kc.X_FAIL_T])
 
     def rows_filled(self, status: int, row: int, m: int) -> int:
-        """Rows of the failed call from output row ``row`` (of ``m``) that hold states
-        computed before the failure: up to its time, and before it where the state there
-        is not finite or out of bounds."""
+        """Rows of the failed call from output row ``row`` (of ``m``) up to the last
+        accepted state that passed the checks (the same rows however the run is cut into
+        calls: none from the interpolant of the step that failed)."""
         out_times = np.arange(row + 1, row + m + 1) * self.dt_out
-        bad_state = status in (kc.NON_FINITE, kc.OUT_OF_BOUNDS)
-        return int(np.searchsorted(out_times, self.failure_time(),
-                                   side="left" if bad_state else "right"))
+        return int(np.searchsorted(out_times, self.last_good_time(), side="right"))
+
+    def last_good_time(self) -> float:
+        """After a failure: the last time whose state passed the checks."""
+        return float(self.state[kc.X_T])
 
 
 class Dopri5(AdaptiveIntegrator):

@@ -112,20 +112,25 @@ def _claim(partial: Path, overwrite: bool, shown: Path) -> int:
                 raise ResultFileError(f"{shown} is being written by another run (its "
                                       f"{partial.name} is locked); wait for that run to end "
                                       "or choose another output") from None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(partial, follow_symlinks=False))
-        except FileNotFoundError:
-            same = False
-        if not same:  # renamed or replaced between open and lock: look again
+        if not _holds(fd, partial):  # renamed or replaced between open and lock: look again
             os.close(fd)
             continue
         if not created and not overwrite:
             os.close(fd)
-            raise ResultFileError(f"{partial} was left by a run that was killed (neurosim "
-                                  "info reads it); move it away, or pass overwrite=True "
+            raise ResultFileError(f"{partial} was left by an earlier run that did not finish "
+                                  "it (killed, or its output appeared meanwhile; neurosim info "
+                                  "reads it); move it away, or pass overwrite=True "
                                   "(--overwrite) to replace it")
         return fd
     raise ResultFileError(f"cannot write {shown}: {partial} keeps changing")
+
+
+def _holds(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except OSError:
+        return False
 
 
 def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
@@ -178,6 +183,11 @@ class HDF5Recorder(Recorder):
         self.target = Path(os.path.realpath(self.path))
         if self.target.is_dir():
             raise ResultFileError(f"{self.path} is a directory; give a file name such as run.h5")
+        if os.path.lexists(self.target) and not self.target.exists():
+            raise ResultFileError(f"{self.path} is a symbolic link that loops or leads nowhere")
+        if self.target.name.endswith(".partial"):
+            raise ResultFileError(f"{self.path}: names ending in .partial are those of results "
+                                  "being written; choose another name")
         if self.target.exists() and not self.target.is_file():
             raise ResultFileError(f"{self.path} is not a regular file (a device, FIFO or "
                                   "socket); results are written only to regular files")
@@ -197,23 +207,27 @@ class HDF5Recorder(Recorder):
         self.header = header
         n_rec = len(header.neuron_names)
         self._raw = self.compression is None
-        if self._raw:  # compressed sizes are not known ahead
-            size = header.n_samples * (8 + np.dtype(self.dtype).itemsize * n_rec)
-            require_disk(size + METADATA_RESERVE, self.target.parent,
-                         f"{self.path} ({header.n_samples:,} samples x {n_rec:,} neurons)",
-                         "record fewer neurons (--record), sample less often (--dt-out), store "
-                         "float32 (--float32), or pass check_space=False (--no-space-check)",
-                         check=self.check_space)
-        self._fd = _claim(self.partial, self.overwrite, self.path)
+        size = header.n_samples * (8 + np.dtype(self.dtype).itemsize * n_rec)
+        # what closing needs for metadata: a few KB, so a small file keeps a small reserve
+        self._metadata_reserve = min(METADATA_RESERVE, (64 << 10) + size)
+        self._fd = _claim(self.partial, self.overwrite, self.path)  # a read-only place fails here
         try:
+            if self._raw:  # compressed sizes are not known ahead
+                require_disk(size + self._metadata_reserve, self.target.parent,
+                             f"{self.path} ({header.n_samples:,} samples x {n_rec:,} neurons)",
+                             "record fewer neurons (--record), sample less often (--dt-out), "
+                             "store float32 (--float32), or pass check_space=False "
+                             "(--no-space-check)", check=self.check_space)
             self._create(header)
-        except OSError as exc:  # a full disk or an I/O error before the first sample
+        except BaseException as exc:  # refused, or a full disk or an I/O error at the start
             if self.file is not None:
                 _close_quietly(self.file)
                 self.file = None
             self.partial.unlink(missing_ok=True)
             os.close(self._fd)
-            raise StorageError(f"cannot write {self.path}: {self._reason(exc)}") from None
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {self.path}: {self._reason(exc)}") from None
+            raise
 
         # A writer thread overlaps disk I/O, and the circuit's YAML text, with the run
         # (the time loops release the GIL); the queue bound keeps 8 chunks in flight.
@@ -360,7 +374,7 @@ class HDF5Recorder(Recorder):
             self.V.resize((n0 + rows, self.V.shape[1]))
         for dataset, start in ((self.time, (n0,)), (self.V, (n0, 0))):
             nbytes = rows * dataset.dtype.itemsize * (dataset.shape[1] if dataset.ndim > 1 else 1)
-            if shutil.disk_usage(self.target.parent).free < nbytes + METADATA_RESERVE:
+            if shutil.disk_usage(self.target.parent).free < nbytes + self._metadata_reserve:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
             try:
@@ -394,7 +408,7 @@ class HDF5Recorder(Recorder):
             free = shutil.disk_usage(self.target.parent).free
         except OSError:
             return reason
-        if code in (errno.ENOSPC, errno.EDQUOT) or free < METADATA_RESERVE:
+        if code in (errno.ENOSPC, errno.EDQUOT) or free < self._metadata_reserve:
             return f"{reason} (the disk is full: only {format_bytes(free)} free in {self.target.parent})"
         return reason
 
@@ -430,22 +444,27 @@ class HDF5Recorder(Recorder):
                        f"{self._reason(self._error)}")
         finished = self._finish(status, message, stats)
         stored = self._publish() if finished else self._keep_if_readable()
+        identity = _identity(os.fstat(self._fd))
         os.close(self._fd)  # releases the lock, after the rename
         result = None
         if stored is not None:
             n = self._written
             metadata = dict(json.loads(json.dumps(self.header.metadata)), **self._circuit_text,
                             complete=status == "complete" and self._error is None)
-            result = Result(lambda: _read_time(stored, n), lambda: _read_V(stored, n),
+            result = Result(lambda: _read_time(stored, n, identity),
+                            lambda: _read_V(stored, n, identity),
                             tuple(self.header.neuron_names), status, message,
                             json.loads(json.dumps(stats)), metadata)
         self._result = result or Result(np.empty(0), np.empty((0, len(self.header.neuron_names))),
                                         self.header.neuron_names, status, message, stats, {})
         if self._error is not None:
-            where = (f"the {self._written} samples written before are in {stored}"
-                     if stored is not None else "nothing could be kept")
-            error = StorageError(f"writing {self.path} failed: {self._reason(self._error)}; "
-                                 f"{where}")
+            if isinstance(self._error, ResultFileError):  # says itself where the result is
+                error = StorageError(str(self._error))
+            else:
+                where = (f"the {self._written} samples written before are in {stored}"
+                         if stored is not None else "nothing could be kept")
+                error = StorageError(f"writing {self.path} failed: "
+                                     f"{self._reason(self._error)}; {where}")
             error.result = result
             raise error
         return result
@@ -479,9 +498,14 @@ class HDF5Recorder(Recorder):
         finally:
             self.file = None
 
-    def _publish(self) -> Path:
+    def _publish(self) -> Path | None:
         """Rename the finished partial to the final name; where that is not possible, the
         result stays in the partial (returned)."""
+        if not _holds(self._fd, self.partial):
+            self._error = ResultFileError(
+                f"{self.partial} was replaced by another program while the run went; this "
+                "run's result is lost")
+            return None
         old = None
         try:
             if self.overwrite:
@@ -546,6 +570,11 @@ def _text(value) -> str:
 
 def _open_result(path: Path) -> h5py.File:
     if not path.exists():
+        partial = path.with_name(path.name + ".partial")
+        if partial.exists():
+            raise ResultFileError(f"{path}: no such result file yet; {partial} is being "
+                                  "written by a run (or was left by one that was killed: "
+                                  "neurosim info reads it)")
         raise ResultFileError(f"{path}: no such result file")
     if not path.is_file():
         raise ResultFileError(f"{path} is not a regular file, so not a result file")
@@ -560,7 +589,34 @@ def _open_result(path: Path) -> h5py.File:
     if _text(f.attrs.get("format", "")) != "neurosim-result":
         f.close()
         raise ResultFileError(f"{path} is an HDF5 file but not a neurosim result")
+    try:
+        _check_layout(f)
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises
+        f.close()
+        raise _damaged(path, exc) from None
     return f
+
+
+def _check_layout(f: h5py.File) -> None:
+    """ValueError unless the datasets have the shapes a reader relies on."""
+    time, V = f.get("time"), f.get("V")
+    if not isinstance(time, h5py.Dataset) or time.ndim != 1:
+        raise ValueError("/time is not a 1-D dataset")
+    if not isinstance(V, h5py.Dataset) or V.ndim != 2:
+        raise ValueError("/V is not a 2-D dataset")
+    names = len(_neuron_names(f))
+    if names != V.shape[1]:
+        raise ValueError(f"/V has {V.shape[1]} columns for {names} neuron names")
+    if int(f.attrs.get("samples_written", 0)) < 0:
+        raise ValueError("samples_written is negative")
+
+
+def _json_attr(f: h5py.File, key: str) -> dict:
+    """A JSON mapping stored as an attribute ({} where absent)."""
+    value = json.loads(_text(f.attrs.get(key, "{}")))
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {key} is not a JSON mapping")
+    return value
 
 
 def _valid_rows(f: h5py.File) -> int:
@@ -570,19 +626,44 @@ def _valid_rows(f: h5py.File) -> int:
     return min(rows, int(f.attrs.get("samples_written", rows)))
 
 
+def _status(f: h5py.File) -> str:
+    """How the run ended; a file still marked running was left by a run that was killed."""
+    status = _text(f.attrs.get("status", "running"))
+    return "interrupted" if status == "running" else status
+
+
 def _neuron_names(f: h5py.File) -> tuple[str, ...]:
     """Column names of /V: a dataset since format 2, an attribute before."""
     names = f["neuron_names"][()] if "neuron_names" in f else f.attrs["neuron_names"]
     return tuple(_text(x) for x in names)
 
 
-def _read_V(path: Path, n: int) -> np.ndarray:
-    with _open_result(path) as f:
+def _identity(stat_result) -> tuple:
+    """What tells one version of a file from another: the file, its size and its time."""
+    return (stat_result.st_dev, stat_result.st_ino, stat_result.st_size,
+            stat_result.st_mtime_ns)
+
+
+def _open_same(path: Path, identity: tuple) -> h5py.File:
+    """The result file a lazy Result was made from, refused if it has been replaced or
+    rewritten since (its traces would be another run's)."""
+    try:
+        same = _identity(os.stat(path)) == identity
+    except OSError:
+        same = False
+    if not same:
+        raise ResultFileError(f"{path} was removed, replaced or rewritten after this result "
+                              "was made from it; read it again with load_result")
+    return _open_result(path)
+
+
+def _read_V(path: Path, n: int, identity: tuple) -> np.ndarray:
+    with _open_same(path, identity) as f:
         return f["V"][:n].astype(np.float64)
 
 
-def _read_time(path: Path, n: int) -> np.ndarray:
-    with _open_result(path) as f:
+def _read_time(path: Path, n: int, identity: tuple) -> np.ndarray:
+    with _open_same(path, identity) as f:
         return f["time"][:n]
 
 
@@ -601,7 +682,7 @@ def _reading(path: Path):
         raise
     except OSError as exc:
         raise ResultFileError(f"cannot read {path}: {exc}") from None
-    except (KeyError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever else a damaged file raises
         raise _damaged(path, exc) from None
 
 
@@ -614,18 +695,17 @@ def load_result(path, *, lazy: bool = False) -> Result:
     path = Path(path)
     with _reading(path) as f:
         n = _valid_rows(f)
-        t = (lambda: _read_time(path, n)) if lazy else f["time"][:n]
-        V = (lambda: _read_V(path, n)) if lazy else f["V"][:n].astype(np.float64)
+        identity = _identity(os.stat(path))
+        t = (lambda: _read_time(path, n, identity)) if lazy else f["time"][:n]
+        V = (lambda: _read_V(path, n, identity)) if lazy else f["V"][:n].astype(np.float64)
         names = _neuron_names(f)
-        status = _text(f.attrs.get("status", "running"))
-        if status == "running":
-            status = "interrupted"
-        metadata = json.loads(_text(f.attrs.get("metadata", "{}")))
+        status = _status(f)
+        metadata = _json_attr(f, "metadata")
         for key in ("circuit_yaml", "circuit_sha256"):
             if key in f.attrs:
                 metadata[key] = _text(f.attrs[key])
         metadata["complete"] = bool(f.attrs.get("complete", False))
-        stats = json.loads(_text(f.attrs.get("stats", "{}")))
+        stats = _json_attr(f, "stats")
         message = _text(f.attrs.get("message", "the run stopped before it closed the file"))
     return Result(t, V, names, status, message, stats, metadata)
 
@@ -635,18 +715,18 @@ def result_summary(path) -> dict:
     path = Path(path)
     with _reading(path) as f:
         n = _valid_rows(f)
-        return {"status": _text(f.attrs.get("status", "")),
+        return {"status": _status(f),
                 "complete": bool(f.attrs.get("complete", False)),
                 "samples": n,
                 "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
                 "neurons": list(_neuron_names(f)),
                 "integrator": _text(f.attrs.get("integrator", "")),
-                "integrator_options": json.loads(_text(f.attrs.get("integrator_options", "{}"))),
+                "integrator_options": _json_attr(f, "integrator_options"),
                 "protocol": _text(f.attrs.get("protocol", "")),
                 "circuit": _text(f.attrs.get("circuit_name", "")),
                 "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
                 "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
-                "stats": json.loads(_text(f.attrs.get("stats", "{}"))),
+                "stats": _json_attr(f, "stats"),
                 "message": _text(f.attrs.get("message", "")),
-                "initial": json.loads(_text(f.attrs.get("metadata", "{}"))).get("initial"),
+                "initial": _json_attr(f, "metadata").get("initial"),
                 "size_bytes": os.path.getsize(path)}

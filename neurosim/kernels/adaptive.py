@@ -361,7 +361,8 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     neither the steps nor the counts depend on how a run is cut into calls.  ``state`` also carries
     (t, h, err_old, fail_t); h ≤ 0 asks for an automatic first step.  With ``adaptive``
     False every step has size h except those landing on breakpoints or t_final.
-    Returns a status code.
+    Returns a status code; after a failure state[X_T] is the last time whose state passed
+    the checks and state[X_FAIL_T] the time where the failure was found.
     """
     n = V.shape[0]
     clamped = drive[7]
@@ -432,12 +433,15 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
                     carry[7, i] = V[i]
                 state[X_STEP_T] = t
                 state[X_STEP_H] = h_try
+            status = count_accepted_step(V_new, v_bound, stats, state, t_new)
+            if status != OK:
+                state[X_T] = t  # the last time with a good state: rows up to it are kept
+                for i in range(n):
+                    V[i] = V_new[i]
+                return status
             t = t_new
             for i in range(n):
                 V[i] = V_new[i]
-            status = count_accepted_step(V, v_bound, stats, state, t)
-            if status != OK:
-                return status
             if lands_on_breakpoint(landing, t, t_target, tstops, stop):
                 stop += 1
                 rhs(t, False, V, theta, net, drive, work, K[0])  # input jumped: new f
