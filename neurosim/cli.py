@@ -131,11 +131,12 @@ def cmd_run(args) -> int:
             print(f"neurosim: {protocol}: run failed: {exc} (partial result in {out})",
                   file=sys.stderr)
             status = EXIT_RUN_FAILED
-            continue
-        s = result.stats
-        print(f"{protocol}: {result.t.size} samples x {len(result.neuron_names)} neurons, "
-              f"{result.t[-1]:g} ms in {s['wall_time_s']:.3g} s ({args.integrator}: "
-              f"{s['steps']} steps, {s['rejected']} rejected) -> {out}")
+            result = exc.result  # its plot shows what the run computed, and says it failed
+        else:
+            s = result.stats
+            print(f"{protocol}: {result.t.size} samples x {len(result.neuron_names)} neurons, "
+                  f"{result.t[-1]:g} ms in {s['wall_time_s']:.3g} s ({args.integrator}: "
+                  f"{s['steps']} steps, {s['rejected']} rejected) -> {out}")
         if args.plot:
             from neurosim.plot import plot_traces, save_figure
             plot_out = Path(args.plot)
@@ -252,7 +253,8 @@ def cmd_behave(args) -> int:
         key = [n for n in ("AVA", "AVB") if n in circuit.neuron_names] + list(spec.neurons)
         shown = [p for p in ("tap", "anterior", "posterior_gentle") if p in results] or None
         save_figure(plot_experiments(rows, results, threshold=spec.threshold, neurons=key,
-                                     trace_protocols=shown, title=circuit.name, checks=checks),
+                                     trace_protocols=shown, title=circuit.name, checks=checks,
+                                     circuit=circuit),
                     args.plot)
         print(f"figure -> {args.plot}")
     return EXIT_OK
