@@ -129,7 +129,7 @@ def test_theta_vector_is_validated_by_name():
 
 def test_nonfinite_parameter_run_fails_loudly():
     circuit = ns.Circuit("c", (ns.Neuron("A", C=1e-9, g_L=100.0, V0=0.0),))
-    with pytest.raises(ns.SimulationError, match="neuron 'A' at t = .*try a smaller dt") as info, \
+    with pytest.raises(ns.SimulationError, match="neuron 'A' in the step from t = 0 to 0.1 ms .*try a smaller dt") as info, \
             pytest.warns(RuntimeWarning, match="stability limit"):
         ns.simulate(circuit, duration=1.0, integrator="euler", dt=0.1)
     assert info.value.result.status == "failed"
