@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -54,21 +55,62 @@ def _output_paths(out: str, protocols: list[str]) -> dict[str, Path]:
     return {p: path.with_name(f"{path.stem}_{p}{path.suffix or '.h5'}") for p in protocols}
 
 
-def _progress(total: int, what: str):
-    """An update(k=1) callable: a bar on a terminal, else a line to stderr at most every
-    5 s and at the end."""
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _amount(x: float) -> str:
+    return f"{int(x):,}" if x == int(x) and abs(x) < 1e15 else f"{x:.4g}"
+
+
+class _Lines:
+    """Progress where no terminal shows a bar: a line on stderr at most every 5 s, with
+    the time taken and, from the pace so far, the time left, and a line at the end
+    (unless ``last_line`` is False and no line was printed before: a short run that
+    reports itself stays quiet).  Has tqdm's update, set_postfix and close."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, total: float, what: str, unit: str = "", last_line: bool = True):
+        self.total, self.what, self.unit, self.last_line = total, what, unit, last_line
+        self.done, self.extra, self.printed = 0, "", False
+        self.started = self.last = time.monotonic()
+
+    def update(self, k=1):
+        self.done += k
+        now = time.monotonic()
+        end = self.done >= self.total and (self.last_line or self.printed)
+        if now - self.last > self.EVERY_S or end:
+            elapsed = now - self.started
+            left = (f", about {_seconds(elapsed * (self.total - self.done) / self.done)} left"
+                    if 0 < self.done < self.total else "")
+            print(f"{self.what}: {_amount(self.done)} of {_amount(self.total)}{self.unit} "
+                  f"({_seconds(elapsed)}{left}){self.extra}", file=sys.stderr, flush=True)
+            self.last, self.printed = now, True
+
+    def set_postfix(self, **values):
+        self.extra = "".join(f", {k} {v}" for k, v in values.items())
+
+    def close(self):
+        pass
+
+
+def _progress(total: float, what: str, unit: str = "", last_line: bool = True):
+    """A progress display (update, set_postfix, close): a bar on a terminal, else lines."""
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
-        return tqdm(total=total, desc=what, leave=False).update
-    state = {"done": 0, "last": time.monotonic()}
+        return tqdm(total=total, desc=what, unit=unit.strip() or "it", leave=False)
+    return _Lines(total, what, unit, last_line)
 
-    def update(k=1):
-        state["done"] += k
-        now = time.monotonic()
-        if now - state["last"] > 5 or state["done"] == total:
-            print(f"{what}: {state['done']} of {total}", file=sys.stderr, flush=True)
-            state["last"] = now
-    return update
+
+#: names of result files
+HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
+
+
+def _plot_path(plot: str, protocol: str, runs: int) -> Path:
+    """The picture of one protocol's run: PNG itself, or PNG_<protocol> for several."""
+    path = Path(plot)
+    return path if runs == 1 else path.with_name(f"{path.stem}_{protocol}{path.suffix}")
 
 
 #: picture formats the figures can be saved in (matplotlib's, without its rarer ones)
@@ -76,12 +118,14 @@ FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".eps", ".ps", ".tif
                    ".webp")
 
 
-def _check_output(path, figure: bool = False) -> None:
-    """A one-line error now, before any work, if ``path`` cannot be written (or, for a
-    ``figure``, has no picture format)."""
+def _check_output(path, figure: bool = False, overwrite: bool = False) -> None:
+    """A one-line error now, before any work, if ``path`` cannot be written, exists
+    (without ``overwrite``) or, for a ``figure``, has no picture format."""
     if path is None:
         return
     target = Path(path)
+    if target.exists() and not target.is_dir() and not overwrite:
+        raise CircuitError(f"{path} exists; pass --overwrite to replace it")
     folder = target.resolve().parent
     if not folder.is_dir():
         raise CircuitError(f"cannot write {path}: folder {folder} does not exist")
@@ -92,6 +136,15 @@ def _check_output(path, figure: bool = False) -> None:
     if figure and target.suffix.lower() not in FIGURE_SUFFIXES:
         raise CircuitError(f"cannot tell the picture format of {path!r}: end it in one of "
                            f"{', '.join(FIGURE_SUFFIXES)}")
+
+
+def _interrupted(protocol: str, out: Path) -> str:
+    """Where an interrupted run got to, as its file says (if it has one yet)."""
+    from neurosim.io.hdf5 import result_summary
+    try:
+        return f"{protocol}: {result_summary(out)['message']}, kept in {out}"
+    except NeurosimError:  # stopped before its file was opened
+        return f"{protocol}: before the run started"
 
 
 def cmd_run(args) -> int:
@@ -113,7 +166,12 @@ def cmd_run(args) -> int:
         raise CircuitError(f"choose --protocol (one of: {', '.join(circuit.protocols) or 'none'}) "
                            "or --all", file=args.circuit)
     outputs = _output_paths(args.output, protocols)
-    _check_output(args.plot, figure=True)
+    for out in outputs.values():
+        if out.suffix.lower() not in HDF5_SUFFIXES:
+            raise CircuitError(f"{out}: a result file is HDF5; end its name in .h5")
+    plots = {p: _plot_path(args.plot, p, len(outputs)) for p in outputs} if args.plot else {}
+    for plot_out in plots.values():
+        _check_output(plot_out, figure=True, overwrite=args.overwrite)
     # every output is checked before the first run starts
     recorders = {p: HDF5Recorder(out, overwrite=args.overwrite,
                                  dtype="float32" if args.float32 else "float64",
@@ -126,7 +184,12 @@ def cmd_run(args) -> int:
             result = simulate(circuit, protocol, integrator=args.integrator, dt=args.dt,
                               rtol=args.rtol, atol=args.atol, dt_out=args.dt_out,
                               record=_names(args.record) if args.record is not None else None,
-                              recorder=recorder, progress=sys.stderr.isatty() or None)
+                              recorder=recorder,
+                              progress=sys.stderr.isatty() or _Lines(
+                                  circuit.protocol(protocol).duration, f"simulating {protocol}",
+                                  " ms", last_line=False).update)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(_interrupted(protocol, out)) from None
         except SimulationError as exc:
             print(f"neurosim: {protocol}: run failed: {exc} (partial result in {out})",
                   file=sys.stderr)
@@ -139,11 +202,8 @@ def cmd_run(args) -> int:
                   f"{s['steps']} steps, {s['rejected']} rejected) -> {out}")
         if args.plot:
             from neurosim.plot import plot_traces, save_figure
-            plot_out = Path(args.plot)
-            if len(outputs) > 1:
-                plot_out = plot_out.with_name(f"{plot_out.stem}_{protocol}{plot_out.suffix}")
-            save_figure(plot_traces(result), plot_out)
-            print(f"traces -> {plot_out}")
+            save_figure(plot_traces(result), plots[protocol])
+            print(f"traces -> {plots[protocol]}")
     return status
 
 
@@ -173,7 +233,7 @@ def cmd_info(args) -> int:
 
     info = result_summary(args.result)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(_json_safe(info), indent=2, allow_nan=False))
         return EXIT_OK
     print(f"{args.result}: {info['status']}{'' if info['complete'] else ' (INCOMPLETE)'}")
     print(f"  circuit   {info['circuit']} (sha256 {info['circuit_sha256'][:12]}...)")
@@ -197,7 +257,7 @@ def cmd_plot(args) -> int:
     from neurosim.io.hdf5 import load_result
     from neurosim.plot import plot_traces, save_figure
 
-    _check_output(args.output, figure=True)
+    _check_output(args.output, figure=True, overwrite=args.overwrite)
     result = load_result(args.result)
     save_figure(plot_traces(result, _names(args.neurons) if args.neurons else None), args.output)
     print(f"traces -> {args.output}")
@@ -208,7 +268,7 @@ def cmd_graph(args) -> int:
     from neurosim.io.yaml import load_circuit
     from neurosim.plot import plot_graph, save_figure
 
-    _check_output(args.output, figure=True)
+    _check_output(args.output, figure=True, overwrite=args.overwrite)
     save_figure(plot_graph(load_circuit(args.circuit)), args.output)
     print(f"graph -> {args.output}")
     return EXIT_OK
@@ -222,21 +282,16 @@ def cmd_behave(args) -> int:
 
     circuit = load_circuit(args.circuit)
     facts = load_facts(args.facts, protocols=circuit.protocols) if args.facts else None
-    _check_output(args.output)
-    _check_output(args.plot, figure=True)
+    _check_output(args.output, overwrite=args.overwrite)
+    _check_output(args.plot, figure=True, overwrite=args.overwrite)
     protocols = _names(args.protocols) if args.protocols else None
-    total = len(protocols or circuit.protocols)
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, unit="protocol", leave=False)
+    bar = _progress(len(protocols or circuit.protocols), "protocols")
     try:
         rows, results = run_experiments(circuit, protocols, readout=args.readout,
                                         integrator=args.integrator, dt_out=args.dt_out,
-                                        progress=bar.update if bar else None)
+                                        progress=bar.update)
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     spec = circuit.readout(args.readout)
     checks = check_facts(facts, rows, spec.threshold) if facts else None
     print(format_table(rows, checks))
@@ -274,7 +329,7 @@ def cmd_fit(args) -> int:
     circuit = load_circuit(args.circuit)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
     targets = load_data(args.data, circuit, spec.indicator, args.sigma)
-    _check_output(args.output)
+    _check_output(args.output, overwrite=args.overwrite or args.resume)
     if args.starts is not None and args.starts < 1:
         raise CircuitError(f"--starts must be at least 1, got {args.starts}")
     par = Parameterization(circuit, spec.free)
@@ -305,11 +360,9 @@ def cmd_fit(args) -> int:
     if not args.resume:
         signs_checkpoint.unlink(missing_ok=True)  # a fresh fit starts a fresh enumeration
     try:
-        report = run_fit(circuit, targets, spec, progress=sys.stderr.isatty(),
+        report = run_fit(circuit, targets, spec, progress=_progress,
                          checkpoint=str(checkpoint), resume=args.resume,
-                         signs_checkpoint=str(signs_checkpoint),
-                         signs_progress=_progress(2 ** len(spec.signs.classes), "sign patterns")
-                         if spec.signs else None)
+                         signs_checkpoint=str(signs_checkpoint))
     except KeyboardInterrupt:
         saved = [str(p) for p in (checkpoint, signs_checkpoint) if p.exists()]
         where = f"; resume with --resume (saved in {', '.join(saved)})" if saved else ""
@@ -330,7 +383,7 @@ def cmd_fit(args) -> int:
         print("\n".join(report.identifiability.summary()))
     if args.starts:
         fits = ensemble(report.objective, args.starts, seed=spec.optimizer.seed,
-                        progress=_progress(args.starts, "starts"))
+                        progress=_progress(args.starts, "starts").update)
         print("\n".join(fits.summary()))
         products.append(Path(f"{stem}_starts.csv"))
         fits.write(products[-1])
@@ -374,7 +427,7 @@ def cmd_explain(args) -> int:
     if args.graph and not args.source:
         raise CircuitError("--graph draws the dominant pathway: give --source too")
     for path in (args.output, args.graph):
-        _check_output(path, figure=True)
+        _check_output(path, figure=True, overwrite=args.overwrite)
     result = load_result(args.result)
     if "circuit_yaml" not in result.metadata:
         raise CircuitError(f"{args.result} does not hold its circuit; rerun with neurosim run")
@@ -431,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
     parser.add_argument("--version", action="version", version=f"neurosim {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="simulate a protocol and record to HDF5",
                          description="Simulate one protocol (or all) and stream traces to HDF5.")
@@ -467,11 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("result")
     plot.add_argument("--neurons", help="comma-separated subset, in panel order")
     plot.add_argument("-o", "--output", required=True, metavar="PNG")
+    plot.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     plot.set_defaults(func=cmd_plot)
 
     graph = sub.add_parser("graph", help="draw a circuit's connectivity")
     graph.add_argument("circuit")
     graph.add_argument("-o", "--output", required=True, metavar="PNG")
+    graph.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     graph.set_defaults(func=cmd_graph)
     behave = sub.add_parser("behave", help="run protocols and read out the behaviour",
                             description="Run every protocol (or some) and classify the "
@@ -486,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     behave.add_argument("--facts", metavar="FACTS.yaml",
                         help="what biology expects (e.g. circuits/data/tap_withdrawal_facts.yaml): "
                              "adds expected and match columns and counts the facts reproduced")
+    behave.add_argument("--overwrite", action="store_true",
+                        help="replace an existing CSV or figure")
     behave.set_defaults(func=cmd_behave)
 
     fitp = sub.add_parser("fit", help="fit circuit parameters to behavioural and trace data",
@@ -528,12 +585,42 @@ def build_parser() -> argparse.ArgumentParser:
                               "stimulus-free rest of the run's own protocol)")
     explain.add_argument("-o", "--output", metavar="PNG", help="stacked-current figure")
     explain.add_argument("--graph", metavar="PNG", help="graph with the dominant pathway")
+    explain.add_argument("--overwrite", action="store_true", help="replace existing figures")
     explain.set_defaults(func=cmd_explain)
 
     motifs = sub.add_parser("motifs", help="count motif instances in a circuit")
     motifs.add_argument("circuit")
     motifs.set_defaults(func=cmd_motifs)
+    for command in sub.choices.values():  # --debug before or after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks on errors")
     return parser
+
+
+#: Python names in the API's messages, and the flags a command-line user types instead
+FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
+              (re.compile(r"check_space=False \(--no-space-check\)"), "--no-space-check"),
+              (re.compile(r"\bdt_out\b"), "--dt-out"),
+              (re.compile(r"\brecord= ?"), "--record "),
+              (re.compile(r"`(rtol|atol|dt)`"), r"--\1"))
+
+
+def _in_flags(message: str) -> str:
+    """An API error as the command line says it: flags, not Python names."""
+    for pattern, flag in FLAG_NAMES:
+        message = pattern.sub(flag, message)
+    return message
+
+
+def _json_safe(value):
+    """``value`` with non-finite floats as strings ("inf", "-inf", "nan"): JSON has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _warn_in_one_line(message, category, filename, lineno, file=None, line=None):
@@ -543,6 +630,9 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `neurosim` alone: what it can do
+        parser.print_help()
+        return EXIT_USAGE
     warnings.showwarning = _warn_in_one_line
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
@@ -556,7 +646,7 @@ def main(argv=None) -> int:
     except NeurosimError as exc:
         if args.debug:
             raise
-        print(f"neurosim: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
+        print(f"neurosim: error: {_in_flags(' '.join(str(exc).split()))}", file=sys.stderr)
         if isinstance(exc, SimulationError):
             return EXIT_RUN_FAILED
         return EXIT_IO if isinstance(exc, StorageError) else EXIT_USAGE

@@ -92,6 +92,8 @@ class Result:
     def v(self, name: str) -> np.ndarray:
         """Trace of neuron ``name`` (mV), shape (n_samples,)."""
         if name not in self.neuron_names:
+            if name in self.metadata.get("ablated", ()):
+                raise CircuitError(f"neuron {name!r} was ablated in this run: it has no trace")
             raise CircuitError(unknown_name_message("recorded neuron", name, list(self.neuron_names)))
         return self.V[:, self.neuron_names.index(name)]
 

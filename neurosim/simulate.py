@@ -28,10 +28,14 @@ from neurosim.resources import require_memory
 DEFAULT_V_BOUND = 1e4
 
 
-def _record_indices(compiled, record) -> np.ndarray:
+def _record_indices(compiled, record, ablated=()) -> np.ndarray:
     if record is None:
         return np.arange(compiled.n_neurons, dtype=np.int64)
     names = [record] if isinstance(record, str) else list(record)
+    gone = [name for name in names if name in ablated]
+    if gone:
+        raise CircuitError(f"record= names {', '.join(map(repr, gone))}, ablated in this run; "
+                           "an ablated neuron has no trace")
     if not names:
         raise CircuitError("record= is empty: nothing would be recorded")
     twice = sorted({name for name in names if names.count(name) > 1})
@@ -297,7 +301,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     if unstable:
         warnings.warn(unstable, RuntimeWarning, stacklevel=2)
     drive = compile_drive(compiled, resolved, proto.duration)
-    record_idx = _record_indices(compiled, record)
+    record_idx = _record_indices(compiled, record, gone)
     if resolve_initial(circuit, proto, initial, v0) == "rest":
         start = _rest_of(compiled, drive)
         V = np.array([start.V[name] for name in compiled.neuron_names])

@@ -93,3 +93,96 @@ def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(EXAMPLE)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == ""
+
+
+# ---------------------------------------------------------------- first contact
+
+def run_main(monkeypatch, tmp_path, *args):
+    """main() in tmp_path: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from neurosim.cli import main
+    monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(map(str, args)))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_neurosim_alone_lists_the_commands(monkeypatch, tmp_path):
+    code, out, _ = run_main(monkeypatch, tmp_path)
+    assert code == 2
+    for command in ("run", "validate", "info", "plot", "graph", "behave", "fit", "explain"):
+        assert f"\n    {command} " in out
+
+
+def test_debug_works_after_the_command(monkeypatch, tmp_path):
+    from neurosim.errors import CircuitError
+    with pytest.raises(CircuitError, match="no_such_protocol"):
+        run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "no_such_protocol", "-o", "r.h5",
+                 "--debug")
+    code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "no_such_protocol",
+                            "-o", "r.h5")
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_no_output_is_replaced_without_overwrite(monkeypatch, tmp_path):
+    assert run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5",
+                    "--dt-out", "10")[0] == 0
+    for args in (("plot", "r.h5", "-o", "p.png"), ("graph", EXAMPLE, "-o", "g.png")):
+        assert run_main(monkeypatch, tmp_path, *args)[0] == 0
+        before = (tmp_path / args[-1]).stat().st_mtime_ns
+        code, _, err = run_main(monkeypatch, tmp_path, *args)
+        assert code == 2 and f"{args[-1]} exists; pass --overwrite to replace it" in err
+        assert (tmp_path / args[-1]).stat().st_mtime_ns == before
+        assert run_main(monkeypatch, tmp_path, *args, "--overwrite")[0] == 0
+    code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r2.h5",
+                            "--plot", "p.png")
+    assert code == 2 and "p.png exists" in err and not (tmp_path / "r2.h5").exists()
+    code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "x.png")
+    assert code == 2 and "a result file is HDF5; end its name in .h5" in err
+
+
+def test_errors_name_the_flags_and_info_json_is_json(monkeypatch, tmp_path):
+    import json
+    code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5",
+                            "-i", "euler", "--dt", "0.2", "--dt-out", "0.3")
+    assert code == 2 and "--dt-out = 0.3 ms must be a whole multiple" in err
+    assert "dt_out" not in err
+    assert run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5")[0] == 0
+    code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5")
+    assert code == 2 and "pass --overwrite to replace it" in err and "=True" not in err
+    code, out, _ = run_main(monkeypatch, tmp_path, "info", "r.h5", "--json")
+
+    def no_constants(name):
+        raise AssertionError(f"{name} is not JSON")
+    info = json.loads(out, parse_constant=no_constants)
+    assert code == 0 and info["integrator_options"]["max_step"] == "inf"
+
+
+def test_progress_without_a_terminal_says_how_long_is_left(monkeypatch, capsys):
+    from neurosim import cli
+    monkeypatch.setattr(cli._Lines, "EVERY_S", 0.0)
+    lines = cli._Lines(4, "sign patterns")
+    for _ in range(4):
+        lines.update(1)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("sign patterns: 1 of 4 (0 s, about ") and err[0].endswith(" left)")
+    assert err[-1].startswith("sign patterns: 4 of 4 (") and "left" not in err[-1]
+    quiet = cli._Lines(1500.0, "simulating tap", " ms", last_line=False)
+    monkeypatch.setattr(cli._Lines, "EVERY_S", 60.0)
+    quiet.update(1500.0)
+    assert capsys.readouterr().err == ""
+
+
+def test_names_are_matched_whatever_their_case_and_ablations_are_named(tmp_path):
+    import neurosim as ns
+    from neurosim.model import unknown_name_message
+    assert unknown_name_message("neuron", "ava", ["AVA", "AVB"]).endswith("Did you mean 'AVA'?")
+    c = ns.load_circuit(EXAMPLE)
+    with pytest.raises(ns.CircuitError, match="record= names 'A', ablated in this run"):
+        ns.simulate(c, "no_A", record=["A"])
+    r = ns.simulate(c, "no_A", dt_out=10.0)
+    with pytest.raises(ns.CircuitError, match="neuron 'A' was ablated in this run"):
+        r.v("A")

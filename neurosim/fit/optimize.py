@@ -70,9 +70,14 @@ def _account(best: FitResult, history, objective: Objective, start_counts) -> Fi
     return best
 
 
-def _bar(progress, total, desc):
+def progress_display(progress, total, desc):
+    """A progress display with ``update(k)``, ``set_postfix(**values)`` and ``close()``:
+    tqdm's bar if ``progress`` is True, what ``progress(total, desc)`` makes if it is a
+    callable (the command line's lines where no terminal shows a bar), else None."""
     if not progress:
         return None
+    if callable(progress):
+        return progress(total, desc)
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False)
 
@@ -109,7 +114,7 @@ def fit_gradient(objective: Objective, x0=None, *, restarts: int = 0, seed: int 
     ev0 = objective.evaluations
     best = FitResult(starts[0], math.inf, method="gradient")
     history = []
-    bar = _bar(progress, len(starts) * maxiter, "fit (L-BFGS-B)")
+    bar = progress_display(progress, len(starts) * maxiter, "fit (L-BFGS-B)")
 
     def value_and_grad(z):
         x = offset + span * z
@@ -161,7 +166,7 @@ def fit_cmaes(objective: Objective, x0=None, *, sigma0: float = 0.25, popsize: i
     best = FitResult(start, math.inf, method="cmaes")
     history = []
     size = popsize or 4 + int(3 * math.log(par.n_free))
-    bar = _bar(progress, generations * (restarts + 1), "fit (CMA-ES)")
+    bar = progress_display(progress, generations * (restarts + 1), "fit (CMA-ES)")
     first, es, before = 0, None, (0, 0, 0.0, 0.0)
     if state is not None:
         first, es = state["run"], pickle.loads(state["es"])

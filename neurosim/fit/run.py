@@ -18,7 +18,7 @@ from neurosim._version import __version__
 from neurosim.errors import CircuitError
 from neurosim.fit.identify import Identifiability, identifiability
 from neurosim.fit.objective import Objective
-from neurosim.fit.optimize import FitResult, fit
+from neurosim.fit.optimize import FitResult, fit, progress_display
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.signs import TIE_THRESHOLD, SignPattern, enumerate_signs
 from neurosim.fit.spec import FitSpec
@@ -197,7 +197,7 @@ class Checkpoint:
         return np.array(data["x"], dtype=np.float64)
 
 
-def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
+def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
             checkpoint: str | None = None, resume: bool = False,
             signs_checkpoint: str | None = None, signs_progress=None) -> FitReport:
     """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
@@ -208,7 +208,10 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     files are removed when the fit completes.  With
     ``signs_checkpoint`` every fitted sign pattern is saved there, and patterns already
     saved are not fitted again (removed when the enumeration completes);
-    ``signs_progress(k)`` is told of every pattern fitted (default: a bar if ``progress``).
+    ``signs_progress(k)`` is told of every pattern fitted (default: the display
+    ``progress`` makes).  ``progress`` is True for tqdm's bars, or a callable
+    ``progress(total, description)`` making a display with ``update``, ``set_postfix``
+    and ``close`` (see :func:`neurosim.fit.optimize.progress_display`).
     """
     if spec.loss.control:
         circuit, targets = with_rest_control(circuit, targets, spec.loss.readout)
@@ -243,8 +246,7 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress: bool = False,
     if spec.signs is not None:
         bar = None
         if progress and signs_progress is None:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=2 ** len(spec.signs.classes), desc="sign patterns", leave=False)
+            bar = progress_display(progress, 2 ** len(spec.signs.classes), "sign patterns")
             signs_progress = bar.update
         signs = enumerate_signs(circuit, targets, spec.signs.classes, spec.free,
                                 maxiter=spec.signs.maxiter, objective_options=objective_options,

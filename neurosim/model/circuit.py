@@ -71,7 +71,10 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     """'unknown neuron 'AVX'; known: ALM, AVA, ... Did you mean 'AVA'?'"""
     shown = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "")
     message = f"unknown {kind} {short_repr(name)}; known: {shown or '(none)'}"
-    close = difflib.get_close_matches(name, known, n=1)
+    # case does not count (ava → AVA), and a name differing only in case is the best match
+    by_case = {k.lower(): k for k in known}
+    close = ([by_case[name.lower()]] if isinstance(name, str) and name.lower() in by_case
+             else [by_case[c] for c in difflib.get_close_matches(str(name).lower(), by_case, n=1)])
     if close:
         message += f". Did you mean {close[0]!r}?"
     return message
