@@ -12,14 +12,24 @@ The contract every integrator keeps (compare scipy's ``OdeSolver``):
 5. Clamped neurons follow their command exactly, whatever the method.
 
 ``METHODS`` maps names to classes; ``simulate(integrator=...)`` takes a name or an instance.
+
+Kernels are loaded from Numba's disk cache, or compiled there on a cache miss (the first
+use after installing or changing neurosim), before the work they do starts
+(:func:`load_kernels`): a timer started afterwards measures running only, and a
+compilation is announced on the ``neurosim`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from numba.core import event
+from numba.core.registry import CPUDispatcher
 
 from neurosim.errors import CircuitError
 from neurosim.resources import require_memory
@@ -34,6 +44,83 @@ from neurosim.kernels.steady import (N_REPORT, R_ITERATIONS, R_MAX_REAL_EIG, R_M
                                      find_rests, rest_sensitivity)
 
 OK = kc.OK
+
+logger = logging.getLogger("neurosim")
+
+
+class _CompilationNotice(event.Listener):
+    """Logs one line when the first kernel compilation of a :func:`load_kernels` call
+    starts (Numba reports compilations, not loads from its cache)."""
+
+    def __init__(self):
+        self.started = None
+
+    def on_start(self, event):
+        if self.started is None:
+            self.started = time.perf_counter()
+            logger.info("compiling simulation kernels (first use only) …")
+
+    def on_end(self, event):
+        pass
+
+
+_compile_seconds = 0.0
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels so far: timers that may include a
+    first call subtract the difference."""
+    return _compile_seconds
+
+
+def load_kernels(*calls) -> None:
+    """Load every kernel of ``calls``, (kernel, args) pairs, for the types of its
+    arguments, from memory or Numba's disk cache, or compile it (a cache miss).
+
+    A compilation is announced on the ``neurosim`` logger at INFO, one line before it
+    ("compiling simulation kernels (first use only) …") and its duration after, and counted
+    in :func:`compile_seconds`.  A kernel already in memory costs a type lookup per argument.
+    """
+    global _compile_seconds
+    pending = []
+    for kernel, args in calls:
+        if isinstance(kernel, CPUDispatcher):  # not under NUMBA_DISABLE_JIT
+            signature = tuple(kernel.typeof_pyval(a) for a in args)
+            if signature not in kernel.overloads:
+                pending.append((kernel, signature))
+    if not pending:
+        return
+    notice = _CompilationNotice()
+    with event.install_listener("numba:compile", notice):
+        for kernel, signature in pending:
+            kernel.compile(signature)
+    if notice.started is not None:
+        seconds = time.perf_counter() - notice.started
+        _compile_seconds += seconds
+        logger.info("… compiled in %.1f s", seconds)
+
+
+def call_kernel(kernel, *args):
+    """``kernel(*args)``, loaded or compiled first by :func:`load_kernels`."""
+    load_kernels((kernel, args))
+    return kernel(*args)
+
+
+def run_in_threads(kernel, n: int, args: tuple) -> None:
+    """``kernel(first, last, *args)`` over items 0..n-1, cut into ranges (about four per
+    thread, so that a thread finishing early takes another) on ``numba.get_num_threads()``
+    threads; the kernels release the GIL and write disjoint rows of their outputs."""
+    load_kernels((kernel, (0, n) + args))
+    threads = min(numba.get_num_threads(), n)
+    if threads <= 1:
+        kernel(0, n, *args)
+        return
+    size = math.ceil(n / (4 * threads))
+    with ThreadPoolExecutor(threads) as pool:
+        ranges = [pool.submit(kernel, first, min(first + size, n), *args)
+                  for first in range(0, n, size)]
+        for done in ranges:
+            done.result()
 
 STATUS_MESSAGES = {
     kc.OK: "completed",
@@ -170,15 +257,16 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
                   getattr(method, "max_step", math.inf), getattr(method, "adaptive", False),
                   getattr(method, "max_steps", 1))
     if adaptive_family and method.code == kc.DOPRI5:
-        run_lockstep(V, thetas, item_protocol, item_rows,
-                     *lockstep_plan(item_protocol, item_rows, compiled.n_neurons,
-                                    out_V.itemsize), rows_per_call,
-                     dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr,
-                     *tolerances, record, v_bound, status, stats, fail_t, out_V)
+        groups, lanes = lockstep_plan(item_protocol, item_rows, compiled.n_neurons, out_V.itemsize)
+        run_in_threads(run_lockstep, groups.size - 1,
+                       (V, thetas, item_protocol, item_rows, groups, lanes, rows_per_call, dt,
+                        dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr, *tolerances,
+                        record, v_bound, status, stats, fail_t, out_V))
     else:
-        run_batch(adaptive_family, method.code, V, thetas, item_protocol, item_rows, rows_per_call,
-                  dt, dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr, *tolerances,
-                  record, v_bound, status, stats, fail_t, out_V)
+        run_in_threads(run_batch, n_items,
+                       (adaptive_family, method.code, V, thetas, item_protocol, item_rows,
+                        rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints,
+                        batch.bp_ptr, *tolerances, record, v_bound, status, stats, fail_t, out_V))
     return status, stats, fail_t, out_V
 
 
@@ -213,13 +301,31 @@ def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: i
 
 
 class _Stepper:
-    """Shared state of a run in progress; clamps are imposed on V at t = 0."""
+    """Shared state of a run in progress, with its kernel loaded (or compiled) for the
+    run's argument types; clamps are imposed on V at t = 0.
+
+    Subclasses set up their own state in :meth:`prepare` and name their time loop
+    ``kernel``, called with :meth:`kernel_args`."""
+
+    kernel = None
 
     def __init__(self, method, compiled, drive, V0, record, v_bound, dt_out):
         self.method, self.compiled, self.drive = method, compiled, drive
         self.V, self.record, self.v_bound, self.dt_out = V0, record, v_bound, dt_out
         self.stats = np.zeros(kc.N_STATS, dtype=np.int64)
-        impose_clamps(0.0, self.V, drive.arrays, np.empty((kc.WORK_ROWS, V0.shape[0])))
+        self.prepare()
+        work = np.empty((kc.WORK_ROWS, V0.shape[0]))
+        no_rows = np.empty((0, record.shape[0]))
+        load_kernels((impose_clamps, (0.0, self.V, drive.arrays, work)),
+                     (self.kernel, self.kernel_args(no_rows)))
+        impose_clamps(0.0, self.V, drive.arrays, work)
+
+    def prepare(self) -> None:
+        """Set up the method's own state (before the kernel is loaded)."""
+
+    def kernel_args(self, out_V) -> tuple:
+        """The arguments of the kernel call that fills ``out_V``."""
+        raise NotImplementedError
 
 
 def _positive_option(value, name: str) -> float:
@@ -309,8 +415,9 @@ class FixedStepIntegrator(Integrator):
 
 
 class _FixedStepper(_Stepper):
-    def __init__(self, *args):
-        super().__init__(*args)
+    kernel = staticmethod(run_fixed)
+
+    def prepare(self):
         self.stride = round(self.dt_out / self.method.dt)
         self.row = 0
         schedule = self.compiled.schedule
@@ -325,12 +432,14 @@ class _FixedStepper(_Stepper):
                 raise CircuitError(f"the schedule interval ({schedule.interval} ms) must be a whole "
                                    f"multiple of dt = {self.method.dt} ms")
 
-    def advance(self, out_V):
+    def kernel_args(self, out_V):
         m = self.method
-        status = run_fixed(m.code, self.V, 0.0, self.row * self.stride, m.dt, out_V.shape[0],
-                           self.stride, self.thetas, self.steps_per_theta, self.net,
-                           self.drive.arrays, self.drive.breakpoints, self.record, self.v_bound,
-                           self.stats, out_V)
+        return (m.code, self.V, 0.0, self.row * self.stride, m.dt, out_V.shape[0], self.stride,
+                self.thetas, self.steps_per_theta, self.net, self.drive.arrays,
+                self.drive.breakpoints, self.record, self.v_bound, self.stats, out_V)
+
+    def advance(self, out_V):
+        status = self.kernel(*self.kernel_args(out_V))
         self.row += out_V.shape[0]
         return status
 
@@ -428,8 +537,9 @@ class AdaptiveIntegrator(Integrator):
 
 
 class _AdaptiveStepper(_Stepper):
-    def __init__(self, *args):
-        super().__init__(*args)
+    kernel = staticmethod(run_adaptive)
+
+    def prepare(self):
         self.state = np.zeros(kc.N_SOLVER_STATE)
         self.state[kc.X_H] = self.method.dt if self.method.dt is not None else 0.0
         self.state[kc.X_ERR_OLD] = 1e-4
@@ -437,16 +547,18 @@ class _AdaptiveStepper(_Stepper):
         self.t_final = _rows(self.drive.duration, self.dt_out) * self.dt_out
         self.rows_done = 0
 
-    def advance(self, out_V):
+    def kernel_args(self, out_V):
         m = self.method
         rows = np.arange(self.rows_done + 1, self.rows_done + 1 + out_V.shape[0])
-        out_times = rows * self.dt_out
-        if not m.adaptive:
-            self.state[kc.X_H] = m.dt
-        status = run_adaptive(m.code, self.V, out_times, self.t_final, self.drive.breakpoints,
-                              self.compiled.theta, self.compiled.net, self.drive.arrays,
-                              m.rtol, m.atol, m.max_step, m.adaptive, m.max_steps, self.record,
-                              self.v_bound, self.state, self.carry, self.stats, out_V)
+        return (m.code, self.V, rows * self.dt_out, self.t_final, self.drive.breakpoints,
+                self.compiled.theta, self.compiled.net, self.drive.arrays, m.rtol, m.atol,
+                m.max_step, m.adaptive, m.max_steps, self.record, self.v_bound, self.state,
+                self.carry, self.stats, out_V)
+
+    def advance(self, out_V):
+        if not self.method.adaptive:
+            self.state[kc.X_H] = self.method.dt
+        status = self.kernel(*self.kernel_args(out_V))
         self.rows_done += out_V.shape[0]
         return status
 
@@ -574,7 +686,7 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
             if kind == 3:  # V0 of neuron i
                 S[i, c] = 1.0
     clamped = drive.clamped
-    impose_clamps(0.0, V, drive.arrays, np.empty((kc.WORK_ROWS, n)))
+    call_kernel(impose_clamps, 0.0, V, drive.arrays, np.empty((kc.WORK_ROWS, n)))
     S[clamped] = 0.0
     out_V = np.full((n_rows + 1, record.shape[0]), np.nan)
     out_S = np.full((n_rows + 1, record.shape[0], m), np.nan)
@@ -583,19 +695,18 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
     stats = np.zeros(kc.N_STATS, dtype=np.int64)
     if isinstance(method, FixedStepIntegrator):
         stride = round(dt_out / method.dt)
-        status = run_fixed_tangent(method.code, V, S, 0.0, 0, method.dt, n_rows, stride,
-                                   compiled.theta, compiled.net, tangent, drive.arrays,
-                                   drive.breakpoints, record, v_bound, stats, out_V[1:],
-                                   out_S[1:])
+        status = call_kernel(run_fixed_tangent, method.code, V, S, 0.0, 0, method.dt, n_rows,
+                             stride, compiled.theta, compiled.net, tangent, drive.arrays,
+                             drive.breakpoints, record, v_bound, stats, out_V[1:], out_S[1:])
     else:
         state = np.zeros(kc.N_SOLVER_STATE)
         state[kc.X_H] = method.dt or 0.0
         state[kc.X_ERR_OLD] = 1e-4
         out_times = np.arange(1, n_rows + 1) * dt_out
-        status = run_dopri5_tangent(V, S, out_times, drive.breakpoints, compiled.theta,
-                                    compiled.net, tangent, drive.arrays, method.rtol, method.atol,
-                                    method.max_step, method.adaptive, method.max_steps, record,
-                                    v_bound, state, stats, out_V[1:], out_S[1:])
+        status = call_kernel(run_dopri5_tangent, V, S, out_times, drive.breakpoints,
+                             compiled.theta, compiled.net, tangent, drive.arrays, method.rtol,
+                             method.atol, method.max_step, method.adaptive, method.max_steps,
+                             record, v_bound, state, stats, out_V[1:], out_S[1:])
     return status, out_V, out_S, stats
 
 
@@ -631,11 +742,12 @@ def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, to
     thetas = np.ascontiguousarray(thetas, dtype=np.float64)
     V = np.array(V_start, dtype=np.float64, order="C", copy=True)
     reports = np.zeros((V.shape[0], N_REPORT))
-    find_rests(V, thetas, np.ascontiguousarray(item_protocol, dtype=np.int64),
-               compiled.net_for(thetas), _no_stimuli(),
-               np.ascontiguousarray(clamped, dtype=np.bool_),
-               np.ascontiguousarray(hold, dtype=np.float64), float(tol), bool(probe_all),
-               reports)
+    run_in_threads(find_rests, V.shape[0],
+                   (V, thetas, np.ascontiguousarray(item_protocol, dtype=np.int64),
+                    compiled.net_for(thetas), _no_stimuli(),
+                    np.ascontiguousarray(clamped, dtype=np.bool_),
+                    np.ascontiguousarray(hold, dtype=np.float64), float(tol), bool(probe_all),
+                    reports))
     return V, reports
 
 
@@ -654,8 +766,8 @@ def rest_tangent(compiled, drive, V, free) -> np.ndarray:
     """∂V*/∂θ[free] (n, len(free)) at the stable rest V of ``compiled`` under the clamps
     of ``drive``; zero where the Jacobian is singular."""
     S = np.zeros((compiled.n_neurons, len(free)))
-    if not rest_sensitivity(np.ascontiguousarray(V, dtype=np.float64), compiled.theta,
-                            compiled.net, free_parameter_codes(compiled, free),
-                            stimulus_free(drive), S):
+    if not call_kernel(rest_sensitivity, np.ascontiguousarray(V, dtype=np.float64),
+                       compiled.theta, compiled.net, free_parameter_codes(compiled, free),
+                       stimulus_free(drive), S):
         S[:] = 0.0
     return S

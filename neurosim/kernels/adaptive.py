@@ -8,16 +8,14 @@ propose a step and its error vector.
 import math
 
 import numpy as np
-from numba import njit
-
 from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
                                         S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_F_CARRIED,
                                         X_FAIL_T, X_H,
                                         X_STEP_H, X_STEP_T, X_T)
 from neurosim.kernels.fixed import check_state
-from neurosim.kernels.jit import borrowing_njit
-from neurosim.kernels.network import apply_drive, jacobian, rhs
+from neurosim.kernels.jit import borrowing_njit, kernel_njit
+from neurosim.kernels.network import apply_drive, copy_into, jacobian, rhs
 
 # Dormand & Prince (1980) tableau, as in Hairer's DOPRI5 and scipy's RK45.
 DP_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
@@ -115,7 +113,7 @@ def error_norm(err, V, V_new, clamped, rtol, atol):
     return 0.0 if count == 0 else math.sqrt(total / count)
 
 
-@njit(cache=True)
+@kernel_njit
 def initial_step(t, V, f0, error_order, rtol, atol, theta, net, drive, work, clamped, tmp, f1):
     """Hairer, Nørsett & Wanner I, II.4: a first step from the scale of y, f and f'."""
     zero = np.zeros_like(V)
@@ -349,7 +347,7 @@ def write_outputs(method, V0, K, t0, h, t1, out_times, next_out, drive, any_clam
     return next_out
 
 
-@njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
+@kernel_njit(nogil=True)  # releases the GIL: a recorder thread writes meanwhile
 def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step,
                  adaptive, max_steps, record, v_bound, state, carry, stats, out_V):
     """Integrate from state[X_T] until every out_time is passed, writing V[record] there.
@@ -391,7 +389,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             return OK
     state[X_STEP_H] = 0.0
     if state[X_F_CARRIED] > 0.0:
-        K[0, :] = carry[8]
+        copy_into(K[0], carry[8])
     else:
         rhs(t, False, V, theta, net, drive, work, K[0])
         stats[S_RHS] += 1
@@ -447,9 +445,9 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
                 rhs(t, False, V, theta, net, drive, work, K[0])  # input jumped: new f
                 stats[S_RHS] += 1
             elif method == DOPRI5:
-                K[0, :] = K[6]
+                copy_into(K[0], K[6])
             else:
-                K[0, :] = K[3]
+                copy_into(K[0], K[3])
             jacobian_fresh = False
             if adaptive:
                 h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, error_order)
@@ -458,6 +456,6 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             if h == 0.0:
                 return STEP_UNDERFLOW
     save_solver_state(state, t, h, err_old)
-    carry[8, :] = K[0]
+    copy_into(carry[8], K[0])
     state[X_F_CARRIED] = 1.0
     return OK

@@ -1,15 +1,22 @@
-"""Many independent runs in one parallel kernel: one item per (parameter set, protocol)."""
+"""Many independent runs: one item per (parameter set, protocol).
+
+The kernels here run a range of items and release the GIL, so that
+:mod:`neurosim.integrators` runs ranges on as many threads as Numba may use.  Plain
+threads rather than ``parallel=True``: a parallel kernel compiled its whole call tree
+again for the gufunc (10 s of a cold start for the rests alone), and Numba's cache is
+fragile with it.
+"""
 
 import numpy as np
-from numba import njit, prange
 
 from neurosim.kernels.adaptive import run_adaptive
 from neurosim.kernels.constants import (CARRY_ROWS, N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, X_ERR_OLD,
                                         X_FAIL_T, X_H)
 from neurosim.kernels.fixed import impose_clamps, run_fixed
+from neurosim.kernels.jit import kernel_njit
 
 
-@njit(cache=True)
+@kernel_njit
 def protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped,
                    hold):
     """The ``drive`` tuple of protocol p, cut from a batch's stacked stimulus arrays."""
@@ -19,12 +26,13 @@ def protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, t
             tab_t, tab_v, clamped[p], hold[p])
 
 
-@njit(cache=True, parallel=True)
-def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_rows, dt, dt_out, net,
-              kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped, hold,
-              breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps, record, v_bound,
-              status, stats, fail_t, out_V):
-    """Run item b with parameters thetas[b] under protocol item_protocol[b].
+@kernel_njit(nogil=True)
+def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_rows,
+              dt, dt_out, net, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,
+              clamped, hold, breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps,
+              record, v_bound, status, stats, fail_t, out_V):
+    """Run items b = first..last-1, each with parameters thetas[b] under protocol
+    item_protocol[b].
 
     Protocol p owns stimulus rows stim_ptr[p]:stim_ptr[p+1], clamp mask clamped[p],
     holding potentials hold[p] and breakpoints bp_ptr[p]:bp_ptr[p+1].  Row 0 of
@@ -32,9 +40,8 @@ def run_batch(is_adaptive, method, V, thetas, item_protocol, item_rows, chunk_ro
     runs the kernel a single run executes, so batched and one-by-one results agree bit
     for bit (test_batch_equals_one_by_one).
     """
-    n_items = V.shape[0]
     n = V.shape[1]
-    for b in prange(n_items):
+    for b in range(first, last):
         p = item_protocol[b]
         drive = protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,
                                clamped, hold)

@@ -3,11 +3,9 @@
 import math
 
 import numpy as np
-from numba import njit
-
 from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF_BOUNDS, RK4,
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
-from neurosim.kernels.jit import borrowing_njit
+from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, rhs, split_at
 
 
@@ -99,7 +97,7 @@ def substep_end(t_sub, t_grid, t_next, dt, breakpoints, stop):
     return end, h, stop
 
 
-@njit(cache=True, nogil=True)  # releases the GIL: a recorder thread writes meanwhile
+@kernel_njit(nogil=True)  # releases the GIL: a recorder thread writes meanwhile
 def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net, drive,
               breakpoints, record, v_bound, stats, out_V):
     """Advance V by ``n_rows * stride`` grid steps of size dt, keeping every ``stride``-th

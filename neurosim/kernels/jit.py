@@ -1,12 +1,43 @@
-"""How the inner kernels are compiled, and the bit casts they need."""
+"""How the kernels are compiled, and the bit casts they need."""
 
 from llvmlite import ir
 from numba import njit, types
+from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic
 
 
-def borrowing_njit(function):
-    """``njit(cache=True)`` without reference counting, for kernels that only index arrays
+class TypeDispatcher(CPUDispatcher):
+    """A dispatcher that compiled code calls with the *types* of its arguments.
+
+    Numba types a constant argument (``False``, ``0``, ``PROBE_NEWTON``) as a literal of
+    its value, and a call with a constant compiled the callee anew for that value, with
+    everything it calls: the right-hand side twice (``left`` given and ``False``), the
+    Newton solver, probes and eigenvalue check twice.  Typing such calls by the value's
+    type compiles each kernel once per argument type (the cold compile of a single run
+    fell by a fifth).  Python callers are typed by value types anyway.
+    """
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+
+def kernel_njit(function=None, *, per_constant=False, **options):
+    """``njit(cache=True, **options)``, compiled once per argument type (see
+    :class:`TypeDispatcher`), or with ``per_constant`` once per constant argument as well,
+    where a constant is meant to specialise the kernel (the stimulus kinds of the lockstep
+    lanes: each kind's branches fold away)."""
+    def decorate(function):
+        dispatcher = njit(cache=True, **options)(function)
+        # (not a dispatcher under NUMBA_DISABLE_JIT)
+        if isinstance(dispatcher, CPUDispatcher) and not per_constant:
+            dispatcher.__class__ = TypeDispatcher
+        return dispatcher
+    return decorate if function is None else decorate(function)
+
+
+def borrowing_njit(function=None, **options):
+    """:func:`kernel_njit` without reference counting, for kernels that only index arrays
     their caller owns.
 
     Numba counts references to each array a compiled function receives, with atomic
@@ -15,7 +46,7 @@ def borrowing_njit(function):
     function compiled so must not allocate, return an array, or call a function that
     returns one (the caller would never release it).
     """
-    return njit(cache=True, _nrt=False)(function)
+    return kernel_njit(function, _nrt=False, **options)
 
 
 def bit_cast(source, target, llvm_target, doc: str):

@@ -22,7 +22,7 @@ evaluates f afresh at each call, and the lanes count those evaluations too
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import types
 from numba.extending import overload
 
 from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_size,
@@ -34,11 +34,12 @@ from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJ
                                         WORK_ROWS, X_FAIL_T)
 from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
+from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import rhs, sigmoid, sigmoid32, waveform
 
 # Numba's default error model tests every division for zero, which stops vectorisation;
 # divisors here are capacitances and error scales, validated > 0 before any run.
-lane_njit = njit(cache=True, _nrt=False, error_model="numpy")
+lane_njit = borrowing_njit(error_model="numpy")
 
 ERROR_ORDER = 4  # of dopri5's embedded estimate, as run_adaptive uses it
 
@@ -81,7 +82,7 @@ def apply_drive_lanes(t, left, V, drive, V_in, I):
             add_waveform(kind[source], par, source, t, left, tab_t, tab_v, tab_ptr, row)
 
 
-@lane_njit
+@borrowing_njit(error_model="numpy", per_constant=True)
 def add_waveform(kind, par, r, t, left, tab_t, tab_v, tab_ptr, row):
     for lane in range(row.shape[0]):
         row[lane] += waveform(kind, par, r, t[lane], left[lane], tab_t, tab_v, tab_ptr[r],
@@ -221,7 +222,7 @@ def within_bounds(V, v_bound, out):
             out[lane] &= math.isfinite(x) & (abs(x) <= v_bound)
 
 
-@njit(cache=True)
+@kernel_njit
 def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive, tstops, rtol,
               atol, max_step, adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t,
               out_V):
@@ -398,16 +399,16 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     K[0, i, lane] = K[6, i, lane]
 
 
-@njit(cache=True, parallel=True)
-def run_lockstep(V0, thetas, item_protocol, item_rows, group_ptr, lanes, chunk_rows, dt, dt_out,
-                 net, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v, clamped,
-                 hold, breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps, record,
-                 v_bound, status, stats, fail_t, out_V):
+@kernel_njit(nogil=True)
+def run_lockstep(first, last, V0, thetas, item_protocol, item_rows, group_ptr, lanes, chunk_rows,
+                 dt, dt_out, net, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,
+                 clamped, hold, breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps,
+                 record, v_bound, status, stats, fail_t, out_V):
     """:func:`neurosim.kernels.batch.run_batch` for dopri5, items in lockstep.
 
     Group g holds items group_ptr[g]..group_ptr[g+1]-1, all of one protocol and length;
-    groups run in parallel, each on ``lanes`` lanes."""
-    for g in prange(group_ptr.shape[0] - 1):
+    groups g = first..last-1 run one after the other, each on ``lanes`` lanes."""
+    for g in range(first, last):
         first = group_ptr[g]
         p = item_protocol[first]
         drive = protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,

@@ -18,10 +18,11 @@ from numpy import uint64
 from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_END, P_OFFSET,
                                         P_OMEGA, P_PERIOD, P_PHASE, P_START, PULSE, RAMP,
                                         REPEAT_ROW, SINE, STEP, STEPS, TABLE)
-from neurosim.kernels.jit import bits_float, bits_float32, borrowing_njit, float32_bits, float_bits
+from neurosim.kernels.jit import (bits_float, bits_float32, borrowing_njit, float32_bits,
+                                  float_bits, kernel_njit)
 
 
-@njit(cache=True)
+@kernel_njit
 def unpack_theta(theta, n_neurons, n_synapses):
     """Views of the parameter vector: C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap."""
     n, s = n_neurons, n_synapses
@@ -47,7 +48,7 @@ LN2_LO = 1.9082149292705877e-10
 ROUNDING_SHIFT = 6755399441055744.0  # 1.5·2^52: adding it rounds to an integer in the low bits
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
+@borrowing_njit(error_model="numpy")
 def sigmoid(z):
     """1 / (1 + e^−z) within 3 ulp, without a library call, so that loops over neurons
     or runs vectorise (Numba here has no vector math library; ``math.exp`` cost 9 of a
@@ -81,7 +82,7 @@ LOWEST_32, HIGHEST_32 = np.float32(-87.0), np.float32(88.0)
 P3_0, P3_1, P3_2 = np.float32(120.0), np.float32(60.0), np.float32(12.0)
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
+@borrowing_njit(error_model="numpy")
 def sigmoid32(z):
     """:func:`sigmoid` of a float32 in float32 arithmetic, within 3 ulp; below z ≈ −83
     the result is 0 (not e^z < 1e−36).  NaN stays NaN."""
@@ -98,6 +99,15 @@ def sigmoid32(z):
                          << np.int32(23))
     q = even - odd
     return q / (q + two_k * (even + odd))
+
+
+@borrowing_njit
+def copy_into(target, source):
+    """target[:] = source for 1-D arrays.  A loop, not slice assignment: Numba compiles
+    the broadcasting checks of an array-to-array slice assignment, error messages and all,
+    for about 2 s of every cold start."""
+    for i in range(source.shape[0]):
+        target[i] = source[i]
 
 
 @borrowing_njit
@@ -138,7 +148,7 @@ def is_on(t, left, start, end):
     return start <= t and t < end
 
 
-@borrowing_njit
+@borrowing_njit(per_constant=True)
 def analytic_shape(kind, t, left, start, end, duration, period, count, omega, phase0):
     """step, pulse, pulse_train, ramp or sine at time t, before offset and amplitude.
 
@@ -169,7 +179,7 @@ def analytic_shape(kind, t, left, start, end, duration, period, count, omega, ph
     return 1.0 if k < count and is_on(t, left, onset, onset + duration) else 0.0
 
 
-@borrowing_njit
+@borrowing_njit(per_constant=True)
 def waveform(kind, par, r, t, left, tab_t, tab_v, lo, hi):
     """Stimulus row r at time t; ``left`` takes the limit from below at a jump.
 
@@ -283,7 +293,7 @@ def rhs(t, left, V, theta, net, drive, work, dV):
         dV[i] = 0.0 if clamped[i] else (N[i] - G[i] * V_in[i]) * (1.0 / theta[i])
 
 
-@njit(cache=True)
+@kernel_njit
 def jacobian(t, V, theta, net, drive, work, J):
     """∂(dV/dt)/∂V at (t, V), dense (n, n).  Rows and columns of clamped neurons are 0."""
     syn_ptr, syn_pre, gap_ptr, gap_nbr, gap_idx, _, _, _, _ = net

@@ -12,8 +12,6 @@ Free parameters are described by (kind, index) pairs; kinds follow the θ layout
 import math
 
 import numpy as np
-from numba import njit
-
 from neurosim.kernels.adaptive import (DP_C, accepted_step_size, after_rejection,
                                        count_accepted_step, dense_weights, dopri5_error,
                                        error_norm, initial_step, lands_on_breakpoint,
@@ -22,14 +20,14 @@ from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STE
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
                                         X_H, X_T)
 from neurosim.kernels.fixed import check_state, impose_clamps, substep_end
-from neurosim.kernels.jit import borrowing_njit
-from neurosim.kernels.network import apply_drive, sigmoid, unpack_theta
+from neurosim.kernels.jit import borrowing_njit, kernel_njit
+from neurosim.kernels.network import apply_drive, copy_into, sigmoid, unpack_theta
 
 # kinds of free parameters (index into the θ layout's blocks)
 P_C, P_GL, P_EL, P_V0, P_W, P_E, P_MU, P_NU, P_KAPPA, P_GAP = range(10)
 
 
-@njit(cache=True)
+@kernel_njit
 def split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN):
     """G, N of conductance_split and their derivatives along S_in and the free parameters.
 
@@ -148,7 +146,7 @@ def zero_clamped_rows(S, clamped):
                 S[i, c] = 0.0
 
 
-@njit(cache=True)
+@kernel_njit
 def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, tangent, drive,
                       breakpoints, record, v_bound, stats, out_V, out_S):
     """run_fixed for euler, rk4 and ltc, carrying S = ∂V/∂θ_free; writes out_S[r] = S[record].
@@ -256,7 +254,7 @@ def ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C, cla
         V[i] = new
 
 
-@njit(cache=True)
+@kernel_njit
 def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol, atol,
                        max_step, adaptive, max_steps, record, v_bound, state, stats, out_V, out_S):
     """run_adaptive (dopri5 only) carrying S; step sizes are chosen from V's error alone."""
@@ -294,8 +292,8 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
             stage_point(S.reshape(n * m), dK.reshape(7, n * m), s, h_try, dtmp.reshape(n * m))
             rhs_tangent(t + DP_C[s] * h_try, landing and s >= 5, tmp, dtmp, theta, net, tangent,
                         drive, work, dwork, K[s], dK[s])
-        V_new[:] = tmp
-        S_new[:, :] = dtmp
+        copy_into(V_new, tmp)
+        copy_into(S_new.reshape(n * m), dtmp.reshape(n * m))
         stats[S_RHS] += 6
         dopri5_error(K, h_try, err)
         err_now = error_norm(err, V, V_new, clamped, rtol, atol)
@@ -324,8 +322,8 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                         out_S[next_out, cc, c] = S[i, c] + h_try * dacc
                 next_out += 1
             t = t_new
-            V[:] = V_new
-            S[:, :] = S_new
+            copy_into(V, V_new)
+            copy_into(S.reshape(n * m), S_new.reshape(n * m))
             status = count_accepted_step(V, v_bound, stats, state, t)
             if status != OK:
                 return status
@@ -334,8 +332,8 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                 rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
                 stats[S_RHS] += 1
             else:
-                K[0, :] = K[6]
-                dK[0, :, :] = dK[6]
+                copy_into(K[0], K[6])
+                copy_into(dK[0].reshape(n * m), dK[6].reshape(n * m))
             if adaptive:
                 h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, 4)
         else:

@@ -15,11 +15,10 @@ batch chooses the state a single run chooses.
 import math
 
 import numpy as np
-from numba import njit, prange
-
 from neurosim.kernels.constants import LTC, WORK_ROWS
 from neurosim.kernels.fixed import impose_clamps, linear_step
-from neurosim.kernels.network import jacobian, rhs
+from neurosim.kernels.jit import kernel_njit
+from neurosim.kernels.network import copy_into, jacobian, rhs
 from neurosim.kernels.sensitivity import rhs_tangent
 
 # how a rest was found (index into neurosim.simulate.REST_METHODS)
@@ -71,7 +70,7 @@ PRERUN_STEP = 0.5
 MAX_PRERUN_STEPS = 50000
 
 
-@njit(cache=True)
+@kernel_njit
 def lu_solve(A, B):
     """X with A X = B by Gaussian elimination with partial pivoting (A and B are
     overwritten; X is B); returns (X, ok): ok is False for a singular or non-finite A."""
@@ -104,7 +103,7 @@ def lu_solve(A, B):
     return B, True
 
 
-@njit(cache=True)
+@kernel_njit
 def free_block(J, free):
     """The rows and columns of the free neurons of J, as a new matrix."""
     m = free.shape[0]
@@ -115,7 +114,7 @@ def free_block(J, free):
     return A
 
 
-@njit(cache=True)
+@kernel_njit
 def residual(V, theta, net, drive, free, work, dV):
     """max |dV/dt| over the free neurons (mV/ms); dV receives dV/dt."""
     rhs(0.0, False, V, theta, net, drive, work, dV)
@@ -126,9 +125,10 @@ def residual(V, theta, net, drive, free, work, dV):
     return worst
 
 
-@njit(cache=True)
-def newton(V, theta, net, drive, free, tol, work, J, max_iterations=MAX_NEWTON):
-    """Damped Newton on the free neurons' dV/dt = 0 from V (overwritten).
+@kernel_njit
+def newton(V, theta, net, drive, free, tol, work, J, max_iterations):
+    """Damped Newton on the free neurons' dV/dt = 0 from V (overwritten), at most
+    ``max_iterations`` steps.
 
     Returns (converged, iterations, residual).  Converged means max |dV/dt| ≤ tol
     (mV/ms), or a full step that changes no potential by more than rounding.
@@ -161,19 +161,19 @@ def newton(V, theta, net, drive, free, tol, work, J, max_iterations=MAX_NEWTON):
             return True, it + 1, res  # the step is below rounding: nothing left to gain
         step = scale
         for _ in range(MAX_HALVINGS):
-            trial[:] = V
+            copy_into(trial, V)
             for a in range(m):
                 trial[free[a]] += step * delta[a, 0]
             new_res = residual(trial, theta, net, drive, free, work, dV)
             if new_res < (1.0 - 0.25 * step) * res:
                 break
             step *= 0.5
-        V[:] = trial
+        copy_into(V, trial)
         res = residual(V, theta, net, drive, free, work, dV)
     return res <= tol, max_iterations, res
 
 
-@njit(cache=True)
+@kernel_njit
 def gershgorin_bound(A):
     """An upper bound on the real parts of A's eigenvalues: the rightmost edge of its
     Gershgorin discs, by rows or by columns, whichever is smaller."""
@@ -190,7 +190,7 @@ def gershgorin_bound(A):
     return min(by_rows, by_columns)
 
 
-@njit(cache=True)
+@kernel_njit
 def max_real_eigenvalue(V, theta, net, drive, free, work, J, exact):
     """Largest real part of the free neurons' Jacobian eigenvalues at V (1/ms).
 
@@ -220,7 +220,7 @@ def max_real_eigenvalue(V, theta, net, drive, free, work, J, exact):
     return worst
 
 
-@njit(cache=True)
+@kernel_njit
 def prerun(V, theta, net, drive, free, tol, work, dV):
     """Fused semi-implicit steps from V until max |dV/dt| ≤ tol; returns (settled, ms).
 
@@ -259,7 +259,7 @@ def prerun(V, theta, net, drive, free, tol, work, dV):
     return False, steps * dt
 
 
-@njit(cache=True)
+@kernel_njit
 def probe_start(k, V, free, theta, drive, out):
     """Start number k of the probes: each free potential at a different point of the
     range spanned by the circuit's leak, synaptic and holding potentials, by the golden
@@ -274,13 +274,13 @@ def probe_start(k, V, free, theta, drive, out):
             lo, hi = min(lo, drive[8][i]), max(hi, drive[8][i])
     for k2 in range(s):
         lo, hi = min(lo, theta[4 * n + s + k2]), max(hi, theta[4 * n + s + k2])
-    out[:] = V
+    copy_into(out, V)
     for a in range(free.shape[0]):
         u = ((k + 1) * 0.6180339887498949 + (a + 1) * 0.7548776662466927) % 1.0
         out[free[a]] = lo + (hi - lo) * u
 
 
-@njit(cache=True)
+@kernel_njit
 def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, report):
     """Newton from N_PROBES other starts.  Counts the stable rests unlike V in
     report[R_OTHER_RESTS] (when ``probe_all``) and returns the one nearest ``start`` (or
@@ -302,7 +302,7 @@ def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, repo
             new = new and np.max(np.abs(trial - found[c])) > DISTINCT_REST
         if not new:
             continue
-        found[count] = trial
+        copy_into(found[count], trial)
         count += 1
         distance = np.sum((trial - start) ** 2)
         if distance < best_distance:
@@ -313,7 +313,7 @@ def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, repo
     return best
 
 
-@njit(cache=True)
+@kernel_njit(inline="always")
 def find_rest(V, theta, net, drive, tol, probe_all, report):
     """The stimulus-free steady state from the start V (overwritten with the state used).
 
@@ -344,7 +344,7 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
         report[R_MAX_REAL_EIG] = math.nan  # not computed
         return
     J = np.zeros((n, n))
-    converged, iterations, res = newton(V, theta, net, drive, free, tol, work, J)
+    converged, iterations, res = newton(V, theta, net, drive, free, tol, work, J, MAX_NEWTON)
     eig = (max_real_eigenvalue(V, theta, net, drive, free, work, J, exact) if converged
            else math.inf)
     if converged and eig < -ZERO_EIGENVALUE:
@@ -352,14 +352,14 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
     elif converged and eig <= ZERO_EIGENVALUE:
         report[R_METHOD] = REST_MARGINAL
     else:
-        V[:] = start
+        copy_into(V, start)
         settled, ms = prerun(V, theta, net, drive, free, max(tol, PRERUN_TOL), work, dV)
         report[R_PRERUN_MS] = ms
         end = V.copy()
-        converged, more, res = newton(V, theta, net, drive, free, tol, work, J)
+        converged, more, res = newton(V, theta, net, drive, free, tol, work, J, MAX_NEWTON)
         iterations += more
         if not converged:
-            V[:] = end
+            copy_into(V, end)
         eig = max_real_eigenvalue(V, theta, net, drive, free, work, J, exact)
         # a zero eigenvalue where the pre-run settled: a line of steady states (e.g.
         # gap-coupled neurons without leak), where Newton's Jacobian is singular
@@ -375,11 +375,11 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
             elsewhere = other_rests(end, theta, net, drive, free, tol, work, J, start, False,
                                     report)
             if elsewhere.shape[0] > 0:
-                V[:] = elsewhere
+                copy_into(V, elsewhere)
                 report[R_METHOD] = REST_PROBED
                 eig = max_real_eigenvalue(V, theta, net, drive, free, work, J, exact)
             else:
-                V[:] = end
+                copy_into(V, end)
                 report[R_METHOD] = REST_UNSTABLE if settled else REST_UNSETTLED
             res = residual(V, theta, net, drive, free, work, dV)
     if probe_all and report[R_METHOD] in STABLE_RESTS and free.shape[0] <= MAX_PROBED_NEURONS:
@@ -389,20 +389,20 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
     report[R_MAX_REAL_EIG] = eig
 
 
-@njit(cache=True, parallel=True)
-def find_rests(V, thetas, item_protocol, net, no_stimuli, clamped, hold, tol, probe_all,
-               reports):
-    """:func:`find_rest` for every item b: start V[b], parameters thetas[b], the clamps
-    of protocol item_protocol[b] (rows of ``clamped`` and ``hold``).  ``no_stimuli`` is
-    the first seven entries of a drive tuple with no stimulus rows."""
+@kernel_njit(nogil=True)  # releases the GIL: threads take other items meanwhile
+def find_rests(first, last, V, thetas, item_protocol, net, no_stimuli, clamped, hold, tol,
+               probe_all, reports):
+    """:func:`find_rest` for items b = first..last-1: start V[b], parameters thetas[b],
+    the clamps of protocol item_protocol[b] (rows of ``clamped`` and ``hold``).
+    ``no_stimuli`` is the first seven entries of a drive tuple with no stimulus rows."""
     kind, target, is_voltage, par, tab_ptr, tab_t, tab_v = no_stimuli
-    for b in prange(V.shape[0]):
+    for b in range(first, last):
         p = item_protocol[b]
         drive = (kind, target, is_voltage, par, tab_ptr, tab_t, tab_v, clamped[p], hold[p])
         find_rest(V[b], thetas[b], net, drive, tol, probe_all, reports[b])
 
 
-@njit(cache=True)
+@kernel_njit
 def rest_sensitivity(V, theta, net, tangent, drive, S):
     """S = ∂V*/∂θ_free at a stable rest V*: from f(V*(θ), θ) = 0, J·S = −∂f/∂θ on the
     free neurons (clamped rows stay 0).  Returns False where J is singular."""
