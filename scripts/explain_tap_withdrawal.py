@@ -50,7 +50,33 @@ def markdown(d, evoked, paths) -> str:
               "|---|---|---|"]
     for p in paths:
         lines.append(f"| {' → '.join(p.neurons)} | {p.charge:+.3g} pC | {p.effect} |")
+    lines += [tie_sentence(group) for group in ties(paths)]
     return "\n".join(lines) + "\n"
+
+
+def ties(paths) -> list[list]:
+    """Runs of pathways with exactly the same charge (the ranking cannot order them)."""
+    groups = []
+    for p in paths:
+        if groups and groups[-1][0].charge == p.charge:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return [group for group in groups if len(group) > 1]
+
+
+def tie_sentence(group) -> str:
+    """Which pathways tie and which link each one's bottleneck is."""
+    def bottleneck(p):
+        k = min(range(len(p.per_edge)), key=lambda k: abs(p.per_edge[k]))
+        return f"{p.neurons[k]} → {p.neurons[k + 1]}"
+
+    links = sorted({bottleneck(p) for p in group})
+    why = (f"they share their bottleneck, the link {links[0]}" if len(links) == 1
+           else f"their bottlenecks are {', '.join(links)}")
+    names = " and ".join(" → ".join(p.neurons) for p in group)
+    return (f"\n{names} tie at {group[0].charge:+.3g} pC: {why}; `explain` lists tied "
+            "pathways in the order it finds them.")
 
 
 def main(argv=None):

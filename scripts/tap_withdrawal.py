@@ -5,8 +5,8 @@ circuits/tap_withdrawal_anatomical.yaml (weights from synapse counts) and
 circuits/tap_withdrawal_fitted.yaml (scripts/fit_tap_withdrawal.py), reads the behaviour
 and checks the facts of circuits/data/tap_withdrawal_facts.yaml.  Prints the tables,
 saves a CSV and a figure per circuit, and with ``--docs`` rewrites the generated tables
-of docs/tap_withdrawal.md and its figures (tests/test_tap_withdrawal.py checks that the
-page holds what this script prints today).
+of docs/tap_withdrawal.md and its figures, and README.md's ``neurosim behave`` transcript
+(tests/test_tap_withdrawal.py checks that both hold what this script prints today).
 
     python scripts/tap_withdrawal.py [--out out/tap_withdrawal] [--docs]
 """
@@ -29,6 +29,9 @@ CIRCUITS = {"shipped": ROOT / "circuits" / "tap_withdrawal.yaml",
             "fitted": ROOT / "circuits" / "tap_withdrawal_fitted.yaml"}
 FACTS = ROOT / "circuits" / "data" / "tap_withdrawal_facts.yaml"
 DOC = ROOT / "docs" / "tap_withdrawal.md"
+README = ROOT / "README.md"
+BEHAVE = ("neurosim behave circuits/tap_withdrawal_fitted.yaml "
+          "--facts circuits/data/tap_withdrawal_facts.yaml --plot tw.png")
 FIGURES = {"shipped": ROOT / "docs" / "images" / "tap_withdrawal.png",
            "anatomical": ROOT / "docs" / "images" / "tap_withdrawal_anatomical.png",
            "fitted": ROOT / "docs" / "images" / "tap_withdrawal_fitted.png"}
@@ -103,11 +106,29 @@ def accuracy_markdown(tables) -> str:
     return "\n".join(lines) + "\n"
 
 
+def behave_transcript(tables) -> str:
+    """README's transcript of ``neurosim behave`` on the fitted circuit: its warnings, the
+    table up to the last protocol with a fact, and the fact count."""
+    circuit, rows, _, checks = tables["fitted"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ns.RestWarning)
+        run_experiments(circuit, dt_out=1.0)
+    warned = dict.fromkeys(" ".join(str(w.message).split()) for w in caught
+                           if issubclass(w.category, ns.RestWarning))
+    table = format_table(rows, checks).splitlines()
+    last_fact = max(k for k, row in enumerate(rows)
+                    if any(c.fact.protocol == row.protocol for c in checks))
+    shown = table[:last_fact + 2] + (["..."] if last_fact + 1 < len(rows) else [])
+    lines = ["```", f"$ {BEHAVE}", *(f"neurosim: warning: {w}" for w in warned), *shown,
+             facts_summary(checks), "```"]
+    return "\n".join(lines) + "\n"
+
+
 def update_doc(text: str, generated: str) -> str:
     """``text`` with the part between the generated-table markers replaced."""
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{DOC} has no generated-table markers")
+        raise SystemExit("a page this script writes has no generated-section markers")
     return pattern.sub(lambda _: f"{START}\n{generated}{END}", text)
 
 
@@ -134,9 +155,14 @@ def main(argv=None):
         save_figure(fig, FIGURES[label] if args.docs else out / f"{label}.png")
     generated = markdown(tables) + "\n" + accuracy_markdown(tables)
     print("\n" + generated)
+    transcript = behave_transcript(tables)
+    print(transcript)
     if args.docs:
         DOC.write_text(update_doc(DOC.read_text(encoding="utf-8"), generated), encoding="utf-8")
         print(f"-> {DOC}")
+        README.write_text(update_doc(README.read_text(encoding="utf-8"), transcript),
+                          encoding="utf-8")
+        print(f"-> {README}")
 
 
 if __name__ == "__main__":
