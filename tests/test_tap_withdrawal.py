@@ -15,7 +15,7 @@ from test_io_yaml import ROOT
 TW = ROOT / "circuits" / "tap_withdrawal.yaml"
 TW_ANATOMICAL = ROOT / "circuits" / "tap_withdrawal_anatomical.yaml"
 
-# Typed from shared/reference/tap_withdrawal.md (tw_pure.bnn): pre, post, sign, w0.
+# Typed from the source model tw_pure.bnn (mlech26l/ordinary_neural_circuits): pre, post, sign, w0.
 REFERENCE_CHEMICAL = """
 PVD AVA - 0.60996 | PLM AVA - 0.84907 | PVC AVA + 1.327515 | AVB AVA - 0.22908
 AVD AVA + 1.656176 | PLM AVD - 0 | PVC AVD + 0.900241 | AVA AVD - 0.488061
