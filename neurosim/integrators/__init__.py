@@ -34,7 +34,7 @@ from numba.core.registry import CPUDispatcher
 from neurosim.errors import CircuitError
 from neurosim.resources import require_memory
 from neurosim.kernels import constants as kc
-from neurosim.kernels.adaptive import run_adaptive
+from neurosim.kernels.adaptive import run_dopri5, run_rosenbrock23
 from neurosim.kernels.batch import run_batch
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 from neurosim.kernels.lockstep import run_lockstep
@@ -537,9 +537,8 @@ class AdaptiveIntegrator(Integrator):
 
 
 class _AdaptiveStepper(_Stepper):
-    kernel = staticmethod(run_adaptive)
-
     def prepare(self):
+        self.kernel = self.method.kernel
         self.state = np.zeros(kc.N_SOLVER_STATE)
         self.state[kc.X_H] = self.method.dt if self.method.dt is not None else 0.0
         self.state[kc.X_ERR_OLD] = 1e-4
@@ -550,7 +549,7 @@ class _AdaptiveStepper(_Stepper):
     def kernel_args(self, out_V):
         m = self.method
         rows = np.arange(self.rows_done + 1, self.rows_done + 1 + out_V.shape[0])
-        return (m.code, self.V, rows * self.dt_out, self.t_final, self.drive.breakpoints,
+        return (self.V, rows * self.dt_out, self.t_final, self.drive.breakpoints,
                 self.compiled.theta, self.compiled.net, self.drive.arrays, m.rtol, m.atol,
                 m.max_step, m.adaptive, m.max_steps, self.record, self.v_bound, self.state,
                 self.carry, self.stats, out_V)
@@ -581,6 +580,7 @@ class Dopri5(AdaptiveIntegrator):
     """Dormand–Prince 5(4) with a 4th-order continuous extension (Hairer's DOPRI5)."""
 
     name, order, code = "dopri5", 5, kc.DOPRI5
+    kernel = staticmethod(run_dopri5)
 
 
 class Rosenbrock23(AdaptiveIntegrator):
@@ -591,6 +591,7 @@ class Rosenbrock23(AdaptiveIntegrator):
     """
 
     name, order, code = "rosenbrock23", 2, kc.ROSENBROCK23
+    kernel = staticmethod(run_rosenbrock23)
 
     def check_size(self, n_neurons, runs_at_once=1):
         if n_neurons > MAX_DENSE_JACOBIAN:

@@ -2,17 +2,22 @@
 
 Both methods share one loop that owns step acceptance, step-size control, landing on
 stimulus breakpoints and dense output onto the requested output grid.  The methods only
-propose a step and its error vector.
+propose a step and its error vector (:func:`take_step`).  The loop is compiled once per
+method, from its entry point :func:`run_dopri5` or :func:`run_rosenbrock23`, with only
+that method's step in it.
 """
 
 import math
 
 import numpy as np
-from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA, SAFETY,
-                                        S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD, X_F_CARRIED,
-                                        X_FAIL_T, X_H,
-                                        X_STEP_H, X_STEP_T, X_T)
+from numba import types
+from numba.extending import overload
+
+from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA,
+                                        ROSENBROCK23, S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
+                                        SAFETY, STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS,
+                                        X_ERR_OLD, X_F_CARRIED, X_FAIL_T, X_H, X_STEP_H, X_STEP_T,
+                                        X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, copy_into, jacobian, rhs
@@ -247,7 +252,7 @@ def dense_weights(frac, weights):
         weights[s] = DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3
 
 
-@borrowing_njit
+@borrowing_njit(inline="always")
 def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
     """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
     tmp = work[WORK_ROWS]
@@ -347,7 +352,40 @@ def write_outputs(method, V0, K, t0, h, t1, out_times, next_out, drive, any_clam
     return next_out
 
 
-@kernel_njit(nogil=True)  # releases the GIL: a recorder thread writes meanwhile
+def take_step(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta, net,
+              drive, work, V_new, err, stats):
+    """One step of ``method`` from (t, V) with K[0] = f(t, V): fills V_new and err,
+    counts its evaluations and returns (ok, jacobian_fresh).  ``method`` must be a
+    constant: each method compiles only its own step (a dopri5 run no LU factorisation)."""
+    raise NotImplementedError("compiled only")  # pragma: no cover
+
+
+@overload(take_step, prefer_literal=True, inline="always", jit_options={"_nrt": False})
+def _take_step(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta, net,
+               drive, work, V_new, err, stats):
+    if not isinstance(method, types.IntegerLiteral):
+        return None
+    if method.literal_value == DOPRI5:
+        def dopri5(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
+                   net, drive, work, V_new, err, stats):
+            dopri5_step(t, h, V, K, landing, theta, net, drive, work, V_new, err)
+            stats[S_RHS] += 6
+            return True, jacobian_fresh
+        return dopri5
+
+    def rosenbrock23(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
+                     net, drive, work, V_new, err, stats):
+        if not jacobian_fresh:
+            jacobian(t, V, theta, net, drive, work, J)
+            stats[S_JACOBIANS] += 1
+        ok = rosenbrock_step(t, h, V, K, landing, J, W, piv, has_inputs, theta, net, drive, work,
+                             V_new, err)
+        stats[S_RHS] += 3 if has_inputs else 2
+        return ok, True
+    return rosenbrock23
+
+
+@kernel_njit(inline="always")
 def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step,
                  adaptive, max_steps, record, v_bound, state, carry, stats, out_V):
     """Integrate from state[X_T] until every out_time is passed, writing V[record] there.
@@ -404,18 +442,8 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             mark_failure(state, t)
             return TOO_MANY_STEPS
         t_target, h_try, landing = step_target(t, t_final, h, max_step, tstops, stop)
-        if method == DOPRI5:
-            dopri5_step(t, h_try, V, K, landing, theta, net, drive, work, V_new, err)
-            stats[S_RHS] += 6
-            ok = True
-        else:
-            if not jacobian_fresh:
-                jacobian(t, V, theta, net, drive, work, J)
-                stats[S_JACOBIANS] += 1
-                jacobian_fresh = True
-            ok = rosenbrock_step(t, h_try, V, K, landing, J, W, piv, has_inputs, theta, net,
-                                 drive, work, V_new, err)
-            stats[S_RHS] += 3 if has_inputs else 2
+        ok, jacobian_fresh = take_step(method, t, h_try, V, K, landing, J, W, piv, jacobian_fresh,
+                                       has_inputs, theta, net, drive, work, V_new, err, stats)
         err_now = error_norm(err, V, V_new, clamped, rtol, atol) if ok else math.inf
         if math.isnan(err_now):
             err_now = math.inf
@@ -459,3 +487,21 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     copy_into(carry[8], K[0])
     state[X_F_CARRIED] = 1.0
     return OK
+
+
+@kernel_njit(nogil=True)  # releases the GIL: a recorder thread writes meanwhile
+def run_dopri5(V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step, adaptive,
+               max_steps, record, v_bound, state, carry, stats, out_V):
+    """:func:`run_adaptive` with Dormand–Prince 5(4)."""
+    return run_adaptive(DOPRI5, V, out_times, t_final, tstops, theta, net, drive, rtol, atol,
+                        max_step, adaptive, max_steps, record, v_bound, state, carry, stats,
+                        out_V)
+
+
+@kernel_njit(nogil=True)
+def run_rosenbrock23(V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step,
+                     adaptive, max_steps, record, v_bound, state, carry, stats, out_V):
+    """:func:`run_adaptive` with the Rosenbrock 2(3) of ode23s."""
+    return run_adaptive(ROSENBROCK23, V, out_times, t_final, tstops, theta, net, drive, rtol,
+                        atol, max_step, adaptive, max_steps, record, v_bound, state, carry, stats,
+                        out_V)

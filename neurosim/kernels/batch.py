@@ -9,7 +9,7 @@ fragile with it.
 
 import numpy as np
 
-from neurosim.kernels.adaptive import run_adaptive
+from neurosim.kernels.adaptive import run_rosenbrock23
 from neurosim.kernels.constants import (CARRY_ROWS, N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, X_ERR_OLD,
                                         X_FAIL_T, X_H)
 from neurosim.kernels.fixed import impose_clamps, run_fixed
@@ -32,7 +32,8 @@ def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_r
               clamped, hold, breakpoints, bp_ptr, rtol, atol, max_step, adaptive, max_steps,
               record, v_bound, status, stats, fail_t, out_V):
     """Run items b = first..last-1, each with parameters thetas[b] under protocol
-    item_protocol[b].
+    item_protocol[b]: with rosenbrock23 if ``is_adaptive`` (dopri5 batches run in
+    lockstep, :mod:`~neurosim.kernels.lockstep`), else with the fixed-step ``method``.
 
     Protocol p owns stimulus rows stim_ptr[p]:stim_ptr[p+1], clamp mask clamped[p],
     holding potentials hold[p] and breakpoints bp_ptr[p]:bp_ptr[p+1].  Row 0 of
@@ -62,9 +63,9 @@ def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_r
             out = out_V[b, 1 + done:1 + done + m]
             if is_adaptive:
                 out_times = np.arange(done + 1, done + m + 1) * dt_out
-                status[b] = run_adaptive(method, Vb, out_times, rows * dt_out, tstops,
-                                         thetas[b], net, drive, rtol, atol, max_step, adaptive,
-                                         max_steps, record, v_bound, state, carry, stats[b], out)
+                status[b] = run_rosenbrock23(Vb, out_times, rows * dt_out, tstops, thetas[b], net,
+                                             drive, rtol, atol, max_step, adaptive, max_steps,
+                                             record, v_bound, state, carry, stats[b], out)
                 fail_t[b] = state[X_FAIL_T]
             else:
                 status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride,

@@ -24,7 +24,7 @@ def check_state(V, v_bound, stats, step):
     return OK
 
 
-@borrowing_njit
+@borrowing_njit(called_from_python=True)
 def impose_clamps(t, V, drive, work):
     """Write the clamp command at t into the clamped entries of V."""
     clamped = drive[7]

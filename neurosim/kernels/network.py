@@ -48,7 +48,7 @@ LN2_LO = 1.9082149292705877e-10
 ROUNDING_SHIFT = 6755399441055744.0  # 1.5·2^52: adding it rounds to an integer in the low bits
 
 
-@borrowing_njit(error_model="numpy")
+@borrowing_njit(error_model="numpy", called_from_python=True)
 def sigmoid(z):
     """1 / (1 + e^−z) within 3 ulp, without a library call, so that loops over neurons
     or runs vectorise (Numba here has no vector math library; ``math.exp`` cost 9 of a
@@ -82,7 +82,7 @@ LOWEST_32, HIGHEST_32 = np.float32(-87.0), np.float32(88.0)
 P3_0, P3_1, P3_2 = np.float32(120.0), np.float32(60.0), np.float32(12.0)
 
 
-@borrowing_njit(error_model="numpy")
+@borrowing_njit(error_model="numpy", called_from_python=True)
 def sigmoid32(z):
     """:func:`sigmoid` of a float32 in float32 arithmetic, within 3 ulp; below z ≈ −83
     the result is 0 (not e^z < 1e−36).  NaN stays NaN."""
@@ -179,7 +179,7 @@ def analytic_shape(kind, t, left, start, end, duration, period, count, omega, ph
     return 1.0 if k < count and is_on(t, left, onset, onset + duration) else 0.0
 
 
-@borrowing_njit(per_constant=True)
+@borrowing_njit(per_constant=True, called_from_python=True)
 def waveform(kind, par, r, t, left, tab_t, tab_v, lo, hi):
     """Stimulus row r at time t; ``left`` takes the limit from below at a jump.
 
@@ -282,7 +282,7 @@ def split_at(t, left, V, theta, net, drive, work):
     conductance_split(work[0], work[1], theta, net, drive[7], work[2], work[3], work[4])
 
 
-@borrowing_njit
+@borrowing_njit(called_from_python=True)
 def rhs(t, left, V, theta, net, drive, work, dV):
     """dV/dt (mV/ms) at (t, V); clamped neurons get 0.  ``work``: (WORK_ROWS, n) scratch."""
     split_at(t, left, V, theta, net, drive, work)

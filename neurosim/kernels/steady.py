@@ -103,6 +103,57 @@ def lu_solve(A, B):
     return B, True
 
 
+# NumPy's array expressions (np.max(np.abs(a - b)), ~mask) compile a loop of their own
+# each, with their checks: about two seconds of a cold start; these loops compute the same.
+@kernel_njit
+def largest_magnitude(A):
+    """max |A| over a 2-D array: inf if an entry is infinite, NaN if one is NaN."""
+    size = 0.0
+    for a in range(A.shape[0]):
+        for c in range(A.shape[1]):
+            x = abs(A[a, c])
+            if not x <= size:  # NaN wins: nothing is larger than it
+                size = x
+                if math.isnan(x):
+                    return x
+    return size
+
+
+@kernel_njit
+def max_abs_difference(x, y):
+    """max |x − y| over 1-D arrays (NaN if a difference is NaN)."""
+    largest = 0.0
+    for i in range(x.shape[0]):
+        d = abs(x[i] - y[i])
+        if not d <= largest:
+            largest = d
+            if math.isnan(d):
+                return d
+    return largest
+
+
+@kernel_njit
+def squared_distance(x, y):
+    """Σ (x − y)², summed in order."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        d = x[i] - y[i]
+        total += d * d
+    return total
+
+
+@kernel_njit
+def free_neurons(clamped):
+    """Indices of the neurons not clamped."""
+    free = np.empty(clamped.shape[0] - np.count_nonzero(clamped), dtype=np.int64)
+    a = 0
+    for i in range(clamped.shape[0]):
+        if not clamped[i]:
+            free[a] = i
+            a += 1
+    return free
+
+
 @kernel_njit
 def free_block(J, free):
     """The rows and columns of the free neurons of J, as a new matrix."""
@@ -203,14 +254,14 @@ def max_real_eigenvalue(V, theta, net, drive, free, work, J, exact):
         return -math.inf
     jacobian(0.0, V, theta, net, drive, work, J)
     A = free_block(J, free)
-    if not np.all(np.isfinite(A)):
+    size = largest_magnitude(A)
+    if not math.isfinite(size):
         return math.inf
     if not exact:
         bound = gershgorin_bound(A)
         if bound < -ZERO_EIGENVALUE:
             return bound
     # scaled to unit size first: LAPACK's balancing under- or overflows at extreme ones
-    size = np.max(np.abs(A))
     if size == 0.0:
         return 0.0
     eig = np.linalg.eigvals((A / size).astype(np.complex128))
@@ -297,14 +348,14 @@ def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, repo
         if not converged or max_real_eigenvalue(trial, theta, net, drive, free, work, J,
                                                 False) >= -ZERO_EIGENVALUE:
             continue
-        new = np.max(np.abs(trial - V)) > DISTINCT_REST or not probe_all
+        new = max_abs_difference(trial, V) > DISTINCT_REST or not probe_all
         for c in range(count):
-            new = new and np.max(np.abs(trial - found[c])) > DISTINCT_REST
+            new = new and max_abs_difference(trial, found[c]) > DISTINCT_REST
         if not new:
             continue
         copy_into(found[count], trial)
         count += 1
-        distance = np.sum((trial - start) ** 2)
+        distance = squared_distance(trial, start)
         if distance < best_distance:
             best_distance = distance
             best = trial.copy()
@@ -331,7 +382,7 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
     exact = probe_all
     impose_clamps(0.0, V, drive, work)
     clamped = drive[7]
-    free = np.flatnonzero(~clamped)
+    free = free_neurons(clamped)
     start = V.copy()
     report[R_PRERUN_MS] = 0.0
     report[R_OTHER_RESTS] = -1.0
@@ -363,7 +414,7 @@ def find_rest(V, theta, net, drive, tol, probe_all, report):
         eig = max_real_eigenvalue(V, theta, net, drive, free, work, J, exact)
         # a zero eigenvalue where the pre-run settled: a line of steady states (e.g.
         # gap-coupled neurons without leak), where Newton's Jacobian is singular
-        zero = ZERO_EIGENVALUE * max(1.0, np.max(np.abs(J)))
+        zero = ZERO_EIGENVALUE * max(1.0, largest_magnitude(J))
         if settled and converged and eig < -zero:
             report[R_METHOD] = REST_PRERUN
         elif settled and abs(eig) <= zero:
@@ -415,7 +466,7 @@ def rest_sensitivity(V, theta, net, tangent, drive, S):
     rhs_tangent(0.0, False, V, S, theta, net, tangent, drive, work, np.zeros((3, n, m)), f, df)
     J = np.zeros((n, n))
     jacobian(0.0, V, theta, net, drive, work, J)
-    free = np.flatnonzero(~drive[7])
+    free = free_neurons(drive[7])
     B = np.empty((free.shape[0], m))
     for a in range(free.shape[0]):
         for c in range(m):
