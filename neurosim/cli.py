@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -479,6 +480,21 @@ def cmd_motifs(args) -> int:
     return EXIT_OK
 
 
+def cmd_warmup(args) -> int:
+    from neurosim.warmup import warmup
+
+    started = time.perf_counter()
+
+    def report(what, seconds, compiling):
+        done = f"compiled in {compiling:.1f} s" if compiling else "already compiled"
+        print(f"{what:<32} {done}", flush=True)
+
+    compiled = sum(compiling for _, _, compiling in warmup(report))
+    print(f"every kernel ready in {time.perf_counter() - started:.1f} s "
+          f"({compiled:.1f} s compiling)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
@@ -591,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     motifs = sub.add_parser("motifs", help="count motif instances in a circuit")
     motifs.add_argument("circuit")
     motifs.set_defaults(func=cmd_motifs)
+
+    warm = sub.add_parser("warmup", help="compile every simulation kernel now (first use only)",
+                          description="Compile the kernels of every feature (single runs, "
+                                      "batches, gradients) into the disk cache, so that no "
+                                      "later command or API call waits for compilation.")
+    warm.set_defaults(func=cmd_warmup)
     for command in sub.choices.values():  # --debug before or after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show tracebacks on errors")
@@ -627,6 +649,21 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
     print(f"neurosim: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+class _StderrLines(logging.Handler):
+    """The ``neurosim`` logger's records as lines on the stderr of the moment."""
+
+    def emit(self, record):
+        print(f"neurosim: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _show_compilation() -> None:
+    """Kernel compilations (first use only) are announced on stderr, before and after."""
+    logger = logging.getLogger("neurosim")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(handler, _StderrLines) for handler in logger.handlers):
+        logger.addHandler(_StderrLines())
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -634,6 +671,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     warnings.showwarning = _warn_in_one_line
+    _show_compilation()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:

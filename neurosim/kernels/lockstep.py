@@ -222,7 +222,7 @@ def within_bounds(V, v_bound, out):
             out[lane] &= math.isfinite(x) & (abs(x) <= v_bound)
 
 
-@kernel_njit
+@kernel_njit(inline="always")
 def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive, tstops, rtol,
               atol, max_step, adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t,
               out_V):
