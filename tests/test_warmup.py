@@ -1,0 +1,133 @@
+"""Compilation of the kernels: announced, kept out of run times, done up front by warmup."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.registry import CPUDispatcher
+
+import neurosim as ns
+import neurosim.kernels as kernels
+from neurosim.cli import _show_compilation
+from neurosim.compile import compile_circuit
+from neurosim.fit import Objective, Parameterization, load_behaviour
+from neurosim.integrators import compile_seconds, load_kernels
+from neurosim.kernels import network
+from neurosim.warmup import warmup
+
+ROOT = Path(__file__).resolve().parents[1]
+TW = ROOT / "circuits" / "tap_withdrawal.yaml"
+THREE = ROOT / "circuits" / "examples" / "three_cells.yaml"
+
+
+def kernel_specialisations() -> int:
+    """How many (kernel, argument types) pairs are loaded in this process."""
+    modules = (getattr(kernels, name) for name in ("adaptive", "batch", "fixed", "lockstep",
+                                                  "network", "sensitivity", "steady"))
+    return sum(len(value.overloads) for module in modules for value in vars(module).values()
+               if isinstance(value, CPUDispatcher))
+
+
+def every_feature():
+    """The README's runs, batches and gradients, on the tap-withdrawal circuit."""
+    circuit = ns.load_circuit(TW)
+    ns.simulate(circuit, "tap", dt_out=1.0)
+    ns.simulate(circuit, "tap", integrator="rk4", dt=0.05, dt_out=1.0, initial="as_given")
+    ns.simulate(ns.load_circuit(THREE), "baseline", integrator="rosenbrock23", dt_out=1.0)
+    ns.rest_state(circuit, "tap_no_AVB")
+    theta = np.tile(compile_circuit(circuit).theta, (3, 1))
+    ns.simulate_batch(circuit, theta, ["tap", "tap_no_PLM"], dt_out=5.0)
+    ns.simulate_batch(circuit, theta, "tap", rtol=1e-4, dt_out=5.0, precision="float32")
+    ns.simulate_batch(circuit, theta, "tap", integrator="exp_euler", dt_out=5.0)
+    par = Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0, 3]}])
+    targets = load_behaviour(ROOT / "circuits" / "data" / "tap_withdrawal_behaviour.csv")
+    for name in ("dopri5", "ltc"):
+        objective = Objective(par, targets, integrator=name, dt_out=5.0)
+        objective.value_and_grad(par.x0)
+        objective.batch([par.x0])
+
+
+def test_after_warmup_no_feature_loads_a_kernel():
+    """warmup covers the argument types of every public call: nothing is compiled, or even
+    loaded from the disk cache, afterwards."""
+    done = warmup()
+    assert [what for what, _, _ in done][:2] == ["rest states", "single runs, euler"]
+    before = kernel_specialisations()
+    every_feature()
+    assert kernel_specialisations() == before
+
+
+def test_constants_do_not_specialise_kernels():
+    """A kernel called with a constant (is_on(t, False, ...)) is compiled for its type,
+    as it is for a variable: once."""
+    @njit
+    def with_constant(t):
+        return network.is_on(t, False, 0.0, 1.0)
+
+    @njit
+    def with_variable(t, left):
+        return network.is_on(t, left, 0.0, 1.0)
+
+    assert with_constant(1.0) == with_variable(1.0, False) == 0
+    assert len(network.is_on.overloads) == 1
+    assert "Literal" not in str(network.is_on.signatures)
+
+
+def test_a_compilation_is_announced_before_and_after(caplog):
+    @njit
+    def fresh(x):
+        return x + 1.0
+
+    with caplog.at_level(logging.INFO, logger="neurosim"):
+        load_kernels((fresh, (1.0,)))
+        load_kernels((fresh, (2.0,)))  # compiled: nothing to say
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0] == "compiling simulation kernels (first use only) …"
+    assert messages[1].startswith("… compiled in ") and messages[1].endswith(" s")
+    assert len(messages) == 2
+
+
+def test_compile_time_is_counted_apart():
+    @njit
+    def another(x):
+        return x * 2.0
+
+    before = compile_seconds()
+    load_kernels((another, (1.0,)))
+    assert compile_seconds() > before
+
+
+def test_command_line_shows_the_lines_on_stderr(capsys):
+    _show_compilation()
+    _show_compilation()  # a second main() in one process: still one line per record
+    logging.getLogger("neurosim").info("compiling simulation kernels (first use only) …")
+    assert capsys.readouterr().err == "neurosim: compiling simulation kernels (first use only) …\n"
+
+
+def neurosim(*args, env):
+    return subprocess.run([sys.executable, "-m", "neurosim.cli", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_cold_cache_run_announces_and_warmup_compiles_everything(tmp_path):
+    """With an empty cache: a run announces its compilation and reports run time without
+    it; after ``neurosim warmup`` (in a fresh cache) a run compiles nothing."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "first"))
+    run = neurosim("run", TW, "-p", "tap", "-o", tmp_path / "a.h5", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "neurosim: compiling simulation kernels (first use only) …" in run.stderr
+    assert "neurosim: … compiled in " in run.stderr
+    seconds = float(run.stdout.split(" ms in ")[1].split(" s")[0])
+    assert seconds < 1.0  # the run itself, not the compilation before it
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "second"))
+    warm = neurosim("warmup", env=env)
+    assert warm.returncode == 0, warm.stderr
+    assert "every kernel ready" in warm.stdout and "compiling" in warm.stderr
+    again = neurosim("run", TW, "-p", "tap", "-o", tmp_path / "b.h5", env=env)
+    assert again.returncode == 0 and "compiling" not in again.stderr
