@@ -20,7 +20,7 @@ from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_B
                                         X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import apply_drive, copy_into, jacobian, rhs
+from neurosim.kernels.network import apply_drive, copy_into, count_up_to, jacobian, rhs
 
 # Dormand & Prince (1980) tableau, as in Hairer's DOPRI5 and scipy's RK45.
 DP_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
@@ -435,7 +435,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
         h = initial_step(t, V, K[0], error_order, rtol, atol, theta, net, drive, work, clamped,
                          work[WORK_ROWS], V_new)
         stats[S_RHS] += 1
-    stop = np.searchsorted(tstops, t, side="right")
+    stop = count_up_to(tstops, t)
     jacobian_fresh = False
     while next_out < n_out:
         if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:

@@ -6,7 +6,7 @@ import numpy as np
 from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF_BOUNDS, RK4,
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import apply_drive, rhs, split_at
+from neurosim.kernels.network import apply_drive, count_up_to, rhs, split_at
 
 
 @borrowing_njit
@@ -123,7 +123,7 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta,
     k = np.empty((4, n))
     tmp = np.empty(n)
     rhs_per_step = 4 if method == RK4 else 1
-    stop = np.searchsorted(breakpoints, t0 + step0 * dt, side="right")
+    stop = count_up_to(breakpoints, t0 + step0 * dt)
     for r in range(n_rows):
         for s in range(stride):
             step = step0 + r * stride + s

@@ -35,7 +35,7 @@ from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJ
 from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import rhs, sigmoid, sigmoid32, waveform
+from neurosim.kernels.network import count_up_to, rhs, sigmoid, sigmoid32, waveform
 
 # Numba's default error model tests every division for zero, which stops vectorisation;
 # divisors here are capacitances and error scales, validated > 0 before any run.
@@ -301,7 +301,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 err_old[lane] = 1e-4
                 next_out[lane] = 0
                 chunk_end[lane] = min(chunk_rows, rows)
-                stop[lane] = np.searchsorted(tstops, 0.0, side="right")
+                stop[lane] = count_up_to(tstops, 0.0)
                 state[lane, :] = 0.0
         busy = 0
         for lane in range(lanes):

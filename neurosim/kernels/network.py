@@ -111,6 +111,20 @@ def copy_into(target, source):
 
 
 @borrowing_njit
+def count_up_to(sorted_times, t):
+    """How many of ``sorted_times`` are <= t: np.searchsorted(sorted_times, t, "right"),
+    whose NumPy implementation (with its NaN ordering) compiled for a second."""
+    lo, hi = 0, sorted_times.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sorted_times[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@borrowing_njit
 def table_interval(tab_t, lo, hi, t, closed):
     """a with tab_t[a] <= t < tab_t[a+1] if ``closed``, else tab_t[a] < t <= tab_t[a+1]."""
     a, b = lo, hi

@@ -21,7 +21,8 @@ from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STE
                                         X_H, X_T)
 from neurosim.kernels.fixed import check_state, impose_clamps, substep_end
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import apply_drive, copy_into, sigmoid, unpack_theta
+from neurosim.kernels.network import (apply_drive, copy_into, count_up_to, sigmoid,
+                                      unpack_theta)
 
 # kinds of free parameters (index into the θ layout's blocks)
 P_C, P_GL, P_EL, P_V0, P_W, P_E, P_MU, P_NU, P_KAPPA, P_GAP = range(10)
@@ -164,7 +165,7 @@ def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, t
     clamped = drive[7]
     C = theta[0:n]
     free_kind, free_index = tangent[0], tangent[1]
-    stop = np.searchsorted(breakpoints, t0 + step0 * dt, side="right")
+    stop = count_up_to(breakpoints, t0 + step0 * dt)
     for r in range(n_rows):
         for sub in range(stride):
             step = step0 + r * stride + sub
@@ -281,7 +282,7 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
         h = initial_step(t, V, K[0], 4, rtol, atol, theta, net, drive, work, clamped, tmp, V_new)
         stats[S_RHS] += 1
     next_out = 0
-    stop = np.searchsorted(tstops, t, side="right")
+    stop = count_up_to(tstops, t)
     while t < t_end:
         if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
             mark_failure(state, t)

@@ -145,7 +145,10 @@ def squared_distance(x, y):
 @kernel_njit
 def free_neurons(clamped):
     """Indices of the neurons not clamped."""
-    free = np.empty(clamped.shape[0] - np.count_nonzero(clamped), dtype=np.int64)
+    m = 0
+    for i in range(clamped.shape[0]):
+        m += 0 if clamped[i] else 1
+    free = np.empty(m, dtype=np.int64)
     a = 0
     for i in range(clamped.shape[0]):
         if not clamped[i]:
@@ -331,7 +334,7 @@ def probe_start(k, V, free, theta, drive, out):
         out[free[a]] = lo + (hi - lo) * u
 
 
-@kernel_njit
+@kernel_njit(inline="always")
 def other_rests(V, theta, net, drive, free, tol, work, J, start, probe_all, report):
     """Newton from N_PROBES other starts.  Counts the stable rests unlike V in
     report[R_OTHER_RESTS] (when ``probe_all``) and returns the one nearest ``start`` (or
