@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def _seconds(s: float) -> str:
 
 
 def _amount(x: float) -> str:
-    return f"{int(x):,}" if x == int(x) and abs(x) < 1e15 else f"{x:.4g}"
+    whole = round(x)
+    return f"{whole:,}" if abs(x - whole) <= 1e-9 * max(1.0, abs(x)) and abs(x) < 1e15 \
+        else f"{x:.4g}"
 
 
 class _Lines:
@@ -75,16 +78,21 @@ class _Lines:
     def __init__(self, total: float, what: str, unit: str = "", last_line: bool = True):
         self.total, self.what, self.unit, self.last_line = total, what, unit, last_line
         self.done, self.extra, self.printed = 0, "", False
-        self.started = self.last = time.monotonic()
+        self.first = None  # (time, amount) of the first report
 
     def update(self, k=1):
         self.done += k
         now = time.monotonic()
+        if self.first is None:
+            # the clock starts with the first report: compiling and setting up, before
+            # it, are neither the work's time nor its pace
+            self.first, self.last = (now, self.done), now
         end = self.done >= self.total and (self.last_line or self.printed)
         if now - self.last > self.EVERY_S or end:
-            elapsed = now - self.started
-            left = (f", about {_seconds(elapsed * (self.total - self.done) / self.done)} left"
-                    if 0 < self.done < self.total else "")
+            elapsed = now - self.first[0]
+            pace = (self.done - self.first[1]) / elapsed if elapsed > 0 else 0.0
+            left = (f", about {_seconds((self.total - self.done) / pace)} left"
+                    if pace > 0 and self.done < self.total else "")
             print(f"{self.what}: {_amount(self.done)} of {_amount(self.total)}{self.unit} "
                   f"({_seconds(elapsed)}{left}){self.extra}", file=sys.stderr, flush=True)
             self.last, self.printed = now, True
@@ -135,7 +143,7 @@ def _check_output(path, figure: bool = False, overwrite: bool = False) -> None:
     if target.is_dir():
         raise CircuitError(f"cannot write {path}: it is a folder")
     if figure and target.suffix.lower() not in FIGURE_SUFFIXES:
-        raise CircuitError(f"cannot tell the picture format of {path!r}: end it in one of "
+        raise CircuitError(f"cannot tell the picture format of {path}: end it in one of "
                            f"{', '.join(FIGURE_SUFFIXES)}")
 
 
@@ -192,8 +200,8 @@ def cmd_run(args) -> int:
         except KeyboardInterrupt:
             raise KeyboardInterrupt(_interrupted(protocol, out)) from None
         except SimulationError as exc:
-            print(f"neurosim: {protocol}: run failed: {exc} (partial result in {out})",
-                  file=sys.stderr)
+            print(f"neurosim: {protocol}: run failed: {_in_flags(str(exc))} (partial result in "
+                  f"{out})", file=sys.stderr)
             status = EXIT_RUN_FAILED
             result = exc.result  # its plot shows what the run computed, and says it failed
         else:
@@ -329,8 +337,11 @@ def cmd_fit(args) -> int:
 
     circuit = load_circuit(args.circuit)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
-    targets = load_data(args.data, circuit, spec.indicator, args.sigma)
     _check_output(args.output, overwrite=args.overwrite or args.resume)
+    if Path(args.output).suffix.lower() not in (".yaml", ".yml"):
+        raise CircuitError(f"{args.output}: the fitted circuit is a YAML file; end its name "
+                           "in .yaml")
+    targets = load_data(args.data, circuit, spec.indicator, args.sigma)
     if args.starts is not None and args.starts < 1:
         raise CircuitError(f"--starts must be at least 1, got {args.starts}")
     par = Parameterization(circuit, spec.free)
@@ -623,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
 FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
               (re.compile(r"check_space=False \(--no-space-check\)"), "--no-space-check"),
               (re.compile(r"\bdt_out\b"), "--dt-out"),
+              (re.compile(r"integrator='(\w+)'"), r"-i \1"),
+              (re.compile(r"(?<![-\w`])dt\b"), "--dt"),
               (re.compile(r"\brecord= ?"), "--record "),
               (re.compile(r"`(rtol|atol|dt)`"), r"--\1"))
 
@@ -646,7 +659,7 @@ def _json_safe(value):
 
 
 def _warn_in_one_line(message, category, filename, lineno, file=None, line=None):
-    print(f"neurosim: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"neurosim: warning: {_in_flags(' '.join(str(message).split()))}", file=sys.stderr)
 
 
 class _StderrLines(logging.Handler):
@@ -683,7 +696,7 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     except NeurosimError as exc:
         if args.debug:
-            raise
+            traceback.print_exc()  # and the exit status stays what it says
         print(f"neurosim: error: {_in_flags(' '.join(str(exc).split()))}", file=sys.stderr)
         if isinstance(exc, SimulationError):
             return EXIT_RUN_FAILED

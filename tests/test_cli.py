@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import h5py
 import pytest
@@ -45,7 +46,7 @@ def test_run_all_protocols(tmp_path):
     (["run", EXAMPLE, "-p", "nope", "-o", "x.h5"], "unknown protocol 'nope'; known: baseline, no_A"),
     (["run", EXAMPLE, "-o", "x.h5"], "choose --protocol"),
     (["run", EXAMPLE, "-p", "baseline", "-i", "rk4", "--dt", "0.3", "--dt-out", "1", "-o", "x.h5"],
-     "whole multiple of dt"),
+     "whole multiple of --dt"),
     (["info", "missing.h5"], "no such result file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
@@ -118,10 +119,10 @@ def test_neurosim_alone_lists_the_commands(monkeypatch, tmp_path):
 
 
 def test_debug_works_after_the_command(monkeypatch, tmp_path):
-    from neurosim.errors import CircuitError
-    with pytest.raises(CircuitError, match="no_such_protocol"):
-        run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "no_such_protocol", "-o", "r.h5",
-                 "--debug")
+    for where in ((), ("--debug",)):
+        code, _, err = run_main(monkeypatch, tmp_path, *where, "run", EXAMPLE, "-p",
+                                "no_such_protocol", "-o", "r.h5", *(() if where else ("--debug",)))
+        assert code == 2 and "Traceback" in err and "no_such_protocol" in err  # same status
     code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "no_such_protocol",
                             "-o", "r.h5")
     assert code == 2 and err.count("\n") == 1
@@ -142,14 +143,26 @@ def test_no_output_is_replaced_without_overwrite(monkeypatch, tmp_path):
     assert code == 2 and "p.png exists" in err and not (tmp_path / "r2.h5").exists()
     code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "x.png")
     assert code == 2 and "a result file is HDF5; end its name in .h5" in err
+    code, _, err = run_main(monkeypatch, tmp_path, "fit", EXAMPLE, "d.csv", "-o", "x.txt")
+    assert code == 2 and "end its name in .yaml" in err
+    code, _, err = run_main(monkeypatch, tmp_path, "plot", "r.h5", "-o", "t.pdf2")
+    assert code == 2 and "picture format of t.pdf2:" in err
 
 
 def test_errors_name_the_flags_and_info_json_is_json(monkeypatch, tmp_path):
     import json
     code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5",
                             "-i", "euler", "--dt", "0.2", "--dt-out", "0.3")
-    assert code == 2 and "--dt-out = 0.3 ms must be a whole multiple" in err
+    assert code == 2 and "--dt-out = 0.3 ms must be a whole multiple of --dt = 0.2 ms" in err
     assert "dt_out" not in err
+    with warnings.catch_warnings():  # shown, as the command line shows them, not raised
+        warnings.simplefilter("default", RuntimeWarning)
+        code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o",
+                                "f.h5", "-i", "euler", "--dt", "50", "--dt-out", "50")
+    assert "warning: --dt = 50 ms is above the stability limit" in err
+    assert "-i exp_euler or -i rosenbrock23" in err
+    assert code == 1 and "try a smaller --dt than 50 ms or -i rosenbrock23" in err
+    assert "integrator='" not in err
     assert run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5")[0] == 0
     code, _, err = run_main(monkeypatch, tmp_path, "run", EXAMPLE, "-p", "baseline", "-o", "r.h5")
     assert code == 2 and "pass --overwrite to replace it" in err and "=True" not in err
@@ -168,7 +181,8 @@ def test_progress_without_a_terminal_says_how_long_is_left(monkeypatch, capsys):
     for _ in range(4):
         lines.update(1)
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("sign patterns: 1 of 4 (0 s, about ") and err[0].endswith(" left)")
+    # the clock starts at the first report (compiling before it is not the work's pace)
+    assert err[0].startswith("sign patterns: 2 of 4 (0 s, about ") and err[0].endswith(" left)")
     assert err[-1].startswith("sign patterns: 4 of 4 (") and "left" not in err[-1]
     quiet = cli._Lines(1500.0, "simulating tap", " ms", last_line=False)
     monkeypatch.setattr(cli._Lines, "EVERY_S", 60.0)
