@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import neurosim as ns
 from neurosim.fit import Objective, Parameterization, TraceTarget
 from neurosim.fit.optimize import fit_gradient
 from neurosim.plot import save_figure
+
+from doc_sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ml_restrictions.md"
@@ -156,16 +157,6 @@ def markdown(rows, seconds: float, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_doc(generated: str) -> None:
-    """Replace the table between this script's markers in docs/ml_restrictions.md."""
-    text = DOC.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{DOC} has no generated-section markers of this script")
-    DOC.write_text(pattern.sub(lambda _: f"{START}\n{generated}{END}", text), encoding="utf-8")
-    print(f"-> {DOC}")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 2, 4, 8, fewer restarts")
@@ -194,7 +185,7 @@ def main(argv=None):
     command = "python scripts/expressivity.py" + (" --quick" if args.quick else "")
     print(markdown(rows, seconds, command))
     if args.docs:
-        update_doc(markdown(rows, seconds, command))
+        write_section(DOC, START, END, markdown(rows, seconds, command))
     print(f"-> {out / 'results.json'}, {FIGURE if args.docs else out / 'expressivity.png'}")
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -37,6 +36,8 @@ from neurosim.ml import resnet
 from neurosim.fit import Parameterization
 from neurosim.integrators import integrate_with_sensitivity, make_integrator
 from neurosim.plot import save_figure
+
+from doc_sections import write_section
 
 T1, DT = 5.0, 0.25
 THRESHOLD = 0.01          # validation MSE that counts as "approximates"
@@ -229,7 +230,7 @@ def main(argv=None):
         plot(rows, figure, max(cap, 4 if args.quick else 6))
         print(table(rows))
         if args.docs:
-            update_doc(table(rows) + "\n")
+            write_section(DOC, START, END, table(rows) + "\n")
         return
     ks = tuple(args.k) if args.k else (1, 2) if args.quick else (1, 2, 3)
     sizes_S = tuple(args.S) if args.S else (8, 32) if args.quick else (8, 32, 128, 512)
@@ -263,16 +264,6 @@ def main(argv=None):
     plot(rows, out / "succinctness.png", max(neurons))
     print(table(rows))
     print(f"{time.perf_counter() - started:.0f} s -> {out / 'results.json'}, {out / 'succinctness.png'}")
-
-
-def update_doc(generated: str) -> None:
-    """Replace the table between this script's markers in docs/explain.md."""
-    text = DOC.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{DOC} has no generated-section markers of this script")
-    DOC.write_text(pattern.sub(lambda _: f"{START}\n{generated}{END}", text), encoding="utf-8")
-    print(f"-> {DOC}")
 
 
 def table(rows) -> str:

@@ -31,6 +31,8 @@ import numpy as np
 import neurosim as ns
 from neurosim.compile import compile_circuit
 
+from doc_sections import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FITTING = ROOT / "docs" / "fitting.md"
@@ -156,15 +158,6 @@ def fit_markdown(fit: dict) -> str:
             "numbers and the figure.\n")
 
 
-def replace_section(path: Path, generated: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{path} has no generated-section markers of this script")
-    path.write_text(pattern.sub(lambda _: f"{START}\n{generated}{END}", text), encoding="utf-8")
-    print(f"-> {path}")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", action="store_true",
@@ -180,8 +173,8 @@ def main(argv=None) -> int:
     fit = fit_markdown(fit_example(folder / "fit_report.png"))
     print(fit)
     if args.docs:
-        replace_section(README, batch)
-        replace_section(FITTING, fit)
+        write_section(README, START, END, batch)
+        write_section(FITTING, START, END, fit)
     return 0
 
 
