@@ -1,5 +1,7 @@
 """Fitting: parameter selection, data files, recovery of known parameters, signs, CLI."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -435,3 +437,20 @@ def test_an_unconverged_pattern_cannot_support_a_sign():
     stopped = [done[0], SignPattern({"A": "-"}, 5.0, x, converged=False)]
     verdict = sign_association(stopped)["A"]
     assert verdict["predicted"] == "undetermined" and verdict["unconverged"] == 1
+
+
+def test_simulation_time_leaves_out_compiling(monkeypatch):
+    """Seconds spent compiling kernels during an evaluation are not simulation time: a
+    call that compiled for 5 s (stand-in clock) counts 5 s less than its wall time."""
+    from neurosim.fit import objective as objective_module
+    circuit = ns.load_circuit(TW)
+    par = Parameterization(circuit, [{"select": "synapses[*].w", "bounds": [0, 3]}])
+    objective = Objective(par, [BehaviourTarget("tap", "score", 0.0, se=0.01)], dt_out=5.0)
+    objective(par.x0)  # compiled and loaded
+    readings = iter([100.0, 105.0, 105.0, 105.0])
+    monkeypatch.setattr(objective_module, "compile_seconds", lambda: next(readings))
+    before = objective.sim_seconds
+    started = time.perf_counter()
+    objective(par.x0)
+    wall = time.perf_counter() - started
+    assert objective.sim_seconds - before == pytest.approx(wall - 5.0, abs=0.05)

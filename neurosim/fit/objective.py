@@ -16,8 +16,9 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import (R_METHOD, STABLE_RESTS, check_precision, find_rest_state,
-                                  integrate_with_sensitivity, make_integrator, rest_tangent)
+from neurosim.integrators import (R_METHOD, STABLE_RESTS, check_precision, compile_seconds,
+                                  find_rest_state, integrate_with_sensitivity, make_integrator,
+                                  rest_tangent)
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
@@ -134,14 +135,24 @@ class Objective:
             self.dt_out, self.record, DEFAULT_V_BOUND, precision, self.at_rest)
         return status.reshape(out_V.shape[:2]), out_V.astype(np.float64, copy=False)
 
+    @staticmethod
+    def _clock() -> tuple[float, float]:
+        return time.perf_counter(), compile_seconds()
+
+    def _add_time(self, clock: tuple[float, float]) -> None:
+        """Add the seconds since ``clock`` to sim_seconds, less those spent compiling
+        kernels (a first call's), which are not simulation time."""
+        started, compiling = clock
+        self.sim_seconds += time.perf_counter() - started - (compile_seconds() - compiling)
+
     # --- the three evaluations -------------------------------------------------------
     def batch(self, X) -> np.ndarray:
         """Losses of a population X (n_sets, n_free) from one parallel simulation call."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         n_sets, n_p = X.shape[0], len(self.protocols)
-        started = time.perf_counter()
+        clock = self._clock()
         status, out_V = self._run(X, self.precision)
-        self.sim_seconds += time.perf_counter() - started
+        self._add_time(clock)
         self.simulations += n_sets * n_p
         self.evaluations += n_sets
         total = self._prior(X)[0]
@@ -162,7 +173,7 @@ class Objective:
         free = self.par.indices
         total, grad_prior = self._prior(x)
         grad_theta = np.zeros(free.size)
-        started = time.perf_counter()
+        clock = self._clock()
         for p in range(len(self.protocols)):
             factor = self.batch_drive.factors[p]
             run = compiled.with_theta(theta * factor) if np.any(factor != 1) else \
@@ -172,12 +183,12 @@ class Objective:
                 self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
                 DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
             if status != 0:
-                self.sim_seconds += time.perf_counter() - started
+                self._add_time(clock)
                 return FAILED_LOSS, np.zeros(self.par.n_free)
             loss, dV = self._loss_and_dV(p, V, want_grad=True)
             total += float(loss)
             grad_theta += np.einsum("rc,rcm->m", dV, S) * factor[free]
-        self.sim_seconds += time.perf_counter() - started
+        self._add_time(clock)
         self.simulations += len(self.protocols)
         self.evaluations += 1
         return float(total), self.par.chain(x, grad_theta) + grad_prior
