@@ -3,27 +3,18 @@ repository, every figure is used, and every generated number is what a fresh run
 within the tolerances of scripts/make_docs.py."""
 
 import fnmatch
-import importlib
 import json
 import os
 import pathlib
 import re
-import sys
 
 import pytest
+
+from test_tap_withdrawal import tw_script as script  # a script of scripts/ as a module
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 IMAGES = ROOT / "docs" / "images"
-
-
-def script(name):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
 
 make_docs = script("make_docs")
 
