@@ -374,7 +374,7 @@ def cmd_fit(args) -> int:
     try:
         report = run_fit(circuit, targets, spec, progress=_progress,
                          checkpoint=str(checkpoint), resume=args.resume,
-                         signs_checkpoint=str(signs_checkpoint))
+                         signs_checkpoint=str(signs_checkpoint), compile_ahead=True)
     except KeyboardInterrupt:
         saved = [str(p) for p in (checkpoint, signs_checkpoint) if p.exists()]
         where = f"; resume with --resume (saved in {', '.join(saved)})" if saved else ""
@@ -492,7 +492,11 @@ def cmd_motifs(args) -> int:
 
 
 def cmd_warmup(args) -> int:
-    from neurosim.warmup import warmup
+    from neurosim.warmup import default_jobs, warmup
+
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise CircuitError(f"--jobs must be at least 1, got {jobs}")
 
     started = time.perf_counter()
 
@@ -500,9 +504,9 @@ def cmd_warmup(args) -> int:
         done = f"compiled in {compiling:.1f} s" if compiling else "already compiled"
         print(f"{what:<32} {done}", flush=True)
 
-    compiled = sum(compiling for _, _, compiling in warmup(report))
+    compiled = sum(compiling for _, _, compiling in warmup(report, jobs=jobs))
     print(f"every kernel ready in {time.perf_counter() - started:.1f} s "
-          f"({compiled:.1f} s compiling)")
+          f"({compiled:.1f} s compiling in {jobs} process{'es' if jobs > 1 else ''})")
     return EXIT_OK
 
 
@@ -623,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Compile the kernels of every feature (single runs, "
                                       "batches, gradients) into the disk cache, so that no "
                                       "later command or API call waits for compilation.")
+    warm.add_argument("-j", "--jobs", type=int, default=None,
+                      help="processes compiling at once (default: one per processor)")
     warm.set_defaults(func=cmd_warmup)
     for command in sub.choices.values():  # --debug before or after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -635,7 +641,7 @@ FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
               (re.compile(r"check_space=False \(--no-space-check\)"), "--no-space-check"),
               (re.compile(r"\bdt_out\b"), "--dt-out"),
               (re.compile(r"integrator='(\w+)'"), r"-i \1"),
-              (re.compile(r"(?<![-\w`])dt\b"), "--dt"),
+              (re.compile(r"(?<![-\w`/])dt\b"), "--dt"),
               (re.compile(r"\brecord= ?"), "--record "),
               (re.compile(r"`(rtol|atol|dt)`"), r"--\1"))
 

@@ -387,9 +387,12 @@ def plot_graph(circuit: Circuit, *, positions=None, highlight=(), figure=None):
         connection = bend(syn.pre, syn.post)
         if (syn.pre, syn.post) in highlighted:
             underlay(syn.pre, syn.post, connection)
+        # heads end just outside the neuron's marker (radius 15 pt), where the heads of
+        # several inputs do not overlap; an inhibitory head is a short flat bar (⊣)
         ax.annotate("", xy=end, xytext=start, zorder=2,
-                    arrowprops=dict(arrowstyle="-|>" if kind == "excitatory" else "-[",
-                                    color=COLORS[kind], lw=lw, shrinkA=14, shrinkB=14,
+                    arrowprops=dict(arrowstyle="-|>" if kind == "excitatory"
+                                    else "-[, widthB=0.35, lengthB=0.0",
+                                    color=COLORS[kind], lw=lw, shrinkA=14, shrinkB=17,
                                     connectionstyle=connection, mutation_scale=14))
     path_neurons = {name for pair in highlighted for name in pair}
     for neuron in circuit.neurons:

@@ -19,7 +19,7 @@ from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_
                                   STATS_NAMES, check_precision, compile_seconds,
                                   check_step_stability, chunk_rows, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
-                                  make_integrator, run_items)
+                                  make_integrator, one_compile_notice, run_items)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -302,19 +302,23 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         warnings.warn(unstable, RuntimeWarning, stacklevel=2)
     drive = compile_drive(compiled, resolved, proto.duration)
     record_idx = _record_indices(compiled, record, gone)
-    if resolve_initial(circuit, proto, initial, v0) == "rest":
-        start = _rest_of(compiled, drive)
-        V = np.array([start.V[name] for name in compiled.neuron_names])
-        if start.warning:
-            where = "" if protocol_name == "(inline)" else f"protocol '{protocol_name}': "
-            warnings.warn(where + start.message, RestWarning, stacklevel=2)
-    else:
-        V = _initial_state(compiled, v0)
-        start = RestState(dict(zip(compiled.neuron_names, map(float, V))), "as_given",
-                          "as_given", False)
     v_bound = float(v_bound)
     if not v_bound > 0:
         raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
+    # one announced wait where the rest's kernel and the time loop both compile
+    with one_compile_notice():
+        if resolve_initial(circuit, proto, initial, v0) == "rest":
+            start = _rest_of(compiled, drive)
+            V = np.array([start.V[name] for name in compiled.neuron_names])
+            if start.warning:
+                where = "" if protocol_name == "(inline)" else f"protocol '{protocol_name}': "
+                warnings.warn(where + start.message, RestWarning, stacklevel=2)
+        else:
+            V = _initial_state(compiled, v0)
+            start = RestState(dict(zip(compiled.neuron_names, map(float, V))), "as_given",
+                              "as_given", False)
+        # the stepper loads (or compiles) the kernels before any file is opened
+        stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
 
     names = tuple(compiled.neuron_names[i] for i in record_idx)
     metadata = {
@@ -323,8 +327,6 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         "integrator": method.name, "integrator_options": method.options(), "dt_out_ms": dt_out,
         "record": list(names), "v_bound_mV": v_bound, "initial": start.to_dict(),
         "neurosim_version": __version__}
-    # the stepper loads (or compiles) the kernels before any file is opened
-    stepper = method.start(compiled, drive, V, record_idx, v_bound, dt_out)
     recorder = MemoryRecorder() if recorder is None else recorder
     recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
     calls = _CallSizes(n_rows, len(names), recorder.chunk_values)
@@ -541,15 +543,16 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
     V0 = np.ascontiguousarray(effective[:, 3 * n:4 * n])
     item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
     rests = np.full((n_p * n_sets, N_REPORT), np.nan)
-    if at_rest is not None and np.any(at_rest):
-        items = np.flatnonzero(np.asarray(at_rest)[item_protocol])
-        V0[items], rests[items] = find_rest_states(
-            compiled, effective[items], V0[items], item_protocol[items], batch.arrays[8],
-            batch.arrays[9])
-    initial = V0.copy()  # the kernels advance V0 in place
-    status, stats, fail_t, out_V = run_items(method, compiled, batch, V0, effective,
-                                             item_protocol, rows[item_protocol], dt_out,
-                                             record, v_bound, precision)
+    with one_compile_notice():
+        if at_rest is not None and np.any(at_rest):
+            items = np.flatnonzero(np.asarray(at_rest)[item_protocol])
+            V0[items], rests[items] = find_rest_states(
+                compiled, effective[items], V0[items], item_protocol[items], batch.arrays[8],
+                batch.arrays[9])
+        initial = V0.copy()  # the kernels advance V0 in place
+        status, stats, fail_t, out_V = run_items(method, compiled, batch, V0, effective,
+                                                 item_protocol, rows[item_protocol], dt_out,
+                                                 record, v_bound, precision)
     return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
             (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
 

@@ -200,3 +200,9 @@ def test_names_are_matched_whatever_their_case_and_ablations_are_named(tmp_path)
     r = ns.simulate(c, "no_A", dt_out=10.0)
     with pytest.raises(ns.CircuitError, match="neuron 'A' was ablated in this run"):
         r.v("A")
+
+
+def test_flag_names_leave_units_and_derivatives_alone():
+    from neurosim.cli import _in_flags
+    assert _in_flags("dt = 50 ms is above the limit; max |dV/dt| 1.9e-12 mV/ms") == \
+        "--dt = 50 ms is above the limit; max |dV/dt| 1.9e-12 mV/ms"

@@ -18,7 +18,8 @@ from neurosim.compile import compile_circuit
 from neurosim.fit import Objective, Parameterization, load_behaviour
 from neurosim.integrators import compile_seconds, load_kernels
 from neurosim.kernels import network
-from neurosim.warmup import warmup
+from neurosim.integrators import one_compile_notice
+from neurosim.warmup import compile_ahead, features, warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 TW = ROOT / "circuits" / "tap_withdrawal.yaml"
@@ -56,7 +57,7 @@ def test_after_warmup_no_feature_loads_a_kernel():
     """warmup covers the argument types of every public call: nothing is compiled, or even
     loaded from the disk cache, afterwards."""
     done = warmup()
-    assert [what for what, _, _ in done][:2] == ["rest states", "single runs, euler"]
+    assert [what for what, _, _ in done] == list(features())
     before = kernel_specialisations()
     every_feature()
     assert kernel_specialisations() == before
@@ -92,6 +93,42 @@ def test_a_compilation_is_announced_before_and_after(caplog):
     assert len(messages) == 2
 
 
+def test_loads_inside_one_notice_are_announced_once(caplog):
+    """A run compiling its rest's kernel, resting, then compiling its time loop is one
+    announced wait, with the compile seconds of both."""
+    @njit
+    def first(x):
+        return x - 1.0
+
+    @njit
+    def second(x):
+        return x * 3.0
+
+    before = compile_seconds()
+    with caplog.at_level(logging.INFO, logger="neurosim"), one_compile_notice():
+        load_kernels((first, (1.0,)))
+        load_kernels((second, (1.0,)))
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and messages[1].startswith("… compiled in ")
+    assert compile_seconds() - before == pytest.approx(float(messages[1].split()[3]), abs=0.06)
+
+
+def test_warmup_in_processes_and_ahead():
+    """Features compile in worker processes (sharing the disk cache) and in a background
+    process; unknown names and job counts are refused."""
+    done = warmup(jobs=2, only=["single runs, euler", "single runs, rk4"])
+    assert sorted(what for what, _, _ in done) == ["single runs, euler", "single runs, rk4"]
+    ahead = compile_ahead(["single runs, ltc"])
+    ahead.wait()
+    assert ahead._process.exitcode == 0
+    with pytest.raises(ValueError, match="unknown warmup features"):
+        warmup(only=["single runs, nope"])
+    with pytest.raises(ValueError, match="unknown warmup features"):
+        compile_ahead(["gradients, nope"])
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        warmup(jobs=0)
+
+
 def test_compile_time_is_counted_apart():
     @njit
     def another(x):
@@ -121,7 +158,7 @@ def test_cold_cache_run_announces_and_warmup_compiles_everything(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "first"))
     run = neurosim("run", TW, "-p", "tap", "-o", tmp_path / "a.h5", env=env)
     assert run.returncode == 0, run.stderr
-    assert "neurosim: compiling simulation kernels (first use only) …" in run.stderr
+    assert run.stderr.count("neurosim: compiling simulation kernels (first use only) …") == 1
     assert "neurosim: … compiled in " in run.stderr
     seconds = float(run.stdout.split(" ms in ")[1].split(" s")[0])
     assert seconds < 1.0  # the run itself, not the compilation before it

@@ -18,7 +18,7 @@ from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
 from neurosim.integrators import (R_METHOD, STABLE_RESTS, check_precision, compile_seconds,
                                   find_rest_state, integrate_with_sensitivity, make_integrator,
-                                  rest_tangent)
+                                  one_compile_notice, rest_tangent)
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
@@ -85,6 +85,9 @@ class Objective:
         self.evaluations = 0
         self.simulations = 0
         self.sim_seconds = 0.0
+        # called (once) before the first gradient: waits for its kernels where another
+        # process compiles them (neurosim.warmup.compile_ahead)
+        self.before_gradients = None
 
     # --- losses from traces ----------------------------------------------------------
     def _traces(self, p: int, V: np.ndarray) -> dict:
@@ -167,6 +170,9 @@ class Objective:
 
     def value_and_grad(self, x) -> tuple[float, np.ndarray]:
         """Loss and its gradient from forward sensitivities (one run per protocol)."""
+        if self.before_gradients is not None:
+            self.before_gradients()
+            self.before_gradients = None
         x = np.asarray(x, dtype=np.float64)
         theta = self.par.theta(x)
         compiled = self.par.compiled
@@ -179,9 +185,10 @@ class Objective:
             run = compiled.with_theta(theta * factor) if np.any(factor != 1) else \
                 compiled.with_theta(theta)
             drive = self.batch_drive.drive(p)
-            status, V, S, _ = integrate_with_sensitivity(
-                self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
-                DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
+            with one_compile_notice():  # the rest's kernels and the tangent loop's
+                status, V, S, _ = integrate_with_sensitivity(
+                    self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
+                    DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
             if status != 0:
                 self._add_time(clock)
                 return FAILED_LOSS, np.zeros(self.par.n_free)
@@ -207,9 +214,10 @@ class Objective:
             factor = self.batch_drive.factors[p]
             run = compiled.with_theta(theta * factor)
             drive = self.batch_drive.drive(p)
-            status, V, S, _ = integrate_with_sensitivity(
-                self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
-                DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
+            with one_compile_notice():  # the rest's kernels and the tangent loop's
+                status, V, S, _ = integrate_with_sensitivity(
+                    self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
+                    DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
             if status != 0:
                 raise CircuitError(f"the run of protocol {self.protocols[p]!r} failed at these "
                                    "parameters: no Fisher information")

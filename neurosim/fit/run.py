@@ -199,7 +199,8 @@ class Checkpoint:
 
 def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
             checkpoint: str | None = None, resume: bool = False,
-            signs_checkpoint: str | None = None, signs_progress=None) -> FitReport:
+            signs_checkpoint: str | None = None, signs_progress=None,
+            compile_ahead: bool = False) -> FitReport:
     """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
 
     With ``checkpoint`` the best point is saved there as the fit goes, and CMA-ES's whole
@@ -221,6 +222,14 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
                              prior=spec.loss.prior, precision=sim.precision)
     par = Parameterization(circuit, spec.free)
     objective = Objective(par, targets, **objective_options)
+    ahead = None
+    if compile_ahead:
+        from neurosim.warmup import compile_ahead as start  # warmup imports this package
+        later = ["single runs, dopri5"]
+        if spec.optimizer.method == "cmaes" and sim.integrator in SENSITIVITY_METHODS:
+            later.insert(0, f"gradients, {sim.integrator}")
+        ahead = start(later)
+        objective.before_gradients = ahead.wait
     # what defines the objective: a checkpoint of another is refused, while the optimiser
     # may change (a CMA-ES state is only reused by the same optimiser settings)
     setup = hashlib.sha256(repr((list(targets), spec.free, spec.loss, spec.simulation,
@@ -242,6 +251,8 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
                      if saver else None)
     if saver:
         saver.remove()
+    if ahead is not None:
+        ahead.wait()
     signs = None
     if spec.signs is not None:
         bar = None

@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -49,22 +50,27 @@ logger = logging.getLogger("neurosim")
 
 
 class _CompilationNotice(event.Listener):
-    """Logs one line when the first kernel compilation of a :func:`load_kernels` call
-    starts (Numba reports compilations, not loads from its cache)."""
+    """Counts the seconds Numba spends compiling (it reports compilations, not loads from
+    its cache) and logs one line when the first compilation starts."""
 
     def __init__(self):
-        self.started = None
+        self.depth, self.seconds, self.started = 0, 0.0, None
 
     def on_start(self, event):
         if self.started is None:
-            self.started = time.perf_counter()
             logger.info("compiling simulation kernels (first use only) …")
+        if self.depth == 0:  # a kernel's callees compile inside it
+            self.started = time.perf_counter()
+        self.depth += 1
 
     def on_end(self, event):
-        pass
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self.started
 
 
 _compile_seconds = 0.0
+_notice = None
 
 
 def compile_seconds() -> float:
@@ -73,31 +79,45 @@ def compile_seconds() -> float:
     return _compile_seconds
 
 
+@contextmanager
+def one_compile_notice():
+    """Announce the compilations of every :func:`load_kernels` call inside as one, "… compiled
+    in N s" at the end (a run that compiles its rest kernel, rests, then compiles its time
+    loop is one wait for its user, not two)."""
+    global _notice, _compile_seconds
+    if _notice is not None:
+        yield
+        return
+    _notice = _CompilationNotice()
+    try:
+        with event.install_listener("numba:compile", _notice):
+            yield
+    finally:
+        seconds, compiled, _notice = _notice.seconds, _notice.started is not None, None
+        if compiled:
+            _compile_seconds += seconds
+            logger.info("… compiled in %.1f s", seconds)
+
+
 def load_kernels(*calls) -> None:
     """Load every kernel of ``calls``, (kernel, args) pairs, for the types of its
     arguments, from memory or Numba's disk cache, or compile it (a cache miss).
 
     A compilation is announced on the ``neurosim`` logger at INFO, one line before it
-    ("compiling simulation kernels (first use only) …") and its duration after, and counted
-    in :func:`compile_seconds`.  A kernel already in memory costs a type lookup per argument.
+    ("compiling simulation kernels (first use only) …") and its duration after (once for
+    all the calls inside :func:`one_compile_notice`), and counted in
+    :func:`compile_seconds`.  A kernel already in memory costs a type lookup per argument.
     """
-    global _compile_seconds
     pending = []
     for kernel, args in calls:
         if isinstance(kernel, CPUDispatcher):  # not under NUMBA_DISABLE_JIT
             signature = tuple(kernel.typeof_pyval(a) for a in args)
             if signature not in kernel.overloads:
                 pending.append((kernel, signature))
-    if not pending:
-        return
-    notice = _CompilationNotice()
-    with event.install_listener("numba:compile", notice):
-        for kernel, signature in pending:
-            kernel.compile(signature)
-    if notice.started is not None:
-        seconds = time.perf_counter() - notice.started
-        _compile_seconds += seconds
-        logger.info("… compiled in %.1f s", seconds)
+    if pending:
+        with one_compile_notice():
+            for kernel, signature in pending:
+                kernel.compile(signature)
 
 
 def call_kernel(kernel, *args):
