@@ -1,4 +1,4 @@
-"""The shipped connectome data of circuits/data (written by scripts/make_connectome.py from cect).
+"""The shipped connectome data of neurosim/data (written by scripts/make_connectome.py from cect).
 
 Most tests only parse the CSVs; the byte-identity test re-runs the generator and
 needs cect (which is never a neurosim dependency, see the script's docstring).
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "circuits" / "data"
+DATA = ROOT / "neurosim" / "data"
 GENERATOR = ROOT / "scripts" / "make_connectome.py"
 COOK = "connectome_cook2019_herm.csv"
 VARSHNEY = "connectome_varshney2011.csv"
