@@ -283,6 +283,51 @@ def cmd_graph(args) -> int:
     return EXIT_OK
 
 
+def _reversal_pairs(items) -> dict:
+    """--reversal NAME=MV ... as {NAME: MV}."""
+    out = {}
+    for item in items or ():
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CircuitError(f"--reversal takes NAME=MV (e.g. AVA=-90), got {item!r}") from None
+        if not name.strip() or not math.isfinite(out[name.strip()]):
+            raise CircuitError(f"--reversal takes NAME=MV with a finite MV, got {item!r}")
+    return out
+
+
+def cmd_connectome(args) -> int:
+    from neurosim.connectome import build_circuit, circuit_yaml, load_connectome
+    from neurosim.io.yaml import loads_circuit, write_text_atomically
+
+    _check_output(args.output, overwrite=args.overwrite)
+    if Path(args.output).suffix.lower() not in (".yaml", ".yml"):
+        raise CircuitError(f"{args.output}: a circuit is a YAML file; end its name in .yaml")
+    if args.unknown == "drop":
+        unknown = "drop"
+    else:
+        try:
+            unknown = float(args.unknown)
+        except ValueError:
+            raise CircuitError(f"--unknown takes a reversal potential in mV or 'drop', got "
+                               f"{args.unknown!r}") from None
+    neurons = _names(args.neurons) if "," in args.neurons else args.neurons
+    circuit, report = build_circuit(
+        load_connectome(args.source), neurons, merge_classes=args.merge_classes,
+        chemical_weight=args.chemical_weight, gap_weight=args.gap_weight,
+        glutamate=args.glutamate, unknown=unknown, reversal=_reversal_pairs(args.reversal),
+        autapses=args.autapses, name=args.name)
+    command = " ".join(["neurosim", *sys.argv[1:]]) if sys.argv[1:] else ""
+    text = circuit_yaml(circuit, report, command)
+    loads_circuit(text, args.output)  # what is written reads back
+    write_text_atomically(args.output, text)
+    for line in report.lines():
+        print(_in_flags(line))
+    print(f"circuit -> {args.output}")
+    return EXIT_OK
+
+
 def cmd_behave(args) -> int:
     from neurosim.behaviour import (check_facts, facts_summary, format_table, load_facts,
                                     run_experiments, write_table)
@@ -559,6 +604,33 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("-o", "--output", required=True, metavar="PNG")
     graph.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     graph.set_defaults(func=cmd_graph)
+    conn = sub.add_parser(
+        "connectome", help="build a circuit from the C. elegans connectome",
+        description="Build a circuit of chosen neurons from a connectome table (weights "
+                    "from counts, signs from transmitters) and write it as YAML.")
+    conn.add_argument("source", help="cook2019, varshney2011, or a CSV "
+                                     "(pre,post,count,kind,neurotransmitter)")
+    conn.add_argument("-o", "--output", required=True, metavar="YAML")
+    conn.add_argument("--neurons", default="all",
+                      help="'all', a named set (tap_withdrawal), or comma-separated neurons "
+                           "and classes (default: all)")
+    conn.add_argument("--merge-classes", action="store_true",
+                      help="one node per class (AVAL, AVAR -> AVA), counts summed")
+    conn.add_argument("--chemical-weight", type=float, default=None, metavar="NS",
+                      help="nS per count of a chemical synapse (default: the table's)")
+    conn.add_argument("--gap-weight", type=float, default=None, metavar="NS",
+                      help="nS per count of a gap junction (default: the table's)")
+    conn.add_argument("--glutamate", type=float, default=0.0, metavar="MV",
+                      help="reversal potential of glutamatergic synapses (default 0 mV)")
+    conn.add_argument("--unknown", default="drop", metavar="MV|drop",
+                      help="reversal potential of synapses from neurons with a monoamine or "
+                           "no known transmitter, or 'drop' (default)")
+    conn.add_argument("--reversal", nargs="+", metavar="NAME=MV",
+                      help="reversal potential of a neuron's or class's synapses")
+    conn.add_argument("--autapses", action="store_true", help="keep chemical autapses")
+    conn.add_argument("--name", help="the circuit's name")
+    conn.add_argument("--overwrite", action="store_true", help="replace an existing YAML")
+    conn.set_defaults(func=cmd_connectome)
     behave = sub.add_parser("behave", help="run protocols and read out the behaviour",
                             description="Run every protocol (or some) and classify the "
                                         "behaviour with the circuit's read-out.")
@@ -643,6 +715,8 @@ FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
               (re.compile(r"integrator='(\w+)'"), r"-i \1"),
               (re.compile(r"(?<![-\w`/])dt\b"), "--dt"),
               (re.compile(r"\brecord= ?"), "--record "),
+              (re.compile(r"\bautapses=True"), "--autapses"),
+              (re.compile(r"\b(chemical|gap)_weight\b"), r"--\1-weight"),
               (re.compile(r"`(rtol|atol|dt)`"), r"--\1"))
 
 

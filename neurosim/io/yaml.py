@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
 import types
 import typing
@@ -852,6 +853,25 @@ def _emit(circuit: Circuit) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_circuit(circuit: Circuit, path) -> None:
-    """Write ``circuit`` as YAML to ``path``."""
-    Path(path).write_text(dump_circuit(circuit), encoding="utf-8")
+def save_circuit(circuit: Circuit, path, header: str = "") -> None:
+    """Write ``circuit`` as YAML to ``path``, under ``header`` (``#`` comment lines), whole
+    or not at all (:func:`write_text_atomically`)."""
+    write_text_atomically(path, header + dump_circuit(circuit))
+
+
+def write_text_atomically(path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into a new file beside it, flushed
+    to the disk, then renamed over it, so that a full disk, an error or a crash leaves
+    the previous file (or none), never a truncated one."""
+    path = Path(path)
+    # a name of its own (mode "x": never another's file), with the umask's permissions
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
