@@ -316,6 +316,7 @@ class BuildReport:
     synapses: int = 0
     gap_junctions: int = 0
     autapses_dropped: int = 0
+    self_gaps_dropped: int = 0
     # transmitter (or "" for none) → presynaptic nodes whose synapses got the unknown rule
     unknown: dict = field(default_factory=dict)
     unknown_dropped: int = 0
@@ -326,8 +327,11 @@ class BuildReport:
         out = [f"{self.neurons} neurons, {self.synapses} chemical synapses, "
                f"{self.gap_junctions} gap junctions from {self.source}"]
         if self.autapses_dropped:
-            out.append(f"{self.autapses_dropped} autapses left out (autapses=True keeps "
-                       "chemical ones)")
+            out.append(f"{self.autapses_dropped} chemical autapses left out (autapses=True "
+                       "keeps them)")
+        if self.self_gaps_dropped:
+            out.append(f"{self.self_gaps_dropped} gap junctions of a node with itself left out "
+                       "(they carry no current)")
         for transmitter, nodes in sorted(self.unknown.items()):
             what = transmitter or "no known transmitter"
             rule = self.options["unknown"]
@@ -453,7 +457,7 @@ def build_circuit(connectome, neurons="all", *, merge_classes: bool = False,
         a, b = node[c.pre], node[c.post]
         if c.kind == "gap":
             if a == b:
-                report.autapses_dropped += 1
+                report.self_gaps_dropped += 1
             else:
                 gap[tuple(sorted((a, b)))] += c.count
             continue

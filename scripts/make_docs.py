@@ -66,6 +66,8 @@ STEPS = (
     Step("worked_examples.py", ("--docs",), False,
          "README's three-cell figures and batch numbers, docs/fitting.md's fit example and "
          "its report figure (about a minute)", rtol=0.25),
+    Step("connectome_examples.py", ("--docs",), False,
+         "docs/connectome.md's transcript of building circuits from the connectome"),
     Step("succinctness.py", ("--replot", "docs/data/succinctness.json", "--docs"), False,
          "docs/explain.md's succinctness table and figure, from docs/data/succinctness.json"),
     Step("expressivity.py", ("--quick", "--docs"), True,

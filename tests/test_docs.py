@@ -131,6 +131,7 @@ SECTION_TESTS = {
     "scripts/worked_examples.py": ["tests/test_docs.py::test_the_readme_batch_numbers_are_a_fresh_run",
                                    "tests/test_docs.py::test_the_fit_example_prints_what_fitting_md_quotes"],
     "scripts/expressivity.py": [],
+    "scripts/connectome_examples.py": ["tests/test_docs.py::test_the_connectome_transcript_is_what_the_commands_print_today"],
 }
 
 
@@ -191,3 +192,11 @@ def test_the_fit_example_prints_what_fitting_md_quotes():
     step = next(s for s in make_docs.STEPS if s.script == "worked_examples.py")
     assert make_docs.differences(documented("worked_examples.py", "docs/fitting.md"), fresh,
                                  step.rtol) == []
+
+
+def test_the_connectome_transcript_is_what_the_commands_print_today():
+    """docs/connectome.md's commands, rerun: what they print, numbers compared one by one
+    (the run's wall time excepted)."""
+    fresh = script("connectome_examples").transcript()
+    assert make_docs.differences(documented("connectome_examples.py", "docs/connectome.md"),
+                                 fresh) == []
