@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -318,7 +319,7 @@ def cmd_connectome(args) -> int:
         chemical_weight=args.chemical_weight, gap_weight=args.gap_weight,
         glutamate=args.glutamate, unknown=unknown, reversal=_reversal_pairs(args.reversal),
         autapses=args.autapses, name=args.name)
-    command = " ".join(["neurosim", *sys.argv[1:]]) if sys.argv[1:] else ""
+    command = "neurosim " + shlex.join(args.argv)
     text = circuit_yaml(circuit, report, command)
     loads_circuit(text, args.output)  # what is written reads back
     write_text_atomically(args.output, text)
@@ -717,6 +718,9 @@ FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
               (re.compile(r"\brecord= ?"), "--record "),
               (re.compile(r"\bautapses=True"), "--autapses"),
               (re.compile(r"\b(chemical|gap)_weight\b"), r"--\1-weight"),
+              (re.compile(r"^(glutamate|unknown) must"), r"--\1 must"),
+              (re.compile(r"reversal=\{'([^']*)': \.\.\.\}"), r"--reversal \1=MV"),
+              (re.compile(r"\(in reversal=\)"), "(in --reversal)"),
               (re.compile(r"`(rtol|atol|dt)`"), r"--\1"))
 
 
@@ -760,6 +764,7 @@ def _show_compilation() -> None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for provenance
     if args.command is None:  # `neurosim` alone: what it can do
         parser.print_help()
         return EXIT_USAGE

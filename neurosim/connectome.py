@@ -123,7 +123,7 @@ class Connectome:
 
 def _read_rows(path: Path, what: str, columns: list[str]):
     """(header comment lines, [(line number, row dict)]) of a CSV with ``#`` comments."""
-    text = read_text(path, what)
+    text = read_text(path, what, "CSV text").removeprefix("\ufeff")  # Excel's "CSV UTF-8"
     header, rows, names = [], [], None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -135,6 +135,10 @@ def _read_rows(path: Path, what: str, columns: list[str]):
         fields = next(csv.reader([line]))
         if names is None:
             names = [f.strip() for f in fields]
+            repeated = sorted({c for c in names if names.count(c) > 1})
+            if repeated:
+                raise CircuitError(f"the header names {', '.join(repeated)} more than once",
+                                   file=str(path), line=number)
             missing = [c for c in columns if c not in names]
             if missing:
                 raise CircuitError(f"the header must name the columns {', '.join(columns)}; "
@@ -324,23 +328,28 @@ class BuildReport:
 
     def lines(self) -> list[str]:
         """The report as sentences, one per line."""
-        out = [f"{self.neurons} neurons, {self.synapses} chemical synapses, "
-               f"{self.gap_junctions} gap junctions from {self.source}"]
+        out = [f"{_amount(self.neurons, 'neuron')}, "
+               f"{_amount(self.synapses, 'chemical synapse')}, "
+               f"{_amount(self.gap_junctions, 'gap junction')} from {self.source}"]
         if self.autapses_dropped:
-            out.append(f"{self.autapses_dropped} chemical autapses left out (autapses=True "
-                       "keeps them)")
+            out.append(f"{_amount(self.autapses_dropped, 'chemical autapse')} left out "
+                       "(autapses=True keeps them)")
         if self.self_gaps_dropped:
-            out.append(f"{self.self_gaps_dropped} gap junctions of a node with itself left out "
-                       "(they carry no current)")
+            out.append(f"{_amount(self.self_gaps_dropped, 'gap junction')} of a node with itself "
+                       "left out (they carry no current)")
         for transmitter, nodes in sorted(self.unknown.items()):
             what = transmitter or "no known transmitter"
             rule = self.options["unknown"]
             fate = "left out" if rule == "drop" else f"E = {rule:g} mV"
-            out.append(f"{what}: synapses of {len(nodes)} presynaptic "
-                       f"neuron{'s' if len(nodes) > 1 else ''} {fate} "
+            out.append(f"{what}: synapses of {_amount(len(nodes), 'presynaptic neuron')} {fate} "
                        f"({', '.join(sorted(nodes)[:8])}{', ...' if len(nodes) > 8 else ''})")
         out.extend(self.notes)
         return out
+
+
+def _amount(count: int, thing: str) -> str:
+    """'1 neuron', '2 neurons'."""
+    return f"{count} {thing}{'' if count == 1 else 's'}"
 
 
 def _node_names(connectome: Connectome, neurons) -> list[str]:
@@ -356,6 +365,9 @@ def _node_names(connectome: Connectome, neurons) -> list[str]:
                 return known
         else:
             neurons = [neurons]
+    if not isinstance(neurons, (list, tuple)) or not all(isinstance(n, str) for n in neurons):
+        raise CircuitError(f"neurons must be 'all', a named set ({', '.join(NAMED_SETS)}) or "
+                           f"a list of neuron and class names, got {neurons!r}")
     chosen = []
     classes = {connectome.class_of(n) for n in known}
     for name in neurons:
@@ -365,11 +377,25 @@ def _node_names(connectome: Connectome, neurons) -> list[str]:
             chosen.extend(connectome.members(name))
         elif name in connectome.neurons or name in {i.cls for i in connectome.neurons.values()}:
             raise CircuitError(f"{name!r} has no connection in {connectome.name}")
+        elif name in NAMED_SETS or name == "all":
+            raise CircuitError(f"{name!r} is a set of neurons: give it alone, not in a list "
+                               "of names")
         else:
-            raise CircuitError(unknown_name_message(
-                "neuron or class", name, sorted(set(known) | classes) + ["all"]
-                + list(NAMED_SETS)))
+            raise CircuitError(unknown_name_message("neuron or class", name,
+                                                    sorted(set(known) | classes)))
     return list(dict.fromkeys(chosen))
+
+
+def _check_reversal(connectome: Connectome, reversal: dict) -> None:
+    """Every name of ``reversal`` a neuron or class of the table, every value finite."""
+    known = set(connectome.neuron_names) | {connectome.class_of(n) for n in connectome.neuron_names}
+    for name, value in reversal.items():
+        if name not in known:
+            raise CircuitError(unknown_name_message("neuron or class", name, sorted(known))
+                               + " (in reversal=)")
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CircuitError(f"reversal={{{name!r}: ...}} must be a finite potential in mV, "
+                               f"got {value!r}")
 
 
 def _reversal_of(connectome, neuron, node, transmitter, glutamate, reversal):
@@ -384,10 +410,14 @@ def _reversal_of(connectome, neuron, node, transmitter, glutamate, reversal):
     return None, transmitter
 
 
-def _weight(count: float, per_count: float) -> float:
+def _weight(count: float, per_count: float, what: str) -> float:
     """count × per_count to 12 significant digits (0.018 × 29 is 0.522, not
     0.5219999999999999, in the YAML written)."""
-    return float(f"{count * per_count:.12g}")
+    weight = float(f"{count * per_count:.12g}")
+    if not math.isfinite(weight):
+        raise CircuitError(f"{what}: {count:g} counts × {per_count:g} nS overflow; give a "
+                           "smaller weight per count")
+    return weight
 
 
 def build_circuit(connectome, neurons="all", *, merge_classes: bool = False,
@@ -438,6 +468,7 @@ def build_circuit(connectome, neurons="all", *, merge_classes: bool = False,
                            f"{unknown!r}")
     named = NAMED_SETS.get(neurons) if isinstance(neurons, str) else None
     chosen = _node_names(connectome, neurons)
+    _check_reversal(connectome, reversal or {})
     node = {n: (connectome.class_of(n) if merge_classes else n) for n in chosen}
     given = dict(reversal or {})
     signs = dict(named.signs) if named else {}
@@ -495,9 +526,10 @@ def build_circuit(connectome, neurons="all", *, merge_classes: bool = False,
         return named.clamped.get(cls) if named else None
 
     circuit_neurons = [Neuron(n, clamp=clamp(n), role=role(n), **defaults) for n in nodes]
-    synapses = [Synapse(a, b, w=_weight(count, chemical_weight), E=reversal_of_node[a],
-                        **syn_defaults) for (a, b), count in chemical.items()]
-    gaps = [GapJunction(a, b, g=_weight(count, gap_weight)) for (a, b), count in gap.items()]
+    synapses = [Synapse(a, b, w=_weight(count, chemical_weight, f"synapse {a}->{b}"),
+                        E=reversal_of_node[a], **syn_defaults) for (a, b), count in chemical.items()]
+    gaps = [GapJunction(a, b, g=_weight(count, gap_weight, f"gap junction {a}-{b}"))
+            for (a, b), count in gap.items()]
     stimuli, protocols, readouts = {}, {}, {}
     if named:
         members = defaultdict(list)
@@ -532,10 +564,20 @@ def build_circuit(connectome, neurons="all", *, merge_classes: bool = False,
 def circuit_yaml(circuit: Circuit, report: BuildReport, command: str = "") -> str:
     """The circuit as YAML, under a header that says where it came from and how it was
     built (the source table's header, the options, the report)."""
-    lines = [f"# Built by neurosim {__version__} from the connectome table "
+    lines = [f"Built by neurosim {__version__} from the connectome table "
              f"'{report.source}'" + (f" with: {command}" if command else ".")]
-    lines += [f"#   {line}" for line in report.header]
-    lines.append("# Options: " + ", ".join(f"{k}={v!r}" for k, v in report.options.items()))
-    lines += [f"# {line}" for line in report.lines()]
-    return "\n".join(lines) + "\n" + dump_circuit(circuit)
+    lines += [f"  {line}" for line in report.header]
+    lines.append("Options: " + ", ".join(f"{k}={v!r}" for k, v in report.options.items()))
+    lines += report.lines()
+    # a line break in a name or an argument must not end the comment
+    return "".join(f"# {_one_line(line)}\n" for line in lines) + dump_circuit(circuit)
+
+
+#: what YAML reads as a line break, and how a header line shows it instead
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\x85": "\\x85",
+                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _one_line(text: str) -> str:
+    return text.translate(_LINE_BREAKS)
 

@@ -789,7 +789,7 @@ def test_cli_default_is_the_whole_table_with_its_weights(monkeypatch, tmp_path, 
     assert code == 0
     circuit = neurosim.load_circuit(tmp_path / "all.yml")
     assert_synapses(circuit, {k: (w / CW * 0.05, E) for k, (w, E) in RESOLVED.items()})
-    assert "1 chemical autapses left out (--autapses keeps them)" in out.splitlines()
+    assert "1 chemical autapse left out (--autapses keeps them)" in out.splitlines()
 
 
 def test_cli_neuron_list(monkeypatch, tmp_path, small):
@@ -924,9 +924,8 @@ def test_atomic_writer_failure_keeps_the_old_file(tmp_path, monkeypatch, existin
     if existing:
         target.write_text("old content\n")
     monkeypatch.setattr(nyaml, "open", failing_open, raising=False)
-    with pytest.raises(OSError) as info:
+    with pytest.raises(neurosim.errors.StorageError, match="No space left on device; the previous file"):
         write_text_atomically(target, "new content that will not fit\n" * 100)
-    assert info.value.errno == errno.ENOSPC
     if existing:
         assert target.read_text() == "old content\n"
         assert listing(tmp_path) == ["c.yaml"]  # no temporary file behind
@@ -947,10 +946,8 @@ def test_atomic_writer_interrupted_keeps_the_old_file(tmp_path, monkeypatch):
     assert target.read_text() == "old\n" and listing(tmp_path) == ["c.yaml"]
 
 
-# ---------------------------------------------------------------- bugs found (xfail)
+# ---------------------------------------------------------------- bugs found, fixed
 
-@pytest.mark.xfail(strict=True, reason="bug: the provenance header records sys.argv, not the "
-                   "argv given to neurosim.cli.main (cmd_connectome joins sys.argv[1:])")
 def test_provenance_names_the_command_that_was_run(monkeypatch, tmp_path, small):
     monkeypatch.setattr(sys, "argv", ["pytest", "-q", "some_other_thing"])
     code, _, err = run_main(monkeypatch, tmp_path, "connectome", small, "-o", "x.yaml")
@@ -960,9 +957,6 @@ def test_provenance_names_the_command_that_was_run(monkeypatch, tmp_path, small)
     assert first.endswith(f"neurosim connectome {small} -o x.yaml")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a line break in an argument (--name) ends the "
-                   "'# Built by ... with:' comment line, and the rest is read as YAML: here it "
-                   "sets the circuit's 'initial' to as_given")
 def test_a_line_break_in_an_argument_stays_in_the_comment(tmp_path, small):
     done = subprocess.run([sys.executable, "-m", "neurosim.cli", "connectome", str(small),
                            "-o", "x.yaml", "--name", "evil\ninitial: as_given"],
@@ -975,9 +969,6 @@ def test_a_line_break_in_an_argument_stays_in_the_comment(tmp_path, small):
         assert neurosim.load_circuit(tmp_path / "x.yaml").initial is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a write error of the YAML (full disk) escapes "
-                   "neurosim connectome as a raw OSError traceback instead of a one-line error "
-                   "with exit status 74 (the CLI's 'output could not be written')")
 def test_cli_full_disk_is_exit_74(monkeypatch, tmp_path, small):
     target = tmp_path / "out.yaml"
     target.write_text("precious\n")
@@ -989,16 +980,11 @@ def test_cli_full_disk_is_exit_74(monkeypatch, tmp_path, small):
     assert target.read_text() == "precious\n"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a reversal entry naming no neuron or class "
-                   "(a typo, e.g. --reversal AVQ=-90) is silently ignored")
 def test_reversal_of_an_unknown_name_is_refused(small):
     with pytest.raises((CircuitError, Warning), match="AVQ"):
         build_circuit(small, reversal={"AVQ": -90.0})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: reversal={'AVAL': nan} is reported as 'the "
-                   "members of AVAL have different transmitters (reversal potentials nan and "
-                   "nan mV)' instead of a non-finite reversal")
 def test_non_finite_reversal_is_named_as_such(small):
     with pytest.raises(CircuitError) as info:
         build_circuit(small, reversal={"AVAL": float("nan")})
@@ -1006,19 +992,12 @@ def test_non_finite_reversal_is_named_as_such(small):
     assert "reversal" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --neurons AVA,tap_withdrawal is refused with "
-                   "\"unknown neuron or class 'tap_withdrawal' ... Did you mean "
-                   "'tap_withdrawal'?\": the known list offers named sets and 'all' that a "
-                   "list cannot hold")
 def test_named_set_inside_a_list_is_not_suggested_as_itself(small):
     with pytest.raises(CircuitError) as info:
         build_circuit(small, ["AVA", "tap_withdrawal"])
     assert "Did you mean 'tap_withdrawal'" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a .csv source that is a folder or a FIFO is "
-                   "refused with '... a connectome table is YAML text' (read_text's YAML "
-                   "wording)")
 def test_a_folder_named_csv_is_not_called_yaml(tmp_path):
     (tmp_path / "d.csv").mkdir()
     with pytest.raises(CircuitError) as info:
@@ -1026,8 +1005,6 @@ def test_a_folder_named_csv_is_not_called_yaml(tmp_path):
     assert "YAML" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a UTF-8 byte-order mark (Excel's 'CSV UTF-8') "
-                   "makes the header read as '\\ufeffpre', reported as 'missing pre'")
 def test_a_byte_order_mark_is_not_a_missing_column(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(("\ufeff" + H + ROW).encode("utf-8"))
@@ -1037,3 +1014,21 @@ def test_a_byte_order_mark_is_not_a_missing_column(tmp_path):
         assert "missing pre" not in str(exc)
     else:
         assert [(x.pre, x.post, x.count) for x in c.connections] == [("AVAL", "AVBL", 3.0)]
+
+
+def test_smaller_edges_are_one_line_errors_in_flag_words(small, tmp_path, monkeypatch):
+    with pytest.raises(CircuitError, match="neurons must be 'all', a named set"):
+        build_circuit(load_connectome(small), None)
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("pre,post,count,kind,neurotransmitter,count\nAVAL,AVBL,1,chemical,,2\n")
+    with pytest.raises(CircuitError, match="repeated.csv:1: the header names count more than once"):
+        load_connectome(repeated)
+    for flag in ("--glutamate", "--unknown"):
+        code, _, err = run_main(monkeypatch, tmp_path, "connectome", str(small), "-o", "x.yaml",
+                                flag, "nan")
+        assert code == 2 and f"neurosim: error: {flag} must be" in err, err
+    for chosen in (["AVAL", "AVBL"], ["AVAL", "AVAR", "AVBL", "AVBR"]):
+        circuit, report = build_circuit(load_connectome(small), chosen)
+        gaps = len(circuit.gap_junctions)
+        word = "gap junction" if gaps == 1 else "gap junctions"
+        assert report.lines()[0].endswith(f" {gaps} {word} from small"), report.lines()[0]

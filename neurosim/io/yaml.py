@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from neurosim.errors import CircuitError
+from neurosim.errors import CircuitError, StorageError
 from neurosim.model import (INITIAL_STATES, NEURON_ROLES, QUANTITIES, STIMULUS_KINDS, SYNAPSE_TYPES, Circuit, GapJunction,
                             Neuron, Protocol, Readout, Schedule, Stimulus, Synapse)
 from neurosim.units import finite_float, parse_quantity, short_repr
@@ -673,9 +673,9 @@ def load_circuit(path) -> Circuit:
     return loads_circuit(read_text(path, "circuit file"), str(path))
 
 
-def read_text(path, what: str) -> str:
+def read_text(path, what: str, form: str = "YAML text") -> str:
     """The UTF-8 text of the regular file ``path``, at most :data:`MAX_FILE_BYTES` long,
-    or a CircuitError naming the file."""
+    or a CircuitError naming the file (and saying that a ``what`` is ``form``)."""
     path = Path(path)
     limit = f"{MAX_FILE_BYTES // 2**20} MiB"
     try:
@@ -685,7 +685,7 @@ def read_text(path, what: str) -> str:
             status = os.fstat(fd)
             if not stat.S_ISREG(status.st_mode):
                 raise CircuitError(f"cannot read {what}: it is {_file_kind(status.st_mode)}, not a "
-                                   f"regular file; a {what} is YAML text", file=str(path))
+                                   f"regular file; a {what} is {form}", file=str(path))
             chunks, size = [], 0
             # st_size is 0 for /proc files and a file may grow: the read is bounded too, in
             # chunks, since read(n) allocates n bytes at once
@@ -702,7 +702,7 @@ def read_text(path, what: str) -> str:
         raise CircuitError(f"cannot read {what}: {exc.strerror}", file=str(path)) from None
     if status.st_size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
         raise CircuitError(f"cannot read {what}: it is larger than {limit} (the limit); a {what} "
-                           "is YAML text", file=str(path))
+                           f"is {form}", file=str(path))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -872,6 +872,9 @@ def write_text_atomically(path, text: str) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}; the previous file, "
+                               "if any, is unchanged") from None
         raise
