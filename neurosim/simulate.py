@@ -469,8 +469,8 @@ class BatchResult:
         ``"complete"`` or ``"failed"``; ``messages`` holds the failures' sentences.
     stats : ndarray, shape (n_protocols, n_sets, 4)
         steps, rejected, rhs_evaluations, jacobians per run.
-    param_names : tuple of str
-        Column names of the parameter matrix.
+    layout : ParameterLayout
+        The columns of the parameter matrix, by name (``layout.names``).
     initial_V : ndarray, shape (n_protocols, n_sets, n_neurons), mV
         Every neuron's initial potential (all neurons, in circuit order).
     rest_reports : ndarray, shape (n_protocols, n_sets, 5)
@@ -478,11 +478,11 @@ class BatchResult:
         turns a row into a :class:`RestState`.
     """
 
-    def __init__(self, t, V, protocols, neuron_names, status, messages, stats, param_names,
+    def __init__(self, t, V, protocols, neuron_names, status, messages, stats, layout,
                  metadata, initial_V=None, rest_reports=None, circuit_names=()):
         self.t, self.V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
         self.status, self.messages, self.stats = status, messages, stats
-        self.param_names, self.metadata = param_names, metadata
+        self.layout, self.metadata = layout, metadata
         self.initial_V, self.rest_reports, self._circuit_names = initial_V, rest_reports, circuit_names
 
     def start(self, protocol, index: int = 0) -> RestState:
@@ -540,7 +540,7 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
     n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
     effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
     n = compiled.n_neurons
-    V0 = np.ascontiguousarray(effective[:, 3 * n:4 * n])
+    V0 = np.ascontiguousarray(effective[:, compiled.layout.block("neurons.V0")])
     item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
     rests = np.full((n_p * n_sets, N_REPORT), np.nan)
     with one_compile_notice():
@@ -557,7 +557,7 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
             (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
 
 
-def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator="dopri5",
+def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None, initial=None,
                    v_bound: float = DEFAULT_V_BOUND, precision: str = "float64",
                    check_memory: bool = True) -> BatchResult:
@@ -570,9 +570,10 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     Parameters
     ----------
     circuit : Circuit
-    params : ndarray, shape (n_sets, n_params) or (n_params,), optional
-        Parameter vectors in the layout of ``compile_circuit(circuit).param_names``
-        (the circuit without ablation); default: the circuit's own parameters.
+    theta : ndarray, shape (n_sets, n_params) or (n_params,), optional
+        Parameter vectors laid out as ``compile_circuit(circuit).layout`` says (the circuit
+        without ablation; ``layout.block("synapses.w")`` are the weights, ``layout.index(
+        "neurons[AVA].g_L")`` one leak); default: the circuit's own parameters.
     protocols : str, Protocol or sequence of them, optional
         Default: every protocol of the circuit.  Ablations and lesions act by zeroing or
         scaling the affected weights in each run.
@@ -602,17 +603,17 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     (1, 3, 101, 1)
     """
     compiled = compile_circuit(circuit)
-    if params is None:
+    if theta is None:
         thetas = compiled.theta[None, :]
     else:
-        thetas = np.ascontiguousarray(params, dtype=np.float64)
+        thetas = np.ascontiguousarray(theta, dtype=np.float64)
         if thetas.ndim == 1:
             thetas = thetas[None, :]
         if thetas.ndim != 2 or thetas.shape[1] != compiled.theta.shape[0]:
-            raise CircuitError(f"params must have shape (n_sets, {compiled.theta.shape[0]}) "
-                               f"(see compile_circuit(circuit).param_names), got {thetas.shape}")
+            raise CircuitError(f"theta must have shape (n_sets, {compiled.theta.shape[0]}) "
+                               f"(see compile_circuit(circuit).layout), got {thetas.shape}")
         if thetas.shape[0] == 0:
-            raise CircuitError("params has no rows: pass at least one parameter set")
+            raise CircuitError("theta has no rows: pass at least one parameter set")
         check_theta(thetas, compiled)
     if protocols is None:
         names = list(circuit.protocols)
@@ -667,5 +668,5 @@ def simulate_batch(circuit: Circuit, params=None, protocols=None, *, integrator=
     return BatchResult(t, out_V, tuple(name for name, _ in resolved),
                        tuple(compiled.neuron_names[i] for i in record_idx), labels, messages,
                        stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
-                       compiled.param_names, metadata, initial_V, rest_reports,
+                       compiled.layout, metadata, initial_V, rest_reports,
                        compiled.neuron_names)

@@ -70,9 +70,10 @@ def three_cell_figures(folder: Path) -> None:
 
 def snippet_theta(circuit: ns.Circuit, n_sets: int) -> np.ndarray:
     """The README snippet's parameter sets: synaptic weights x U(0.5, 1.5), seed 0."""
-    theta = np.tile(compile_circuit(circuit).theta, (n_sets, 1))
-    n, n_syn = circuit.n_neurons, len(circuit.synapses)
-    theta[:, 4 * n:4 * n + n_syn] *= np.random.default_rng(0).uniform(0.5, 1.5, (n_sets, n_syn))
+    compiled = compile_circuit(circuit)
+    theta = np.tile(compiled.theta, (n_sets, 1))
+    theta[:, compiled.layout.block("synapses.w")] *= np.random.default_rng(0).uniform(
+        0.5, 1.5, (n_sets, compiled.n_synapses))
     return theta
 
 

@@ -16,8 +16,8 @@ def test_batch_equals_one_by_one_bit_for_bit(integrator, options):
     base = compile_circuit(c).theta
     rng = np.random.default_rng(1)
     params = np.tile(base, (3, 1))
-    n = c.n_neurons
-    params[1:, 4 * n:4 * n + 26] *= rng.uniform(0.5, 1.5, (2, 26))  # perturb weights
+    weights = compile_circuit(c).layout.block("synapses.w")
+    params[1:, weights] *= rng.uniform(0.5, 1.5, (2, 26))  # perturb weights
     protocols = ["tap", "tap_no_PLM", "tap_half_PLM", "anterior", "tap_no_AVA"]
     batch = ns.simulate_batch(c, params, protocols, integrator=integrator, dt_out=5.0, **options)
     assert batch.V.shape == (5, 3, 301, 11) and not batch.failed.any()
@@ -75,15 +75,15 @@ def test_bad_parameter_matrices_are_refused(column, value, match):
     c = two_cells()
     compiled = compile_circuit(c)
     params = np.tile(compiled.theta, (2, 1))
-    params[1, compiled.param_index(column)] = value
+    params[1, compiled.layout.index(column)] = value
     with pytest.raises(ns.CircuitError, match=match):
         ns.simulate_batch(c, params)
 
 
 def test_wrong_shape_is_refused():
-    with pytest.raises(ns.CircuitError, match=r"params must have shape \(n_sets, 9\)"):
+    with pytest.raises(ns.CircuitError, match=r"theta must have shape \(n_sets, 9\)"):
         ns.simulate_batch(two_cells(), np.zeros((2, 3)))
-    with pytest.raises(ns.CircuitError, match="params has no rows"):
+    with pytest.raises(ns.CircuitError, match="theta has no rows"):
         ns.simulate_batch(two_cells(), np.zeros((0, 9)))
 
 
@@ -104,8 +104,8 @@ def test_rows_that_break_shared_sigmoids_match_the_reference():
                          {}, {"run": ns.Protocol(40.0, ())})
     compiled = compile_circuit(circuit)
     params = np.tile(compiled.theta, (3, 1))
-    params[1, compiled.param_index("synapses[A->C].mu")] = -30.0
-    params[2, compiled.param_index("synapses[A->B].nu")] = 0.05
+    params[1, compiled.layout.index("synapses[A->C].mu")] = -30.0
+    params[2, compiled.layout.index("synapses[A->B].nu")] = 0.05
     own_sigmoid, own_in_row, _ = compiled.net_for(params)[-3:]
     # A's shared sigmoid is that of its first synapse (A->B); A->C differs from it in rows 1, 2
     assert [f"{c.pre}->{c.post}" for c, own in zip(compiled.synapses_csr, own_sigmoid)
@@ -145,11 +145,11 @@ def test_lockstep_lanes_equal_single_runs_in_every_detail(monkeypatch):
                                          "some": ns.Protocol(13.0, names[1::2])})
     compiled = compile_circuit(circuit)
     rng = np.random.default_rng(5)
-    n, s = compiled.n_neurons, compiled.n_synapses
+    s, block = compiled.n_synapses, compiled.layout.block
     params = np.tile(compiled.theta, (20, 1))
-    params[:, 4 * n:4 * n + s] *= rng.uniform(0.5, 1.5, (20, s))
-    params[:, 4 * n + 2 * s:4 * n + 3 * s] += rng.uniform(-5, 5, (20, s))
-    params[7, 4 * n + s] = 5e4  # a reversal potential of 50 V: this run leaves v_bound
+    params[:, block("synapses.w")] *= rng.uniform(0.5, 1.5, (20, s))
+    params[:, block("synapses.mu")] += rng.uniform(-5, 5, (20, s))
+    params[7, block("synapses.E").start] = 5e4  # a reversal potential of 50 V: leaves v_bound
     batch = ns.simulate_batch(circuit, params, ["all", "some"], rtol=1e-7, atol=1e-7,
                               dt_out=0.005)
     assert batch.V.shape[2] == 4801  # two kernel calls of at most 4096 rows
@@ -176,9 +176,9 @@ def test_single_precision_batches_are_as_accurate_as_their_tolerance():
                               protocols={"run": ns.Protocol(30.0, ("s",))})
     compiled = compile_circuit(circuit)
     rng = np.random.default_rng(8)
-    n, s = compiled.n_neurons, compiled.n_synapses
     params = np.tile(compiled.theta, (6, 1))
-    params[:, 4 * n:4 * n + s] *= rng.uniform(0.5, 1.5, (6, s))
+    params[:, compiled.layout.block("synapses.w")] *= rng.uniform(0.5, 1.5,
+                                                                  (6, compiled.n_synapses))
     options = dict(rtol=1e-4, atol=1e-4, dt_out=0.5)
     single = ns.simulate_batch(circuit, params, "run", precision="float32", **options)
     double = ns.simulate_batch(circuit, params, "run", **options)

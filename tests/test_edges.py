@@ -260,8 +260,8 @@ def test_batch_equals_single_runs_bit_for_bit_with_edges(integrator, dt):
                                                              initial="as_given")})
     compiled = compile_circuit(circuit)
     params = np.tile(compiled.theta, (3, 1))
-    n, s = compiled.n_neurons, compiled.n_synapses
-    params[1:, 4 * n:4 * n + s] *= np.random.default_rng(4).uniform(0.5, 1.5, (2, s))
+    params[1:, compiled.layout.block("synapses.w")] *= np.random.default_rng(4).uniform(
+        0.5, 1.5, (2, compiled.n_synapses))
     batch = ns.simulate_batch(circuit, params, ["all", "some"], integrator=integrator, dt=dt,
                               dt_out=0.3)
     assert not batch.failed.any()
@@ -292,7 +292,7 @@ def test_gradients_across_edges_match_finite_differences(method, dt):
     np.testing.assert_allclose(V, one.V, rtol=0, atol=1e-9)
     assert stats[0] == one.stats["steps"] > duration / dt
     checked = 0
-    for p, name in enumerate(compiled.param_names):
+    for p, name in enumerate(compiled.layout.names):
         field = name.rsplit(".", 1)[1]
         if field not in ("C", "g_L", "E_L", "w", "E"):
             continue

@@ -43,7 +43,7 @@ def test_sensitivities_match_finite_differences(method, options, seed):
                             dt_out=dt_out)
     np.testing.assert_allclose(V, reference.V, rtol=0, atol=1e-9)
     checked = set()
-    for p, name in enumerate(compiled.param_names):
+    for p, name in enumerate(compiled.layout.names):
         field = name.rsplit(".", 1)[1]
         h = 1e-4 * max(1.0, abs(compiled.theta[p]))
         low = {"C": 1e-3, "g_L": 0.0, "w": 0.0, "g": 0.0, "kappa": 0.0}.get(field, -np.inf)

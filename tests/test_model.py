@@ -122,7 +122,7 @@ def test_theta_vector_is_validated_by_name():
     circuit = ns.Circuit("c", (ns.Neuron("A"), ns.Neuron("B")), (ns.Synapse("A", "B"),))
     compiled = compile_circuit(circuit)
     theta = compiled.theta.copy()
-    theta[compiled.param_index("synapses[A->B].w")] = -1.0
+    theta[compiled.layout.index("synapses[A->B].w")] = -1.0
     with pytest.raises(ns.CircuitError, match=r"synapses\[A->B\].w: must be >= 0"):
         ns.simulate(circuit, duration=1.0, theta=theta)
 

@@ -169,7 +169,7 @@ def test_batch_runs_start_at_their_own_rest_bit_for_bit():
     tw = ns.load_circuit("circuits/tap_withdrawal.yaml")
     compiled = compile_circuit(tw)
     theta = np.tile(compiled.theta, (3, 1))
-    w = [k for k, name in enumerate(compiled.param_names) if name.endswith(".w")]
+    w = [k for k, name in enumerate(compiled.layout.names) if name.endswith(".w")]
     theta[:, w] *= np.random.default_rng(1).uniform(0.5, 1.5, (3, len(w)))
     protocols = ["tap", "tap_no_AVB", "tap_half_PLM"]
     batch = ns.simulate_batch(tw, theta, protocols, dt_out=5.0)

@@ -1,12 +1,9 @@
 """Circuit + protocol → flat float64/int64 arrays for the kernels.
 
 Parameters live in one vector ``theta`` so that fitting and batching swap numbers
-without recompiling anything; the layout is
-
-    [C (n), g_L (n), E_L (n), V0 (n), w (S), E (S), mu (S), nu (S), kappa (S), g_gap (G)]
-
-with synapses sorted by postsynaptic neuron (CSR) and each gap junction stored once in
-``theta`` but listed under both of its neurons.
+without recompiling anything; :class:`~neurosim.compile.layout.ParameterLayout` says where
+each lives (``compiled.layout``).  Synapses are sorted by postsynaptic neuron (CSR) and
+each gap junction is stored once in ``theta`` but listed under both of its neurons.
 """
 
 from __future__ import annotations
@@ -18,13 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurosim.compile.layout import NEURON_FIELDS, SYNAPSE_FIELDS, ParameterLayout
 from neurosim.errors import CircuitError
 from neurosim.kernels import constants as kc
 from neurosim.model import STIMULUS_KINDS, Circuit, Protocol, Stimulus, unknown_name_message
-
-NEURON_FIELDS = ("C", "g_L", "E_L", "V0")
-SYNAPSE_FIELDS = ("w", "E", "mu", "nu", "kappa")
-GAP_FIELDS = ("g",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,9 +32,10 @@ class CompiledCircuit:
     neuron_names : tuple of str
         Names in state-vector order.
     theta : ndarray, shape (n_params,)
-        Parameter vector (see module docstring); never mutated by neurosim.
-    param_names : tuple of str
-        ``"neurons[AVA].C"``, ``"synapses[PVD->AVA].w"``, ``"gap_junctions[AVM-AVD].g"``...
+        Parameter vector; never mutated by neurosim.
+    layout : ParameterLayout
+        Where each parameter lives in ``theta``, by name (``layout.index(
+        "synapses[PVD->AVA].w")``, ``layout.block("neurons.C")``, ``layout.names``).
     syn_ptr, syn_pre : ndarray of int64
         CSR of chemical synapses by postsynaptic neuron.
     pre_rep : ndarray of int64
@@ -60,7 +55,7 @@ class CompiledCircuit:
     circuit: Circuit
     neuron_names: tuple[str, ...]
     theta: np.ndarray
-    param_names: tuple[str, ...]
+    layout: ParameterLayout
     syn_ptr: np.ndarray
     syn_pre: np.ndarray
     pre_rep: np.ndarray
@@ -81,7 +76,7 @@ class CompiledCircuit:
 
     @property
     def n_gap(self) -> int:
-        return int(self.theta.shape[0] - 4 * self.n_neurons - 5 * self.n_synapses)
+        return self.layout.n_gap
 
     @functools.cached_property
     def net(self) -> tuple:
@@ -100,12 +95,11 @@ class CompiledCircuit:
         per-synapse test and the multiplication by κ = 1 (exact, so results do not change)
         out of the rows that need neither.
         """
-        n, s = self.n_neurons, self.n_synapses
-        mu = thetas[:, 4 * n + 2 * s:4 * n + 3 * s]
-        nu = thetas[:, 4 * n + 3 * s:4 * n + 4 * s]
+        block = self.layout.block
+        mu, nu = thetas[:, block("synapses.mu")], thetas[:, block("synapses.nu")]
         rep = self.pre_rep[self.syn_pre]
         own = ((mu != mu[:, rep]) | (nu != nu[:, rep])).any(axis=0)
-        kappa = thetas[:, 4 * n + 4 * s:4 * n + 5 * s]
+        kappa = thetas[:, block("synapses.kappa")]
         return (self.syn_ptr, self.syn_pre, self.gap_ptr, self.gap_nbr, self.gap_idx,
                 self.pre_rep, own, self._any_in_row(own),
                 ~self._any_in_row((kappa != 1.0).any(axis=0)))
@@ -122,13 +116,6 @@ class CompiledCircuit:
         except ValueError:
             raise CircuitError(unknown_name_message("neuron", name, list(self.neuron_names))) from None
 
-    def param_index(self, name: str) -> int:
-        """Position of parameter ``name`` in ``theta``."""
-        try:
-            return self.param_names.index(name)
-        except ValueError:
-            raise CircuitError(unknown_name_message("parameter", name, list(self.param_names))) from None
-
     def with_theta(self, theta) -> "CompiledCircuit":
         """The same structure with another parameter vector (validated)."""
         theta = np.ascontiguousarray(theta, dtype=np.float64)
@@ -144,20 +131,21 @@ def check_theta(theta: np.ndarray, compiled: CompiledCircuit) -> None:
     ``theta`` is one vector or a matrix with one parameter set per row.
     """
     rows = np.atleast_2d(theta)
-    n, s = compiled.n_neurons, compiled.n_synapses
+    block = compiled.layout.block
     rules = [(slice(None), lambda x: ~np.isfinite(x), "must be a finite number"),
-             (slice(0, n), lambda x: x <= 0, "must be > 0"),
-             (slice(n, 2 * n), lambda x: x < 0, "must be >= 0"),
-             (slice(4 * n, 4 * n + s), lambda x: x < 0, "must be >= 0"),
-             (slice(4 * n + 4 * s, 4 * n + 5 * s), lambda x: (x < 0) | (x > 1), "must be in [0, 1]"),
-             (slice(4 * n + 5 * s, None), lambda x: x < 0, "must be >= 0")]
+             (block("neurons.C"), lambda x: x <= 0, "must be > 0"),
+             (block("neurons.g_L"), lambda x: x < 0, "must be >= 0"),
+             (block("synapses.w"), lambda x: x < 0, "must be >= 0"),
+             (block("synapses.kappa"), lambda x: (x < 0) | (x > 1), "must be in [0, 1]"),
+             (block("gap_junctions.g"), lambda x: x < 0, "must be >= 0")]
     for where, test, rule in rules:
         hits = np.argwhere(test(rows[:, where]))
         if hits.size:
             row, col = hits[0]
             k = (where.start or 0) + col
             at = f" (parameter set {row})" if theta.ndim == 2 else ""
-            raise CircuitError(f"{rule}, got {float(rows[row, k])!r}{at}", path=compiled.param_names[k])
+            raise CircuitError(f"{rule}, got {float(rows[row, k])!r}{at}",
+                               path=compiled.layout.names[k])
 
 
 def compile_cached(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
@@ -186,7 +174,7 @@ def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
     --------
     >>> from neurosim.model import Circuit, Neuron, Synapse
     >>> c = Circuit("pair", (Neuron("A"), Neuron("B")), (Synapse("A", "B", w=0.5),))
-    >>> compile_circuit(c).param_names[8]
+    >>> compile_circuit(c).layout.names[8]
     'synapses[A->B].w'
     """
     original = circuit
@@ -223,16 +211,14 @@ def compile_circuit(circuit: Circuit, ablate=(), scale=None) -> CompiledCircuit:
         [np.array(neuron_values[f], dtype=np.float64) for f in NEURON_FIELDS]
         + [np.array([getattr(s, f) for s in synapses], dtype=np.float64) for f in SYNAPSE_FIELDS]
         + [np.array([g.g for g in circuit.gap_junctions], dtype=np.float64)])
-    param_names = tuple(
-        [f"neurons[{nm}].{f}" for f in NEURON_FIELDS for nm in names]
-        + [f"synapses[{s.key}].{f}" for f in SYNAPSE_FIELDS for s in synapses]
-        + [f"gap_junctions[{g.key}].g" for g in circuit.gap_junctions])
+    layout = ParameterLayout(tuple(names), tuple(s.key for s in synapses),
+                             tuple(g.key for g in circuit.gap_junctions))
     hold = np.array([math.nan if nr.clamp is None else nr.clamp for nr in circuit.neurons])
-    compiled = CompiledCircuit(circuit, names, theta, param_names, syn_ptr, syn_pre, pre_rep,
+    compiled = CompiledCircuit(circuit, names, theta, layout, syn_ptr, syn_pre, pre_rep,
                                gap_ptr, gap_nbr, gap_idx, hold, tuple(synapses))
     if circuit.schedule is None:
         return compiled
-    dropped = set(parameter_names(original)) - set(param_names)
+    dropped = set(parameter_names(original)) - set(layout.names)
     return dataclasses.replace(compiled, schedule=compile_schedule(compiled, circuit.schedule,
                                                                    dropped))
 
@@ -256,12 +242,12 @@ def compile_schedule(compiled: CompiledCircuit, schedule, dropped=frozenset()) -
     """One θ row per interval; series of parameters in ``dropped`` (ablated) are skipped."""
     thetas = np.repeat(compiled.theta[None, :], schedule.n_intervals, axis=0)
     for name, series in schedule.values.items():
-        if name not in compiled.param_names:
+        if name not in compiled.layout.names:
             if name in dropped:
                 continue
-            raise CircuitError(unknown_name_message("parameter", name, list(compiled.param_names)),
+            raise CircuitError(unknown_name_message("parameter", name, list(compiled.layout.names)),
                                path=f"schedule.values.{name}")
-        k = compiled.param_names.index(name)
+        k = compiled.layout.index(name)
         values = np.array(series)
         thetas[:, k] = values[np.minimum(np.arange(schedule.n_intervals), values.size - 1)]
     check_theta(thetas, compiled)
@@ -336,7 +322,7 @@ def compile_drive(compiled: CompiledCircuit, stimuli, duration: float) -> Compil
     potential (``clamp``) or, for an unclamped neuron, its V0.
     """
     kind, target, is_voltage, params, ptr, tab_t, tab_v = [], [], [], [], [0], [], []
-    V0 = compiled.theta[3 * compiled.n_neurons:4 * compiled.n_neurons]
+    V0 = compiled.theta[compiled.layout.block("neurons.V0")]
     hold = np.where(np.isnan(compiled.hold), V0, compiled.hold)
     clamped = ~np.isnan(compiled.hold)
     stimuli = list(stimuli)
@@ -430,8 +416,8 @@ def surviving_stimuli(circuit: Circuit, protocol: Protocol, ablated) -> list[Sti
 def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
     """Pack ``protocols`` (Protocol objects) for :func:`neurosim.kernels.batch.run_batch`."""
     circuit = compiled.circuit
-    n, s = compiled.n_neurons, compiled.n_synapses
-    w0, g0 = 4 * n, 4 * n + 5 * s
+    w0 = compiled.layout.block("synapses.w").start
+    g0 = compiled.layout.block("gap_junctions.g").start
     parts, factors, ablated, bps = [], [], [], []
     for proto in protocols:
         gone = set(proto.ablate)
@@ -471,10 +457,10 @@ def circuit_with_theta(compiled: CompiledCircuit, theta) -> Circuit:
     circuit = compiled.circuit
     theta = np.asarray(theta, dtype=np.float64)
     check_theta(theta, compiled)
-    n, s = compiled.n_neurons, compiled.n_synapses
+    block = compiled.layout.block
     neurons = []
     for i, nr in enumerate(circuit.neurons):
-        C, g_L, E_L, V0 = (float(theta[k * n + i]) for k in range(4))
+        C, g_L, E_L, V0 = (float(theta[block(f"neurons.{f}")][i]) for f in NEURON_FIELDS)
         # V0 is written wherever it differs from the (new) E_L, so that a run started as
         # given starts where θ's runs did; that the file now gives V0 must not switch a
         # circuit that started at rest to "as given" (see ``initial`` below)
@@ -482,9 +468,9 @@ def circuit_with_theta(compiled: CompiledCircuit, theta) -> Circuit:
         neurons.append(dataclasses.replace(nr, C=C, g_L=g_L, E_L=E_L, V0=V0 if keep_V0 else None))
     by_key = {}
     for k, syn in enumerate(compiled.synapses_csr):
-        by_key[syn.key] = {f: float(theta[4 * n + j * s + k]) for j, f in enumerate(SYNAPSE_FIELDS)}
+        by_key[syn.key] = {f: float(theta[block(f"synapses.{f}")][k]) for f in SYNAPSE_FIELDS}
     synapses = tuple(dataclasses.replace(syn, **by_key[syn.key]) for syn in circuit.synapses)
-    gaps = tuple(dataclasses.replace(g, g=float(theta[4 * n + 5 * s + q]))
+    gaps = tuple(dataclasses.replace(g, g=float(theta[block("gap_junctions.g")][q]))
                  for q, g in enumerate(circuit.gap_junctions))
     initial = circuit.initial
     if initial is None and not any(nr.V0 is not None for nr in circuit.neurons):

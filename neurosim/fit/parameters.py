@@ -21,14 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurosim.compile import (GAP_FIELDS, NEURON_FIELDS, SYNAPSE_FIELDS, circuit_with_theta,
-                              compile_circuit)
+from neurosim.compile import circuit_with_theta, compile_circuit
+from neurosim.compile.layout import SECTIONS
 from neurosim.errors import CircuitError
 from neurosim.model import Circuit
 
 TRANSFORMS = ("none", "log")
 _PATTERN = re.compile(r"^(neurons|synapses|gap_junctions)\[([^\]]*)\]\.(\w+)$")
-_FIELDS = {"neurons": NEURON_FIELDS, "synapses": SYNAPSE_FIELDS, "gap_junctions": GAP_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -74,19 +73,15 @@ class FreeParameter:
 
 def _catalogue(compiled):
     """(θ index, section, attributes for matching, field) of every parameter."""
-    entries = []
-    n, s = compiled.n_neurons, compiled.n_synapses
-    for k, field in enumerate(NEURON_FIELDS):
-        for i, name in enumerate(compiled.neuron_names):
-            entries.append((k * n + i, "neurons", {"name": name}, field))
-    for k, field in enumerate(SYNAPSE_FIELDS):
-        for j, syn in enumerate(compiled.synapses_csr):
-            entries.append((4 * n + k * s + j, "synapses",
-                            {"pre": syn.pre, "post": syn.post, "name": syn.key}, field))
-    for q, gap in enumerate(compiled.circuit.gap_junctions):
-        entries.append((4 * n + 5 * s + q, "gap_junctions",
-                        {"a": gap.a, "b": gap.b, "name": gap.key, "alt": f"{gap.b}-{gap.a}"}, "g"))
-    return entries
+    attributes = {
+        "neurons": [{"name": name} for name in compiled.neuron_names],
+        "synapses": [{"pre": syn.pre, "post": syn.post, "name": syn.key}
+                     for syn in compiled.synapses_csr],
+        "gap_junctions": [{"a": gap.a, "b": gap.b, "name": gap.key, "alt": f"{gap.b}-{gap.a}"}
+                          for gap in compiled.circuit.gap_junctions]}
+    return [(compiled.layout.block(f"{section}.{field}").start + j, section, attrs, field)
+            for section, fields in SECTIONS.items() for field in fields
+            for j, attrs in enumerate(attributes[section])]
 
 
 def _matches(selector: str, attrs: dict) -> bool:
@@ -108,9 +103,9 @@ def select(compiled, pattern: str) -> list[int]:
     if match is None:
         raise CircuitError(f"cannot read selector {pattern!r}")
     section, selector, field = match.groups()
-    if field not in _FIELDS[section]:
+    if field not in SECTIONS[section]:
         raise CircuitError(f"{section} have no parameter {field!r}; allowed: "
-                           f"{', '.join(_FIELDS[section])}", path="select")
+                           f"{', '.join(SECTIONS[section])}", path="select")
     for part in selector.split(","):
         if "=" in part and part.split("=")[0] not in ("pre", "post", "a", "b", "name"):
             raise CircuitError(f"unknown condition {part!r}; use pre=, post= or a name",
@@ -160,7 +155,7 @@ class Parameterization:
     def __init__(self, circuit: Circuit, free):
         self.circuit = circuit
         self.compiled = compile_circuit(circuit)
-        names = self.compiled.param_names
+        names = self.compiled.layout.names
         self.entries = [f if isinstance(f, FreeParameter) else FreeParameter(**f) for f in free]
         if not self.entries:
             raise CircuitError("a fit needs at least one free parameter", path="free")

@@ -32,6 +32,7 @@ import numpy as np
 from numba.core import event
 from numba.core.registry import CPUDispatcher
 
+from neurosim.compile.layout import BLOCKS
 from neurosim.errors import CircuitError
 from neurosim.resources import require_memory
 from neurosim.kernels import constants as kc
@@ -165,13 +166,12 @@ def fastest_time_constant(compiled) -> tuple[float, str | None]:
     A neuron with no conductance (g_L = 0 and no κ > 0 synapse or gap junction in, a
     Neural ODE unit) does not decay: τ = ∞, never chosen; (∞, None) if no neuron decays.
     """
-    n, s = compiled.n_neurons, compiled.n_synapses
-    theta = compiled.theta
-    C, g_L = theta[:n], theta[n:2 * n]
-    w, kappa = theta[4 * n:4 * n + s], theta[4 * n + 4 * s:4 * n + 5 * s]
+    n, theta, block = compiled.n_neurons, compiled.theta, compiled.layout.block
+    C, g_L = theta[block("neurons.C")], theta[block("neurons.g_L")]
+    w, kappa = theta[block("synapses.w")], theta[block("synapses.kappa")]
     total = g_L + np.bincount(np.repeat(np.arange(n), np.diff(compiled.syn_ptr)), w * kappa,
                               minlength=n)
-    gap = theta[4 * n + 5 * s:]
+    gap = theta[block("gap_junctions.g")]
     total += np.bincount(np.repeat(np.arange(n), np.diff(compiled.gap_ptr)), gap[compiled.gap_idx],
                          minlength=n) if gap.size else 0.0
     tau = np.where(total > 0, C / np.where(total > 0, total, 1.0), np.inf)
@@ -660,18 +660,12 @@ SENSITIVITY_METHODS = ("euler", "rk4", "ltc", "dopri5")
 
 def free_parameter_codes(compiled, indices) -> tuple:
     """(kind, index) of each θ position, and the edge tables the tangent kernels need."""
-    n, s = compiled.n_neurons, compiled.n_synapses
+    n = compiled.n_neurons
     kinds, where = [], []
     for p in indices:
-        if p < 4 * n:
-            kinds.append(p // n)
-            where.append(p % n)
-        elif p < 4 * n + 5 * s:
-            kinds.append(4 + (p - 4 * n) // s)
-            where.append((p - 4 * n) % s)
-        else:
-            kinds.append(9)
-            where.append(p - 4 * n - 5 * s)
+        block, position = compiled.layout.field_of(int(p))
+        kinds.append(BLOCKS.index(block))
+        where.append(position)
     syn_post = np.repeat(np.arange(n), np.diff(compiled.syn_ptr)).astype(np.int64)
     gaps = compiled.circuit.gap_junctions
     gap_a = np.array([compiled.index(g.a) for g in gaps], dtype=np.int64)
@@ -701,10 +695,10 @@ def integrate_with_sensitivity(method, compiled, drive, free, record, dt_out, n_
     if start is not None:
         V, S = (np.array(a, dtype=np.float64, order="C", copy=True) for a in start)
     else:
-        V = compiled.theta[3 * n:4 * n].copy()
+        V = compiled.theta[compiled.layout.block("neurons.V0")].copy()
         S = np.zeros((n, m))
         for c, (kind, i) in enumerate(zip(tangent[0], tangent[1])):
-            if kind == 3:  # V0 of neuron i
+            if BLOCKS[kind] == "neurons.V0":
                 S[i, c] = 1.0
     clamped = drive.clamped
     call_kernel(impose_clamps, 0.0, V, drive.arrays, np.empty((kc.WORK_ROWS, n)))
@@ -775,9 +769,9 @@ def find_rest_states(compiled, thetas, V_start, item_protocol, clamped, hold, to
 def find_rest_state(compiled, drive, tol=REST_TOL, probe_all=False):
     """:func:`find_rest_states` of one run: ``compiled``'s parameters under the clamps of
     ``drive`` (a CompiledDrive), from θ's V0.  Returns (V, report)."""
-    n = compiled.n_neurons
+    V0 = compiled.layout.block("neurons.V0")
     V, reports = find_rest_states(compiled, compiled.theta[None, :],
-                                  compiled.theta[None, 3 * n:4 * n], np.zeros(1, dtype=np.int64),
+                                  compiled.theta[None, V0], np.zeros(1, dtype=np.int64),
                                   drive.clamped[None, :], drive.arrays[8][None, :], tol,
                                   probe_all)
     return V[0], reports[0]

@@ -223,7 +223,7 @@ class Schedule:
     """Time-varying parameters: piecewise constant over intervals of ``interval`` ms.
 
     ``values`` maps a parameter name (``"synapses[A->B].w"``, ``"neurons[A].E_L"``, as in
-    ``compile_circuit(circuit).param_names``) to its value in each interval; a series
+    ``compile_circuit(circuit).layout.names``) to its value in each interval; a series
     shorter than the run keeps its last value.  A ResNet's per-layer weights are a
     schedule with one interval per Euler step.  Needs a fixed-step integrator.
     """
