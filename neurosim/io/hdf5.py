@@ -125,6 +125,41 @@ def _claim(partial: Path, overwrite: bool, shown: Path) -> int:
     raise ResultFileError(f"cannot write {shown}: {partial} keeps changing")
 
 
+def publish(fd: int, partial: Path, target: Path, shown, overwrite: bool) -> Path:
+    """Give the finished ``partial`` (open and locked as ``fd``) its final name ``target``:
+    never over a file that appeared meanwhile unless ``overwrite``; ResultFileError where
+    it cannot (the result then stays in the partial, which the message names)."""
+    if not _holds(fd, partial):
+        raise ResultFileError(f"{partial} was replaced by another program while the run went; "
+                              "this run's result is lost")
+    old = None
+    try:
+        if overwrite:
+            try:  # freed when this closes, on a thread: large files take a while
+                old = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                old = None
+            os.replace(partial, target)
+        else:
+            try:  # a link fails where a file appeared meanwhile; a rename would replace it
+                os.link(partial, target)
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this file system
+                if target.exists():
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from None
+                os.replace(partial, target)
+            else:
+                os.unlink(partial)
+    except FileExistsError:
+        raise ResultFileError(f"{shown} appeared while the run went; the run's result is in "
+                              f"{partial}") from None
+    finally:
+        if old is not None:
+            threading.Thread(target=os.close, args=(old,), daemon=True).start()
+    return target
+
+
 def _holds(fd: int, path: Path) -> bool:
     """Whether ``path`` still names the file open as ``fd``."""
     try:
@@ -501,41 +536,15 @@ class HDF5Recorder(Recorder):
     def _publish(self) -> Path | None:
         """Rename the finished partial to the final name; where that is not possible, the
         result stays in the partial (returned)."""
-        if not _holds(self._fd, self.partial):
-            self._error = ResultFileError(
-                f"{self.partial} was replaced by another program while the run went; this "
-                "run's result is lost")
-            return None
-        old = None
         try:
-            if self.overwrite:
-                try:  # freed when this closes, on a thread: large files take a while
-                    old = os.open(self.target, os.O_RDONLY | os.O_NONBLOCK)
-                except OSError:
-                    old = None
-                os.replace(self.partial, self.target)
-            else:
-                try:  # a link fails where a file appeared meanwhile; a rename would replace it
-                    os.link(self.partial, self.target)
-                except FileExistsError:
-                    raise
-                except OSError:  # no hard links on this file system
-                    if self.target.exists():
-                        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from None
-                    os.replace(self.partial, self.target)
-                else:
-                    os.unlink(self.partial)
-        except FileExistsError:
-            self._error = ResultFileError(f"{self.path} appeared while the run went; the run's "
-                                          f"result is in {self.partial}")
-            return self.partial
+            return publish(self._fd, self.partial, self.target, self.path, self.overwrite)
+        except ResultFileError as exc:
+            self._error = exc
+            return self.partial if self.partial.exists() and _holds(self._fd, self.partial) \
+                else None
         except OSError as exc:
             self._error = exc
             return self.partial
-        finally:
-            if old is not None:
-                threading.Thread(target=os.close, args=(old,), daemon=True).start()
-        return self.target
 
     def _keep_if_readable(self) -> Path | None:
         """The partial of a file that could not be finished, if a reader can open it;
