@@ -1,0 +1,71 @@
+"""Independent chunks of work on a ``dask.distributed`` cluster (the ``[dask]`` extra).
+
+:func:`connect` starts a ``LocalCluster`` sized as asked (one thread per worker process,
+``NUMBA_NUM_THREADS=1`` in each, so that workers do not oversubscribe the processors) or
+joins a running scheduler; :func:`map_chunks` sends the plan once to every worker,
+compiles the kernels on one worker first (the others then load them from the shared disk
+cache: no simultaneous cold compiles on one host) and yields chunks as they finish.  A
+chunk lost with its worker is run again elsewhere by the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from neurosim.errors import CircuitError
+
+#: the environment of each worker process: one thread for Numba and BLAS
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
+
+
+def _dask():
+    try:
+        import dask.distributed
+    except ImportError:
+        raise CircuitError("running on workers needs dask.distributed: install neurosim with "
+                           "its dask extra (pip install -e \".[dask]\")") from None
+    return dask.distributed
+
+
+def connect(workers: int | None = None, scheduler: str | None = None):
+    """(client, things to close, in order) for ``workers`` local processes or the cluster
+    of ``scheduler``."""
+    distributed = _dask()
+    if scheduler is not None:
+        try:
+            client = distributed.Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise CircuitError(f"cannot reach the scheduler at {scheduler}: {exc}") from None
+        return client, [client]
+    if workers is None or workers < 1:
+        raise CircuitError(f"workers must be at least 1, got {workers}")
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR,
+                                       env=dict(WORKER_ENV))
+    client = distributed.Client(cluster)
+    return client, [client, cluster]
+
+
+def map_chunks(client, run, plan, chunks, warm_plan=None):
+    """``run(plan, k)`` for every k of ``chunks`` on the cluster: (k, result) pairs as they
+    finish.  ``warm_plan`` (default ``plan``) is run first on one worker, then on each of
+    the others, to compile and load the kernels before the map."""
+    distributed = _dask()
+    chunks = list(chunks)
+    if not chunks:
+        return
+    workers = list(client.scheduler_info()["workers"])
+    if workers:
+        warm = warm_plan if warm_plan is not None else plan
+        client.submit(run, warm, 0, workers=workers[:1], pure=False).result()
+        distributed.wait([client.submit(run, warm, 0, workers=[w], pure=False)
+                          for w in workers[1:]])
+    [shared] = client.scatter([plan], broadcast=True)
+    futures = {client.submit(run, shared, k, pure=False): k for k in chunks}
+    try:
+        for future in distributed.as_completed(futures):
+            yield futures[future], future.result()
+            future.release()
+    finally:
+        client.cancel([f for f in futures if not f.done()])
