@@ -240,7 +240,24 @@ def cmd_validate(args) -> int:
 
 def cmd_info(args) -> int:
     from neurosim.io.hdf5 import result_summary
+    from neurosim.io.sweep_file import is_sweep_file, load_sweep
 
+    if is_sweep_file(args.result):
+        info = load_sweep(args.result, traces=False).summary()
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return EXIT_OK
+        print(f"{args.result}: sweep{'' if info['complete'] else ' (INCOMPLETE: --resume it)'}")
+        print(f"  runs      {info['runs']:,} x {len(info['protocols'])} protocols: "
+              f"{info['completed']:,} completed, {info['failed']:,} failed, "
+              f"{info['not_run']:,} not run")
+        print(f"  protocols {', '.join(info['protocols'])}")
+        print(f"  parameters {', '.join(info['parameters'])}")
+        kept = (f"read-out '{info['readout']}' scores" if info["readout"] else
+                f"{info['samples']} samples x {len(info['neurons'])} neurons")
+        print(f"  kept      {kept}")
+        print(f"  neurosim  {info['neurosim_version']}")
+        return EXIT_OK
     info = result_summary(args.result)
     if args.json:
         print(json.dumps(_json_safe(info), indent=2, allow_nan=False))
@@ -326,6 +343,40 @@ def cmd_connectome(args) -> int:
     for line in report.lines():
         print(_in_flags(line))
     print(f"circuit -> {args.output}")
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    from neurosim.io.yaml import load_circuit
+    from neurosim.sweep import load_sweep_spec, plan_sweep, sweep
+
+    if Path(args.output).suffix.lower() not in HDF5_SUFFIXES:
+        raise CircuitError(f"{args.output}: a sweep is an HDF5 file; end its name in .h5")
+    if args.workers is not None and args.scheduler is not None:
+        raise CircuitError("give --workers (a local cluster) or --scheduler (a running one), "
+                           "not both")
+    if args.workers is not None and args.workers < 0:
+        raise CircuitError(f"--workers must be 0 (this process) or more, got {args.workers}")
+    circuit = load_circuit(args.circuit)
+    spec = load_sweep_spec(args.spec)
+    plan = plan_sweep(circuit, spec)  # every spec error before any work
+    bar = _progress(plan.n_chunks, "sweep", " chunks")
+    state = {"done": 0}
+
+    def progress(done, total):
+        bar.update(done - state["done"])
+        state["done"] = done
+
+    try:
+        summary = sweep(circuit, spec, args.output, workers=args.workers,
+                        scheduler=args.scheduler, resume=args.resume,
+                        overwrite=args.overwrite, progress=progress)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"sweep interrupted; finished chunks are kept in "
+                                f"{args.output}.partial: continue with --resume") from None
+    finally:
+        bar.close()
+    print(summary.line())
     return EXIT_OK
 
 
@@ -605,6 +656,23 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("-o", "--output", required=True, metavar="PNG")
     graph.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     graph.set_defaults(func=cmd_graph)
+    sw = sub.add_parser("sweep", help="run a parameter sweep into one HDF5 file",
+                        description="Run every parameter set of a sweep specification under "
+                                    "its protocols, in this process or on a Dask cluster, "
+                                    "streaming chunks into one resumable HDF5 file.")
+    sw.add_argument("circuit")
+    sw.add_argument("spec", help="the sweep specification (YAML)")
+    sw.add_argument("-o", "--output", required=True, metavar="H5")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes of a local Dask cluster (0: this process; "
+                            "default: this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="a running Dask scheduler, e.g. tcp://host:8786")
+    sw.add_argument("--resume", action="store_true",
+                    help="continue a stopped sweep, skipping its finished chunks")
+    sw.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sw.set_defaults(func=cmd_sweep)
     conn = sub.add_parser(
         "connectome", help="build a circuit from the C. elegans connectome",
         description="Build a circuit of chosen neurons from a connectome table (weights "

@@ -175,6 +175,9 @@ def _axis(entry: ParameterSpec, where: str, locate) -> np.ndarray:
         return np.array(entry.values, dtype=np.float64)
     if entry.range is None or entry.steps is None:
         raise locate(CircuitError("a grid axis needs values, or range and steps"), where)
+    if entry.steps > MAX_RUNS:
+        raise locate(CircuitError(f"{entry.steps:,} steps are more than {MAX_RUNS:,} runs"),
+                     f"{where}.steps")
     lo, hi = _bounds(entry, where, locate)
     return np.geomspace(lo, hi, entry.steps) if entry.log else np.linspace(lo, hi, entry.steps)
 

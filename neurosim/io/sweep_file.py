@@ -213,3 +213,54 @@ def is_sweep_file(path) -> bool:
     except OSError:
         return False
 
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep file read back (:func:`load_sweep`): arrays over protocols × runs."""
+
+    path: str
+    complete: bool
+    protocols: tuple[str, ...]
+    neuron_names: tuple[str, ...]
+    parameter_names: tuple[str, ...]
+    parameters: np.ndarray     # (runs, parameters)
+    status: np.ndarray         # (protocols, runs): -1 not run, 0 completed, 1 failed
+    message: np.ndarray        # (protocols, runs) str
+    stats: np.ndarray          # (protocols, runs, 4)
+    time: np.ndarray           # (samples,) ms
+    V: np.ndarray | None       # (protocols, runs, samples, neurons) mV, or None
+    score: np.ndarray | None   # (protocols, runs), or None
+    attributes: dict
+
+    def summary(self) -> dict:
+        """Counts and names, for ``neurosim info``."""
+        return {"kind": "sweep", "complete": self.complete, "runs": int(self.parameters.shape[0]),
+                "protocols": list(self.protocols), "parameters": list(self.parameter_names),
+                "completed": int((self.status == COMPLETED).sum()),
+                "failed": int((self.status == FAILED).sum()),
+                "not_run": int((self.status == NOT_RUN).sum()),
+                "neurons": list(self.neuron_names), "samples": int(self.time.size),
+                "readout": self.attributes.get("readout", ""),
+                "neurosim_version": self.attributes.get("neurosim_version", "")}
+
+
+def load_sweep(path, *, traces: bool = True) -> SweepResult:
+    """Read a sweep file (or the partial of a stopped one); ``traces=False`` leaves /V on
+    the disk."""
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise ResultFileError(f"cannot read {path}: {exc}") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise ResultFileError(f"{path} is not a neurosim sweep file")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        message = np.array([[m.decode() if isinstance(m, bytes) else m for m in row]
+                            for row in f["message"][:]], dtype=object)
+        return SweepResult(
+            str(path), bool(attrs.get("complete", False)), tuple(json.loads(attrs["protocols"])),
+            tuple(json.loads(attrs["neuron_names"])), tuple(json.loads(attrs["parameter_names"])),
+            f["parameters"][:], f["status"][:], message, f["stats"][:], f["time"][:],
+            f["V"][:] if traces and "V" in f else None,
+            f["score"][:] if "score" in f else None, attrs)
