@@ -131,6 +131,7 @@ SECTION_TESTS = {
     "scripts/worked_examples.py": ["tests/test_docs.py::test_the_readme_batch_numbers_are_a_fresh_run",
                                    "tests/test_docs.py::test_the_fit_example_prints_what_fitting_md_quotes"],
     "scripts/expressivity.py": [],
+    "scripts/sweep_overhead.py": [],
     "scripts/connectome_examples.py": ["tests/test_docs.py::test_the_connectome_transcript_is_what_the_commands_print_today"],
 }
 
