@@ -5,14 +5,18 @@ error against a reference solution, so nobody wins by being wrong.
 
     python scripts/bench.py            # full run
     python scripts/bench.py --quick    # < 2 minutes
+    python scripts/bench.py --quick --case whole_worm --out /tmp/ww.json   # one case
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -266,8 +270,6 @@ def bench_recording(pairs: int) -> dict:
 
 def bench_cold_start() -> dict:
     """Wall time of `neurosim run` on the TW circuit in a fresh process (warm disk cache)."""
-    import subprocess
-    import sys
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "neurosim.cli", "run", str(ROOT / "circuits" / "tap_withdrawal.yaml"),
                "-p", "tap", "-o", str(Path(tmp) / "tap.h5"), "--overwrite"]
@@ -293,6 +295,178 @@ def bench_large_rest(n_neurons: int) -> dict:
                                     "max |dV/dt| mV/ms": rest.residual}}}
 
 
+# --- the whole worm ----------------------------------------------------------------------
+
+WHOLE_WORM = ROOT / "circuits" / "whole_worm.yaml"
+
+
+def brian2_touch_data(circuit, protocol: str, V0) -> dict:
+    """Plain lists describing ``circuit`` under a protocol of current pulses, from ``V0``
+    (mV per neuron): the input of :func:`brian2_touch_run_here`."""
+    proto = circuit.protocol(protocol)
+    pulses = {}
+    for st in circuit.resolve_stimuli(proto):
+        if st.kind != "pulse" or st.quantity != "current":
+            raise ValueError(f"the Brian2 touch peer takes current pulses, not a {st.quantity} {st.kind}")
+        for target in st.targets:
+            if target in pulses:
+                raise ValueError(f"the Brian2 touch peer takes one pulse per neuron ({target} has two)")
+            pulses[target] = [st.amplitude, st.start, st.start + st.duration]
+    return {"names": list(circuit.neuron_names), "duration_ms": proto.duration,
+            "C": [n.C for n in circuit.neurons], "g_L": [n.g_L for n in circuit.neurons],
+            "E_L": [n.E_L for n in circuit.neurons], "V0": [float(v) for v in V0],
+            "synapses": [[s.pre, s.post, s.w, s.E, s.mu, s.nu, s.kappa] for s in circuit.synapses],
+            "gaps": [[g.a, g.b, g.g] for g in circuit.gap_junctions],
+            "pulses": pulses, "dt_ms": 0.05, "dt_out_ms": 1.0}
+
+
+def brian2_touch_run_here(data: dict, repeats: int = 1):
+    """(the shortest wall time of ``repeats`` runs, V (samples x neurons, mV)) of Brian2
+    (Cython target, RK4 at data["dt_ms"]) on the circuit of :func:`brian2_touch_data`,
+    the Cython code compiled beforehand.  Imports only NumPy and Brian2: its source also
+    runs under another interpreter (``--brian2-python``)."""
+    import time
+
+    import brian2 as b2
+    import numpy as np
+    b2.prefs.codegen.target = "cython"
+    b2.prefs.logging.console_log_level = "ERROR"
+    b2.defaultclock.dt = data["dt_ms"] * b2.ms
+    names = data["names"]
+    index = {nm: i for i, nm in enumerate(names)}
+
+    def build():
+        group = b2.NeuronGroup(len(names), """
+            dv/dt = (gL * (EL - v) + Isyn + Igap + Iext) / Cm : volt
+            Iext = I_pulse * int(t >= t_on) * int(t < t_off) : amp
+            Isyn : amp
+            Igap : amp
+            I_pulse : amp (constant)
+            t_on : second (constant)
+            t_off : second (constant)
+            Cm : farad (constant)
+            gL : siemens (constant)
+            EL : volt (constant)
+            """, method="rk4", name="neurons")
+        group.Cm = np.array(data["C"]) * b2.pF
+        group.gL = np.array(data["g_L"]) * b2.nS
+        group.EL = np.array(data["E_L"]) * b2.mV
+        group.v = np.array(data["V0"]) * b2.mV
+        amp, t_on, t_off = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
+        for target, (a, on, off) in data["pulses"].items():
+            amp[index[target]], t_on[index[target]], t_off[index[target]] = a, on, off
+        group.I_pulse, group.t_on, group.t_off = amp * b2.pA, t_on * b2.ms, t_off * b2.ms
+        syn = b2.Synapses(group, group, model="""
+            w : siemens (constant)
+            E : volt (constant)
+            mu : volt (constant)
+            nu : 1/volt (constant)
+            kappa : 1 (constant)
+            Isyn_post = w / (1 + exp(-nu * (v_pre - mu))) * (E - kappa * v_post) : amp (summed)
+            """, name="chemical")
+        pre, post, w, E, mu, nu, kappa = zip(*data["synapses"])
+        syn.connect(i=[index[x] for x in pre], j=[index[x] for x in post])
+        syn.w, syn.E = np.array(w) * b2.nS, np.array(E) * b2.mV
+        syn.mu, syn.nu, syn.kappa = np.array(mu) * b2.mV, np.array(nu) / b2.mV, np.array(kappa)
+        gap = b2.Synapses(group, group, model="""
+            g : siemens (constant)
+            Igap_post = g * (v_pre - v_post) : amp (summed)
+            """, name="gap")
+        a, b, g = zip(*data["gaps"])
+        ia, ib = [index[x] for x in a], [index[x] for x in b]
+        gap.connect(i=ia + ib, j=ib + ia)       # a junction is two one-way currents
+        gap.g = np.concatenate([g, g]) * b2.nS
+        monitor = b2.StateMonitor(group, "v", record=True, dt=data["dt_out_ms"] * b2.ms,
+                                  name="monitor")
+        return b2.Network(group, syn, gap, monitor), monitor
+
+    warm, _ = build()
+    warm.run(1 * b2.ms)  # compiles the Cython code into Brian2's disk cache
+    times = []
+    for _ in range(repeats):
+        net, monitor = build()
+        start = time.perf_counter()
+        net.run(data["duration_ms"] * b2.ms)
+        times.append(time.perf_counter() - start)
+    return min(times), np.asarray(monitor.v[:, :] / b2.mV).T
+
+
+def brian2_touch_run(data: dict, python: str | None = None, repeats: int = 1):
+    """:func:`brian2_touch_run_here` in this process if Brian2 imports, else its source
+    under ``python``; brian2_peer.PeerUnavailable if neither (as brian2_peer.run)."""
+    try:
+        import brian2  # noqa: F401
+    except Exception as exc:  # Brian2 2.9 fails with AttributeError under NumPy >= 2.3
+        if python is None:
+            raise brian2_peer.PeerUnavailable(
+                f"brian2 does not import here ({type(exc).__name__}: {exc}); pass "
+                "--brian2-python with an interpreter that has it") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "in.json", Path(tmp) / "out.npz"
+            src.write_text(json.dumps(data))
+            code = (inspect.getsource(brian2_touch_run_here)
+                    + "\nimport json, sys\nimport numpy as np\n"
+                      "elapsed, V = brian2_touch_run_here(json.loads(open(sys.argv[1]).read()), "
+                      "int(sys.argv[3]))\nnp.savez(sys.argv[2], elapsed=elapsed, V=V)\n")
+            done = subprocess.run([python, "-c", code, str(src), str(dst), str(repeats)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise brian2_peer.PeerUnavailable(
+                    f"brian2 under {python} failed: {done.stderr[-500:]}") from None
+            out = np.load(dst)
+            return float(out["elapsed"]), out["V"]
+    return brian2_touch_run_here(data, repeats)
+
+
+def bench_whole_worm(repeats: int, brian2_python: str | None) -> dict:
+    """The whole worm (circuits/whole_worm.yaml), 1 s of posterior_touch, every neuron
+    recorded every 1 ms (1,001 samples x 302 neurons).
+
+    neurosim dopri5 from the protocol's rest, its time with finding the rest (what
+    ``simulate`` does) and given the rest as ``v0``; solve_ivp LSODA and RK45 on the
+    vectorised NumPy right-hand side (:func:`numpy_rhs`) given the same rest; Brian2
+    (Cython, RK4 at dt 0.05 ms, its synaptic currents summed once per step) from the
+    same rest beside neurosim's rk4 at the same step.  Errors: max over neurons and
+    samples against neurosim dopri5 at rtol 1e-12."""
+    repeats = max(repeats, 5)   # runs of 10-20 ms on a noisy machine: best of 5 even if quick
+    c = ns.load_circuit(WHOLE_WORM)
+    protocol = "posterior_touch"
+    reference = ns.simulate(c, protocol, rtol=1e-12, atol=1e-12, dt_out=1.0)
+    rest = np.array([reference.metadata["initial"]["V"][name] for name in c.neuron_names])
+    _, _, clamped = numpy_rhs(c, c.resolve_stimuli(c.protocol(protocol)))
+    rows = {}
+
+    def ours(label, **options):
+        ns.simulate(c, protocol, dt_out=1.0, **options)
+        t, r = best_of(repeats, lambda: ns.simulate(c, protocol, dt_out=1.0, **options))
+        rows[label] = {"time_s": t, "max_error_mV": free_error(r.V, reference.V, clamped)}
+
+    ours("neurosim dopri5, rest included", rtol=1e-6, atol=1e-6)
+    ours("neurosim dopri5, given the rest", rtol=1e-6, atol=1e-6, v0=rest)
+    ours("neurosim dopri5 rtol 1e-8, given", rtol=1e-8, atol=1e-8, v0=rest)
+    for method, tol in (("LSODA", 1e-6), ("LSODA", 1e-8), ("RK45", 1e-6)):
+        t, V = best_of(max(1, repeats // 2),
+                       lambda: solve_ivp_run(c, protocol, method, tol, tol, reference.t, rest))
+        rows[f"solve_ivp {method} rtol {tol:g}"] = {
+            "time_s": t, "max_error_mV": free_error(V, reference.V, clamped)}
+    ours("neurosim rk4 dt 0.05, given", integrator="rk4", dt=0.05, v0=rest)
+    base = rows["neurosim dopri5, given the rest"]["time_s"]
+    for row in rows.values():
+        row["speedup_of_neurosim"] = row["time_s"] / base
+    case = (f"whole worm ({c.n_neurons} neurons, {len(c.synapses):,} synapses, "
+            f"{len(c.gap_junctions):,} gap junctions), 1 s, {protocol}, all neurons every "
+            "1 ms; speedup = this row's time / neurosim dopri5 rtol 1e-6 given the rest")
+    try:
+        t_b, V_b = brian2_touch_run(brian2_touch_data(c, protocol, rest), brian2_python, repeats=3)
+    except brian2_peer.PeerUnavailable as exc:
+        return {"case": case, "skipped": f"Brian2 peer: {exc}", "rows": rows}
+    rk4 = rows["neurosim rk4 dt 0.05, given"]["time_s"]
+    rows["brian2 cython rk4 dt 0.05"] = {
+        "time_s": t_b, "max_error_mV": free_error(V_b, reference.V[:V_b.shape[0]], clamped),
+        "speedup_of_neurosim": t_b / base, "speedup_of_neurosim_rk4": t_b / rk4}
+    return {"case": case, "rows": rows}
+
+
 def print_case(case: dict) -> None:
     print(f"\n{case['case']}")
     if "skipped" in case:
@@ -303,30 +477,43 @@ def print_case(case: dict) -> None:
         print(f"  {name:34s} {cells}")
 
 
+#: the cases of main, in the order they run
+CASES = ("tw", "batch", "brian2", "whole_worm", "recording", "large_rest", "cold_start")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller cases (< 2 minutes)")
-    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--out", help="the JSON written (default bench/results.json, the "
+                                      "full run's; with --case only where given)")
     parser.add_argument("--brian2-python", metavar="PYTHON",
                         help="an interpreter with Brian2, if Brian2 does not import here "
                              "(Brian2 2.9 needs NumPy < 2.3)")
+    parser.add_argument("--case", action="append", choices=CASES, metavar="NAME",
+                        help="run only this case (repeatable): " + ", ".join(CASES))
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else 5
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "processor": platform.processor(),
                            "python": platform.python_version(), "neurosim": ns.__version__},
                "quick": args.quick, "cases": []}
-    cases = [lambda: bench_tw_vs_scipy(repeats),
-             lambda: bench_batch(2000 if args.quick else 20000),
-             lambda: bench_brian2(200.0 if args.quick else 1000.0, args.brian2_python),
-             lambda: bench_recording(5 if args.quick else 15),
-             lambda: bench_large_rest(5000 if args.quick else 20000),
-             bench_cold_start]
-    for case in cases:
-        result = case()
+    cases = {"tw": lambda: bench_tw_vs_scipy(repeats),
+             "batch": lambda: bench_batch(2000 if args.quick else 20000),
+             "brian2": lambda: bench_brian2(200.0 if args.quick else 1000.0, args.brian2_python),
+             "whole_worm": lambda: bench_whole_worm(repeats, args.brian2_python),
+             "recording": lambda: bench_recording(5 if args.quick else 15),
+             "large_rest": lambda: bench_large_rest(5000 if args.quick else 20000),
+             "cold_start": bench_cold_start}
+    assert list(cases) == list(CASES)
+    for name in args.case or CASES:
+        result = cases[name]()
         results["cases"].append(result)
         print_case(result)
-    out = Path(args.out)
+    if args.out is None and args.case:
+        print("\n(results not written: --case runs leave bench/results.json to full runs; "
+              "give --out)")
+        return
+    out = Path(args.out or "bench/results.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\n-> {out}")
