@@ -336,7 +336,8 @@ def cmd_connectome(args) -> int:
         chemical_weight=args.chemical_weight, gap_weight=args.gap_weight,
         glutamate=args.glutamate, unknown=unknown, reversal=_reversal_pairs(args.reversal),
         autapses=args.autapses, name=args.name)
-    command = "neurosim " + shlex.join(args.argv)
+    # how to make the file again (--overwrite is how it was written, not what it holds)
+    command = "neurosim " + shlex.join(a for a in args.argv if a != "--overwrite")
     text = circuit_yaml(circuit, report, command)
     loads_circuit(text, args.output)  # what is written reads back
     write_text_atomically(args.output, text)
@@ -422,6 +423,7 @@ def cmd_behave(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    from neurosim.distributed import Executor
     from neurosim.fit.identify import ensemble, profile
     from neurosim.fit.parameters import Parameterization
     from neurosim.fit.run import run_fit
@@ -468,14 +470,23 @@ def cmd_fit(args) -> int:
         raise CircuitError(f"--resume: no checkpoint {checkpoint} to resume from")
     if not args.resume:
         signs_checkpoint.unlink(missing_ok=True)  # a fresh fit starts a fresh enumeration
-    try:
-        report = run_fit(circuit, targets, spec, progress=_progress,
-                         checkpoint=str(checkpoint), resume=args.resume,
-                         signs_checkpoint=str(signs_checkpoint), compile_ahead=True)
-    except KeyboardInterrupt:
-        saved = [str(p) for p in (checkpoint, signs_checkpoint) if p.exists()]
-        where = f"; resume with --resume (saved in {', '.join(saved)})" if saved else ""
-        raise KeyboardInterrupt(f"fit interrupted{where}") from None
+    if (args.workers is not None or args.scheduler) and not (spec.signs or args.starts):
+        raise CircuitError("--workers and --scheduler spread sign patterns (signs: in the fit "
+                           "file) and --starts over a cluster; this fit has neither")
+    executor = Executor(workers=args.workers, scheduler=args.scheduler)
+    with executor:
+        try:
+            report = run_fit(circuit, targets, spec, progress=_progress,
+                             checkpoint=str(checkpoint), resume=args.resume,
+                             signs_checkpoint=str(signs_checkpoint), compile_ahead=True,
+                             executor=executor)
+        except KeyboardInterrupt:
+            saved = [str(p) for p in (checkpoint, signs_checkpoint) if p.exists()]
+            where = f"; resume with --resume (saved in {', '.join(saved)})" if saved else ""
+            raise KeyboardInterrupt(f"fit interrupted{where}") from None
+        fits = (ensemble(report.objective, args.starts, seed=spec.optimizer.seed,
+                         progress=_progress(args.starts, "starts").update, executor=executor)
+                if args.starts else None)
     r = report.result
     products = report.write(out, ", ".join(args.data), dt_out=spec.simulation.dt_out)
     products.append(Path(f"{stem}_report.png"))
@@ -490,9 +501,7 @@ def cmd_fit(args) -> int:
                   f"fitted {p['predicted']:.3g}")
     if report.identifiability is not None:
         print("\n".join(report.identifiability.summary()))
-    if args.starts:
-        fits = ensemble(report.objective, args.starts, seed=spec.optimizer.seed,
-                        progress=_progress(args.starts, "starts").update)
+    if fits is not None:
         print("\n".join(fits.summary()))
         products.append(Path(f"{stem}_starts.csv"))
         fits.write(products[-1])
@@ -741,6 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--profile", action="append", metavar="PARAMETER",
                       help="profile likelihood of a free parameter, e.g. "
                            "'synapses[AVD->AVA].w' (repeatable): figure and 95 %% interval")
+    where = fitp.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="fit sign patterns and --starts on a local Dask cluster of N "
+                            "processes")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="... or on the cluster of a running Dask scheduler")
     fitp.add_argument("--overwrite", action="store_true")
     fitp.add_argument("--resume", action="store_true",
                       help="start from the checkpoint an interrupted fit left (OUT_checkpoint.json)")

@@ -47,25 +47,58 @@ def connect(workers: int | None = None, scheduler: str | None = None):
     return client, [client, cluster]
 
 
-def map_chunks(client, run, plan, chunks, warm_plan=None):
-    """``run(plan, k)`` for every k of ``chunks`` on the cluster: (k, result) pairs as they
-    finish.  ``warm_plan`` (default ``plan``) is run first on one worker, then on each of
-    the others, to compile and load the kernels before the map."""
+def map_tasks(client, run, shared, keys, warm=None):
+    """``run(shared, key)`` for every key on the cluster: (key, result) pairs as they
+    finish.  ``shared`` is sent once to every worker.  ``warm`` = (shared, key), a small
+    task, runs first on one worker, then on each of the others, to compile and load the
+    kernels before the map."""
     distributed = _dask()
-    chunks = list(chunks)
-    if not chunks:
+    keys = list(keys)
+    if not keys:
         return
     workers = list(client.scheduler_info()["workers"])
-    if workers:
-        warm = warm_plan if warm_plan is not None else plan
-        client.submit(run, warm, 0, workers=workers[:1], pure=False).result()
-        distributed.wait([client.submit(run, warm, 0, workers=[w], pure=False)
+    if warm is not None and workers:
+        client.submit(run, *warm, workers=workers[:1], pure=False).result()
+        distributed.wait([client.submit(run, *warm, workers=[w], pure=False)
                           for w in workers[1:]])
-    [shared] = client.scatter([plan], broadcast=True)
-    futures = {client.submit(run, shared, k, pure=False): k for k in chunks}
+    [shared_future] = client.scatter([shared], broadcast=True)
+    futures = {client.submit(run, shared_future, key, pure=False): key for key in keys}
     try:
         for future in distributed.as_completed(futures):
             yield futures[future], future.result()
             future.release()
     finally:
         client.cancel([f for f in futures if not f.done()])
+
+
+class Executor:
+    """Where independent tasks run: in this process (no client, no ``workers``, no
+    ``scheduler``), or on a Dask cluster — a client of your own, a ``LocalCluster`` of
+    ``workers`` processes, or the cluster of ``scheduler``.  A context manager; inside,
+    ``executor.map(run, shared, keys, warm=None)`` yields (key, result) pairs as tasks
+    finish (in key order in this process)."""
+
+    def __init__(self, client=None, workers: int | None = None, scheduler: str | None = None):
+        self.client, self.workers, self.scheduler = client, workers, scheduler
+        self._owned = []
+
+    @property
+    def local(self) -> bool:
+        return self.client is None and not self.workers and self.scheduler is None
+
+    def __enter__(self):
+        if not self.local and self.client is None:
+            self.client, self._owned = connect(self.workers, self.scheduler)
+        return self
+
+    def map(self, run, shared, keys, warm=None):
+        if self.client is None:
+            return ((key, run(shared, key)) for key in keys)
+        return map_tasks(self.client, run, shared, keys, warm)
+
+    def __exit__(self, *exc):
+        for thing in self._owned:
+            thing.close()
+        if self._owned:
+            self.client = None
+        return False

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neurosim._version import __version__
 from neurosim.behaviour import motor_output, score_weights
 from neurosim.compile import check_theta, compile_circuit
+from neurosim.distributed import Executor
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import select
 from neurosim.integrators import make_integrator
@@ -413,8 +414,9 @@ def sweep(circuit: Circuit, spec, out, *, client=None, workers: int | None = Non
         todo = [k for k in range(plan.n_chunks) if not writer.done[k]]
         if progress:
             progress(skipped, plan.n_chunks)
-        with _executor(client, workers, scheduler) as execute:
-            for k, result in execute(plan, todo):
+        warm = (dataclasses.replace(plan, values=plan.values[:1], chunk=1), 0)
+        with Executor(client, workers, scheduler) as executor:
+            for k, result in executor.map(run_chunk, plan, todo, warm):
                 _write(writer, k, result)
                 if progress:
                     progress(int(writer.done.sum()), plan.n_chunks)
@@ -434,29 +436,3 @@ def _failed(path) -> int:
     import h5py
     with h5py.File(path, "r", locking=False) as f:
         return int((f["status"][:] == FAILED).sum())
-
-
-class _executor:
-    """Runs chunks in this process, or maps them over a Dask cluster (a context
-    manager yielding ``execute(plan, chunks)``, an iterator of (k, result) in the order
-    they finish)."""
-
-    def __init__(self, client, workers, scheduler):
-        self.client, self.workers, self.scheduler = client, workers, scheduler
-        self._owned = []
-
-    def __enter__(self):
-        if self.client is None and not self.workers and self.scheduler is None:
-            return lambda plan, chunks: ((k, run_chunk(plan, k)) for k in chunks)
-        from neurosim.distributed import connect
-        if self.client is None:
-            self.client, self._owned = connect(self.workers, self.scheduler)
-        from neurosim.distributed import map_chunks
-        return lambda plan, chunks: map_chunks(
-            self.client, run_chunk, plan, chunks,
-            warm_plan=dataclasses.replace(plan, values=plan.values[:1], chunk=1))
-
-    def __exit__(self, *exc):
-        for thing in reversed(self._owned):
-            thing.close()
-        return False

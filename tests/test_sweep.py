@@ -227,3 +227,26 @@ def test_a_worker_killed_mid_sweep_loses_and_repeats_nothing(tw, tmp_path, clust
     np.testing.assert_array_equal(there.V, here.V)
     np.testing.assert_array_equal(there.status, here.status)
     cluster.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
+
+
+def test_sign_patterns_and_starts_fit_alike_on_the_cluster(tw, cluster):
+    from neurosim.distributed import Executor
+    from neurosim.fit import Objective, Parameterization, load_behaviour
+    from neurosim.fit.identify import ensemble
+    from neurosim.fit.signs import enumerate_signs
+    targets = load_behaviour(os.path.join(os.path.dirname(TW), "data",
+                                          "tap_withdrawal_behaviour.csv"))
+    free = [{"select": "synapses[pre=AVD].w", "bounds": [0, 3]}]
+    options = dict(dt_out=10.0)
+    here = enumerate_signs(tw, targets, ["AVD", "PVC"], free, maxiter=3, objective_options=options)
+    with Executor(client=cluster) as executor:
+        there = enumerate_signs(tw, targets, ["AVD", "PVC"], free, maxiter=3,
+                                objective_options=options, executor=executor)
+        objective = Objective(Parameterization(tw, free), targets, **options)
+        starts_there = ensemble(objective, 3, maxiter=3, executor=executor)
+    assert [p.signs for p in there] == [p.signs for p in here] and len(here) == 4
+    for a, b in zip(here, there):
+        assert a.loss == b.loss and np.array_equal(a.x, b.x)
+    starts_here = ensemble(objective, 3, maxiter=3)
+    np.testing.assert_array_equal(starts_there.x, starts_here.x)
+    np.testing.assert_array_equal(starts_there.losses, starts_here.losses)

@@ -14,6 +14,7 @@ multi-start ensembles as well.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from scipy.optimize import minimize
 
 from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
+from neurosim.fit.parameters import Parameterization
+from neurosim.io.yaml import dump_circuit, loads_circuit
 from neurosim.model import unknown_name_message
 
 #: a direction whose eigenvalue is below this fraction of the largest is numerically
@@ -306,21 +309,49 @@ class Ensemble:
         return lines
 
 
+@dataclass(frozen=True)
+class _StartsJob:
+    """What a process needs to fit from given starts: the circuit as YAML and plain data."""
+
+    circuit_yaml: str
+    free: tuple
+    targets: tuple
+    options: dict
+    points: tuple
+    maxiter: int
+
+
+def _fit_start(job: _StartsJob, k: int | None):
+    """The fit from start ``k``; None only compiles (one gradient), to warm a worker."""
+    from neurosim.fit.optimize import fit_gradient
+    circuit = loads_circuit(job.circuit_yaml, "<ensemble>")
+    objective = Objective(Parameterization(circuit, job.free), job.targets, **job.options)
+    if k is None:
+        objective.value_and_grad(objective.par.x0)
+        return None
+    return fit_gradient(objective, job.points[k], maxiter=job.maxiter)
+
+
 def ensemble(objective: Objective, starts: int, *, seed: int = 0, maxiter: int = 200,
-             progress=None) -> Ensemble:
+             progress=None, executor=None) -> Ensemble:
     """Fit from ``starts`` points drawn uniformly within the bounds (the first is the
-    circuit's own values), each with L-BFGS-B on the engine's gradients."""
-    from neurosim.fit.optimize import _finite_bounds, fit_gradient
+    circuit's own values), each with L-BFGS-B on the engine's gradients; with an
+    ``executor`` (:class:`neurosim.distributed.Executor`, entered) on its cluster."""
+    from neurosim.distributed import Executor
+    from neurosim.fit.optimize import _finite_bounds
     if starts < 1:
         raise CircuitError(f"starts must be >= 1, got {starts}")
     lo, hi = _finite_bounds(objective)
     rng = np.random.default_rng(seed)
     points = [objective.par.x0] + [rng.uniform(lo, hi) for _ in range(starts - 1)]
-    fits = []
-    for point in points:
-        fits.append(fit_gradient(objective, point, maxiter=maxiter))
-        if progress:
-            progress(1)
+    job = _StartsJob(dump_circuit(objective.par.circuit), tuple(objective.par.entries),
+                     tuple(objective.targets), dict(objective.options), tuple(points), maxiter)
+    fits = [None] * starts
+    with contextlib.nullcontext(executor) if executor else Executor() as running:
+        for k, fitted in running.map(_fit_start, job, range(starts), warm=(job, None)):
+            fits[k] = fitted
+            if progress:
+                progress(1)
     order = np.argsort([f.loss for f in fits], kind="stable")
     x = np.array([fits[k].x for k in order])
     return Ensemble(list(objective.par.names), x, np.array([fits[k].loss for k in order]),

@@ -50,6 +50,9 @@ class Objective:
                  prior: float = 0.0, precision: str = "float64"):
         self.par = parameterization
         circuit = parameterization.circuit
+        # what rebuilds this objective elsewhere (a worker process): with par and targets
+        self.options = dict(readout=readout, integrator=integrator, dt=dt, rtol=rtol, atol=atol,
+                            dt_out=dt_out, prior=prior, precision=precision)
         self.targets = list(targets)
         if not self.targets:
             raise CircuitError("a fit needs at least one target (experiment or trace)")

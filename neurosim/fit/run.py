@@ -200,7 +200,7 @@ class Checkpoint:
 def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
             checkpoint: str | None = None, resume: bool = False,
             signs_checkpoint: str | None = None, signs_progress=None,
-            compile_ahead: bool = False) -> FitReport:
+            compile_ahead: bool = False, executor=None) -> FitReport:
     """Parameterise, build the objective, optimise, and (if asked) enumerate signs.
 
     With ``checkpoint`` the best point is saved there as the fit goes, and CMA-ES's whole
@@ -261,7 +261,8 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
             signs_progress = bar.update
         signs = enumerate_signs(circuit, targets, spec.signs.classes, spec.free,
                                 maxiter=spec.signs.maxiter, objective_options=objective_options,
-                                progress=signs_progress, checkpoint=signs_checkpoint)
+                                progress=signs_progress, checkpoint=signs_checkpoint,
+                                executor=executor)
         if bar:
             bar.close()
         if signs_checkpoint:

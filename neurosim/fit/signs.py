@@ -17,6 +17,8 @@ J Neurosci 16:4017–4031.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -26,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from neurosim.distributed import Executor
 from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
 from neurosim.fit.optimize import fit_gradient
 from neurosim.fit.parameters import Parameterization
-from neurosim.io.yaml import dump_circuit
+from neurosim.io.yaml import dump_circuit, loads_circuit
 from neurosim.model import SYNAPSE_TYPES, Circuit
 
 
@@ -61,13 +64,46 @@ def with_signs(circuit: Circuit, signs: dict) -> Circuit:
 TIE_THRESHOLD = 2.0
 
 
+@dataclass(frozen=True)
+class _SignJob:
+    """What a process needs to fit sign patterns: the circuit as YAML text and plain data."""
+
+    circuit_yaml: str
+    targets: tuple
+    classes: tuple
+    free: tuple
+    maxiter: int
+    objective_options: dict
+
+
+@functools.lru_cache(maxsize=4)
+def _circuit(text: str) -> Circuit:
+    return loads_circuit(text, "<sign enumeration>")
+
+
+def _fit_pattern(job: _SignJob, key: str | None):
+    """Pattern ``key`` ("+-+..." over the classes) fitted; None only compiles (one
+    gradient at the start), to warm a worker."""
+    signs = dict(zip(job.classes, key or "+" * len(job.classes)))
+    par = Parameterization(with_signs(_circuit(job.circuit_yaml), signs), job.free)
+    objective = Objective(par, job.targets, **job.objective_options)
+    if key is None:
+        objective.value_and_grad(par.x0)
+        return None
+    fitted = fit_gradient(objective, maxiter=job.maxiter)
+    return SignPattern(signs, fitted.loss, fitted.x, bool(fitted.converged))
+
+
 def enumerate_signs(circuit: Circuit, targets, classes, free, *, maxiter: int = 40,
-                    objective_options=None, progress=None, checkpoint=None) -> list[SignPattern]:
+                    objective_options=None, progress=None, checkpoint=None,
+                    executor: Executor | None = None) -> list[SignPattern]:
     """Fit every sign pattern of ``classes``; patterns sorted by loss (best first).
 
     With ``checkpoint`` (a JSON path) every finished pattern is saved there as it is
     fitted, and patterns already in the file are not fitted again, so an interrupted
-    enumeration resumes where it stopped.
+    enumeration resumes where it stopped.  With an ``executor``
+    (:class:`neurosim.distributed.Executor`, entered) the patterns are fitted on its
+    cluster; each pattern's fit is the same as in this process.
     """
     classes = list(dict.fromkeys(classes))
     for name in classes:
@@ -78,20 +114,21 @@ def enumerate_signs(circuit: Circuit, targets, classes, free, *, maxiter: int = 
                                  sorted((objective_options or {}).items()),
                                  dump_circuit(circuit))).encode()).hexdigest()
     done = _load_patterns(checkpoint, classes, setup) if checkpoint else {}
-    results = []
-    for pattern in itertools.product("+-", repeat=len(classes)):
-        key = "".join(pattern)
-        if key not in done:
-            signs = dict(zip(classes, pattern))
-            par = Parameterization(with_signs(circuit, signs), free)
-            objective = Objective(par, targets, **(objective_options or {}))
-            fitted = fit_gradient(objective, maxiter=maxiter)
-            done[key] = SignPattern(signs, fitted.loss, fitted.x, bool(fitted.converged))
+    keys = ["".join(pattern) for pattern in itertools.product("+-", repeat=len(classes))]
+    if progress:
+        for _ in range(sum(key in done for key in keys)):
+            progress(1)
+    job = _SignJob(dump_circuit(circuit), tuple(targets), tuple(classes), tuple(free), maxiter,
+                   dict(objective_options or {}))
+    todo = [key for key in keys if key not in done]
+    with contextlib.nullcontext(executor) if executor else Executor() as running:
+        for key, pattern in running.map(_fit_pattern, job, todo, warm=(job, None)):
+            done[key] = pattern
             if checkpoint:
                 _save_patterns(checkpoint, classes, setup, done)
-        results.append(done[key])
-        if progress:
-            progress(1)
+            if progress:
+                progress(1)
+    results = [done[key] for key in keys]
     return sorted(results, key=lambda r: r.loss)
 
 
