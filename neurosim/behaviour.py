@@ -23,9 +23,13 @@ from neurosim.record import Result
 from neurosim.simulate import simulate
 
 LABELS = ("reversal", "none", "forward")
-#: expectations relative to another protocol: its score minus ours beyond the read-out's
-#: threshold (the same margin that separates a behaviour from ``none``)
-RELATIONS = ("more_reversal_than", "less_reversal_than")
+#: expectations relative to another protocol ``than``, on our score minus its score:
+#: beyond the read-out's threshold (the same margin that separates a behaviour from
+#: ``none``) in one direction, or within it (``same_as``: "no effect", neither more nor
+#: less), with how each reads in a sentence
+RELATIONS = ("more_reversal_than", "less_reversal_than", "same_as")
+RELATION_WORDS = {"more_reversal_than": "more reversal than",
+                  "less_reversal_than": "less reversal than", "same_as": "same as"}
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,8 @@ class Fact:
 
     ``expect`` is a label (``reversal``, ``forward``, ``none``) or a relation to the
     protocol ``than`` (``more_reversal_than``, ``less_reversal_than``: the scores differ
-    by more than the read-out's threshold in that direction).  ``verified`` is True when
+    by more than the read-out's threshold in that direction; ``same_as``: they differ by
+    at most the threshold, "no effect").  ``verified`` is True when
     the statement was read in its primary source, False when it is quoted secondhand.
     """
 
@@ -222,10 +227,10 @@ class Fact:
 
     @property
     def expected(self) -> str:
-        """``"reversal"`` or ``"more reversal than tap"``."""
+        """``"reversal"``, ``"more reversal than tap"`` or ``"same as tap"``."""
         if self.than is None:
             return self.expect
-        return f"{self.expect.replace('_than', '').replace('_', ' ')} than {self.than}"
+        return f"{RELATION_WORDS[self.expect]} {self.than}"
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -253,10 +258,12 @@ def loads_facts(text: str, source: str = "<string>", protocols=None) -> list[Fac
         seen.add(item.id)
         if (item.expect in RELATIONS) != (item.than is not None):
             need = (f"'{item.expect}' needs than: PROTOCOL" if item.expect in RELATIONS
-                    else f"'than' goes with {' or '.join(RELATIONS)}, not '{item.expect}'")
+                    else f"'than' goes with {', '.join(RELATIONS[:-1])} or {RELATIONS[-1]}, "
+                         f"not '{item.expect}'")
             raise locate(CircuitError(need), f"facts[{k}].expect")
         if item.than == item.protocol:
-            raise locate(CircuitError(f"a protocol cannot differ from itself: than is "
+            what = ("is always the same as" if item.expect == "same_as" else "cannot differ from")
+            raise locate(CircuitError(f"a protocol {what} itself: than is "
                                       f"{item.than!r}, the fact's own protocol"), f"facts[{k}].than")
         for key in ("protocol", "than"):
             name = getattr(item, key)
@@ -273,6 +280,11 @@ def load_facts(path, protocols=None) -> list[Fact]:
     return loads_facts(read_text(path, "facts file"), str(path), protocols)
 
 
+def _signed(x: float) -> str:
+    """+0.039, -0.007, and +0.000 rather than -0.000 for a tiny negative number."""
+    return f"{round(x, 3) + 0.0:+.3f}"
+
+
 def check_facts(facts, rows: list[ExperimentRow], threshold: float) -> list[FactCheck]:
     """Each fact against the table ``rows``; ``threshold`` is the read-out's."""
     by = {r.protocol: r for r in rows}
@@ -285,12 +297,15 @@ def check_facts(facts, rows: list[ExperimentRow], threshold: float) -> list[Fact
         row = by[fact.protocol]
         if fact.than is None:
             checks.append(FactCheck(fact, row.label == fact.expect,
-                                    f"{row.label} (score {row.score:+.3f})"))
+                                    f"{row.label} (score {_signed(row.score)})"))
             continue
         diff = row.score - by[fact.than].score
-        ok = diff > threshold if fact.expect == "more_reversal_than" else diff < -threshold
-        checks.append(FactCheck(fact, ok, f"score {row.score:+.3f} vs {by[fact.than].score:+.3f} "
-                                          f"({diff:+.3f}; threshold {threshold:g})"))
+        ok = (diff > threshold if fact.expect == "more_reversal_than"
+              else diff < -threshold if fact.expect == "less_reversal_than"
+              else abs(diff) <= threshold)   # same_as: neither more nor less
+        checks.append(FactCheck(fact, ok, f"score {_signed(row.score)} vs "
+                                          f"{_signed(by[fact.than].score)} ({_signed(diff)}; "
+                                          f"threshold {threshold:g})"))
     return checks
 
 
