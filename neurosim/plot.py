@@ -524,6 +524,10 @@ def plot_experiments(rows, results: dict, *, threshold: float, neurons=None,
                Patch(color=LABEL_COLORS["none"], label="no behaviour (|score| ≤ threshold)")]
     if checks:
         handles += _mark_facts(bars, rows, checks)
+    # the threshold lines and their labels stay inside, however small the scores
+    low, high = bars.get_ylim()
+    margin = 0.3 * threshold
+    bars.set_ylim(min(low, -threshold - margin), max(high, threshold + margin))
     bars.legend(handles=handles, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                 ncol=3, frameon=False, title="bars: what the circuit does; dashed: the read-out's "
                 "thresholds" + ("; ✓/✗: what biology expects, reproduced or not (faded: quoted "

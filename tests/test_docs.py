@@ -123,8 +123,11 @@ def test_every_image_is_used_and_every_used_image_exists():
 #: --check compares (expressivity.py: two minutes of training)
 SECTION_TESTS = {
     "scripts/tap_withdrawal.py": ["tests/test_tap_withdrawal.py::test_the_documented_tables_are_those_the_code_gives_today",
-                                  "tests/test_tap_withdrawal.py::test_the_readme_quotes_what_behave_prints_today"],
-    "scripts/fit_tap_withdrawal.py": ["tests/test_tap_withdrawal.py::test_refitting_gives_the_documented_outcome"],
+                                  "tests/test_tap_withdrawal.py::test_the_readme_quotes_what_behave_prints_today",
+                                  "tests/test_tap_withdrawal_lr.py::test_the_documented_lr_table_is_what_the_code_gives_today"],
+    "scripts/fit_tap_withdrawal.py": ["tests/test_tap_withdrawal.py::test_refitting_gives_the_documented_outcome",
+                                      "tests/test_tap_withdrawal_lr.py::test_the_documented_lr_fit_of_seed_0_is_the_shipped_lr_circuit",
+                                      "tests/test_tap_withdrawal_lr.py::test_refitting_the_lr_circuit_gives_the_documented_outcome"],
     "scripts/explain_tap_withdrawal.py": ["tests/test_explain.py::test_the_documented_explanation_is_what_the_code_gives_today"],
     "scripts/planted_truth.py": ["tests/test_fit.py::test_the_planted_truth_page_is_what_the_script_prints_today"],
     "scripts/succinctness.py": ["tests/test_docs.py::test_the_succinctness_table_is_the_one_its_data_give"],
