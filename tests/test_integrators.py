@@ -7,8 +7,9 @@ import pytest
 
 import neurosim as ns
 from neurosim.compile import compile_circuit
-from neurosim.integrators import METHODS
-from neurosim.kernels.adaptive import DP_A, DP_B, DP_C
+from neurosim.integrators import (FLOAT32_METHODS, METHODS, SENSITIVITY_METHODS, STABILITY_LIMIT,
+                                  FixedStepIntegrator, StepController, make_integrator)
+from neurosim.kernels import tableaux
 from reference import ReferenceModel, random_circuit
 
 FIXED = ["euler", "rk4", "exp_euler", "ltc"]
@@ -20,9 +21,56 @@ def reference_traces(circuit, stimuli, duration, dt_out):
     return t, ReferenceModel(circuit, stimuli).solve(t, breakpoints)
 
 
-def test_dormand_prince_tableau_is_consistent():
-    np.testing.assert_allclose(DP_A.sum(axis=1), DP_C, atol=1e-15)
-    assert DP_B.sum() == pytest.approx(1.0, abs=1e-15)
+def test_methods_declare_what_they_are():
+    """Order, error order, tableau and capabilities are class data, and the lists by
+    capability are derived from them (tableau identities: tests/test_tableaux.py)."""
+    declared = {name: (cls.order, cls.error_order, cls.tableau, cls.has_tangents,
+                       cls.float32_lanes) for name, cls in METHODS.items()}
+    assert declared == {
+        "euler": (1, None, tableaux.EULER, True, False),
+        "rk4": (4, None, tableaux.CLASSIC_RK4, True, False),
+        "exp_euler": (1, None, None, False, False),
+        "ltc": (1, None, None, True, False),
+        "dopri5": (5, 4, tableaux.DORMAND_PRINCE, True, True),
+        "rosenbrock23": (2, 2, tableaux.SHAMPINE_REICHELT, False, False)}
+    for cls in METHODS.values():
+        if cls.tableau is not None:
+            assert (cls.order, cls.error_order) == (cls.tableau.order, cls.tableau.error_order)
+        assert (cls.error_order is None) == issubclass(cls, FixedStepIntegrator)
+    assert SENSITIVITY_METHODS == ("euler", "rk4", "ltc", "dopri5")
+    assert FLOAT32_METHODS == ("dopri5",)
+    assert STABILITY_LIMIT == {"euler": 2.0, "rk4": 2.785}
+
+
+def test_adaptive_methods_hold_a_step_controller():
+    """rtol, atol, max_step, max_steps and adaptive live in a StepController, validated
+    there; the constructors, options and make_integrator read as before."""
+    method = METHODS["dopri5"](rtol=1e-7, atol=1e-8, max_step=2.0, max_steps=500)
+    assert method.controller == StepController(rtol=1e-7, atol=1e-8, max_step=2.0,
+                                               max_steps=500)
+    assert (method.rtol, method.atol, method.max_step, method.max_steps, method.adaptive) == \
+        (1e-7, 1e-8, 2.0, 500, True)
+    assert method.options() == {"rtol": 1e-7, "atol": 1e-8, "dt": None, "max_step": 2.0,
+                                "adaptive": True, "max_steps": 500}
+    assert repr(METHODS["rosenbrock23"](dt=0.1, adaptive=False)) == (
+        "Rosenbrock23(rtol=1e-06, atol=1e-06, dt=0.1, max_step=inf, adaptive=False, "
+        "max_steps=10000000)")
+    assert make_integrator("dopri5", rtol=1e-4).controller.rtol == 1e-4
+    assert make_integrator("rk4", dt=0.1).controller is None
+    assert StepController().kernel_args() == (1e-6, 1e-6, math.inf, True, 10_000_000)
+    for options, match in [({"rtol": 0}, "`rtol` must be a positive number"),
+                           ({"atol": math.nan}, "`atol` must be a positive number"),
+                           ({"max_step": -1.0}, "`max_step` must be > 0"),
+                           ({"max_steps": 2.5}, "`max_steps` must be a whole number"),
+                           ({"max_steps": 0}, "`max_steps` must be a whole number")]:
+        with pytest.raises(ns.CircuitError, match=match):
+            StepController(**options)
+        with pytest.raises(ns.CircuitError, match=match):
+            METHODS["dopri5"](**options)
+    with pytest.raises(ns.CircuitError, match="adaptive=False needs a step dt"):
+        METHODS["dopri5"](adaptive=False)
+    with pytest.raises(ns.CircuitError, match="`dt` must be a positive number"):
+        METHODS["rosenbrock23"](dt=-1.0)
 
 
 @pytest.mark.parametrize("seed,n,n_clamped,kappa", [

@@ -4,7 +4,8 @@ Both methods share one loop that owns step acceptance, step-size control, landin
 stimulus breakpoints and dense output onto the requested output grid.  The methods only
 propose a step and its error vector (:func:`take_step`).  The loop is compiled once per
 method, from its entry point :func:`run_dopri5` or :func:`run_rosenbrock23`, with only
-that method's step in it.
+that method's step in it.  The steps' coefficients are those of
+:mod:`neurosim.kernels.tableaux`.
 """
 
 import math
@@ -21,35 +22,10 @@ from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_B
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, copy_into, count_up_to, jacobian, rhs
-
-# Dormand & Prince (1980) tableau, as in Hairer's DOPRI5 and scipy's RK45.
-DP_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
-DP_A = np.array([
-    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [1 / 5, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [3 / 40, 9 / 40, 0.0, 0.0, 0.0, 0.0],
-    [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0, 0.0],
-    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0, 0.0],
-    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0.0],
-    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
-])
-DP_B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
-DP_E = np.array([-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40])
-# Fourth-order continuous extension (Hairer's DOPRI5 dense output, as in scipy's RK45):
-# y(t + θh) = y + h Σ_s K_s (P_s · [θ, θ², θ³, θ⁴]).
-DP_P = np.array([
-    [1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432],
-    [0.0, 0.0, 0.0, 0.0],
-    [0.0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799],
-    [0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072],
-    [0.0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632],
-    [0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
-    [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
-])
-
-# Shampine & Reichelt (1997), "The MATLAB ODE suite", the L-stable Rosenbrock 2(3) of ode23s.
-RB_D = 1.0 / (2.0 + math.sqrt(2.0))
-RB_E32 = 6.0 + math.sqrt(2.0)
+from neurosim.kernels.tableaux import (DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_P,
+                                       DP_STAGES, ROS_A21, ROS_C2, ROS_E31, ROS_E32,
+                                       ROS_ERROR_ORDER, ROS_ERROR_SCALE, ROS_ERROR_SCALED,
+                                       ROS_GAMMA)
 
 
 @borrowing_njit
@@ -239,7 +215,7 @@ def dopri5_error(K, h, err):
     """The embedded 4th-order error estimate h·Σ E_s·K_s."""
     for i in range(err.shape[0]):
         acc = 0.0
-        for s in range(7):
+        for s in range(DP_STAGES):
             acc += DP_E[s] * K[s, i]
         err[i] = h * acc
 
@@ -248,18 +224,18 @@ def dopri5_error(K, h, err):
 def dense_weights(frac, weights):
     """weights[s] = P_s · [θ, θ², θ³, θ⁴], so y(t + θh) = y + h·Σ_s weights[s]·K_s."""
     q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
-    for s in range(7):
+    for s in range(DP_STAGES):
         weights[s] = DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3
 
 
 @borrowing_njit(inline="always")
 def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
-    """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:7], V_new, err."""
+    """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:], V_new, err."""
     tmp = work[WORK_ROWS]
-    for s in range(1, 7):
+    for s in range(1, DP_STAGES):
         stage_point(V, K, s, h, tmp)
         # the last two stages sit at t + h: take the input's limit from below on landing
-        rhs(t + DP_C[s] * h, left and s >= 5, tmp, theta, net, drive, work, K[s])
+        rhs(t + DP_C[s] * h, left and s >= DP_END_STAGE, tmp, theta, net, drive, work, K[s])
     for i in range(V.shape[0]):
         V_new[i] = tmp[i]
     dopri5_error(K, h, err)
@@ -270,7 +246,7 @@ def dopri5_dense(V, K, h, frac, weights, out):
     dense_weights(frac, weights)
     for i in range(V.shape[0]):
         acc = 0.0
-        for s in range(7):
+        for s in range(DP_STAGES):
             acc += K[s, i] * weights[s]
         out[i] = V[i] + h * acc
 
@@ -286,14 +262,15 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
     n = V.shape[0]
     F0, k1, k2, F2 = K[0], K[1], K[2], K[3]
     F1, T, tmp = K[4], K[5], work[WORK_ROWS]
-    hd = h * RB_D
+    hd = h * ROS_GAMMA
     for r in range(n):
         for c in range(n):
             W[r, c] = -hd * J[r, c]
         W[r, r] += 1.0
     if not lu_factor(W, piv):
         return False
-    # ∂f/∂t by a forward difference; the segment holds no input jump (breakpoints are landed on)
+    # ∂f/∂t by a forward difference (of at most half the step: a difference step, not a
+    # coefficient); the segment holds no input jump (breakpoints are landed on)
     if has_inputs:
         delta = min(0.5 * h, 1.5e-8 * (1.0 + abs(t)))
         rhs(t + delta, False, V, theta, net, drive, work, T)
@@ -305,8 +282,8 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
         k1[i] = F0[i] + hd * T[i]
     lu_solve(W, piv, k1)
     for i in range(n):
-        tmp[i] = V[i] + 0.5 * h * k1[i]
-    rhs(t + 0.5 * h, False, tmp, theta, net, drive, work, F1)
+        tmp[i] = V[i] + ROS_A21 * h * k1[i]
+    rhs(t + ROS_C2 * h, False, tmp, theta, net, drive, work, F1)
     for i in range(n):
         k2[i] = F1[i] - k1[i]
     lu_solve(W, piv, k2)
@@ -315,18 +292,19 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
         V_new[i] = V[i] + h * k2[i]
     rhs(t + h, left, V_new, theta, net, drive, work, F2)
     for i in range(n):
-        err[i] = F2[i] - RB_E32 * (k2[i] - F1[i]) - 2.0 * (k1[i] - F0[i]) + hd * T[i]
+        err[i] = F2[i] - ROS_E32 * (k2[i] - F1[i]) - ROS_E31 * (k1[i] - F0[i]) + hd * T[i]
     lu_solve(W, piv, err)
     for i in range(n):
-        err[i] = h / 6.0 * (k1[i] - 2.0 * k2[i] + err[i])
+        err[i] = h / ROS_ERROR_SCALE * (ROS_ERROR_SCALED[0] * k1[i] + ROS_ERROR_SCALED[1] * k2[i]
+                                        + ROS_ERROR_SCALED[2] * err[i])
     return True
 
 
 @borrowing_njit
 def rosenbrock_dense(V, K, h, frac, out):
-    scale = 1.0 / (1.0 - 2.0 * RB_D)
+    scale = 1.0 / (1.0 - 2.0 * ROS_GAMMA)
     a = frac * (1.0 - frac) * scale
-    b = frac * (frac - 2.0 * RB_D) * scale
+    b = frac * (frac - 2.0 * ROS_GAMMA) * scale
     for i in range(V.shape[0]):
         out[i] = V[i] + h * (a * K[1, i] + b * K[2, i])
 
@@ -369,7 +347,7 @@ def _take_step(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_input
         def dopri5(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
                    net, drive, work, V_new, err, stats):
             dopri5_step(t, h, V, K, landing, theta, net, drive, work, V_new, err)
-            stats[S_RHS] += 6
+            stats[S_RHS] += DP_STAGES - 1  # first same as last
             return True, jacobian_fresh
         return dopri5
 
@@ -404,25 +382,25 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     clamped = drive[7]
     has_inputs = drive[0].shape[0] > 0
     work = np.empty((WORK_ROWS + 1, n))  # the extra row: a trial state
-    K = np.empty((7, n))
+    K = np.empty((DP_STAGES, n))  # rosenbrock23 uses six of the rows
     V_new = np.empty(n)
     err = np.empty(n)
     dense = np.empty(n)
-    weights = np.empty(7)
+    weights = np.empty(DP_STAGES)
     any_clamped = clamped.any()
     J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
     W = np.empty_like(J)
     piv = np.empty(J.shape[0], dtype=np.int64)
-    error_order = 4 if method == DOPRI5 else 2
+    error_order = DP_ERROR_ORDER if method == DOPRI5 else ROS_ERROR_ORDER
     t = state[X_T]
     h = state[X_H]
     err_old = state[X_ERR_OLD]
     n_out = out_times.shape[0]
     next_out = 0
     if state[X_STEP_H] > 0.0:
-        next_out = write_outputs(method, carry[7], carry[:7], state[X_STEP_T], state[X_STEP_H], t,
-                                 out_times, 0, drive, any_clamped, work, weights, dense, record,
-                                 out_V)
+        next_out = write_outputs(method, carry[DP_STAGES], carry[:DP_STAGES], state[X_STEP_T],
+                                 state[X_STEP_H], t, out_times, 0, drive, any_clamped, work,
+                                 weights, dense, record, out_V)
         if next_out == n_out:
             return OK
     state[X_STEP_H] = 0.0
@@ -452,11 +430,11 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             next_out = write_outputs(method, V, K, t, h_try, t_new, out_times, next_out, drive,
                                      any_clamped, work, weights, dense, record, out_V)
             if next_out == n_out and t_new > out_times[n_out - 1]:
-                for s in range(7):
+                for s in range(DP_STAGES):
                     for i in range(n):
                         carry[s, i] = K[s, i]
                 for i in range(n):
-                    carry[7, i] = V[i]
+                    carry[DP_STAGES, i] = V[i]
                 state[X_STEP_T] = t
                 state[X_STEP_H] = h_try
             status = count_accepted_step(V_new, v_bound, stats, state, t_new)
@@ -473,7 +451,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
                 rhs(t, False, V, theta, net, drive, work, K[0])  # input jumped: new f
                 stats[S_RHS] += 1
             elif method == DOPRI5:
-                copy_into(K[0], K[6])
+                copy_into(K[0], K[DP_STAGES - 1])
             else:
                 copy_into(K[0], K[3])
             jacobian_fresh = False

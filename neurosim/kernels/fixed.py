@@ -1,4 +1,6 @@
-"""Fixed-step time loop: explicit Euler, classic RK4, exponential Euler, fused LTC step."""
+"""Fixed-step time loop: explicit Euler, classic RK4, exponential Euler, fused LTC step.
+
+RK4's coefficients are those of :mod:`neurosim.kernels.tableaux`."""
 
 import math
 
@@ -7,6 +9,7 @@ from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, count_up_to, rhs, split_at
+from neurosim.kernels.tableaux import RK4_A, RK4_B_SCALE, RK4_B_SCALED, RK4_C, RK4_STAGES
 
 
 @borrowing_njit
@@ -63,20 +66,21 @@ def rk4_step(t, t_end, h, V, theta, net, drive, work, k, tmp):
     limit from below at t_end, where a breakpoint may lie."""
     n = V.shape[0]
     rhs(t, False, V, theta, net, drive, work, k[0])
-    t_mid = t + 0.5 * h
+    t_mid = t + RK4_C[1] * h  # stages 1 and 2 (c = 1/2); stage 3 at t_end (c = 1)
     # a sub-step of an ulp or two may round its midpoint onto its end
     mid_left = t_mid == t_end
     for i in range(n):
-        tmp[i] = V[i] + 0.5 * h * k[0, i]
+        tmp[i] = V[i] + RK4_A[1, 0] * h * k[0, i]
     rhs(t_mid, mid_left, tmp, theta, net, drive, work, k[1])
     for i in range(n):
-        tmp[i] = V[i] + 0.5 * h * k[1, i]
+        tmp[i] = V[i] + RK4_A[2, 1] * h * k[1, i]
     rhs(t_mid, mid_left, tmp, theta, net, drive, work, k[2])
     for i in range(n):
-        tmp[i] = V[i] + h * k[2, i]
+        tmp[i] = V[i] + RK4_A[3, 2] * h * k[2, i]
     rhs(t_end, True, tmp, theta, net, drive, work, k[3])
     for i in range(n):
-        V[i] += h / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+        V[i] += h / RK4_B_SCALE * (RK4_B_SCALED[0] * k[0, i] + RK4_B_SCALED[1] * k[1, i]
+                                   + RK4_B_SCALED[2] * k[2, i] + RK4_B_SCALED[3] * k[3, i])
 
 
 @borrowing_njit
@@ -120,9 +124,9 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta,
     last = thetas.shape[0] - 1
     n = V.shape[0]
     work = np.empty((WORK_ROWS, n))
-    k = np.empty((4, n))
+    k = np.empty((RK4_STAGES, n))
     tmp = np.empty(n)
-    rhs_per_step = 4 if method == RK4 else 1
+    rhs_per_step = RK4_STAGES if method == RK4 else 1
     stop = count_up_to(breakpoints, t0 + step0 * dt)
     for r in range(n_rows):
         for s in range(stride):

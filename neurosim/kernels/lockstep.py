@@ -25,10 +25,9 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from neurosim.kernels.adaptive import (DP_C, DP_A, DP_E, DOPRI5, accepted_step_size,
-                                       after_rejection, count_accepted_step, initial_step,
-                                       lands_on_breakpoint, scaled_error_square, step_target,
-                                       write_outputs)
+from neurosim.kernels.adaptive import (DOPRI5, accepted_step_size, after_rejection,
+                                       count_accepted_step, initial_step, lands_on_breakpoint,
+                                       scaled_error_square, step_target, write_outputs)
 from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
                                         S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
                                         WORK_ROWS, X_FAIL_T)
@@ -36,12 +35,13 @@ from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import count_up_to, rhs, sigmoid, sigmoid32, waveform
+from neurosim.kernels.tableaux import DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_STAGES
 
 # Numba's default error model tests every division for zero, which stops vectorisation;
 # divisors here are capacitances and error scales, validated > 0 before any run.
 lane_njit = borrowing_njit(error_model="numpy")
 
-ERROR_ORDER = 4  # of dopri5's embedded estimate, as run_adaptive uses it
+ERROR_ORDER = DP_ERROR_ORDER  # of dopri5's embedded estimate, as run_adaptive uses it
 
 
 def lane_sigmoid(z):
@@ -171,7 +171,7 @@ def dopri5_step_lanes(t, h, V, K, landing, thetas, net, drive, work, t_stage, le
     for lane in range(lanes):
         h_typed[lane] = h[lane]
     zero = A[0, 0]  # the first stage has no coefficients: a zero in the lanes' precision
-    for s in range(1, 7):
+    for s in range(1, DP_STAGES):
         err[:, :] = zero
         for q in range(s):
             a = A[s, q]
@@ -183,10 +183,10 @@ def dopri5_step_lanes(t, h, V, K, landing, thetas, net, drive, work, t_stage, le
                 V_new[i, lane] = V[i, lane] + h_typed[lane] * err[i, lane]
         for lane in range(lanes):
             t_stage[lane] = t[lane] + DP_C[s] * h[lane]
-            left[lane] = landing[lane] and s >= 5
+            left[lane] = landing[lane] and s >= DP_END_STAGE
         rhs_lanes(t_stage, left, V_new, thetas, net, drive, work, K[s])
     err[:, :] = zero
-    for s in range(7):
+    for s in range(DP_STAGES):
         e = E[s]
         for i in range(n):
             for lane in range(lanes):
@@ -238,7 +238,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     V = np.zeros((n, lanes), real)
     V_new = np.zeros((n, lanes), real)
     err = np.zeros((n, lanes), real)
-    K = np.zeros((7, n, lanes), real)
+    K = np.zeros((DP_STAGES, n, lanes), real)
     work = np.zeros((WORK_ROWS, n, lanes), real)
     lane_theta = np.ones((n_par, lanes), real)
     typed = (DP_A.astype(real), DP_E.astype(real), np.zeros(lanes, real))
@@ -262,10 +262,10 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     # one lane's column, for the scalar functions
     col = np.empty(n)
     col_new = np.empty(n)
-    col_K = np.empty((7, n))
+    col_K = np.empty((DP_STAGES, n))
     scratch = np.empty((WORK_ROWS + 1, n))
     dense = np.empty(n)
-    weights = np.empty(7)
+    weights = np.empty(DP_STAGES)
     pending = first
     while True:
         for lane in range(lanes):
@@ -334,7 +334,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             b = item[lane]
             if b < 0:
                 continue
-            stats[b, S_RHS] += 6
+            stats[b, S_RHS] += DP_STAGES - 1  # first same as last
             err_now = norms[lane]
             if math.isnan(err_now):
                 err_now = math.inf
@@ -349,7 +349,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             if out_times[next_out[lane]] <= t_new:  # the step's dense output is needed
                 for i in range(n):
                     col[i] = V[i, lane]
-                    for s in range(7):
+                    for s in range(DP_STAGES):
                         col_K[s, i] = K[s, i, lane]
                 next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
                                                out_times[:chunk_end[lane]], next_out[lane],
@@ -396,7 +396,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 if moves[lane]:
                     V[i, lane] = V_new[i, lane]
                 if takes_last_stage[lane]:
-                    K[0, i, lane] = K[6, i, lane]
+                    K[0, i, lane] = K[DP_STAGES - 1, i, lane]
 
 
 @kernel_njit(nogil=True)

@@ -12,10 +12,10 @@ Free parameters are described by (kind, index) pairs; kinds follow the θ layout
 import math
 
 import numpy as np
-from neurosim.kernels.adaptive import (DP_C, accepted_step_size, after_rejection,
-                                       count_accepted_step, dense_weights, dopri5_error,
-                                       error_norm, initial_step, lands_on_breakpoint,
-                                       mark_failure, save_solver_state, stage_point, step_target)
+from neurosim.kernels.adaptive import (accepted_step_size, after_rejection, count_accepted_step,
+                                       dense_weights, dopri5_error, error_norm, initial_step,
+                                       lands_on_breakpoint, mark_failure, save_solver_state,
+                                       stage_point, step_target)
 from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
                                         STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
                                         X_H, X_T)
@@ -23,6 +23,8 @@ from neurosim.kernels.fixed import check_state, impose_clamps, substep_end
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import (apply_drive, copy_into, count_up_to, sigmoid,
                                       unpack_theta)
+from neurosim.kernels.tableaux import (DP_C, DP_END_STAGE, DP_ERROR_ORDER, DP_STAGES, RK4_A,
+                                       RK4_B_SCALE, RK4_B_SCALED, RK4_C, RK4_STAGES)
 
 # kinds of free parameters (index into the θ layout's blocks)
 P_C, P_GL, P_EL, P_V0, P_W, P_E, P_MU, P_NU, P_KAPPA, P_GAP = range(10)
@@ -158,8 +160,8 @@ def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, t
     m = S.shape[1]
     work = np.empty((WORK_ROWS, n))
     dwork = np.empty((3, n, m))
-    k = np.empty((4, n))
-    dk = np.empty((4, n, m))
+    k = np.empty((RK4_STAGES, n))
+    dk = np.empty((RK4_STAGES, n, m))
     tmp = np.empty(n)
     dtmp = np.empty((n, m))
     clamped = drive[7]
@@ -191,7 +193,7 @@ def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, t
                 impose_clamps(end, V, drive, work)
                 zero_clamped_rows(S, clamped)
                 stats[S_STEPS] += 1
-                stats[S_RHS] += 4 if method == RK4 else 1
+                stats[S_RHS] += RK4_STAGES if method == RK4 else 1
                 status = check_state(V, v_bound, stats, step + 1)
                 if status != OK:
                     return status
@@ -210,25 +212,26 @@ def rk4_tangent_step(t, t_end, h, V, S, theta, net, tangent, drive, work, dwork,
     """:func:`~neurosim.kernels.fixed.rk4_step` carrying S, at the same stage times."""
     n = V.shape[0]
     m = S.shape[1]
-    t_mid = t + 0.5 * h
+    t_mid = t + RK4_C[1] * h
     mid_left = t_mid == t_end
     rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
-    for stage, a in ((1, 0.5), (2, 0.5), (3, 1.0)):
+    for stage, a in ((1, RK4_A[1, 0]), (2, RK4_A[2, 1]), (3, RK4_A[3, 2])):
         for i in range(n):
             tmp[i] = V[i] + a * h * k[stage - 1, i]
             for c in range(m):
                 dtmp[i, c] = S[i, c] + a * h * dk[stage - 1, i, c]
-        if stage == 3:
+        if stage == 3:  # at t_end (c = 1)
             rhs_tangent(t_end, True, tmp, dtmp, theta, net, tangent, drive, work, dwork,
                         k[stage], dk[stage])
         else:
             rhs_tangent(t_mid, mid_left, tmp, dtmp, theta, net, tangent, drive, work, dwork,
                         k[stage], dk[stage])
+    b0, b1, b2, b3 = RK4_B_SCALED[0], RK4_B_SCALED[1], RK4_B_SCALED[2], RK4_B_SCALED[3]
     for i in range(n):
-        V[i] += h / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+        V[i] += h / RK4_B_SCALE * (b0 * k[0, i] + b1 * k[1, i] + b2 * k[2, i] + b3 * k[3, i])
         for c in range(m):
-            S[i, c] += h / 6.0 * (dk[0, i, c] + 2.0 * dk[1, i, c] + 2.0 * dk[2, i, c]
-                                  + dk[3, i, c])
+            S[i, c] += h / RK4_B_SCALE * (b0 * dk[0, i, c] + b1 * dk[1, i, c]
+                                          + b2 * dk[2, i, c] + b3 * dk[3, i, c])
 
 
 @borrowing_njit
@@ -264,14 +267,14 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
     clamped = drive[7]
     work = np.empty((WORK_ROWS, n))
     dwork = np.empty((3, n, m))
-    K = np.empty((7, n))
-    dK = np.empty((7, n, m))
+    K = np.empty((DP_STAGES, n))
+    dK = np.empty((DP_STAGES, n, m))
     tmp = np.empty(n)
     dtmp = np.empty((n, m))
     V_new = np.empty(n)
     S_new = np.empty((n, m))
     err = np.empty(n)
-    weights = np.empty(7)
+    weights = np.empty(DP_STAGES)
     t = state[X_T]
     h = state[X_H]
     err_old = state[X_ERR_OLD]
@@ -279,7 +282,8 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
     rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
     stats[S_RHS] += 1
     if h <= 0.0:
-        h = initial_step(t, V, K[0], 4, rtol, atol, theta, net, drive, work, clamped, tmp, V_new)
+        h = initial_step(t, V, K[0], DP_ERROR_ORDER, rtol, atol, theta, net, drive, work, clamped,
+                         tmp, V_new)
         stats[S_RHS] += 1
     next_out = 0
     stop = count_up_to(tstops, t)
@@ -288,14 +292,15 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
             mark_failure(state, t)
             return TOO_MANY_STEPS
         t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
-        for s in range(1, 7):
+        for s in range(1, DP_STAGES):
             stage_point(V, K, s, h_try, tmp)
-            stage_point(S.reshape(n * m), dK.reshape(7, n * m), s, h_try, dtmp.reshape(n * m))
-            rhs_tangent(t + DP_C[s] * h_try, landing and s >= 5, tmp, dtmp, theta, net, tangent,
-                        drive, work, dwork, K[s], dK[s])
+            stage_point(S.reshape(n * m), dK.reshape(DP_STAGES, n * m), s, h_try,
+                        dtmp.reshape(n * m))
+            rhs_tangent(t + DP_C[s] * h_try, landing and s >= DP_END_STAGE, tmp, dtmp, theta, net,
+                        tangent, drive, work, dwork, K[s], dK[s])
         copy_into(V_new, tmp)
         copy_into(S_new.reshape(n * m), dtmp.reshape(n * m))
-        stats[S_RHS] += 6
+        stats[S_RHS] += DP_STAGES - 1  # first same as last
         dopri5_error(K, h_try, err)
         err_now = error_norm(err, V, V_new, clamped, rtol, atol)
         if math.isnan(err_now):
@@ -313,12 +318,12 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                             out_S[next_out, cc, c] = 0.0
                         continue
                     acc = 0.0
-                    for s in range(7):
+                    for s in range(DP_STAGES):
                         acc += K[s, i] * weights[s]
                     out_V[next_out, cc] = V[i] + h_try * acc
                     for c in range(m):
                         dacc = 0.0
-                        for s in range(7):
+                        for s in range(DP_STAGES):
                             dacc += dK[s, i, c] * weights[s]
                         out_S[next_out, cc, c] = S[i, c] + h_try * dacc
                 next_out += 1
@@ -333,12 +338,13 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                 rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
                 stats[S_RHS] += 1
             else:
-                copy_into(K[0], K[6])
-                copy_into(dK[0].reshape(n * m), dK[6].reshape(n * m))
+                copy_into(K[0], K[DP_STAGES - 1])
+                copy_into(dK[0].reshape(n * m), dK[DP_STAGES - 1].reshape(n * m))
             if adaptive:
-                h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing, 4)
+                h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing,
+                                                DP_ERROR_ORDER)
         else:
-            h = after_rejection(err_now, h_try, 4, t, stats, state)
+            h = after_rejection(err_now, h_try, DP_ERROR_ORDER, t, stats, state)
             if h == 0.0:
                 return STEP_UNDERFLOW
     save_solver_state(state, t, h, err_old)

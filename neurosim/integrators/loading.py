@@ -1,0 +1,116 @@
+"""Kernels in memory before the work starts: loaded from Numba's disk cache or compiled,
+announced on the ``neurosim`` logger, timed; and kernels run over item ranges in threads.
+
+Kernels are loaded from Numba's disk cache, or compiled there on a cache miss (the first
+use after installing or changing neurosim), before the work they do starts
+(:func:`load_kernels`): a timer started afterwards measures running only, and a
+compilation is announced on the ``neurosim`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numba
+from numba.core import event
+from numba.core.registry import CPUDispatcher
+
+logger = logging.getLogger("neurosim")
+
+
+class _CompilationNotice(event.Listener):
+    """Counts the seconds Numba spends compiling (it reports compilations, not loads from
+    its cache) and logs one line when the first compilation starts."""
+
+    def __init__(self):
+        self.depth, self.seconds, self.started = 0, 0.0, None
+
+    def on_start(self, event):
+        if self.started is None:
+            logger.info("compiling simulation kernels (first use only) …")
+        if self.depth == 0:  # a kernel's callees compile inside it
+            self.started = time.perf_counter()
+        self.depth += 1
+
+    def on_end(self, event):
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self.started
+
+
+_compile_seconds = 0.0
+_notice = None
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels so far: timers that may include a
+    first call subtract the difference."""
+    return _compile_seconds
+
+
+@contextmanager
+def one_compile_notice():
+    """Announce the compilations of every :func:`load_kernels` call inside as one, "… compiled
+    in N s" at the end (a run that compiles its rest kernel, rests, then compiles its time
+    loop is one wait for its user, not two)."""
+    global _notice, _compile_seconds
+    if _notice is not None:
+        yield
+        return
+    _notice = _CompilationNotice()
+    try:
+        with event.install_listener("numba:compile", _notice):
+            yield
+    finally:
+        seconds, compiled, _notice = _notice.seconds, _notice.started is not None, None
+        if compiled:
+            _compile_seconds += seconds
+            logger.info("… compiled in %.1f s", seconds)
+
+
+def load_kernels(*calls) -> None:
+    """Load every kernel of ``calls``, (kernel, args) pairs, for the types of its
+    arguments, from memory or Numba's disk cache, or compile it (a cache miss).
+
+    A compilation is announced on the ``neurosim`` logger at INFO, one line before it
+    ("compiling simulation kernels (first use only) …") and its duration after (once for
+    all the calls inside :func:`one_compile_notice`), and counted in
+    :func:`compile_seconds`.  A kernel already in memory costs a type lookup per argument.
+    """
+    pending = []
+    for kernel, args in calls:
+        if isinstance(kernel, CPUDispatcher):  # not under NUMBA_DISABLE_JIT
+            signature = tuple(kernel.typeof_pyval(a) for a in args)
+            if signature not in kernel.overloads:
+                pending.append((kernel, signature))
+    if pending:
+        with one_compile_notice():
+            for kernel, signature in pending:
+                kernel.compile(signature)
+
+
+def call_kernel(kernel, *args):
+    """``kernel(*args)``, loaded or compiled first by :func:`load_kernels`."""
+    load_kernels((kernel, args))
+    return kernel(*args)
+
+
+def run_in_threads(kernel, n: int, args: tuple) -> None:
+    """``kernel(first, last, *args)`` over items 0..n-1, cut into ranges (about four per
+    thread, so that a thread finishing early takes another) on ``numba.get_num_threads()``
+    threads; the kernels release the GIL and write disjoint rows of their outputs."""
+    load_kernels((kernel, (0, n) + args))
+    threads = min(numba.get_num_threads(), n)
+    if threads <= 1:
+        kernel(0, n, *args)
+        return
+    size = math.ceil(n / (4 * threads))
+    with ThreadPoolExecutor(threads) as pool:
+        ranges = [pool.submit(kernel, first, min(first + size, n), *args)
+                  for first in range(0, n, size)]
+        for done in ranges:
+            done.result()
