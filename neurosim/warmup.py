@@ -140,22 +140,34 @@ def warmup(report=None, *, jobs: int = 1, only=None) -> list[tuple[str, float, f
 
 
 class CompileAhead:
-    """Features compiling in one background process (:func:`compile_ahead`)."""
+    """Features compiling in one background process (:func:`compile_ahead`), in order."""
 
     def __init__(self, only):
-        self._process = multiprocessing.get_context("spawn").Process(
-            target=_compile_quietly, args=(tuple(only),), daemon=True)
+        context = multiprocessing.get_context("spawn")
+        self._done, sent = context.Pipe(duplex=False)
+        self._finished: set[str] = set()
+        self._process = context.Process(target=_compile_quietly, args=(tuple(only), sent),
+                                        daemon=True)
         self._process.start()
+        sent.close()
 
-    def wait(self) -> None:
-        """Return once the background process has finished (its kernels are then in the
-        disk cache, or, had it failed, compiled by their first call as usual)."""
-        self._process.join()
+    def wait(self, feature: str | None = None) -> None:
+        """Return once ``feature`` (default: every feature) is compiled in the background
+        process, or that process has ended (its kernels are then in the disk cache; had it
+        failed, a first call compiles them as usual)."""
+        while feature is None or feature not in self._finished:
+            try:
+                self._finished.add(self._done.recv())
+            except EOFError:  # the process has ended
+                break
+        if feature is None:
+            self._process.join()
 
 
-def _compile_quietly(only) -> None:
+def _compile_quietly(only, sent) -> None:
     _one_thread()
-    warmup(only=only)
+    with sent:
+        warmup(only=only, report=lambda what, *_: sent.send(what))
 
 
 def compile_ahead(only) -> CompileAhead:

@@ -130,8 +130,8 @@ def test_lockstep_lanes_equal_single_runs_in_every_detail(monkeypatch):
     for 10-item groups), several stimulus kinds (some with several targets), gaps, a clamp,
     synapses whose μ differs per row (own sigmoids), output long enough to be cut into two kernel calls (RHS
     evaluations are counted per call), and one run that leaves v_bound."""
-    import neurosim.integrators as integrators
-    monkeypatch.setattr(integrators, "MAX_LANES", 3)
+    import neurosim.integrators.runs as runs
+    monkeypatch.setattr(runs, "MAX_LANES", 3)
     circuit, stimuli = random_circuit(7, 6, n_clamped=1)
     stimuli += [ns.Stimulus("table", ("N2", "N4"), times=(0.0, 4.0, 9.0), values=(0.0, 8.0, -3.0)),
                 ns.Stimulus("steps", "N3", times=(1.5, 6.0), values=(4.0, -2.0)),

@@ -223,7 +223,7 @@ def fit(objective: Objective, method: str = "cmaes", **options) -> FitResult:
     if method != "cmaes":
         raise CircuitError(f"unknown fit method {method!r}; allowed: {', '.join(METHODS)}")
     result = fit_cmaes(objective, **options)
-    if polish and objective.method.name in ("euler", "rk4", "ltc", "dopri5"):
+    if polish and objective.method.has_tangents:
         # the polish starts from CMA-ES's result, which a resumed fit reproduces exactly
         keep = {k: v for k, v in options.items() if k in ("seed", "progress", "checkpoint")}
         polished = fit_gradient(objective, result.x, maxiter=100, **keep)

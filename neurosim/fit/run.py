@@ -222,14 +222,9 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
                              prior=spec.loss.prior, precision=sim.precision)
     par = Parameterization(circuit, spec.free)
     objective = Objective(par, targets, **objective_options)
-    ahead = None
-    if compile_ahead:
-        from neurosim.warmup import compile_ahead as start  # warmup imports this package
-        later = ["single runs, dopri5"]
-        if spec.optimizer.method == "cmaes" and sim.integrator in SENSITIVITY_METHODS:
-            later.insert(0, f"gradients, {sim.integrator}")
-        ahead = start(later)
-        objective.before_gradients = ahead.wait
+    ahead = _compile_ahead(spec) if compile_ahead else None
+    if ahead is not None and sim.integrator in SENSITIVITY_METHODS:
+        objective.before_gradients = lambda: ahead.wait(f"gradients, {sim.integrator}")
     # what defines the objective: a checkpoint of another is refused, while the optimiser
     # may change (a CMA-ES state is only reused by the same optimiser settings)
     setup = hashlib.sha256(repr((list(targets), spec.free, spec.loss, spec.simulation,
@@ -272,6 +267,30 @@ def run_fit(circuit: Circuit, targets, spec: FitSpec, *, progress=False,
     return FitReport(result, par, objective, par.apply(result.x),
                      _predictions(objective, result.x, par.x0), signs,
                      spec.signs.threshold if spec.signs else TIE_THRESHOLD, identified)
+
+
+def _compile_ahead(spec: FitSpec):
+    """Start compiling, in a background process, the kernels a fit needs after its
+    first batch: for CMA-ES the rests (while this process compiles the batch's own time
+    loop), the gradients of the polish and the final single runs.  Where this process
+    had to compile its time loop (a cold cache), it waits for the rests before the first
+    batch rather than compiling them a second time.  Returns the CompileAhead."""
+    from neurosim.integrators import compile_seconds
+    from neurosim.warmup import compile_ahead, warmup  # warmup imports this package
+    sim = spec.simulation
+    later = ["single runs, dopri5"]
+    if spec.optimizer.method != "cmaes":
+        return compile_ahead(later)
+    if sim.integrator in SENSITIVITY_METHODS:
+        later.insert(0, f"gradients, {sim.integrator}")
+    ahead = compile_ahead(["rest states"] + later)
+    batches = ("batches, dopri5 float32" if sim.precision == "float32" else
+               "batches, dopri5" if sim.integrator == "dopri5" else "batches, other integrators")
+    before = compile_seconds()
+    warmup(only=[batches])
+    if compile_seconds() > before:
+        ahead.wait("rest states")
+    return ahead
 
 
 def _predictions(objective: Objective, x, x_initial) -> list[dict]:
