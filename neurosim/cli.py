@@ -794,8 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Python names in the API's messages, and the flags a command-line user types instead
 FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
+              (re.compile(r"resume=True \(--resume\)"), "--resume"),
               (re.compile(r"check_space=False \(--no-space-check\)"), "--no-space-check"),
-              (re.compile(r"\bdt_out\b"), "--dt-out"),
+              (re.compile(r"(?<![.\w])dt_out\b"), "--dt-out"),  # not simulation.dt_out
               (re.compile(r"integrator='(\w+)'"), r"-i \1"),
               (re.compile(r"(?<![-\w`/])dt\b"), "--dt"),
               (re.compile(r"\brecord= ?"), "--record "),

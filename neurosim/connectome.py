@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ SOURCES = {
 }
 NEURON_TABLE = "neurons_herm.csv"
 COLUMNS = ["pre", "post", "count", "kind", "neurotransmitter"]
+#: a count as the tables write it (plain digits; not 1_000, ٣ or inf, which float() takes)
+COUNT = re.compile(r"[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
 KINDS = ("chemical", "gap")
 
 EXCITATORY = 0.0
@@ -125,7 +128,9 @@ def _read_rows(path: Path, what: str, columns: list[str]):
     """(header comment lines, [(line number, row dict)]) of a CSV with ``#`` comments."""
     text = read_text(path, what, "CSV text").removeprefix("\ufeff")  # Excel's "CSV UTF-8"
     header, rows, names = [], [], None
-    for number, line in enumerate(text.splitlines(), 1):
+    # lines end at \n only: a CSV field may hold U+2028 and the like, splitlines()'s breaks
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         if line.startswith("#"):
@@ -182,10 +187,10 @@ def load_connectome(source="cook2019") -> Connectome:
         kind = row["kind"]
         if kind not in KINDS:
             raise CircuitError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", **where)
-        try:
-            count = float(row["count"])
-        except ValueError:
-            raise CircuitError(f"count must be a number, got {row['count']!r}", **where) from None
+        if not COUNT.fullmatch(row["count"]):
+            raise CircuitError(f"count must be a number such as 3 or 2.5, got "
+                               f"{row['count']!r}", **where)
+        count = float(row["count"])
         if not (math.isfinite(count) and count > 0):
             raise CircuitError(f"count must be a positive number, got {row['count']!r}",
                                **where)
@@ -194,7 +199,8 @@ def load_connectome(source="cook2019") -> Connectome:
             raise CircuitError("pre and post must name neurons", **where)
         key = (kind,) + ((pre, post) if kind == "chemical" else tuple(sorted((pre, post))))
         if key in seen:
-            raise CircuitError(f"{kind} {pre}-{post} appears twice (first at line "
+            link = f"{pre}->{post}" if kind == "chemical" else f"{pre}-{post}"
+            raise CircuitError(f"{kind} {link} appears twice (first at line "
                                f"{seen[key]}); give each connection once", **where)
         seen[key] = number
         transmitter = row["neurotransmitter"].lower() if kind == "chemical" else ""

@@ -3,16 +3,20 @@
 :func:`connect` starts a ``LocalCluster`` sized as asked (one thread per worker process,
 ``NUMBA_NUM_THREADS=1`` in each, so that workers do not oversubscribe the processors) or
 joins a running scheduler; :func:`map_chunks` sends the plan once to every worker,
-compiles the kernels on one worker first (the others then load them from the shared disk
-cache: no simultaneous cold compiles on one host) and yields chunks as they finish.  A
+yields results as they finish; :func:`warm_workers` compiles the kernels on one worker
+first (the others then load them from the shared disk cache: no simultaneous cold
+compiles on one host).  A
 chunk lost with its worker is run again elsewhere by the scheduler.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from neurosim.errors import CircuitError
+
+logger = logging.getLogger("neurosim")
 
 #: the environment of each worker process: one thread for Numba and BLAS
 WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -47,20 +51,13 @@ def connect(workers: int | None = None, scheduler: str | None = None):
     return client, [client, cluster]
 
 
-def map_tasks(client, run, shared, keys, warm=None):
+def map_tasks(client, run, shared, keys):
     """``run(shared, key)`` for every key on the cluster: (key, result) pairs as they
-    finish.  ``shared`` is sent once to every worker.  ``warm`` = (shared, key), a small
-    task, runs first on one worker, then on each of the others, to compile and load the
-    kernels before the map."""
+    finish.  ``shared`` is sent once to every worker."""
     distributed = _dask()
     keys = list(keys)
     if not keys:
         return
-    workers = list(client.scheduler_info()["workers"])
-    if warm is not None and workers:
-        client.submit(run, *warm, workers=workers[:1], pure=False).result()
-        distributed.wait([client.submit(run, *warm, workers=[w], pure=False)
-                          for w in workers[1:]])
     [shared_future] = client.scatter([shared], broadcast=True)
     futures = {client.submit(run, shared_future, key, pure=False): key for key in keys}
     try:
@@ -71,12 +68,29 @@ def map_tasks(client, run, shared, keys, warm=None):
         client.cancel([f for f in futures if not f.done()])
 
 
+def warm_workers(client, run, shared, key) -> None:
+    """``run(shared, key)``, a small task, first on one worker (which compiles the kernels
+    into the disk cache, or loads them), then on each of the others (which load them):
+    no host compiles the same kernels in several processes at once."""
+    distributed = _dask()
+    workers = list(client.scheduler_info()["workers"])
+    if not workers:
+        return
+    started = time.perf_counter()
+    logger.info("preparing %d workers (their kernels compile on first use) …", len(workers))
+    client.submit(run, shared, key, workers=workers[:1], pure=False).result()
+    distributed.wait([client.submit(run, shared, key, workers=[w], pure=False)
+                      for w in workers[1:]])
+    logger.info("… workers ready in %.1f s", time.perf_counter() - started)
+
+
 class Executor:
     """Where independent tasks run: in this process (no client, no ``workers``, no
     ``scheduler``), or on a Dask cluster — a client of your own, a ``LocalCluster`` of
     ``workers`` processes, or the cluster of ``scheduler``.  A context manager; inside,
-    ``executor.map(run, shared, keys, warm=None)`` yields (key, result) pairs as tasks
-    finish (in key order in this process)."""
+    ``executor.warm(run, shared, key)`` prepares the workers with a small task and
+    ``executor.map(run, shared, keys)`` yields (key, result) pairs as tasks finish (in
+    key order in this process)."""
 
     def __init__(self, client=None, workers: int | None = None, scheduler: str | None = None):
         self.client, self.workers, self.scheduler = client, workers, scheduler
@@ -91,10 +105,18 @@ class Executor:
             self.client, self._owned = connect(self.workers, self.scheduler)
         return self
 
-    def map(self, run, shared, keys, warm=None):
+    def warm(self, run, shared, key) -> None:
+        """Run a small task where the tasks will run, so that their kernels are compiled
+        (announced) or loaded before the work and its clock start."""
+        if self.client is None:
+            run(shared, key)
+        else:
+            warm_workers(self.client, run, shared, key)
+
+    def map(self, run, shared, keys):
         if self.client is None:
             return ((key, run(shared, key)) for key in keys)
-        return map_tasks(self.client, run, shared, keys, warm)
+        return map_tasks(self.client, run, shared, keys)
 
     def __exit__(self, *exc):
         for thing in self._owned:

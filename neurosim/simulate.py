@@ -342,7 +342,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
     # everything after open() runs inside the try: an interrupt must close (and so rename
     # and mark) the recorder's file
     try:
-        with _HeldSignals() as held:
+        with HeldSignals() as held:
             recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
             while row < n_rows and status == OK and not held.signum:
                 m = calls.next(row)
@@ -415,7 +415,7 @@ class _CallSizes:
         self.size = max(1, min(self.most, 8 * rows, wanted))
 
 
-class _HeldSignals:
+class HeldSignals:
     """Holds Ctrl-C (SIGINT), and SIGTERM where the program handles it, until the kernel
     call in flight returns: the rows it computed are recorded, then the run stops and
     the signal goes on to its handler.  Only the main thread receives signals; elsewhere

@@ -53,7 +53,7 @@ from neurosim.integrators import make_integrator
 from neurosim.io.sweep_file import COMPLETED, FAILED, SweepHeader, SweepWriter
 from neurosim.io.yaml import dump_circuit, loads_circuit, parse_spec, read_text
 from neurosim.model import Circuit
-from neurosim.simulate import simulate_batch
+from neurosim.simulate import HeldSignals, simulate_batch
 
 #: a sweep larger than this many runs is refused before any work (a typo in `steps`)
 MAX_RUNS = 10_000_000
@@ -407,17 +407,22 @@ def sweep(circuit: Circuit, spec, out, *, client=None, workers: int | None = Non
     if not isinstance(spec, SweepSpec):
         spec = load_sweep_spec(spec)
     plan = plan_sweep(circuit, spec)
-    started = time.perf_counter()
     writer = SweepWriter(out, _header(plan, spec), resume=resume, overwrite=overwrite)
     skipped = int(writer.done.sum())
     try:
         todo = [k for k in range(plan.n_chunks) if not writer.done[k]]
-        if progress:
-            progress(skipped, plan.n_chunks)
-        warm = (dataclasses.replace(plan, values=plan.values[:1], chunk=1), 0)
         with Executor(client, workers, scheduler) as executor:
-            for k, result in executor.map(run_chunk, plan, todo, warm):
-                _write(writer, k, result)
+            if todo:  # kernels compiled (announced) or loaded before the clock starts
+                executor.warm(run_chunk, dataclasses.replace(plan, values=plan.values[:1],
+                                                             chunk=1), 0)
+            started = time.perf_counter()
+            if progress:
+                progress(skipped, plan.n_chunks)
+            for k, result in executor.map(run_chunk, plan, todo):
+                # a chunk goes into the file whole: Ctrl-C waits for its write
+                with HeldSignals() as held:
+                    _write(writer, k, result)
+                held.deliver()
                 if progress:
                     progress(int(writer.done.sum()), plan.n_chunks)
     finally:

@@ -25,7 +25,8 @@ import numpy as np
 
 from neurosim.compile import compile_circuit
 from neurosim.fit import Objective, Parameterization, TraceTarget
-from neurosim.integrators import METHODS, SENSITIVITY_METHODS, compile_seconds
+from neurosim.integrators import (METHODS, SENSITIVITY_METHODS, compile_seconds,
+                                  count_compile_wait)
 from neurosim.model import Circuit, GapJunction, Neuron, Protocol, Stimulus, Synapse
 from neurosim.simulate import rest_state, simulate, simulate_batch
 
@@ -155,6 +156,7 @@ class CompileAhead:
         """Return once ``feature`` (default: every feature) is compiled in the background
         process, or that process has ended (its kernels are then in the disk cache; had it
         failed, a first call compiles them as usual)."""
+        started = time.perf_counter()
         while feature is None or feature not in self._finished:
             try:
                 self._finished.add(self._done.recv())
@@ -162,6 +164,7 @@ class CompileAhead:
                 break
         if feature is None:
             self._process.join()
+        count_compile_wait(time.perf_counter() - started)  # not run time
 
 
 def _compile_quietly(only, sent) -> None:

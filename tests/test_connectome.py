@@ -653,10 +653,10 @@ ROW = "AVAL,AVBL,3,chemical,acetylcholine\n"
     (H + "AVAL,AVBL,3,electrical,\n", 2, "kind"),
     (H + "AVAL,AVBL,3,Chemical,acetylcholine\n", 2, "kind"),
     (H + "AVAL,AVBL,0,chemical,acetylcholine\n", 2, "positive"),
-    (H + ROW + "AVAR,AVBL,-2,chemical,acetylcholine\n", 3, "positive"),
-    (H + "AVAL,AVBL,nan,chemical,acetylcholine\n", 2, "positive"),
-    (H + "AVAL,AVBL,inf,chemical,acetylcholine\n", 2, "positive"),
-    (H + "AVAL,AVBL,-inf,gap,\n", 2, "positive"),
+    (H + ROW + "AVAR,AVBL,-2,chemical,acetylcholine\n", 3, "a number such as 3 or 2.5"),
+    (H + "AVAL,AVBL,nan,chemical,acetylcholine\n", 2, "a number such as 3 or 2.5"),
+    (H + "AVAL,AVBL,inf,chemical,acetylcholine\n", 2, "a number such as 3 or 2.5"),
+    (H + "AVAL,AVBL,-inf,gap,\n", 2, "a number such as 3 or 2.5"),
     (H + "AVAL,AVBL,three,chemical,acetylcholine\n", 2, "number"),
     (H + "AVAL,AVBL,,chemical,acetylcholine\n", 2, "number"),
     (H + ROW + "# a comment\n" + ROW, 4, "twice"),
@@ -831,7 +831,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_file(monkeypatch, tmp_path, sma
     ("cook2020", None, "unknown connectome 'cook2020'"),
     ("table.tsv", H + ROW, "unknown connectome 'table.tsv'"),
     ("bad.csv", H + ROW + "AVAR,AVBL,nan,chemical,acetylcholine\n", "bad.csv:3: count"),
-    ("bad.csv", H + ROW + ROW, "bad.csv:3: chemical AVAL-AVBL appears twice"),
+    ("bad.csv", H + ROW + ROW, "bad.csv:3: chemical AVAL->AVBL appears twice"),
     ("bad.csv", "", "bad.csv: no header"),
 ])
 def test_cli_bad_tables(monkeypatch, tmp_path, source, text, needle):
@@ -1032,3 +1032,19 @@ def test_smaller_edges_are_one_line_errors_in_flag_words(small, tmp_path, monkey
         gaps = len(circuit.gap_junctions)
         word = "gap junction" if gaps == 1 else "gap junctions"
         assert report.lines()[0].endswith(f" {gaps} {word} from small"), report.lines()[0]
+
+
+@pytest.mark.parametrize("count", ["1_000", "\u0663", "1e", "0x10", " "])
+def test_counts_are_plain_numbers(tmp_path, count):
+    path = tmp_path / "odd.csv"
+    path.write_text(H + f"AVAL,AVBL,{count},chemical,acetylcholine\n")
+    with pytest.raises(CircuitError, match="odd.csv:2: count must be a number such as 3"):
+        load_connectome(path)
+
+
+def test_a_line_separator_inside_a_field_is_not_a_line_break(tmp_path):
+    path = tmp_path / "sep.csv"
+    path.write_text("# a comment \u2028 with a separator\n" + H
+                    + "AVAL,AVBL,2,chemical,acetylcholine\n")
+    table = load_connectome(path)
+    assert [(c.pre, c.post, c.count) for c in table.connections] == [("AVAL", "AVBL", 2.0)]

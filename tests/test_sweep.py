@@ -3,7 +3,9 @@ on a Dask cluster; a killed worker or an interrupted client loses and duplicates
 bad specifications are one-line errors naming the key."""
 
 import os
+import shutil
 import signal
+import subprocess
 
 import h5py
 import numpy as np
@@ -126,7 +128,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_file(tw, tmp_path):
     with h5py.File(partial, "r") as f:
         assert list(f["done"][:]) == [True, True, False, False]
         assert np.all(f["status"][:, 10:] == -1)
-    with pytest.raises(ns.NeurosimError, match="left by an earlier run"):
+    with pytest.raises(ns.NeurosimError, match="did not finish: continue it with resume=True"):
         sweep(tw, spec, tmp_path / "cut.h5")  # neither resumed nor overwritten
     changed = write(tmp_path, GRID.replace("steps: 4", "steps: 3"), "other.yaml")
     with pytest.raises(ns.NeurosimError, match="--resume continues the same sweep only"):
@@ -184,6 +186,48 @@ def test_command_line_sweep_info_and_refusals(tmp_path, monkeypatch):
     assert code == 2 and "s.h5 exists; pass --overwrite" in err
     code, _, err = run_main(monkeypatch, tmp_path, "sweep", EXAMPLE, spec, "-o", "s.csv")
     assert code == 2 and "end its name in .h5" in err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs, where this machine allows mounting one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_that_fills_during_the_sweep_takes_nothing_from_it(tw, tmp_path, small_disk):
+    """The file takes every block it needs when it is created: a disk filled by another
+    program during the sweep leaves the sweep whole; a sweep larger than the disk is
+    refused before it starts, leaving nothing."""
+    spec = write(tmp_path, GRID.replace("steps: 4", "steps: 40"))   # 1.6 MB of traces
+    sweep(tw, spec, tmp_path / "reference.h5")
+
+    def fill_the_disk(done, total):
+        if done == 1:
+            with open(small_disk / "filler", "wb") as filler:
+                try:
+                    while True:
+                        filler.write(b"\0" * 65536)
+                except OSError:
+                    pass
+
+    summary = sweep(tw, spec, small_disk / "s.h5", progress=fill_the_disk)
+    assert summary.complete and (small_disk / "filler").stat().st_size > 0
+    whole, filled = load_sweep(tmp_path / "reference.h5"), load_sweep(small_disk / "s.h5")
+    np.testing.assert_array_equal(filled.V, whole.V)
+    (small_disk / "filler").unlink()
+    (small_disk / "s.h5").unlink()
+    big = write(tmp_path, GRID.replace("steps: 4", "steps: 200"), "big.yaml")  # 8 MB
+    with pytest.raises(ns.ResourceError, match=r"would take \d.\d MB, but only 4.\d MB are free"):
+        sweep(tw, big, small_disk / "big.h5")
+    assert list(small_disk.iterdir()) == []
+
 
 
 dask = pytest.importorskip("dask.distributed")

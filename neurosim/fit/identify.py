@@ -348,7 +348,8 @@ def ensemble(objective: Objective, starts: int, *, seed: int = 0, maxiter: int =
                      tuple(objective.targets), dict(objective.options), tuple(points), maxiter)
     fits = [None] * starts
     with contextlib.nullcontext(executor) if executor else Executor() as running:
-        for k, fitted in running.map(_fit_start, job, range(starts), warm=(job, None)):
+        running.warm(_fit_start, job, None)
+        for k, fitted in running.map(_fit_start, job, range(starts)):
             fits[k] = fitted
             if progress:
                 progress(1)

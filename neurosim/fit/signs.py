@@ -122,7 +122,9 @@ def enumerate_signs(circuit: Circuit, targets, classes, free, *, maxiter: int = 
                    dict(objective_options or {}))
     todo = [key for key in keys if key not in done]
     with contextlib.nullcontext(executor) if executor else Executor() as running:
-        for key, pattern in running.map(_fit_pattern, job, todo, warm=(job, None)):
+        if todo:
+            running.warm(_fit_pattern, job, None)
+        for key, pattern in running.map(_fit_pattern, job, todo):
             done[key] = pattern
             if checkpoint:
                 _save_patterns(checkpoint, classes, setup, done)

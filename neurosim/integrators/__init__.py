@@ -44,7 +44,8 @@ from neurosim.integrators.controller import NO_STEP_CONTROL, StepController
 from neurosim.integrators.diagnostics import (STATS_NAMES, STATUS_MESSAGES, check_step_stability,
                                               describe_failure, failure_message,
                                               fastest_time_constant)
-from neurosim.integrators.loading import (call_kernel, compile_seconds, load_kernels, logger,
+from neurosim.integrators.loading import (call_kernel, compile_seconds, count_compile_wait,
+                                          load_kernels, logger,
                                           one_compile_notice, run_in_threads)
 from neurosim.integrators.methods import (FLOAT32_METHODS, MAX_DENSE_JACOBIAN, METHODS, RK4,
                                           SENSITIVITY_METHODS, STABILITY_LIMIT,
@@ -69,7 +70,7 @@ __all__ = [
     "SENSITIVITY_METHODS", "FLOAT32_METHODS", "STABILITY_LIMIT", "MAX_DENSE_JACOBIAN",
     "StepController", "NO_STEP_CONTROL", "MAX_COUNT",
     # kernels in memory, threads
-    "load_kernels", "call_kernel", "run_in_threads", "one_compile_notice", "compile_seconds",
+    "load_kernels", "call_kernel", "run_in_threads", "one_compile_notice", "compile_seconds", "count_compile_wait",
     "logger",
     # batches
     "run_items", "lockstep_plan", "chunk_rows", "check_precision", "PRECISIONS",

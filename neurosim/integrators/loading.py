@@ -47,9 +47,16 @@ _notice = None
 
 
 def compile_seconds() -> float:
-    """Seconds this process has spent compiling kernels so far: timers that may include a
-    first call subtract the difference."""
+    """Seconds this process has spent compiling kernels so far (or waiting for another
+    process to compile them, :func:`count_compile_wait`): timers that may include a first
+    call subtract the difference."""
     return _compile_seconds
+
+
+def count_compile_wait(seconds: float) -> None:
+    """Count ``seconds`` spent waiting for kernels compiled elsewhere as compiling."""
+    global _compile_seconds
+    _compile_seconds += seconds
 
 
 @contextmanager

@@ -4,7 +4,7 @@ Layout (format ``neurosim-sweep``, version 1)::
 
     /parameters   (runs, parameters)            the sampled values, one column per spec entry
     /status       (protocols, runs) int8        -1 not run yet, 0 completed, 1 failed
-    /message      (protocols, runs) str         why a run failed ("" otherwise)
+    /message      (protocols, runs) str         why a run failed ("" otherwise; 256 bytes)
     /stats        (protocols, runs, 4) int64    steps, rejected, rhs evaluations, Jacobians
     /V            (protocols, runs, samples, neurons)   traces (unless only read-outs)
     /score        (protocols, runs)             the read-out's score (when asked)
@@ -14,7 +14,10 @@ Layout (format ``neurosim-sweep``, version 1)::
 and attributes naming the circuit (its YAML), the sweep specification, the protocols, the
 recorded neurons, the parameters and the hash of all of it (``plan_sha256``), which a
 resumed sweep must match.  A chunk's rows are written, flushed, and only then marked
-done, so a sweep killed at any point resumes with every run exactly once.
+done, so a sweep killed at any point resumes with every run exactly once.  Every block
+the file will need is placed and taken on the disk when it is created (a full disk
+refuses the sweep then, not in the middle of a chunk); /V of runs not yet run is
+undefined (load_sweep shows NaN there).
 
 The file is written as ``OUT.h5.partial`` (created exclusively and locked, as results
 are: :mod:`neurosim.io.hdf5`) and renamed when the last chunk is in.
@@ -22,6 +25,7 @@ are: :mod:`neurosim.io.hdf5`) and renamed when the last chunk is in.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -31,12 +35,15 @@ import h5py
 import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
-from neurosim.io.hdf5 import _claim, _close_quietly, publish
+from neurosim.io.hdf5 import METADATA_RESERVE, _claim, _close_quietly, publish
 from neurosim.resources import require_disk
 
 FORMAT = "neurosim-sweep"
 FORMAT_VERSION = 1
 NOT_RUN, COMPLETED, FAILED = -1, 0, 1
+#: bytes of a failure message kept per run (a fixed width: a variable-length string would
+#: need new space in the file as the sweep goes, which a full disk refuses mid-write)
+MESSAGE_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class SweepWriter:
     """
 
     def __init__(self, path, header: SweepHeader, *, resume: bool = False,
-                 overwrite: bool = False, check_space: bool = True):
+                 overwrite: bool = False):
         self.path = Path(path)
         self.header = header
         self.target = Path(os.path.realpath(self.path))
@@ -99,18 +106,24 @@ class SweepWriter:
                                   "replace it")
         self.overwrite = overwrite
         # a partial is taken over only to resume it, or to start again with overwrite
-        self._fd = _claim(self.partial, resuming or overwrite, self.path)
+        try:
+            self._fd = _claim(self.partial, resuming or overwrite, self.path)
+        except ResultFileError as exc:
+            if "left by an earlier run" not in str(exc):
+                raise
+            raise ResultFileError(f"{self.partial} holds a sweep that did not finish: continue "
+                                  "it with resume=True (--resume), or pass overwrite=True "
+                                  "(--overwrite) to start afresh") from None
         try:
             if resuming:
                 self.file = h5py.File(self.partial, "r+", locking=False)
                 self._check_same_plan()
             else:
-                if header.traces:
-                    require_disk(header.nbytes(), self.target.parent,
-                                 f"{self.path} ({header.n_runs:,} runs)",
-                                 "record fewer neurons, sample less often (dt_out), keep only "
-                                 "read-outs (record: readout), or check_space=False",
-                                 check=check_space)
+                require_disk(header.nbytes() + METADATA_RESERVE, self.target.parent,
+                             f"{self.path} ({header.n_runs:,} runs)",
+                             "record fewer neurons (record:), sample less often "
+                             "(simulation.dt_out), keep only the read-out's scores (record: "
+                             "readout), or free some space")
                 self.file = h5py.File(self.partial, "w", locking=False)
                 self._create()
         except BaseException as exc:
@@ -123,6 +136,13 @@ class SweepWriter:
                 raise StorageError(f"cannot write {self.path}: {exc}") from None
             raise
         self.done = np.array(self.file["done"][:], dtype=bool)
+        # a chunk marked done has every status written (a file left by a version that
+        # could mark a chunk done before its rows were on the disk is repaired here)
+        status = self.file["status"][:]
+        for k in np.flatnonzero(self.done):
+            if (status[:, self.header.runs(k)] == NOT_RUN).any():
+                self.done[k] = False
+        self._broken = False
 
     def _create(self) -> None:
         h, f = self.header, self.file
@@ -135,18 +155,25 @@ class SweepWriter:
         f.create_dataset("parameters", data=h.parameters)
         f["parameters"].attrs["names"] = json.dumps(list(h.parameter_names))
         f.create_dataset("time", data=h.time).attrs["units"] = "ms"
-        f.create_dataset("status", shape=(n_p, h.n_runs), dtype="i1", fillvalue=NOT_RUN)
-        f.create_dataset("message", shape=(n_p, h.n_runs), dtype=h5py.string_dtype())
-        f.create_dataset("stats", shape=(n_p, h.n_runs, 4), dtype="i8")
+        _placed(f, "status", (n_p, h.n_runs), "i1", fill=NOT_RUN)
+        _placed(f, "message", (n_p, h.n_runs), f"S{MESSAGE_BYTES}", fill=b"")  # UTF-8
+        _placed(f, "stats", (n_p, h.n_runs, 4), "i8", fill=0)
         if h.traces:
             samples, rec = h.time.size, len(h.neuron_names)
-            f.create_dataset("V", shape=(n_p, h.n_runs, samples, rec), dtype=h.dtype,
-                             chunks=(1, min(h.chunk, h.n_runs), samples, max(rec, 1)),
-                             fillvalue=np.nan).attrs["units"] = "mV"
+            _placed(f, "V", (n_p, h.n_runs, samples, rec), h.dtype,
+                    chunks=(1, min(h.chunk, h.n_runs), samples, max(rec, 1))).attrs["units"] = "mV"
         if h.scores:
-            f.create_dataset("score", shape=(n_p, h.n_runs), dtype="f8", fillvalue=np.nan)
-        f.create_dataset("done", shape=(h.n_chunks,), dtype=bool, fillvalue=False)
+            _placed(f, "score", (n_p, h.n_runs), "f8", fill=np.nan)
+        _placed(f, "done", (h.n_chunks,), bool, fill=False)
         f.flush()
+        # take every block now, and room for the metadata written later (attributes)
+        try:
+            os.posix_fallocate(self._fd, 0, f.id.get_filesize() + METADATA_RESERVE)
+        except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
 
     def _check_same_plan(self) -> None:
         attrs = self.file.attrs
@@ -162,10 +189,13 @@ class SweepWriter:
         flushed, then marked done; a chunk already done is not written again."""
         if self.done[k]:
             return
+        if self._broken:
+            raise StorageError(f"{self.path}: an earlier write failed; nothing more is written")
         runs, f = self.header.runs(k), self.file
         try:
             f["status"][:, runs] = status
-            f["message"][:, runs] = message
+            f["message"][:, runs] = np.array([[m.encode("utf-8")[:MESSAGE_BYTES] for m in row]
+                                              for row in message], dtype=f"S{MESSAGE_BYTES}")
             f["stats"][:, runs] = stats
             if V is not None:
                 f["V"][:, runs] = V
@@ -174,16 +204,21 @@ class SweepWriter:
             f.flush()
             f["done"][k] = True
             f.flush()
-        except OSError as exc:
-            raise StorageError(f"writing {self.path} failed: {exc}; the chunks written before "
-                               f"are kept in {self.partial} (resume the sweep when there is "
-                               "room)") from None
+        except Exception as exc:  # noqa: BLE001 - HDF5 reports a full disk as OSError or RuntimeError
+            self._broken = True
+            raise StorageError(f"writing {self.path} failed: {' '.join(str(exc).split())}; the "
+                               f"chunks written before are kept in {self.partial} (resume the "
+                               "sweep when the cause is gone)") from None
         self.done[k] = True
 
     def close(self) -> Path | None:
         """Finish: the complete file gets its final name (returned); an incomplete one stays
         in the partial, for a resume (returned), unless it holds no chunk (None)."""
-        complete = bool(self.done.all())
+        complete = bool(self.done.all()) and not self._broken
+        if self._broken:  # the library's state after a failed write is not to be trusted
+            _close_quietly(self.file)
+            os.close(self._fd)
+            return self.partial
         try:
             if complete:
                 self.file.attrs["complete"] = True
@@ -203,6 +238,26 @@ class SweepWriter:
         finally:
             _close_quietly(self.file)
             os.close(self._fd)
+
+
+def _placed(file: h5py.File, name: str, shape: tuple, dtype, fill=None, chunks=None):
+    """A dataset whose blocks are allocated in the file when it is created (early), so
+    that writing it later needs no new space; filled with ``fill`` where given, never
+    written otherwise."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    if chunks is not None:
+        dcpl.set_chunk(chunks)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    if fill is None:
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    else:
+        if np.any(np.array(fill, dtype=dtype) != np.zeros((), dtype=dtype)):
+            dcpl.set_fill_value(np.array(fill, dtype=dtype))  # HDF5's own default is zeros
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    space = h5py.h5s.create_simple(shape)
+    type_id = h5py.h5t.py_create(np.dtype(dtype), logical=True)
+    dataset = h5py.h5d.create(file.id, name.encode(), type_id, space, dcpl=dcpl)
+    return h5py.Dataset(dataset)
 
 
 def is_sweep_file(path) -> bool:
@@ -256,11 +311,15 @@ def load_sweep(path, *, traces: bool = True) -> SweepResult:
         if f.attrs.get("format") != FORMAT:
             raise ResultFileError(f"{path} is not a neurosim sweep file")
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        message = np.array([[m.decode() if isinstance(m, bytes) else m for m in row]
-                            for row in f["message"][:]], dtype=object)
+        message = np.array([[m.decode("utf-8", "replace") if isinstance(m, bytes) else m
+                             for m in row] for row in f["message"][:]], dtype=object)
+        status = f["status"][:]
+        V = None
+        if traces and "V" in f:
+            V = f["V"][:]
+            V[status == NOT_RUN] = np.nan  # never written: undefined on the disk
         return SweepResult(
             str(path), bool(attrs.get("complete", False)), tuple(json.loads(attrs["protocols"])),
             tuple(json.loads(attrs["neuron_names"])), tuple(json.loads(attrs["parameter_names"])),
-            f["parameters"][:], f["status"][:], message, f["stats"][:], f["time"][:],
-            f["V"][:] if traces and "V" in f else None,
+            f["parameters"][:], status, message, f["stats"][:], f["time"][:], V,
             f["score"][:] if "score" in f else None, attrs)
