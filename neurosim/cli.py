@@ -616,6 +616,17 @@ def cmd_warmup(args) -> int:
     return EXIT_OK
 
 
+def _add_cluster_options(parser, what: str) -> None:
+    """--workers N | --scheduler ADDRESS: where ``what`` run (default: this process)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help=f"run {what} on a local Dask cluster of N worker processes "
+                            "(default: in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help=f"run {what} on the cluster of a running Dask scheduler, e.g. "
+                            "tcp://host:8786")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurosim", description="Simulate circuits of nonspiking conductance-based neurons.")
@@ -672,12 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("circuit")
     sw.add_argument("spec", help="the sweep specification (YAML)")
     sw.add_argument("-o", "--output", required=True, metavar="H5")
-    where = sw.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="worker processes of a local Dask cluster (0: this process; "
-                            "default: this process)")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="a running Dask scheduler, e.g. tcp://host:8786")
+    _add_cluster_options(sw, "the chunks")
     sw.add_argument("--resume", action="store_true",
                     help="continue a stopped sweep, skipping its finished chunks")
     sw.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -750,12 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--profile", action="append", metavar="PARAMETER",
                       help="profile likelihood of a free parameter, e.g. "
                            "'synapses[AVD->AVA].w' (repeatable): figure and 95 %% interval")
-    where = fitp.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="fit sign patterns and --starts on a local Dask cluster of N "
-                            "processes")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="... or on the cluster of a running Dask scheduler")
+    _add_cluster_options(fitp, "sign patterns and --starts")
     fitp.add_argument("--overwrite", action="store_true")
     fitp.add_argument("--resume", action="store_true",
                       help="start from the checkpoint an interrupted fit left (OUT_checkpoint.json)")

@@ -50,7 +50,8 @@ from neurosim.distributed import Executor
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import select
 from neurosim.integrators import make_integrator
-from neurosim.io.sweep_file import COMPLETED, FAILED, SweepHeader, SweepWriter
+from neurosim.io.sweep_file import (COMPLETED, FAILED, SweepHeader, SweepWriter, chunk_count,
+                                    chunk_runs)
 from neurosim.io.yaml import dump_circuit, loads_circuit, parse_spec, read_text
 from neurosim.model import Circuit
 from neurosim.simulate import HeldSignals, simulate_batch
@@ -139,10 +140,10 @@ class SweepPlan:
 
     @property
     def n_chunks(self) -> int:
-        return -(-self.n_runs // self.chunk)
+        return chunk_count(self.n_runs, self.chunk)
 
     def runs(self, k: int) -> slice:
-        return slice(k * self.chunk, min((k + 1) * self.chunk, self.n_runs))
+        return chunk_runs(k, self.n_runs, self.chunk)
 
     def sha256(self) -> str:
         """Hash of what determines the results: a resumed sweep must have the same."""

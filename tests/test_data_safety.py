@@ -188,19 +188,6 @@ def test_the_command_line_reports_a_full_disk_as_an_io_failure(tmp_path, monkeyp
     assert code == 74 and err.count("\n") == 1 and "No space left on device" in err
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 8 MiB tmpfs, where this machine allows mounting one."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_a_real_full_disk(small_disk):
     c = one_neuron(20000.0)
     with pytest.raises(ResourceError, match=r"would take 33\.0 MB, but only [\d.]+ MB are free"

@@ -3,9 +3,7 @@ on a Dask cluster; a killed worker or an interrupted client loses and duplicates
 bad specifications are one-line errors naming the key."""
 
 import os
-import shutil
 import signal
-import subprocess
 
 import h5py
 import numpy as np
@@ -188,19 +186,6 @@ def test_command_line_sweep_info_and_refusals(tmp_path, monkeypatch):
     assert code == 2 and "end its name in .h5" in err
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs, where this machine allows mounting one."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_a_disk_that_fills_during_the_sweep_takes_nothing_from_it(tw, tmp_path, small_disk):
     """The file takes every block it needs when it is created: a disk filled by another
     program during the sweep leaves the sweep whole; a sweep larger than the disk is
@@ -223,8 +208,8 @@ def test_a_disk_that_fills_during_the_sweep_takes_nothing_from_it(tw, tmp_path, 
     np.testing.assert_array_equal(filled.V, whole.V)
     (small_disk / "filler").unlink()
     (small_disk / "s.h5").unlink()
-    big = write(tmp_path, GRID.replace("steps: 4", "steps: 200"), "big.yaml")  # 8 MB
-    with pytest.raises(ns.ResourceError, match=r"would take \d.\d MB, but only 4.\d MB are free"):
+    big = write(tmp_path, GRID.replace("steps: 4", "steps: 400"), "big.yaml")  # 18 MB
+    with pytest.raises(ns.ResourceError, match=r"would take 1\d.\d MB, but only 8.\d MB are free"):
         sweep(tw, big, small_disk / "big.h5")
     assert list(small_disk.iterdir()) == []
 

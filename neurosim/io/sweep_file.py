@@ -46,6 +46,16 @@ NOT_RUN, COMPLETED, FAILED = -1, 0, 1
 MESSAGE_BYTES = 256
 
 
+def chunk_count(n_runs: int, chunk: int) -> int:
+    """How many chunks of ``chunk`` runs hold ``n_runs`` runs."""
+    return -(-n_runs // chunk)
+
+
+def chunk_runs(k: int, n_runs: int, chunk: int) -> slice:
+    """The runs of chunk ``k``."""
+    return slice(k * chunk, min((k + 1) * chunk, n_runs))
+
+
 @dataclass(frozen=True)
 class SweepHeader:
     """What a sweep file holds besides its results (see the module docstring)."""
@@ -65,10 +75,10 @@ class SweepHeader:
 
     @property
     def n_chunks(self) -> int:
-        return -(-self.n_runs // self.chunk)
+        return chunk_count(self.n_runs, self.chunk)
 
     def runs(self, k: int) -> slice:
-        return slice(k * self.chunk, min((k + 1) * self.chunk, self.n_runs))
+        return chunk_runs(k, self.n_runs, self.chunk)
 
     def nbytes(self) -> int:
         n_p, samples, rec = len(self.protocols), self.time.size, len(self.neuron_names)
