@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numba
@@ -116,8 +116,21 @@ def run_in_threads(kernel, n: int, args: tuple) -> None:
         kernel(0, n, *args)
         return
     size = math.ceil(n / (4 * threads))
-    with ThreadPoolExecutor(threads) as pool:
-        ranges = [pool.submit(kernel, first, min(first + size, n), *args)
-                  for first in range(0, n, size)]
+    ranges = [_pool(threads).submit(kernel, first, min(first + size, n), *args)
+              for first in range(0, n, size)]
+    try:
         for done in ranges:
             done.result()
+    finally:
+        wait(ranges)  # on an interrupt too: no kernel writes the outputs after the return
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` threads, kept for the next call: starting them anew cost
+    about 5 ms a call, which a sweep or a fit pays for every small batch."""
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="neurosim")
+    return _pools[threads]
