@@ -36,6 +36,8 @@ import functools
 import hashlib
 import json
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -54,7 +56,7 @@ from neurosim.io.sweep_file import (COMPLETED, FAILED, SweepHeader, SweepWriter,
                                     chunk_runs)
 from neurosim.io.yaml import dump_circuit, loads_circuit, parse_spec, read_text
 from neurosim.model import Circuit
-from neurosim.simulate import HeldSignals, simulate_batch
+from neurosim.simulate import simulate_batch
 
 #: a sweep larger than this many runs is refused before any work (a typo in `steps`)
 MAX_RUNS = 10_000_000
@@ -419,13 +421,11 @@ def sweep(circuit: Circuit, spec, out, *, client=None, workers: int | None = Non
             started = time.perf_counter()
             if progress:
                 progress(skipped, plan.n_chunks)
-            for k, result in executor.map(run_chunk, plan, todo):
-                # a chunk goes into the file whole: Ctrl-C waits for its write
-                with HeldSignals() as held:
-                    _write(writer, k, result)
-                held.deliver()
-                if progress:
-                    progress(int(writer.done.sum()), plan.n_chunks)
+            with _Writing(writer) as writing:
+                for count, (k, result) in enumerate(executor.map(run_chunk, plan, todo), 1):
+                    writing.put(k, result)
+                    if progress:
+                        progress(skipped + count, plan.n_chunks)
     finally:
         done = writer.done.copy()
         path = writer.close()
@@ -433,9 +433,44 @@ def sweep(circuit: Circuit, spec, out, *, client=None, workers: int | None = Non
                         _failed(path), bool(done.all()), time.perf_counter() - started)
 
 
-def _write(writer: SweepWriter, k: int, result: dict) -> None:
-    writer.write_chunk(k, result["status"], result["message"], result["stats"],
-                       V=result.get("V"), score=result.get("score"))
+class _Writing:
+    """Writes finished chunks into the file on a thread of its own, so that the next
+    chunk computes meanwhile; a chunk handed over is written whole, also when the sweep
+    is interrupted (Ctrl-C reaches only the main thread; leaving waits for the writes).
+    A failed write is raised at the next hand-over or on leaving."""
+
+    def __init__(self, writer: SweepWriter):
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="neurosim-sweep", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                k, result = item
+                try:
+                    self.writer.write_chunk(k, result["status"], result["message"],
+                                            result["stats"], V=result.get("V"),
+                                            score=result.get("score"))
+                except BaseException as exc:  # noqa: BLE001 - raised in the main thread
+                    self._error = exc
+
+    def put(self, k: int, result: dict) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((k, result))
+
+    def __exit__(self, *exc):
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+        return False
 
 
 def _failed(path) -> int:
