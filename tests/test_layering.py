@@ -52,3 +52,54 @@ def test_imports_flow_one_way(name, path):
             assert name.startswith(("neurosim.integrators", "neurosim.compile")), \
                 f"{name} imports the kernels; only integrators may"
         assert rank(target) <= rank(name), f"{name} (layer {rank(name)}) imports {target}"
+
+
+def module_level_imports(path):
+    """neurosim modules imported at a module's top level (what runs when it is imported;
+    an import inside a function runs later and cannot close a cycle at import time)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("neurosim"):
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("neurosim"))
+
+
+def import_cycles(graph: dict) -> list[list[str]]:
+    """The cycles a depth-first search meets in ``graph`` (module -> imported modules)."""
+    state, stack, cycles = {}, [], []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    return cycles
+
+
+def test_the_cycle_finder_finds_planted_cycles():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert import_cycles({"p": {"p.x"}, "p.x": {"p"}}) == [["p", "p.x", "p"]]
+
+
+def test_no_import_cycles_inside_a_layer():
+    """The ranks above order layers; within a layer (or a package) modules must still not
+    import each other in a circle at import time: such a cycle works only by import order,
+    and breaks when a user imports the other module first (a submodule importing its own
+    package back is one)."""
+    names = {name for name, _ in modules()}
+    graph = {name: {target for target in module_level_imports(path)
+                    if target in names and target != name}
+             for name, path in modules()}
+    cycles = import_cycles(graph)
+    assert cycles == [], "\n".join(" -> ".join(cycle) for cycle in cycles)
