@@ -17,7 +17,7 @@ import numpy as np
 
 from neurosim.compile.layout import NEURON_FIELDS, SYNAPSE_FIELDS, ParameterLayout
 from neurosim.errors import CircuitError
-from neurosim.kernels import constants as kc
+from neurosim.compile import tables as kc
 from neurosim.model import STIMULUS_KINDS, Circuit, Protocol, Stimulus, unknown_name_message
 
 

@@ -11,15 +11,12 @@ OUT_OF_BOUNDS = 2       # |V| exceeded the run's v_bound
 STEP_UNDERFLOW = 3      # the adaptive step shrank below the float resolution of t
 TOO_MANY_STEPS = 4      # an adaptive run exceeded its max_steps (accepted + rejected)
 
-# waveform kinds (order matches neurosim.model.STIMULUS_KINDS)
-STEP, PULSE, PULSE_TRAIN, RAMP, SINE, TABLE, STEPS = range(7)
-# a stimulus's later targets: the row takes the value of the row above, computed once
-REPEAT_ROW = -1
-
-# columns of a compiled stimulus row's parameter vector; P_END is start + duration rounded
-# once in Python, as the breakpoints are, so that the kernel's waveform ends exactly there
-P_OFFSET, P_AMPLITUDE, P_START, P_DURATION, P_PERIOD, P_COUNT, P_OMEGA, P_PHASE, P_END = range(9)
-N_STIM_PARAMS = 9
+# the stimulus tables compile writes (DESIGN.md: compile is the layer above the kernels,
+# which read its tables; the layout is compile's)
+from neurosim.compile.tables import (N_STIM_PARAMS, P_AMPLITUDE, P_COUNT, P_DURATION,  # noqa: F401
+                                     P_END, P_OFFSET, P_OMEGA, P_PERIOD, P_PHASE, P_START,
+                                     PULSE, PULSE_TRAIN, RAMP, REPEAT_ROW, SINE, STEP, STEPS,
+                                     TABLE)
 
 # integer statistics a run accumulates (index into the stats array)
 S_STEPS, S_REJECTED, S_RHS, S_JACOBIANS, S_FAIL_NEURON, S_FAIL_STEP = range(6)
