@@ -11,10 +11,12 @@ from neurosim.io.hdf5 import HDF5Recorder, load_result
 from neurosim.io.yaml import dump_circuit, load_circuit, loads_circuit, save_circuit
 from neurosim.model import Circuit, GapJunction, Neuron, Protocol, Stimulus, Synapse
 from neurosim.record import Result
-from neurosim.simulate import BatchResult, RestState, rest_state, simulate, simulate_batch
+from neurosim.simulate import (BatchResult, RestState, Sensitivities, rest_state, sensitivities,
+                               simulate, simulate_batch)
 
 __all__ = ["METHODS", "BatchResult", "Circuit", "CircuitError", "GapJunction", "HDF5Recorder", "Neuron",
            "NeurosimError", "Protocol", "ResourceError", "RestState", "RestWarning", "Result",
-           "ResultFileError", "SimulationError", "Stimulus", "StorageError", "Synapse",
+           "ResultFileError", "Sensitivities", "SimulationError", "Stimulus", "StorageError",
+           "Synapse",
            "__version__", "dump_circuit", "load_circuit", "load_result", "loads_circuit",
-           "rest_state", "save_circuit", "simulate", "simulate_batch"]
+           "rest_state", "save_circuit", "sensitivities", "simulate", "simulate_batch"]

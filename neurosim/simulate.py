@@ -16,10 +16,12 @@ from neurosim.compile import (check_theta, compile_batch, compile_cached, compil
 from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageError
 from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
                                   R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
-                                  STATS_NAMES, check_precision, compile_seconds,
+                                  STATS_NAMES, STATUS_MESSAGES, check_precision,
+                                  compile_seconds,
                                   check_step_stability, chunk_rows, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
-                                  make_integrator, one_compile_notice, run_items)
+                                  integrate_with_sensitivity, make_integrator,
+                                  one_compile_notice, rest_tangent, run_items)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -413,6 +415,78 @@ class _CallSizes:
         per_row = max(seconds, 1e-6) / max(rows, 1)
         wanted = int(CALL_SECONDS / per_row)
         self.size = max(1, min(self.most, 8 * rows, wanted))
+
+
+@dataclass(frozen=True)
+class Sensitivities:
+    """A run and the derivatives of its recorded potentials (:func:`sensitivities`).
+
+    Attributes
+    ----------
+    t : ndarray, shape (n_samples,), ms
+    V : ndarray, shape (n_samples, n_recorded), mV
+    S : ndarray, shape (n_samples, n_recorded, n_parameters)
+        ∂V/∂θ for each named parameter, in mV per the parameter's unit.
+    neuron_names, parameters : tuple of str
+    initial : str
+        "rest" (S includes how the rest moves with θ) or "as_given".
+    """
+
+    t: np.ndarray
+    V: np.ndarray
+    S: np.ndarray
+    neuron_names: tuple
+    parameters: tuple
+    initial: str
+
+    def dv(self, neuron: str, parameter: str) -> np.ndarray:
+        """∂V(neuron)/∂(parameter) at every sample."""
+        return self.S[:, self.neuron_names.index(neuron), self.parameters.index(parameter)]
+
+
+def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator="dopri5",
+                  dt=None, rtol=None, atol=None, dt_out=None, record=None,
+                  initial=None) -> Sensitivities:
+    """A run of ``protocol`` with the forward sensitivities ∂V/∂θ of its recorded neurons
+    to ``parameters`` (names of the parameter layout of the circuit after the protocol's
+    ablations, e.g. ``"synapses[AVD->AVA].w"``; see ``compile_circuit(c).layout``).
+
+    The derivatives are those of the integrator's own discrete steps (the tangent of each
+    step, on the steps the run takes; gradients of a loss built from them are exact for
+    the computed trajectory), for dopri5 and the fixed-step methods; a run that starts at
+    rest includes ∂V*/∂θ of its rest (zero where no stable rest exists).  The same numbers
+    drive the fits' gradients.
+    """
+    protocol_name, proto = resolve_protocol(circuit, protocol)
+    gone = tuple(proto.ablate)
+    compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
+    names = [parameters] if isinstance(parameters, str) else list(parameters)
+    if not names:
+        raise CircuitError("parameters= names no parameter; give names such as "
+                           "'synapses[AVD->AVA].w' (compile_circuit(circuit).layout.names)")
+    free = np.array([compiled.layout.index(name) for name in names], dtype=np.int64)
+    method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
+    dt_out, n_rows = method.plan(proto.duration, dt_out)
+    drive = compile_drive(compiled, surviving_stimuli(circuit, proto, gone), proto.duration)
+    record_idx = _record_indices(compiled, record, gone)
+    start = None
+    how = resolve_initial(circuit, proto, initial, None)
+    with one_compile_notice():
+        if how == "rest":
+            V, report = find_rest_state(compiled, drive)
+            S = (rest_tangent(compiled, drive.arrays, V, free) if report[R_METHOD] in STABLE_RESTS
+                 else np.zeros((compiled.n_neurons, free.size)))
+            start = (V, S)
+        status, out_V, out_S, stats = integrate_with_sensitivity(
+            method, compiled, drive, free, record_idx, dt_out, n_rows, DEFAULT_V_BOUND, start)
+    if status != OK:
+        what = STATUS_MESSAGES[status].format(
+            v_bound=DEFAULT_V_BOUND,
+            max_steps=method.controller.max_steps if method.controller is not None else 0)
+        raise SimulationError(f"protocol {protocol_name!r}: the run with sensitivities "
+                              f"failed: {what}")
+    return Sensitivities(np.arange(n_rows + 1) * dt_out, out_V, out_S,
+                         tuple(compiled.neuron_names[i] for i in record_idx), tuple(names), how)
 
 
 class HeldSignals:
