@@ -349,34 +349,29 @@ def cmd_connectome(args) -> int:
 
 def cmd_sweep(args) -> int:
     from neurosim.io.yaml import load_circuit
-    from neurosim.sweep import load_sweep_spec, plan_sweep, sweep
+    from neurosim.sweep import sweep
 
     if Path(args.output).suffix.lower() not in HDF5_SUFFIXES:
         raise CircuitError(f"{args.output}: a sweep is an HDF5 file; end its name in .h5")
-    if args.workers is not None and args.scheduler is not None:
-        raise CircuitError("give --workers (a local cluster) or --scheduler (a running one), "
-                           "not both")
-    if args.workers is not None and args.workers < 0:
-        raise CircuitError(f"--workers must be 0 (this process) or more, got {args.workers}")
-    circuit = load_circuit(args.circuit)
-    spec = load_sweep_spec(args.spec)
-    plan = plan_sweep(circuit, spec)  # every spec error before any work
-    bar = _progress(plan.n_chunks, "sweep", " chunks")
-    state = {"done": 0}
+    bar, shown = None, 0
 
     def progress(done, total):
-        bar.update(done - state["done"])
-        state["done"] = done
+        nonlocal bar, shown
+        if bar is None:  # the first report comes once the sweep is planned and checked
+            bar = _progress(total, "sweep", " chunks")
+        bar.update(done - shown)
+        shown = done
 
     try:
-        summary = sweep(circuit, spec, args.output, workers=args.workers,
-                        scheduler=args.scheduler, resume=args.resume,
+        summary = sweep(load_circuit(args.circuit), args.spec, args.output,
+                        workers=args.workers, scheduler=args.scheduler, resume=args.resume,
                         overwrite=args.overwrite, progress=progress)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"sweep interrupted; finished chunks are kept in "
                                 f"{args.output}.partial: continue with --resume") from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     print(summary.line())
     return EXIT_OK
 
@@ -803,7 +798,7 @@ FLAG_NAMES = ((re.compile(r"overwrite=True \(--overwrite\)"), "--overwrite"),
               (re.compile(r"\brecord= ?"), "--record "),
               (re.compile(r"\bautapses=True"), "--autapses"),
               (re.compile(r"\b(chemical|gap)_weight\b"), r"--\1-weight"),
-              (re.compile(r"^(glutamate|unknown) must"), r"--\1 must"),
+              (re.compile(r"^(glutamate|unknown|workers) must"), r"--\1 must"),
               (re.compile(r"reversal=\{'([^']*)': \.\.\.\}"), r"--reversal \1=MV"),
               (re.compile(r"\(in reversal=\)"), "(in --reversal)"),
               (re.compile(r"`(rtol|atol|dt)`"), r"--\1"))

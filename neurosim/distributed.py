@@ -93,6 +93,8 @@ class Executor:
     key order in this process)."""
 
     def __init__(self, client=None, workers: int | None = None, scheduler: str | None = None):
+        if workers is not None and workers < 0:
+            raise CircuitError(f"workers must be 0 (this process) or more, got {workers}")
         self.client, self.workers, self.scheduler = client, workers, scheduler
         self._owned = []
 

@@ -261,11 +261,10 @@ def plan_sweep(circuit: Circuit, spec: SweepSpec) -> SweepPlan:
         raise locate(CircuitError("the circuit defines no protocols; a sweep runs protocols"),
                      "protocols")
     for k, name in enumerate(protocols):
-        if name not in circuit.protocols:
-            try:
-                circuit.protocol(name)
-            except CircuitError as err:
-                raise locate(err, f"protocols[{k}]") from None
+        try:
+            circuit.protocol(name)
+        except CircuitError as err:
+            raise locate(err, f"protocols[{k}]") from None
     readout = None
     options = {key: value for key, value in s.simulation.model_dump().items()
                if value is not None}
@@ -326,22 +325,20 @@ def _scores(readout, batch, durations) -> np.ndarray:
     """The read-out's score of every run (NaN for failed runs); an ablated motor neuron
     counts as silent, as in :func:`neurosim.behaviour.contrast`."""
     names = list(batch.neuron_names)
-    columns = (names.index(readout.reverse), names.index(readout.forward))
-    scores = np.full(batch.V.shape[:2], np.nan)
+    columns = [names.index(readout.reverse), names.index(readout.forward)]
+    scores = np.empty(batch.V.shape[:2])
     for p, duration in enumerate(durations):
         rows = batch.t <= duration  # the common grid is the longest protocol's
-        weights = score_weights(readout, batch.t[rows])
-        for b in np.flatnonzero(~batch.failed[p]):
-            V = batch.V[p, b][rows]
-            out = [np.zeros(V.shape[0]) if np.isnan(V[:, c]).all() else motor_output(readout, V[:, c])
-                   for c in columns]
-            scores[p, b] = float(weights @ (out[0] - out[1]))
+        V = batch.V[p][:, rows][:, :, columns]         # (runs, samples, [reverse, forward])
+        silent = np.isnan(V).all(axis=1, keepdims=True)
+        out = np.where(silent, 0.0, motor_output(readout, V))
+        scores[p] = (out[:, :, 0] - out[:, :, 1]) @ score_weights(readout, batch.t[rows])
+    scores[batch.failed] = np.nan
     return scores
 
 
-def _time_grid(plan: SweepPlan) -> np.ndarray:
+def _time_grid(plan: SweepPlan, circuit: Circuit) -> np.ndarray:
     """The output grid of the sweep's runs: the longest protocol's (as in a batch)."""
-    circuit = _circuit(plan.circuit_yaml)
     method = make_integrator(plan.options.get("integrator", "dopri5"), dt=plan.options.get("dt"),
                              rtol=plan.options.get("rtol"), atol=plan.options.get("atol"))
     longest = max(circuit.protocol(name).duration for name in plan.protocols)
@@ -349,18 +346,18 @@ def _time_grid(plan: SweepPlan) -> np.ndarray:
     return np.arange(rows + 1) * dt_out
 
 
-def _header(plan: SweepPlan, spec: SweepSpec) -> SweepHeader:
+def _header(plan: SweepPlan, spec: SweepSpec, circuit: Circuit) -> SweepHeader:
     """The file's header: what the plan says, and the provenance."""
     traces = plan.readout is None
     neurons = tuple(plan.options.get("record") or ()) if traces else ()
     if traces and not neurons:
-        neurons = _circuit(plan.circuit_yaml).neuron_names
+        neurons = circuit.neuron_names
     dtype = "float32" if plan.options.get("precision") == "float32" else "float64"
     attributes = {"circuit_yaml": plan.circuit_yaml, "spec_yaml": spec.text,
                   "spec_source": spec.source, "neurosim_version": __version__,
                   "options": json.dumps(plan.options), "readout": plan.readout or ""}
     return SweepHeader(plan.n_runs, plan.chunk, plan.protocols, tuple(neurons),
-                       _time_grid(plan), plan.values, plan.names, traces, not traces, dtype,
+                       _time_grid(plan, circuit), plan.values, plan.names, traces, not traces, dtype,
                        attributes, plan.sha256())
 
 
@@ -410,11 +407,12 @@ def sweep(circuit: Circuit, spec, out, *, client=None, workers: int | None = Non
     if not isinstance(spec, SweepSpec):
         spec = load_sweep_spec(spec)
     plan = plan_sweep(circuit, spec)
-    writer = SweepWriter(out, _header(plan, spec), resume=resume, overwrite=overwrite)
+    executor = Executor(client, workers, scheduler)  # its options checked before the file
+    writer = SweepWriter(out, _header(plan, spec, circuit), resume=resume, overwrite=overwrite)
     skipped = int(writer.done.sum())
     try:
         todo = [k for k in range(plan.n_chunks) if not writer.done[k]]
-        with Executor(client, workers, scheduler) as executor:
+        with executor:
             if todo:  # kernels compiled (announced) or loaded before the clock starts
                 executor.warm(run_chunk, dataclasses.replace(plan, values=plan.values[:1],
                                                              chunk=1), 0)
@@ -430,7 +428,7 @@ def sweep(circuit: Circuit, spec, out, *, client=None, workers: int | None = Non
         done = writer.done.copy()
         path = writer.close()
     return SweepSummary(str(path), plan.n_runs, int(done.sum()) - skipped, skipped,
-                        _failed(path), bool(done.all()), time.perf_counter() - started)
+                        writer.failed, bool(done.all()), time.perf_counter() - started)
 
 
 class _Writing:
@@ -472,8 +470,3 @@ class _Writing:
             raise self._error
         return False
 
-
-def _failed(path) -> int:
-    import h5py
-    with h5py.File(path, "r", locking=False) as f:
-        return int((f["status"][:] == FAILED).sum())

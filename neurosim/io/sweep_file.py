@@ -152,6 +152,9 @@ class SweepWriter:
         for k in np.flatnonzero(self.done):
             if (status[:, self.header.runs(k)] == NOT_RUN).any():
                 self.done[k] = False
+        #: failed runs in the file's finished chunks
+        self.failed = sum(int((status[:, self.header.runs(k)] == FAILED).sum())
+                          for k in np.flatnonzero(self.done))
         self._broken = False
 
     def _create(self) -> None:
@@ -214,6 +217,7 @@ class SweepWriter:
             f.flush()
             f["done"][k] = True
             f.flush()
+            self.failed += int((np.asarray(status) == FAILED).sum())
         except Exception as exc:  # noqa: BLE001 - HDF5 reports a full disk as OSError or RuntimeError
             self._broken = True
             raise StorageError(f"writing {self.path} failed: {' '.join(str(exc).split())}; the "
