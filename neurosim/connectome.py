@@ -30,6 +30,7 @@ sensory clamps, motor read-out neurons, stimuli, protocols and a behavioural rea
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 from collections import defaultdict
@@ -107,13 +108,13 @@ class Connectome:
     chemical_weight: float = 0.05
     gap_weight: float = 0.05
 
-    @property
-    def neuron_names(self) -> list[str]:
+    @functools.cached_property
+    def neuron_names(self) -> tuple[str, ...]:
         """Neurons with at least one connection, in the neuron table's order (then the
         others in order of appearance)."""
         present = dict.fromkeys(name for c in self.connections for name in (c.pre, c.post))
-        return [n for n in self.neurons if n in present] + \
-            [n for n in present if n not in self.neurons]
+        return tuple([n for n in self.neurons if n in present]
+                     + [n for n in present if n not in self.neurons])
 
     def class_of(self, neuron: str) -> str:
         info = self.neurons.get(neuron)
@@ -364,11 +365,11 @@ def _node_names(connectome: Connectome, neurons) -> list[str]:
     known = connectome.neuron_names
     if isinstance(neurons, str):
         if neurons == "all":
-            return known
+            return list(known)
         if neurons in NAMED_SETS:
             neurons = NAMED_SETS[neurons].classes
             if neurons is None:
-                return known
+                return list(known)
         else:
             neurons = [neurons]
     if not isinstance(neurons, (list, tuple)) or not all(isinstance(n, str) for n in neurons):
