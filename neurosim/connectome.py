@@ -108,10 +108,14 @@ class Connectome:
     chemical_weight: float = 0.05
     gap_weight: float = 0.05
 
-    @functools.cached_property
-    def neuron_names(self) -> tuple[str, ...]:
+    @property
+    def neuron_names(self) -> list[str]:
         """Neurons with at least one connection, in the neuron table's order (then the
         others in order of appearance)."""
+        return list(self._connected)
+
+    @functools.cached_property
+    def _connected(self) -> tuple[str, ...]:
         present = dict.fromkeys(name for c in self.connections for name in (c.pre, c.post))
         return tuple([n for n in self.neurons if n in present]
                      + [n for n in present if n not in self.neurons])
@@ -365,11 +369,11 @@ def _node_names(connectome: Connectome, neurons) -> list[str]:
     known = connectome.neuron_names
     if isinstance(neurons, str):
         if neurons == "all":
-            return list(known)
+            return known
         if neurons in NAMED_SETS:
             neurons = NAMED_SETS[neurons].classes
             if neurons is None:
-                return list(known)
+                return known
         else:
             neurons = [neurons]
     if not isinstance(neurons, (list, tuple)) or not all(isinstance(n, str) for n in neurons):
