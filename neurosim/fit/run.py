@@ -6,7 +6,6 @@ import csv
 import datetime
 import hashlib
 import json
-import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from neurosim.fit.spec import FitSpec
 from neurosim.fit.targets import BehaviourTarget
 from neurosim.integrators import SENSITIVITY_METHODS
 from neurosim.io.hdf5 import HDF5Recorder
-from neurosim.io.yaml import dump_circuit
+from neurosim.io.yaml import dump_circuit, write_text_atomically
 from neurosim.model import Circuit, Protocol
 from neurosim.simulate import simulate
 
@@ -108,7 +107,7 @@ class FitReport:
         when signs were enumerated, and ``<stem>_traces/<protocol>.h5``; returns the paths."""
         out = Path(out)
         stem = out.with_suffix("")
-        out.write_text(self.fitted_yaml(data_source), encoding="utf-8")
+        write_text_atomically(out, self.fitted_yaml(data_source))
         written = [out, Path(f"{stem}_predictions.csv")]
         with open(written[1], "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=["protocol", "measure", "observed", "predicted",
@@ -146,9 +145,8 @@ class Checkpoint:
         self.state_path = self.path.with_suffix(".state")
 
     def save_state(self, state: dict) -> None:
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_bytes(pickle.dumps({"names": self.names, "setup": self.setup, "state": state}))
-        os.replace(tmp, self.state_path)
+        write_text_atomically(self.state_path, pickle.dumps(
+            {"names": self.names, "setup": self.setup, "state": state}))
 
     def _check(self, data: dict, path) -> None:
         if data.get("names") != self.names:
@@ -181,11 +179,9 @@ class Checkpoint:
         self.write(x, loss, evaluations)
 
     def write(self, x, loss, evaluations):
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"names": self.names, "setup": self.setup,
-                                   "x": [float(v) for v in x], "loss": float(loss),
-                                   "evaluations": int(evaluations)}))
-        os.replace(tmp, self.path)
+        write_text_atomically(self.path, json.dumps(
+            {"names": self.names, "setup": self.setup, "x": [float(v) for v in x],
+             "loss": float(loss), "evaluations": int(evaluations)}))
 
     def load(self) -> np.ndarray:
         """The saved point; CircuitError if absent or made for other free parameters."""

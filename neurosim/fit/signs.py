@@ -22,7 +22,6 @@ import functools
 import hashlib
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
 from neurosim.fit.optimize import fit_gradient
 from neurosim.fit.parameters import Parameterization
-from neurosim.io.yaml import dump_circuit, loads_circuit
+from neurosim.io.yaml import dump_circuit, loads_circuit, write_text_atomically
 from neurosim.model import SYNAPSE_TYPES, Circuit
 
 
@@ -138,9 +137,7 @@ def _save_patterns(path, classes, setup: str, done: dict) -> None:
     data = {"classes": classes, "setup": setup,
             "patterns": {k: {"loss": p.loss, "x": [float(v) for v in p.x],
                              "converged": p.converged} for k, p in done.items()}}
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data))
 
 
 def _load_patterns(path, classes, setup: str) -> dict:

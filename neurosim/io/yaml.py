@@ -859,15 +859,16 @@ def save_circuit(circuit: Circuit, path, header: str = "") -> None:
     write_text_atomically(path, header + dump_circuit(circuit))
 
 
-def write_text_atomically(path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: into a new file beside it, flushed
-    to the disk, then renamed over it, so that a full disk, an error or a crash leaves
-    the previous file (or none), never a truncated one."""
+def write_text_atomically(path, text: str | bytes) -> None:
+    """Write ``text`` (str as UTF-8, or bytes) to ``path`` whole or not at all: into a new
+    file beside it, flushed to the disk, then renamed over it, so that a full disk, an
+    error or a crash leaves the previous file (or none), never a truncated one."""
     path = Path(path)
     # a name of its own (mode "x": never another's file), with the umask's permissions
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with open(tmp, "x", encoding="utf-8") as stream:
+        binary = isinstance(text, bytes)
+        with open(tmp, "xb" if binary else "x", encoding=None if binary else "utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
