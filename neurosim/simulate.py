@@ -16,12 +16,13 @@ from neurosim.compile import (check_theta, compile_batch, compile_cached, compil
 from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageError
 from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
                                   R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
-                                  STATS_NAMES, STATUS_MESSAGES, check_precision,
+                                  STATS_NAMES, check_precision,
                                   compile_seconds,
                                   check_step_stability, chunk_rows, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
                                   integrate_with_sensitivity, make_integrator,
-                                  one_compile_notice, rest_tangent, run_items)
+                                  one_compile_notice, rest_start, run_items,
+                                  status_sentence)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -469,20 +470,13 @@ def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator=
     dt_out, n_rows = method.plan(proto.duration, dt_out)
     drive = compile_drive(compiled, surviving_stimuli(circuit, proto, gone), proto.duration)
     record_idx = _record_indices(compiled, record, gone)
-    start = None
     how = resolve_initial(circuit, proto, initial, None)
     with one_compile_notice():
-        if how == "rest":
-            V, report = find_rest_state(compiled, drive)
-            S = (rest_tangent(compiled, drive.arrays, V, free) if report[R_METHOD] in STABLE_RESTS
-                 else np.zeros((compiled.n_neurons, free.size)))
-            start = (V, S)
+        start = rest_start(compiled, drive, free) if how == "rest" else None
         status, out_V, out_S, stats = integrate_with_sensitivity(
             method, compiled, drive, free, record_idx, dt_out, n_rows, DEFAULT_V_BOUND, start)
     if status != OK:
-        what = STATUS_MESSAGES[status].format(
-            v_bound=DEFAULT_V_BOUND,
-            max_steps=method.controller.max_steps if method.controller is not None else 0)
+        what = status_sentence(status, method, DEFAULT_V_BOUND)
         raise SimulationError(f"protocol {protocol_name!r}: the run with sensitivities "
                               f"failed: {what}")
     return Sensitivities(np.arange(n_rows + 1) * dt_out, out_V, out_S,

@@ -16,9 +16,8 @@ from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import (R_METHOD, STABLE_RESTS, check_precision, compile_seconds,
-                                  find_rest_state, integrate_with_sensitivity, make_integrator,
-                                  one_compile_notice, rest_tangent)
+from neurosim.integrators import (check_precision, compile_seconds, integrate_with_sensitivity,
+                                  make_integrator, one_compile_notice, rest_start)
 from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
@@ -191,7 +190,7 @@ class Objective:
             with one_compile_notice():  # the rest's kernels and the tangent loop's
                 status, V, S, _ = integrate_with_sensitivity(
                     self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
-                    DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
+                    DEFAULT_V_BOUND, rest_start(run, drive, free) if self.at_rest[p] else None)
             if status != 0:
                 self._add_time(clock)
                 return FAILED_LOSS, np.zeros(self.par.n_free)
@@ -220,7 +219,7 @@ class Objective:
             with one_compile_notice():  # the rest's kernels and the tangent loop's
                 status, V, S, _ = integrate_with_sensitivity(
                     self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
-                    DEFAULT_V_BOUND, self._start(run, drive, free) if self.at_rest[p] else None)
+                    DEFAULT_V_BOUND, rest_start(run, drive, free) if self.at_rest[p] else None)
             if status != 0:
                 raise CircuitError(f"the run of protocol {self.protocols[p]!r} failed at these "
                                    "parameters: no Fisher information")
@@ -246,16 +245,6 @@ class Objective:
         # θ[free] → x: ties sum, log transforms scale (the chain rule of value_and_grad)
         Jt = np.stack([self.par.chain(x, e) for e in np.eye(free.size)], axis=1)
         return Jt @ F @ Jt.T
-
-    @staticmethod
-    def _start(run, drive, free):
-        """(V*, ∂V*/∂θ[free]) of the rest a run of ``run`` starts from; the derivative is 0
-        where no stable rest exists (the start then comes from a pre-run)."""
-        V, report = find_rest_state(run, drive)
-        stable = report[R_METHOD] in STABLE_RESTS
-        S = (rest_tangent(run, drive.arrays, V, free) if stable
-             else np.zeros((run.n_neurons, free.size)))
-        return V, S
 
     def predictions(self, x) -> list[dict]:
         """Per target: protocol, measure, observed, predicted (and the score)."""

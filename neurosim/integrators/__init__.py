@@ -43,7 +43,7 @@ compilation is announced on the ``neurosim`` logger.
 from neurosim.integrators.controller import NO_STEP_CONTROL, StepController
 from neurosim.integrators.diagnostics import (STATS_NAMES, STATUS_MESSAGES, check_step_stability,
                                               describe_failure, failure_message,
-                                              fastest_time_constant)
+                                              fastest_time_constant, status_sentence)
 from neurosim.integrators.loading import (call_kernel, compile_seconds, count_compile_wait,
                                           load_kernels, logger,
                                           one_compile_notice, run_in_threads)
@@ -53,7 +53,7 @@ from neurosim.integrators.methods import (FLOAT32_METHODS, MAX_DENSE_JACOBIAN, M
                                           FixedStepIntegrator, Integrator, LTC, Rosenbrock23,
                                           make_integrator)
 from neurosim.integrators.rest import (REST_TOL, find_rest_state, find_rest_states,
-                                       rest_tangent, stimulus_free)
+                                       rest_start, rest_tangent, stimulus_free)
 from neurosim.integrators.runs import (FLOAT32_MIN_RTOL, LANE_STATE_BYTES, MAX_LANES,
                                        PRECISIONS, check_precision, chunk_rows, lockstep_plan,
                                        run_items)
@@ -76,11 +76,11 @@ __all__ = [
     "run_items", "lockstep_plan", "chunk_rows", "check_precision", "PRECISIONS",
     "FLOAT32_MIN_RTOL", "MAX_LANES", "LANE_STATE_BYTES",
     # failures and warnings
-    "OK", "STATUS_MESSAGES", "STATS_NAMES", "failure_message", "describe_failure",
+    "OK", "STATUS_MESSAGES", "STATS_NAMES", "failure_message", "describe_failure", "status_sentence",
     "check_step_stability", "fastest_time_constant",
     # sensitivities and rests
     "free_parameter_codes", "integrate_with_sensitivity", "REST_TOL", "stimulus_free",
-    "find_rest_states", "find_rest_state", "rest_tangent", "N_REPORT", "R_ITERATIONS",
+    "find_rest_states", "find_rest_state", "rest_start", "rest_tangent", "N_REPORT", "R_ITERATIONS",
     "R_MAX_REAL_EIG", "R_METHOD", "R_OTHER_RESTS", "R_PRERUN_MS", "R_RESIDUAL",
     "STABLE_RESTS",
 ]

@@ -47,12 +47,17 @@ def fastest_time_constant(compiled) -> tuple[float, str | None]:
     return float(tau[i]), compiled.neuron_names[i]
 
 
+def status_sentence(status: int, method, v_bound: float) -> str:
+    """What a failed kernel status means, with the run's bound and step limit."""
+    max_steps = method.controller.max_steps if method.controller is not None else 0
+    return STATUS_MESSAGES[status].format(v_bound=v_bound, max_steps=max_steps)
+
+
 def failure_message(status: int, method, neuron_names, stats, t_fail: float,
                     v_bound: float, t_good: float | None = None) -> str:
     """The sentence for a failed kernel status: what, which neuron, when (in the step
     from ``t_good``, the last state that passed the checks, where known), what to try."""
-    max_steps = method.controller.max_steps if method.controller is not None else 0
-    what = STATUS_MESSAGES[status].format(v_bound=v_bound, max_steps=max_steps)
+    what = status_sentence(status, method, v_bound)
     where = ""
     if status in (kc.NON_FINITE, kc.OUT_OF_BOUNDS):
         where = f" in neuron '{neuron_names[stats[kc.S_FAIL_NEURON]]}'"

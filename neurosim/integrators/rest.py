@@ -8,7 +8,8 @@ import numpy as np
 from neurosim.integrators.loading import call_kernel, run_in_threads
 from neurosim.integrators.sensitivity import free_parameter_codes
 from neurosim.kernels import constants as kc
-from neurosim.kernels.steady import N_REPORT, find_rests, rest_sensitivity
+from neurosim.kernels.steady import (N_REPORT, R_METHOD, STABLE_RESTS, find_rests,
+                                     rest_sensitivity)
 
 #: Newton stops when no free potential changes faster than this (mV/ms); with τ = 50 ms
 #: that leaves the rest within ~5e-9 mV of the exact zero
@@ -71,3 +72,13 @@ def rest_tangent(compiled, drive, V, free) -> np.ndarray:
                        stimulus_free(drive), S):
         S[:] = 0.0
     return S
+
+
+def rest_start(compiled, drive, free):
+    """(V*, ∂V*/∂θ[free]) of the rest a run of ``compiled`` under ``drive`` (a
+    CompiledDrive) starts from; the derivative is 0 where no stable rest exists (the start
+    then comes from a pre-run)."""
+    V, report = find_rest_state(compiled, drive)
+    S = (rest_tangent(compiled, drive.arrays, V, free) if report[R_METHOD] in STABLE_RESTS
+         else np.zeros((compiled.n_neurons, len(free))))
+    return V, S
