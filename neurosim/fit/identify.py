@@ -321,11 +321,24 @@ class _StartsJob:
     maxiter: int
 
 
+#: the objective of the job a process last fitted starts of: (job, objective); a worker
+#: gets one job object for all its starts, so it parses and compiles the circuit once
+_last_objective: tuple = (None, None)
+
+
+def _objective(job: _StartsJob) -> Objective:
+    global _last_objective
+    if _last_objective[0] is not job:
+        circuit = loads_circuit(job.circuit_yaml, "<ensemble>")
+        _last_objective = (job, Objective(Parameterization(circuit, job.free), job.targets,
+                                          **job.options))
+    return _last_objective[1]
+
+
 def _fit_start(job: _StartsJob, k: int | None):
     """The fit from start ``k``; None only compiles (one gradient), to warm a worker."""
     from neurosim.fit.optimize import fit_gradient
-    circuit = loads_circuit(job.circuit_yaml, "<ensemble>")
-    objective = Objective(Parameterization(circuit, job.free), job.targets, **job.options)
+    objective = _objective(job)
     if k is None:
         objective.value_and_grad(objective.par.x0)
         return None
