@@ -113,8 +113,15 @@ def _progress(total: float, what: str, unit: str = "", last_line: bool = True):
     return _Lines(total, what, unit, last_line)
 
 
-#: names of result files
+#: names of result files, and of circuit files
 HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _check_suffix(path, suffixes, what: str) -> None:
+    """A one-line error unless ``path`` ends in one of ``suffixes``."""
+    if Path(path).suffix.lower() not in suffixes:
+        raise CircuitError(f"{path}: {what}; end its name in {suffixes[0]}")
 
 
 def _plot_path(plot: str, protocol: str, runs: int) -> Path:
@@ -177,8 +184,7 @@ def cmd_run(args) -> int:
                            "or --all", file=args.circuit)
     outputs = _output_paths(args.output, protocols)
     for out in outputs.values():
-        if out.suffix.lower() not in HDF5_SUFFIXES:
-            raise CircuitError(f"{out}: a result file is HDF5; end its name in .h5")
+        _check_suffix(out, HDF5_SUFFIXES, "a result file is HDF5")
     plots = {p: _plot_path(args.plot, p, len(outputs)) for p in outputs} if args.plot else {}
     for plot_out in plots.values():
         _check_output(plot_out, figure=True, overwrite=args.overwrite)
@@ -320,8 +326,7 @@ def cmd_connectome(args) -> int:
     from neurosim.io.yaml import loads_circuit, write_text_atomically
 
     _check_output(args.output, overwrite=args.overwrite)
-    if Path(args.output).suffix.lower() not in (".yaml", ".yml"):
-        raise CircuitError(f"{args.output}: a circuit is a YAML file; end its name in .yaml")
+    _check_suffix(args.output, YAML_SUFFIXES, "a circuit is a YAML file")
     if args.unknown == "drop":
         unknown = "drop"
     else:
@@ -351,8 +356,7 @@ def cmd_sweep(args) -> int:
     from neurosim.io.yaml import load_circuit
     from neurosim.sweep import sweep
 
-    if Path(args.output).suffix.lower() not in HDF5_SUFFIXES:
-        raise CircuitError(f"{args.output}: a sweep is an HDF5 file; end its name in .h5")
+    _check_suffix(args.output, HDF5_SUFFIXES, "a sweep is an HDF5 file")
     bar, shown = None, 0
 
     def progress(done, total):
@@ -432,9 +436,7 @@ def cmd_fit(args) -> int:
     circuit = load_circuit(args.circuit)
     spec = load_fit_spec(args.fit) if args.fit else loads_fit_spec(DEFAULT_FIT, "(default fit)")
     _check_output(args.output, overwrite=args.overwrite or args.resume)
-    if Path(args.output).suffix.lower() not in (".yaml", ".yml"):
-        raise CircuitError(f"{args.output}: the fitted circuit is a YAML file; end its name "
-                           "in .yaml")
+    _check_suffix(args.output, YAML_SUFFIXES, "the fitted circuit is a YAML file")
     targets = load_data(args.data, circuit, spec.indicator, args.sigma)
     if args.starts is not None and args.starts < 1:
         raise CircuitError(f"--starts must be at least 1, got {args.starts}")
