@@ -287,6 +287,9 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
         stats[S_RHS] += 1
     next_out = 0
     stop = count_up_to(tstops, t)
+    # flat views of the tangent arrays (the same memory), made once, not in every step
+    S_flat, S_new_flat, dtmp_flat = S.reshape(n * m), S_new.reshape(n * m), dtmp.reshape(n * m)
+    dK_flat = dK.reshape(DP_STAGES, n * m)
     while t < t_end:
         if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
             mark_failure(state, t)
@@ -294,12 +297,11 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
         t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
         for s in range(1, DP_STAGES):
             stage_point(V, K, s, h_try, tmp)
-            stage_point(S.reshape(n * m), dK.reshape(DP_STAGES, n * m), s, h_try,
-                        dtmp.reshape(n * m))
+            stage_point(S_flat, dK_flat, s, h_try, dtmp_flat)
             rhs_tangent(t + DP_C[s] * h_try, landing and s >= DP_END_STAGE, tmp, dtmp, theta, net,
                         tangent, drive, work, dwork, K[s], dK[s])
         copy_into(V_new, tmp)
-        copy_into(S_new.reshape(n * m), dtmp.reshape(n * m))
+        copy_into(S_new_flat, dtmp_flat)
         stats[S_RHS] += DP_STAGES - 1  # first same as last
         dopri5_error(K, h_try, err)
         err_now = error_norm(err, V, V_new, clamped, rtol, atol)
@@ -329,7 +331,7 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                 next_out += 1
             t = t_new
             copy_into(V, V_new)
-            copy_into(S.reshape(n * m), S_new.reshape(n * m))
+            copy_into(S_flat, S_new_flat)
             status = count_accepted_step(V, v_bound, stats, state, t)
             if status != OK:
                 return status
@@ -339,7 +341,7 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                 stats[S_RHS] += 1
             else:
                 copy_into(K[0], K[DP_STAGES - 1])
-                copy_into(dK[0].reshape(n * m), dK[DP_STAGES - 1].reshape(n * m))
+                copy_into(dK_flat[0], dK_flat[DP_STAGES - 1])
             if adaptive:
                 h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing,
                                                 DP_ERROR_ORDER)
