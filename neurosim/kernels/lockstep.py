@@ -41,7 +41,6 @@ from neurosim.kernels.tableaux import DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_O
 # divisors here are capacitances and error scales, validated > 0 before any run.
 lane_njit = borrowing_njit(error_model="numpy")
 
-ERROR_ORDER = DP_ERROR_ORDER  # of dopri5's embedded estimate, as run_adaptive uses it
 
 
 def lane_sigmoid(z):
@@ -285,7 +284,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 stats[b, S_RHS] += 1
                 h0 = dt
                 if h0 <= 0.0:
-                    h0 = initial_step(0.0, col, col_K[0], ERROR_ORDER, rtol, atol, theta, net, drive,
+                    h0 = initial_step(0.0, col, col_K[0], DP_ERROR_ORDER, rtol, atol, theta, net, drive,
                                       scratch, clamped, scratch[WORK_ROWS], col_new)
                     stats[b, S_RHS] += 1
                 for i in range(n):
@@ -339,7 +338,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             if math.isnan(err_now):
                 err_now = math.inf
             if not (err_now <= 1.0 or not adaptive):
-                h[lane] = after_rejection(err_now, h_try[lane], ERROR_ORDER, t[lane], stats[b], state[lane])
+                h[lane] = after_rejection(err_now, h_try[lane], DP_ERROR_ORDER, t[lane], stats[b], state[lane])
                 if h[lane] == 0.0:
                     status[b] = STEP_UNDERFLOW
                     fail_t[b] = state[lane, X_FAIL_T]
@@ -387,7 +386,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             if adaptive:
                 h[lane], err_old[lane] = accepted_step_size(err_now, err_old[lane], h[lane],
                                                             h_try[lane], landing[lane],
-                                                            ERROR_ORDER)
+                                                            DP_ERROR_ORDER)
             if next_out[lane] == rows:
                 item[lane] = -1
         # the accepted states, and f at them (first same as last), for all lanes at once
@@ -409,10 +408,10 @@ def run_lockstep(first, last, V0, thetas, item_protocol, item_rows, group_ptr, l
     Group g holds items group_ptr[g]..group_ptr[g+1]-1, all of one protocol and length;
     groups g = first..last-1 run one after the other, each on ``lanes`` lanes."""
     for g in range(first, last):
-        first = group_ptr[g]
-        p = item_protocol[first]
+        item0 = group_ptr[g]
+        p = item_protocol[item0]
         drive = protocol_drive(p, kind, target, is_voltage, par, stim_ptr, tab_ptr, tab_t, tab_v,
                                clamped, hold)
-        run_group(first, group_ptr[g + 1], V0, thetas, item_rows[first], chunk_rows, dt, dt_out,
+        run_group(item0, group_ptr[g + 1], V0, thetas, item_rows[item0], chunk_rows, dt, dt_out,
                   net, drive, breakpoints[bp_ptr[p]:bp_ptr[p + 1]], rtol, atol, max_step,
                   adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t, out_V)
