@@ -17,12 +17,11 @@ from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageE
 from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
                                   R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
                                   STATS_NAMES, check_precision,
-                                  compile_seconds,
                                   check_step_stability, chunk_rows, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
                                   integrate_with_sensitivity, make_integrator,
                                   one_compile_notice, rest_start, run_items,
-                                  status_sentence)
+                                  running_clock, status_sentence)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -709,11 +708,11 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
                    "run fewer parameter sets per call, record fewer neurons (record=), sample "
                    "less often (dt_out=), or pass check_memory=False", check=check_memory)
     # a first call compiles its kernels (announced): the batch's time is that of running
-    started, compiling = time.perf_counter(), compile_seconds()
+    started = running_clock()
     at_rest = np.array([resolve_initial(circuit, p, initial, None) == "rest" for _, p in resolved])
     status, stats, fail_t, out_V, rests = run_protocol_grid(
         method, compiled, batch, thetas, rows, dt_out, record_idx, v_bound, precision, at_rest)
-    wall = time.perf_counter() - started - (compile_seconds() - compiling)
+    wall = running_clock() - started
     initial_V, rest_reports = rests
     unstable = int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS) & at_rest[:, None]))
     if unstable:

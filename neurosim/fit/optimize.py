@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +12,7 @@ from scipy.optimize import minimize
 
 from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
-from neurosim.integrators import compile_seconds
+from neurosim.integrators import running_clock
 
 METHODS = ("gradient", "cmaes")
 
@@ -56,7 +55,7 @@ class FitResult:
 
 
 def _counts(objective: Objective) -> tuple:
-    return (time.perf_counter() - compile_seconds(), objective.evaluations,
+    return (running_clock(), objective.evaluations,
             objective.simulations, objective.sim_seconds)
 
 
@@ -68,7 +67,7 @@ def _account(best: FitResult, history, objective: Objective, start_counts) -> Fi
     best.evaluations = objective.evaluations - ev0
     best.simulations = objective.simulations - sim0
     best.simulation_s = objective.sim_seconds - s0
-    best.wall_s = time.perf_counter() - compile_seconds() - started
+    best.wall_s = running_clock() - started
     return best
 
 

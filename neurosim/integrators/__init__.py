@@ -45,6 +45,7 @@ from neurosim.integrators.diagnostics import (STATS_NAMES, STATUS_MESSAGES, chec
                                               describe_failure, failure_message,
                                               fastest_time_constant, status_sentence)
 from neurosim.integrators.loading import (call_kernel, compile_seconds, count_compile_wait,
+                                          running_clock,
                                           load_kernels, logger,
                                           one_compile_notice, run_in_threads)
 from neurosim.integrators.methods import (FLOAT32_METHODS, MAX_DENSE_JACOBIAN, METHODS, RK4,
@@ -70,7 +71,7 @@ __all__ = [
     "SENSITIVITY_METHODS", "FLOAT32_METHODS", "STABILITY_LIMIT", "MAX_DENSE_JACOBIAN",
     "StepController", "NO_STEP_CONTROL", "MAX_COUNT",
     # kernels in memory, threads
-    "load_kernels", "call_kernel", "run_in_threads", "one_compile_notice", "compile_seconds", "count_compile_wait",
+    "load_kernels", "call_kernel", "run_in_threads", "one_compile_notice", "compile_seconds", "count_compile_wait", "running_clock",
     "logger",
     # batches
     "run_items", "lockstep_plan", "chunk_rows", "check_precision", "PRECISIONS",

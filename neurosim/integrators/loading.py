@@ -53,6 +53,12 @@ def compile_seconds() -> float:
     return _compile_seconds
 
 
+def running_clock() -> float:
+    """``time.perf_counter()`` less the seconds spent compiling so far: the difference of
+    two readings is the time spent running, whatever compiled in between."""
+    return time.perf_counter() - _compile_seconds
+
+
 def count_compile_wait(seconds: float) -> None:
     """Count ``seconds`` spent waiting for kernels compiled elsewhere as compiling."""
     global _compile_seconds
