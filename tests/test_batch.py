@@ -5,8 +5,8 @@ import pytest
 
 import neurosim as ns
 from neurosim.compile import compile_circuit
+from helpers import TW
 from reference import random_circuit
-from test_tap_withdrawal import TW
 
 
 @pytest.mark.parametrize("integrator,options", [("dopri5", {}), ("rosenbrock23", {}),

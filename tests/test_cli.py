@@ -7,12 +7,7 @@ import warnings
 import h5py
 import pytest
 
-from test_io_yaml import EXAMPLE
-
-
-def neurosim(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "neurosim.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+from helpers import EXAMPLE, neurosim, run_main
 
 
 def test_run_info_plot_graph_validate(tmp_path):
@@ -97,19 +92,6 @@ def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
 
 
 # ---------------------------------------------------------------- first contact
-
-def run_main(monkeypatch, tmp_path, *args):
-    """main() in tmp_path: (exit status, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from neurosim.cli import main
-    monkeypatch.chdir(tmp_path)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(map(str, args)))
-    return code, out.getvalue(), err.getvalue()
-
 
 def test_neurosim_alone_lists_the_commands(monkeypatch, tmp_path):
     code, out, _ = run_main(monkeypatch, tmp_path)

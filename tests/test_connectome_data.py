@@ -9,11 +9,11 @@ import functools
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 DATA = ROOT / "neurosim" / "data"
 GENERATOR = ROOT / "scripts" / "make_connectome.py"
 COOK = "connectome_cook2019_herm.csv"

@@ -22,8 +22,7 @@ import pytest
 import neurosim as ns
 from neurosim.errors import ResourceError, ResultFileError, StorageError
 from neurosim.io import hdf5
-from test_io_yaml import EXAMPLE
-from test_reliability import LONG, start, wait_for
+from helpers import EXAMPLE, LONG, start, wait_for
 
 # V = 10 pA · t / 1 pF: a potential that grows by 10 mV/ms and leaves the default bound of
 # 10⁴ mV at t = 1000 ms; every method integrates it exactly

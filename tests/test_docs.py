@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from test_tap_withdrawal import tw_script as script  # a script of scripts/ as a module
+from helpers import ROOT
+from helpers import tw_script as script  # a script of scripts/ as a module
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 IMAGES = ROOT / "docs" / "images"
 

@@ -1,8 +1,5 @@
 """Current decomposition, pathways, motif circuits and counts, robustness estimates."""
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 
@@ -11,9 +8,8 @@ from neurosim import ml
 from neurosim.explain import (MOTIFS, circuit_as_run, control_result, decompose, dominant_pathways,
                               edge_charges, find_motifs, linear_form,
                               lipschitz_estimate, motif_table)
+from helpers import ROOT, TW, neurosim, tw_script
 from reference import ReferenceModel, random_circuit
-from test_io_yaml import ROOT
-from test_tap_withdrawal import TW
 
 MOTIF_DIR = ROOT / "circuits" / "motifs"
 
@@ -253,7 +249,6 @@ def test_lipschitz_estimate_of_a_linear_circuit_is_its_gain():
 
 
 def test_explain_and_motifs_commands(tmp_path):
-    from test_cli import neurosim
     assert neurosim("run", TW, "-p", "anterior", "-o", "a.h5", cwd=tmp_path).returncode == 0
     out = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "AVM", "-o", "c.png",
                    "--graph", "g.png", cwd=tmp_path)
@@ -283,11 +278,7 @@ def test_explain_and_motifs_commands(tmp_path):
 
 
 def test_the_documented_explanation_is_what_the_code_gives_today():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        script = importlib.import_module("explain_tap_withdrawal")
-    finally:
-        sys.path.pop(0)
+    script = tw_script("explain_tap_withdrawal")
     circuit, result, d, evoked, paths = script.analysis()
     page = (ROOT / "docs" / "explain.md").read_text()
     assert f"{script.START}\n{script.markdown(d, evoked, paths)}{script.END}" in page
@@ -323,7 +314,6 @@ def test_pathways_survive_a_saturated_control_and_a_control_without_the_relay():
 
 
 def test_a_lesioned_run_explained_against_an_intact_control(tmp_path):
-    from test_cli import neurosim
     assert neurosim("run", TW, "-p", "tap_no_AVD", "-o", "n.h5", cwd=tmp_path).returncode == 0
     out = neurosim("explain", "n.h5", "--neuron", "AVA", "--control", "tap", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

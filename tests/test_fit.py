@@ -12,8 +12,7 @@ from neurosim.fit import (BehaviourTarget, FreeParameter, Objective, Parameteriz
 from neurosim.fit.optimize import fit_cmaes, fit_gradient
 from neurosim.fit.signs import enumerate_signs, sign_association, with_signs
 from neurosim.fit.spec import loads_fit_spec
-from test_io_yaml import ROOT
-from test_tap_withdrawal import TW
+from helpers import ROOT, TW, neurosim, oscillator
 
 DATA = ROOT / "circuits" / "data" / "tap_withdrawal_behaviour.csv"
 
@@ -195,7 +194,6 @@ def test_sign_enumeration_finds_the_generating_signs():
 
 
 def test_fit_command_writes_fitted_circuit_report_and_traces(tmp_path):
-    from test_cli import neurosim
     (tmp_path / "fit.yaml").write_text(
         "free:\n  - {select: 'synapses[post=AVA].w', bounds: [0, 3]}\n"
         "optimizer: {method: gradient, maxiter: 5}\nsimulation: {dt_out: 10.0}\n")
@@ -237,7 +235,6 @@ def test_fits_add_the_no_stimulus_control_by_default():
 def test_the_control_costs_a_circuit_that_moves_without_a_stimulus():
     """A relaxation oscillator has no stable rest: its quiet protocol scores, and the
     control target charges for it; a circuit at rest pays nothing."""
-    from test_rest import oscillator
     from neurosim.fit.run import with_rest_control
     osc = oscillator()
     kick = ns.Stimulus("pulse", "A", amplitude=5.0, start=200.0, duration=20.0)
@@ -354,7 +351,6 @@ def test_an_interrupted_sign_enumeration_resumes_without_refitting(tmp_path, mon
 
 
 def test_fit_command_reports_ties_and_supported_signs(tmp_path):
-    from test_cli import neurosim
     circuit, _, _ = twins()
     ns.save_circuit(circuit, tmp_path / "twins.yaml")
     (tmp_path / "data.csv").write_text("protocol,measure,observed,n\ntouch,reversal_probability,0.9,50\n")

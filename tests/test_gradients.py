@@ -7,8 +7,8 @@ import neurosim as ns
 from neurosim.compile import compile_circuit, compile_drive
 from neurosim.fit import BehaviourTarget, Objective, Parameterization
 from neurosim.integrators import METHODS, integrate_with_sensitivity, make_integrator
+from helpers import TW
 from reference import random_circuit
-from test_tap_withdrawal import TW
 
 FIELDS = ["C", "g_L", "E_L", "V0", "w", "E", "mu", "nu", "kappa", "g"]
 

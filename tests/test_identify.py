@@ -7,7 +7,7 @@ import pytest
 import neurosim as ns
 from neurosim.fit import BehaviourTarget, Objective, Parameterization, TraceTarget
 from neurosim.fit.identify import identifiability
-from test_io_yaml import ROOT
+from helpers import ROOT, neurosim
 
 
 def chain():
@@ -124,7 +124,6 @@ def write_trace_csv(path, targets, sigma_column=True):
 
 
 def test_a_trace_fit_from_the_command_line_recovers_planted_weights(tmp_path):
-    from test_cli import neurosim
     truth = chain()
     write_trace_csv(tmp_path / "traces.csv", planted_traces(truth, ["A", "B"], sigma=0.5))
     start = truth.replace(synapses=tuple(ns.Synapse(s.pre, s.post, w=s.w * f, E=s.E, mu=s.mu, nu=s.nu)
@@ -282,7 +281,6 @@ def test_imaging_information_and_a_planted_weight():
 
 
 def test_imaging_data_from_the_command_line(tmp_path):
-    from test_cli import neurosim
     from neurosim.fit.targets import Indicator, load_imaging
     truth = chain()
     ind = Indicator(tau=100.0, v_half=-50.0, slope=5.0, kd=0.5, hill=2.5, dff_max=1.0)

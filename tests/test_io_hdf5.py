@@ -10,7 +10,7 @@ import pytest
 
 import neurosim as ns
 from neurosim.errors import ResultFileError
-from test_io_yaml import EXAMPLE
+from helpers import EXAMPLE
 
 
 def test_hdf5_content_equals_the_in_memory_result(tmp_path):

@@ -2,7 +2,6 @@
 
 import math
 import os
-import pathlib
 import re
 import time
 import tracemalloc
@@ -15,10 +14,8 @@ from hypothesis import strategies as st
 
 import neurosim as ns
 from neurosim.model import NEURON_ROLES
+from helpers import EXAMPLE, ROOT
 from reference import ReferenceModel
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "circuits" / "examples" / "three_cells.yaml"
 
 
 def test_example_loads_with_units_converted_and_defaults_applied():

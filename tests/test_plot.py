@@ -15,11 +15,7 @@ from neurosim.io.hdf5 import HDF5Recorder, load_result
 from neurosim.plot import (force_layout, layered_layout, plot_experiments, plot_fit, plot_graph,
                            plot_signs, plot_traces, save_figure, stimulus_intervals)
 from neurosim.record import Result
-from test_io_yaml import EXAMPLE, ROOT
-
-TW = ROOT / "circuits" / "tap_withdrawal.yaml"
-TW_FITTED = ROOT / "circuits" / "tap_withdrawal_fitted.yaml"
-FACTS = ROOT / "circuits" / "data" / "tap_withdrawal_facts.yaml"
+from helpers import EXAMPLE, FACTS, TW, TW_FITTED
 
 
 def spans(ax, name):

@@ -18,32 +18,7 @@ from hypothesis import strategies as st
 import neurosim as ns
 from neurosim.cli import main
 from neurosim.errors import ResultFileError
-from test_io_yaml import EXAMPLE, ROOT
-
-LONG = """name: long
-neurons:
-  - {name: S, C: 2.0, g_L: 0.2}
-  - {name: A, C: 2.0, g_L: 0.2}
-synapses:
-  - {pre: S, post: A, w: 0.8, type: excitatory}
-stimuli:
-  drive: {kind: sine, target: S, amplitude: 20.0, frequency: 10.0}
-protocols:
-  long: {duration: 4000000.0, stimuli: [drive]}
-"""
-
-
-def start(args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "neurosim.cli", *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(path, seconds=120):
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
+from helpers import EXAMPLE, LONG, ROOT, start, wait_for
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_run_keeps_a_valid_incomplete_file(tmp_path, signum):

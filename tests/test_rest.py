@@ -10,6 +10,7 @@ from scipy.optimize import approx_fprime, root
 import neurosim as ns
 from neurosim.compile import circuit_with_theta, compile_circuit
 from neurosim.simulate import rest_state
+from helpers import oscillator
 from reference import ReferenceModel, random_circuit
 
 
@@ -71,18 +72,6 @@ def test_strongly_coupled_rest_is_a_root_with_the_right_stability(seed):
         sol, _, eig = reference_rest(circuit, V)
         np.testing.assert_allclose(sol.x, V[~model.clamped], atol=1e-8)
         assert (np.max(eig.real) < 0) == ours.stable
-
-
-def oscillator():
-    """A fast self-exciting neuron with slow inhibitory feedback: a limit cycle around an
-    unstable steady state (checked below with the reference Jacobian)."""
-    return ns.Circuit(
-        "relaxation oscillator",
-        (ns.Neuron("A", C=10.0, g_L=1.0, E_L=-40.0), ns.Neuron("B", C=100.0, g_L=1.0, E_L=-70.0)),
-        (ns.Synapse("A", "A", w=5.0, E=0.0, mu=-40.0, nu=0.5),
-         ns.Synapse("A", "B", w=5.0, E=0.0, mu=-40.0, nu=0.5),
-         ns.Synapse("B", "A", w=3.0, E=-90.0, mu=-40.0, nu=0.5)),
-        protocols={"p": ns.Protocol(400.0)})
 
 
 def test_a_circuit_without_a_stable_rest_says_so_in_one_line():

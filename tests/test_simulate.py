@@ -5,9 +5,7 @@ import pytest
 
 import neurosim as ns
 from neurosim.compile import circuit_with_theta, compile_circuit
-from test_io_yaml import EXAMPLE
-
-TW = EXAMPLE.parents[1] / "tap_withdrawal.yaml"
+from helpers import TW
 
 
 def changed(circuit, protocol, name, h):

@@ -14,9 +14,7 @@ from neurosim.behaviour import classify
 from neurosim.compile import circuit_with_theta, compile_circuit
 from neurosim.io.sweep_file import load_sweep
 from neurosim.sweep import loads_sweep_spec, plan_sweep, sweep, theta_rows
-from test_io_yaml import EXAMPLE
-
-TW = os.path.join(os.path.dirname(__file__), "..", "circuits", "tap_withdrawal.yaml")
+from helpers import EXAMPLE, TW, run_main
 
 GRID = """\
 parameters:
@@ -173,7 +171,6 @@ def test_bad_specifications_name_file_line_and_key(tw, tmp_path, text, where, me
 
 
 def test_command_line_sweep_info_and_refusals(tmp_path, monkeypatch):
-    from test_cli import run_main
     spec = write(tmp_path, "parameters:\n  - {select: \"neurons[*].C\", values: [5, 10, 20]}\n"
                            "simulation: {dt_out: 1.0}\nchunk: 2\n")
     code, out, err = run_main(monkeypatch, tmp_path, "sweep", EXAMPLE, spec, "-o", "s.h5")

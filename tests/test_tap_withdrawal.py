@@ -1,8 +1,5 @@
 """The shipped tap-withdrawal circuits and the behavioural read-out."""
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 
@@ -10,10 +7,7 @@ import neurosim as ns
 from neurosim.behaviour import (ExperimentRow, check_facts, classify, facts_summary, format_table,
                                 load_facts, loads_facts, run_experiments)
 from neurosim.compile import compile_circuit
-from test_io_yaml import ROOT
-
-TW = ROOT / "circuits" / "tap_withdrawal.yaml"
-TW_ANATOMICAL = ROOT / "circuits" / "tap_withdrawal_anatomical.yaml"
+from helpers import FACTS, ROOT, TW, TW_ANATOMICAL, TW_FITTED, neurosim, tw_script
 
 # Typed from the source model tw_pure.bnn (mlech26l/ordinary_neural_circuits): pre, post, sign, w0.
 REFERENCE_CHEMICAL = """
@@ -165,18 +159,6 @@ def test_bad_readouts_are_reported_with_their_line(text, match):
     assert info.value.line == 4
 
 
-FACTS = ROOT / "circuits" / "data" / "tap_withdrawal_facts.yaml"
-TW_FITTED = ROOT / "circuits" / "tap_withdrawal_fitted.yaml"
-
-
-def tw_script(name):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
 @pytest.mark.parametrize("path", [TW, TW_ANATOMICAL, TW_FITTED], ids=lambda p: p.stem)
 def test_no_stimulus_no_behaviour_on_every_shipped_circuit(path):
     circuit = ns.load_circuit(path)
@@ -279,7 +261,6 @@ def test_refitting_gives_the_documented_outcome():
 
 
 def test_behave_command_writes_table_and_figure(tmp_path):
-    from test_cli import neurosim
     out = neurosim("behave", TW, "--protocols", "tap,anterior,posterior_gentle", "-o", "t.csv",
                    "--plot", "b.png", "--facts", FACTS, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -327,7 +308,6 @@ def test_facts_about_other_protocols_or_loosely_typed_are_refused(text, match):
 
 
 def test_behave_refuses_bad_facts_and_unwritable_outputs_before_running(tmp_path):
-    from test_cli import neurosim
     (tmp_path / "f.yaml").write_text(
         "facts:\n  - {id: a, protocol: tapp, expect: reversal, statement: s, source: x, verified: true}\n")
     out = neurosim("behave", TW, "--facts", "f.yaml", cwd=tmp_path)

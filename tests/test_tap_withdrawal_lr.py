@@ -10,8 +10,7 @@ import neurosim as ns
 from neurosim.behaviour import (ExperimentRow, check_facts, facts_summary, format_table,
                                 load_facts, loads_facts, run_experiments)
 from neurosim.fit.parameters import Parameterization
-from test_io_yaml import ROOT
-from test_tap_withdrawal import FACTS, TW, tw_script
+from helpers import FACTS, ROOT, TW, neurosim, tw_script
 
 TW_LR = ROOT / "circuits" / "tap_withdrawal_lr.yaml"
 TW_LR_FITTED = ROOT / "circuits" / "tap_withdrawal_lr_fitted.yaml"
@@ -24,7 +23,6 @@ COMMAND = "neurosim connectome cook2019 --neurons tap_withdrawal -o circuits/tap
 
 def test_the_shipped_lr_circuit_is_what_the_importer_builds(tmp_path):
     """Rebuilt with the command its header records, the file comes out byte for byte."""
-    from test_cli import neurosim
     shipped = TW_LR.read_text()
     assert shipped.splitlines()[0].endswith(f" with: {COMMAND}")
     (tmp_path / "circuits").mkdir()
@@ -73,7 +71,6 @@ def test_the_lr_facts_are_the_lumped_facts_and_the_one_sided_plm_ablations():
 
 def test_the_lr_facts_are_refused_on_a_lumped_circuit(tmp_path):
     """A lumped circuit has one PLM node: behave says which protocol it lacks."""
-    from test_cli import neurosim
     out = neurosim("behave", TW, "--facts", LR_FACTS, cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert "facts[6].protocol: unknown protocol 'tap_no_PLMR'" in out.stderr

@@ -4,7 +4,6 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +19,8 @@ from neurosim.integrators import compile_seconds, load_kernels
 from neurosim.kernels import network
 from neurosim.integrators import one_compile_notice
 from neurosim.warmup import compile_ahead, features, warmup
+from helpers import ROOT, TW
 
-ROOT = Path(__file__).resolve().parents[1]
-TW = ROOT / "circuits" / "tap_withdrawal.yaml"
 THREE = ROOT / "circuits" / "examples" / "three_cells.yaml"
 
 

@@ -7,7 +7,6 @@ written here from the model equation (README, "The model")."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from scipy.integrate import solve_ivp
 
 import neurosim as ns
 from neurosim.connectome import build_circuit, circuit_yaml
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FILE = ROOT / "circuits" / "whole_worm.yaml"
 COMMAND = "neurosim connectome cook2019 --neurons whole_worm -o circuits/whole_worm.yaml"
 
