@@ -172,18 +172,6 @@ def test_progress_without_a_terminal_says_how_long_is_left(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_names_are_matched_whatever_their_case_and_ablations_are_named(tmp_path):
-    import neurosim as ns
-    from neurosim.model import unknown_name_message
-    assert unknown_name_message("neuron", "ava", ["AVA", "AVB"]).endswith("Did you mean 'AVA'?")
-    c = ns.load_circuit(EXAMPLE)
-    with pytest.raises(ns.CircuitError, match="record= names 'A', ablated in this run"):
-        ns.simulate(c, "no_A", record=["A"])
-    r = ns.simulate(c, "no_A", dt_out=10.0)
-    with pytest.raises(ns.CircuitError, match="neuron 'A' was ablated in this run"):
-        r.v("A")
-
-
 def test_flag_names_leave_units_and_derivatives_alone():
     from neurosim.cli import _in_flags
     assert _in_flags("dt = 50 ms is above the limit; max |dV/dt| 1.9e-12 mV/ms") == \

@@ -1,4 +1,5 @@
-"""The parameter layout: every θ entry by name, the blocks the kernels read."""
+"""Compiling (neurosim/compile/): the parameter layout, every θ entry by name, the blocks the
+kernels read; θ validated by name; compiled arrays memoised on their circuit."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from neurosim.compile import compile_circuit
 from neurosim.compile.layout import BLOCKS
 from neurosim.kernels.network import unpack_theta
 from neurosim.model import Circuit, GapJunction, Neuron, Synapse
+from reference import random_circuit
 
 
 def three_cells():
@@ -60,3 +62,30 @@ def test_a_batch_reports_its_columns_and_takes_theta_by_name():
     assert batch.layout.names == compiled.layout.names
     with pytest.raises(ns.CircuitError, match=r"theta must have shape \(n_sets, 28\)"):
         ns.simulate_batch(circuit, theta[:, :5])
+
+
+def test_theta_vector_is_validated_by_name():
+    circuit = ns.Circuit("c", (ns.Neuron("A"), ns.Neuron("B")), (ns.Synapse("A", "B"),))
+    compiled = compile_circuit(circuit)
+    theta = compiled.theta.copy()
+    theta[compiled.layout.index("synapses[A->B].w")] = -1.0
+    with pytest.raises(ns.CircuitError, match=r"synapses\[A->B\].w: must be >= 0"):
+        ns.simulate(circuit, duration=1.0, theta=theta)
+
+
+def test_compiled_arrays_are_memoised_on_the_circuit_and_not_pickled():
+    import gc
+    import pickle
+    import weakref
+
+    from neurosim.compile import compile_cached
+    circuit, _ = random_circuit(9, 4)
+    first = compile_cached(circuit, ablate=("N1",))
+    assert compile_cached(circuit, ablate=("N1",)) is first
+    assert compile_cached(circuit) is not first
+    copy = pickle.loads(pickle.dumps(circuit))
+    assert copy == circuit and "_compiled" not in copy.__dict__
+    ref = weakref.ref(circuit)
+    del circuit, first
+    gc.collect()
+    assert ref() is None  # the memo does not keep its circuit alive

@@ -1,4 +1,4 @@
-"""Model validation, ablation and simulate's argument checks."""
+"""The model (neurosim/model/): validation with the field named, ablation, relabelling."""
 
 import numpy as np
 import pytest
@@ -100,54 +100,3 @@ def test_an_ablation_named_twice_at_run_time_is_one_ablation():
 def test_duplicate_neuron_names_are_refused():
     with pytest.raises(ns.CircuitError, match=r"neurons\[1\].name: duplicate neuron name 'A'"):
         ns.Circuit("c", (ns.Neuron("A"), ns.Neuron("A")))
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    ({"integrator": "rk45"}, "unknown integrator 'rk45'; allowed: euler, rk4"),
-    ({"integrator": "rk4", "dt": 0.03, "dt_out": 0.1}, "whole multiple of dt"),
-    ({"integrator": "rk4", "rtol": 1e-3}, "fixed-step method"),
-    ({"rtol": -1.0}, "`rtol` must be a positive number"),
-    ({"record": []}, "nothing would be recorded"),
-    ({"record": ["B"]}, "unknown neuron 'B'"),
-    ({"v0": [1.0, 2.0]}, "v0 must have shape"),
-    ({"dt_out": 50.0}, "longer than the run"),
-])
-def test_simulate_refuses_bad_arguments(kwargs, match):
-    circuit = ns.Circuit("c", (ns.Neuron("A"),))
-    with pytest.raises(ns.CircuitError, match=match):
-        ns.simulate(circuit, duration=10.0, **kwargs)
-
-
-def test_theta_vector_is_validated_by_name():
-    circuit = ns.Circuit("c", (ns.Neuron("A"), ns.Neuron("B")), (ns.Synapse("A", "B"),))
-    compiled = compile_circuit(circuit)
-    theta = compiled.theta.copy()
-    theta[compiled.layout.index("synapses[A->B].w")] = -1.0
-    with pytest.raises(ns.CircuitError, match=r"synapses\[A->B\].w: must be >= 0"):
-        ns.simulate(circuit, duration=1.0, theta=theta)
-
-
-def test_nonfinite_parameter_run_fails_loudly():
-    circuit = ns.Circuit("c", (ns.Neuron("A", C=1e-9, g_L=100.0, V0=0.0),))
-    with pytest.raises(ns.SimulationError, match="neuron 'A' in the step from t = 0 to 0.1 ms .*try a smaller dt") as info, \
-            pytest.warns(RuntimeWarning, match="stability limit"):
-        ns.simulate(circuit, duration=1.0, integrator="euler", dt=0.1)
-    assert info.value.result.status == "failed"
-
-
-def test_compiled_arrays_are_memoised_on_the_circuit_and_not_pickled():
-    import gc
-    import pickle
-    import weakref
-
-    from neurosim.compile import compile_cached
-    circuit, _ = random_circuit(9, 4)
-    first = compile_cached(circuit, ablate=("N1",))
-    assert compile_cached(circuit, ablate=("N1",)) is first
-    assert compile_cached(circuit) is not first
-    copy = pickle.loads(pickle.dumps(circuit))
-    assert copy == circuit and "_compiled" not in copy.__dict__
-    ref = weakref.ref(circuit)
-    del circuit, first
-    gc.collect()
-    assert ref() is None  # the memo does not keep its circuit alive

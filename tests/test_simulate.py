@@ -1,4 +1,5 @@
-"""The public run API: forward sensitivities against finite differences of simulate."""
+"""The public run API (neurosim/simulate.py): forward sensitivities against finite
+differences of simulate; simulate's argument checks and failures."""
 
 import numpy as np
 import pytest
@@ -47,3 +48,27 @@ def test_sensitivities_refuse_what_they_cannot_do():
         ns.sensitivities(circuit, "tap", [])
     with pytest.raises(ns.CircuitError, match="gradients are available for"):
         ns.sensitivities(circuit, "tap", ["neurons[AVA].C"], integrator="rosenbrock23")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"integrator": "rk45"}, "unknown integrator 'rk45'; allowed: euler, rk4"),
+    ({"integrator": "rk4", "dt": 0.03, "dt_out": 0.1}, "whole multiple of dt"),
+    ({"integrator": "rk4", "rtol": 1e-3}, "fixed-step method"),
+    ({"rtol": -1.0}, "`rtol` must be a positive number"),
+    ({"record": []}, "nothing would be recorded"),
+    ({"record": ["B"]}, "unknown neuron 'B'"),
+    ({"v0": [1.0, 2.0]}, "v0 must have shape"),
+    ({"dt_out": 50.0}, "longer than the run"),
+])
+def test_simulate_refuses_bad_arguments(kwargs, match):
+    circuit = ns.Circuit("c", (ns.Neuron("A"),))
+    with pytest.raises(ns.CircuitError, match=match):
+        ns.simulate(circuit, duration=10.0, **kwargs)
+
+
+def test_nonfinite_parameter_run_fails_loudly():
+    circuit = ns.Circuit("c", (ns.Neuron("A", C=1e-9, g_L=100.0, V0=0.0),))
+    with pytest.raises(ns.SimulationError, match="neuron 'A' in the step from t = 0 to 0.1 ms .*try a smaller dt") as info, \
+            pytest.warns(RuntimeWarning, match="stability limit"):
+        ns.simulate(circuit, duration=1.0, integrator="euler", dt=0.1)
+    assert info.value.result.status == "failed"
