@@ -350,6 +350,7 @@ def test_an_interrupted_sign_enumeration_resumes_without_refitting(tmp_path, mon
                         ["S1", "T"], free, checkpoint=saved, **options)
 
 
+@pytest.mark.slow
 def test_fit_command_reports_ties_and_supported_signs(tmp_path):
     circuit, _, _ = twins()
     ns.save_circuit(circuit, tmp_path / "twins.yaml")

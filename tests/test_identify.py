@@ -123,6 +123,7 @@ def write_trace_csv(path, targets, sigma_column=True):
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_a_trace_fit_from_the_command_line_recovers_planted_weights(tmp_path):
     truth = chain()
     write_trace_csv(tmp_path / "traces.csv", planted_traces(truth, ["A", "B"], sigma=0.5))

@@ -39,6 +39,7 @@ def test_signal_during_run_keeps_a_valid_incomplete_file(tmp_path, signum):
     assert result.status == "interrupted" and np.all(np.isfinite(result.V))
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path):
     (tmp_path / "fit.yaml").write_text(
         "free:\n  - {select: 'synapses[*].w', bounds: [0, 3]}\n"
@@ -108,6 +109,7 @@ def test_stability_warning_names_the_limit():
         ns.simulate(c, duration=1.0, integrator="euler", dt=0.5, raise_on_failure=False)
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_fresh_compile_cache(tmp_path):
     code = ("import neurosim as ns, numpy as np, sys;"
             "c = ns.load_circuit(sys.argv[1]);"

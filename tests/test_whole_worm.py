@@ -157,6 +157,7 @@ def test_the_rest_is_a_rest_of_the_independent_equation(circuit, posterior_from_
     assert np.ptp(V0) > 30.0                             # a network rest, not E_L everywhere
 
 
+@pytest.mark.slow
 def test_a_touch_from_rest_with_dopri5_agrees_with_solve_ivp(circuit, posterior_from_rest):
     """1000 ms of posterior_touch from the rest, dopri5 at rtol 1e-6 (the default) and at
     rtol 1e-9, against LSODA on the independent right-hand side."""
