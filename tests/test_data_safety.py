@@ -58,6 +58,7 @@ def test_a_second_writer_is_refused_and_touches_nothing(tmp_path):
     assert not (tmp_path / "out.h5.partial").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_writing_one_output(tmp_path):
     """The first run goes on and its file stays whole, whatever HDF5's own locking is."""
     (tmp_path / "long.yaml").write_text(LONG)

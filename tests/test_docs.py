@@ -198,6 +198,7 @@ def test_the_fit_example_prints_what_fitting_md_quotes():
                                  step.rtol) == []
 
 
+@pytest.mark.slow
 def test_the_connectome_transcript_is_what_the_commands_print_today():
     """docs/connectome.md's commands, rerun: what they print, numbers compared one by one
     (the run's wall time excepted)."""

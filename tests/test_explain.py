@@ -248,6 +248,7 @@ def test_lipschitz_estimate_of_a_linear_circuit_is_its_gain():
     assert L == pytest.approx(np.exp(-2.0), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_explain_and_motifs_commands(tmp_path):
     assert neurosim("run", TW, "-p", "anterior", "-o", "a.h5", cwd=tmp_path).returncode == 0
     out = neurosim("explain", "a.h5", "--neuron", "AVA", "--source", "AVM", "-o", "c.png",

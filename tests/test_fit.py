@@ -154,6 +154,7 @@ def test_single_precision_populations_score_like_double():
         Objective(par, load_behaviour(DATA), integrator="rk4", dt=0.05, precision="float32")
 
 
+@pytest.mark.slow
 def test_tw_fit_reaches_the_qualitative_targets():
     """The whole default fit: every target within 0.05 of its encoded probability."""
     circuit = ns.load_circuit(TW)
@@ -193,6 +194,7 @@ def test_sign_enumeration_finds_the_generating_signs():
     assert sign_association(patterns)["S"]["predicted"] == "+"
 
 
+@pytest.mark.slow
 def test_fit_command_writes_fitted_circuit_report_and_traces(tmp_path):
     (tmp_path / "fit.yaml").write_text(
         "free:\n  - {select: 'synapses[post=AVA].w', bounds: [0, 3]}\n"

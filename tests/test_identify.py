@@ -281,6 +281,7 @@ def test_imaging_information_and_a_planted_weight():
     np.testing.assert_allclose(fitted.x, x, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_imaging_data_from_the_command_line(tmp_path):
     from neurosim.fit.targets import Indicator, load_imaging
     truth = chain()
