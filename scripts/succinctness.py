@@ -10,7 +10,7 @@ succinct than ResNets, with M growing with S.
 
 The ResNet x^{t+1} = x^t + W^t·σ(ν(x^t − μ)) (seed eqs. 2–3, ``neurosim.ml.resnet``) is
 trained by backpropagation written out in NumPy, because its per-layer weights are a
-parameter schedule and the engine's sensitivities do not cover schedules; its validation
+parameter schedule and ``neurosim.sensitivities`` does not cover schedules; its validation
 error is then measured by simulating the trained network as a neurosim circuit (Euler,
 dt = 1, one layer per step), which must agree with the NumPy forward pass to 1e-9.
 
@@ -25,16 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
 
 import neurosim as ns
-from neurosim.compile import compile_circuit, compile_drive
+from neurosim.compile import compile_circuit
 from neurosim.ml import resnet
 from neurosim.fit import Parameterization
-from neurosim.integrators import integrate_with_sensitivity, make_integrator
 from neurosim.plot import save_figure
 
 from doc_sections import write_section
@@ -81,30 +81,32 @@ def network(family: str, n: int, seed: int):
 
 
 class StaticTask:
-    """Mean squared error of y(x) = V_0(t1 | V_0(0) = x) against a target, with gradient."""
+    """Mean squared error of y(x) = V_0(t1 | V_0(0) = x) against a target, with gradient.
+
+    Each input is its own circuit (neuron 0's V0 = x), run by ``neurosim.sensitivities``
+    for V_0(t1) and its derivatives by the free parameters' layout names."""
 
     def __init__(self, circuit, free, xs, ys):
+        circuit = circuit.replace(protocols={"static": ns.Protocol(T1, initial="as_given")})
         self.par = Parameterization(circuit, free)
-        self.compiled = compile_circuit(circuit)
-        self.drive = compile_drive(self.compiled, [], T1)
-        self.method = make_integrator("rk4", dt=DT)
-        self.v0 = 3 * self.compiled.n_neurons  # θ index of neuron 0's V0
+        layout = compile_circuit(circuit).layout
+        self.names = [layout.names[k] for k in self.par.indices]
         self.xs, self.ys = xs, ys
 
     def value_and_grad(self, x):
-        # one validated copy of θ per evaluation; only neuron 0's V0 changes per sample
-        compiled = self.compiled.with_theta(self.par.theta(x))
-        total, grad = 0.0, np.zeros(self.par.indices.size)
-        record = np.array([0], dtype=np.int64)
+        fitted = self.par.apply(x)
+        first, others = fitted.neurons[0], fitted.neurons[1:]
+        total, grad = 0.0, np.zeros(len(self.names))
         for xin, yout in zip(self.xs, self.ys):
-            compiled.theta[self.v0] = xin
-            status, V, S, _ = integrate_with_sensitivity(
-                self.method, compiled, self.drive, self.par.indices, record, T1, 1, 1e4)
-            if status != 0:
+            circuit = fitted.replace(neurons=(replace(first, V0=float(xin)),) + others)
+            try:
+                run = ns.sensitivities(circuit, "static", self.names, integrator="rk4", dt=DT,
+                                       dt_out=T1, record=[first.name])
+            except ns.SimulationError:
                 return 1e6, np.zeros(self.par.n_free)
-            r = V[-1, 0] - yout
+            r = run.V[-1, 0] - yout
             total += r * r / len(self.xs)
-            grad += 2 * r / len(self.xs) * S[-1, 0]
+            grad += 2 * r / len(self.xs) * run.S[-1, 0]
         return total, self.par.chain(x, grad)
 
     def mse(self, x, xs, ys):

@@ -66,17 +66,46 @@ def test_resnet_is_seed_equations_2_and_3():
     assert ml.restriction_of(ml.resnet(weights, MU, NU)).family == "resnet"
 
 
-def test_dnn_reproduces_a_forward_pass_layer_by_layer():
-    widths = [3, 6, 4, 2]
-    layers = [rng.normal(0, 1, (widths[k + 1], widths[k])) for k in range(3)]
-    x0 = rng.normal(0, 1, 3)
-    circuit = ml.dnn(layers, mu=0.2, nu=1.3, x0=x0)
-    r = ns.simulate(circuit, duration=3.0, integrator="euler", dt=1.0)
-    x = x0
-    for k, Wl in enumerate(layers):
-        x = Wl @ sigma(1.3 * (x - 0.2))                       # seed eq. 1
-        np.testing.assert_allclose(r.V[k + 1, :widths[k + 1]], x, rtol=0, atol=1e-12)
-    assert ml.restriction_of(circuit).family == "dnn"
+def test_resnet_takes_per_layer_thresholds_and_slopes():
+    """Seed eq. 2's μ^t: one threshold per presynaptic neuron and layer (and ν^t alike)."""
+    weights = [rng.normal(0, 1, (N, N)) for _ in range(4)]
+    mus = [rng.normal(0, 1, N) for _ in range(4)]
+    nus = [0.5, rng.uniform(0.5, 2, N), 1.0, 2.0]
+    r = ns.simulate(ml.resnet(weights, mus, nus, X0), duration=4.0, integrator="euler", dt=1.0)
+    x = X0.copy()
+    for Wt, mu, nu in zip(weights, mus, nus):
+        x = x + Wt @ sigma(nu * (x - mu))
+    np.testing.assert_allclose(r.V[4], x, rtol=0, atol=1e-12)
+    with pytest.raises(ns.CircuitError, match="mu has 2 per-step entries, expected 4"):
+        ml.resnet(weights, mu=[0.0, 1.0])
+
+
+def forward_pass(layers, mus, nus, x):
+    """Seed eq. 1 with eq. 2's per-layer thresholds, post-activation: every layer's output."""
+    outputs = [np.asarray(x, dtype=float)]
+    for W, mu, nu in zip(layers, mus, nus):
+        outputs.append(sigma(nu * (W @ outputs[-1] - mu)))
+    return outputs
+
+
+@pytest.mark.parametrize("widths", [[3, 6, 4, 2], [2, 1], [4, 4, 4]])
+def test_dnn_is_seed_equation_1_with_output_sigma(widths):
+    g = np.random.default_rng(len(widths))
+    layers = [g.normal(0, 1.5, (widths[k + 1], widths[k])) for k in range(len(widths) - 1)]
+    layers[0][0, 0] = 0.0                     # an absent input weight: no junction
+    mus = [g.normal(0, 1, w) for w in widths[1:]]
+    nus = [float(g.uniform(0.5, 2)) for _ in widths[1:]]
+    x = g.normal(0, 2, widths[0])             # raw inputs of any sign, not σ⁻¹ of anything
+    net = ml.dnn(layers, mus, nus, x)
+    L, width = len(layers), max(widths[1:])
+    r = ns.simulate(net, duration=L + 1.0, integrator="euler", dt=1.0,
+                    record=[f"x{i}" for i in range(width)])
+    expected = forward_pass(layers, mus, nus, x)
+    np.testing.assert_allclose(r.V[L + 1, :widths[-1]], expected[-1], rtol=0, atol=1e-12)
+    for k in range(1, L):                      # hidden layers: σ of the state after step k
+        got = sigma(nus[k - 1] * (r.V[k, :widths[k]] - mus[k - 1]))
+        np.testing.assert_allclose(got, expected[k], rtol=0, atol=1e-12)
+    assert ml.restriction_of(net).family == "dnn"
 
 
 def test_nrn_is_seed_equation_9():
@@ -135,11 +164,77 @@ def test_euler_unfolded_nrn_is_a_resnet_with_state_dependent_weights():
 
 def test_restriction_of_explains_why_not():
     tw = ml.restriction_of(ns.load_circuit(TW))
-    assert tw.family == "nrn"
-    assert "current-based" in tw.reasons["ctrnn"] and "C ≠ 1" in tw.reasons["ctrnn"]
+    assert tw.family == "nrn" and "gap junctions" in tw.terms and "driving force" in tw.terms
+    assert "current-based" in tw.reasons["ctrnn"] and "gap junctions" in tw.reasons["ctrnn"]
     mixed = ml.nrn(np.ones((2, 2)), 0.0).replace(synapses=(
         ns.Synapse("x0", "x1", kappa=0.5),))
     assert ml.restriction_of(mixed).family == "general"
+
+
+W2 = np.array([[0.0, 1.5], [-2.0, 0.5]])
+CT = ml.ctrnn(W2, 1.0)
+
+
+def with_synapse(circuit, synapse):
+    return circuit.replace(synapses=circuit.synapses + (synapse,))
+
+
+@pytest.mark.parametrize("circuit,family,reason", [
+    (ml.ctrnn(W2, [0.0, 1.0]), "ctrnn", None),                       # some decays 0
+    (ml.ctrnn(W2, 0.0), "neural_ode", None),
+    (ml.neural_ode(W2), "neural_ode", None),
+    (ml.augmented_neural_ode(np.ones((3, 3)), extra=1), "neural_ode", None),
+    (CT.replace(gap_junctions=(ns.GapJunction("x0", "x1", 0.2),)), "general",
+     ("ctrnn", "gap junctions")),
+    (CT.replace(gap_junctions=(ns.GapJunction("x0", "x1", 0.0),)), "ctrnn", None),  # g = 0
+    (CT.replace(neurons=tuple(ns.Neuron(n.name, C=2.0, g_L=1.0, E_L=0.5, V0=0.0)
+                              for n in CT.neurons)), "ctrnn", None),  # C, E_L: scale, bias
+    (with_synapse(CT, ns.Synapse("x0", "x0", w=0.0, kappa=1.0)), "ctrnn", None),  # w = 0
+    (with_synapse(CT, ns.Synapse("x0", "x0", w=1.0, kappa=1.0)), "general",
+     ("ctrnn", "not all current-based")),
+    (with_synapse(CT.replace(neurons=CT.neurons + (ns.Neuron("in", clamp=-20.0),)),
+                  ns.Synapse("x0", "in", w=1.0, kappa=1.0)), "ctrnn", None),  # onto a clamp
+    (with_synapse(CT.replace(neurons=CT.neurons + (ns.Neuron("in", clamp=-20.0),)),
+                  ns.Synapse("in", "x0", w=1.0, E=1.0, kappa=0.0)), "ctrnn", None),  # an input
+    (CT.replace(stimuli={"I": ns.Stimulus("step", "x0", amplitude=1.0)}), "ctrnn", None),
+    (ml.nrn(np.ones((2, 2)), 0.0), "nrn", None),
+    (ml.nrn(np.ones((2, 2)), 0.0, g_L=0.0), "nrn", None),
+    (ml.resnet([W2, -W2]), "resnet", None),
+    (ml.resnet([W2, -W2]).replace(schedule=ns.model.Schedule(
+        2.0, ml.resnet([W2, -W2]).schedule.values)), "general", ("resnet", "interval 1")),
+    (ml.dnn([np.ones((2, 3)), np.ones((1, 2))], x=[1.0, -1.0, 0.5]), "dnn", None),
+    (ml.dnn([np.ones((2, 3))]).replace(schedule=ns.model.Schedule(1.0, {
+        **ml.dnn([np.ones((2, 3))]).schedule.values,
+        "gap_junctions[in0-x0].g": [1.0, 1.0]})), "general", ("dnn", "after the first")),
+])
+def test_restriction_of_decides_by_the_terms_present(circuit, family, reason):
+    found = ml.restriction_of(circuit)
+    assert found.family == family, str(found)
+    if reason:
+        assert reason[1] in found.reasons[reason[0]], str(found)
+
+
+def test_a_ctrnn_with_capacitance_and_leak_reversal_is_a_rescaled_ctrnn():
+    """What restriction_of calls a CT-RNN computes seed eq. 8 with decay g_L/C, weights
+    wE/C and bias g_L·E_L/C (planted C = 2, E_L = 0.5)."""
+    circuit = CT.replace(neurons=tuple(ns.Neuron(n.name, C=2.0, g_L=1.0, E_L=0.5, V0=0.3)
+                                       for n in CT.neurons))
+    r = ns.simulate(circuit, duration=3.0, integrator="rk4", dt=0.01, dt_out=0.01)
+    f = lambda t, x: -0.5 * x + (W2 / 2.0) @ sigma(x) + 0.25  # noqa: E731
+    np.testing.assert_allclose(r.V, rk4(f, np.full(2, 0.3), 0.01, 300), rtol=0, atol=1e-10)
+
+
+def test_the_seeds_decreasing_sigmoid_is_a_negative_slope():
+    """The seed writes σ(x) = 1/(1 + e^{ν(x−μ)}) (decreasing in x); neurosim's increasing
+    logistic of ν(V − μ) gives it with ν → −ν.  An NRN transcribed with the seed's σ."""
+    w = rng.uniform(0, 1, (N, N))
+    E = rng.choice([0.0, -90.0], (N, N))
+    seed_sigma = lambda x, nu, mu: 1.0 / (1.0 + np.exp(nu * (x - mu)))  # noqa: E731
+    circuit = ml.nrn(w, E, mu=-40.0, nu=-0.1, C=1.0, g_L=0.5, E_L=-70.0, V0=np.full(N, -50.0))
+    f = lambda t, V: 0.5 * (-70.0 - V) + np.sum(  # noqa: E731
+        w * seed_sigma(V[None, :], 0.1, -40.0) * (E - V[:, None]), axis=1)
+    r = ns.simulate(circuit, duration=2.0, integrator="rk4", dt=0.01, dt_out=0.01)
+    np.testing.assert_allclose(r.V, rk4(f, np.full(N, -50.0), 0.01, 200), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("call,match", [
@@ -147,6 +242,9 @@ def test_restriction_of_explains_why_not():
     (lambda: ml.ctrnn(np.ones((2, 2)), -1.0), "decay must be finite and >= 0"),
     (lambda: ml.nrn(-np.ones((2, 2)), 0.0), "conductances w must be >= 0"),
     (lambda: ml.dnn([np.ones((3, 2)), np.ones((2, 4))]), "layer 1 takes 4 inputs"),
+    (lambda: ml.dnn([np.ones((3, 2))], x=[1.0]), "x must hold 2 finite input values"),
+    (lambda: ml.dnn([np.ones((3, 2))], mu=[np.zeros(2)]), r"mu\[0\] must be a finite float or 3"),
+    (lambda: ml.dnn([np.ones((3, 2)), np.ones((1, 3))], nu=[1.0]), "nu has 1 per-layer entries"),
     (lambda: ml.resnet([]), "at least one weight matrix"),
 ])
 def test_bad_model_definitions_are_refused(call, match):
@@ -183,11 +281,23 @@ def random_ltc(units=6, inputs=3):
             "sensory_sparsity_mask": np.ones((inputs, units))}
 
 
-@pytest.mark.parametrize("epsilon,tolerance", [(0.0, 1e-10), (1e-8, 1e-7)])
-def test_ltc_cell_update_is_the_fused_solver_with_six_unfolds(epsilon, tolerance):
+def softplus(x):
+    return np.log1p(np.exp(x))
+
+
+@pytest.mark.parametrize("epsilon,tolerance,implicit", [(0.0, 1e-10, False), (1e-8, 1e-7, False),
+                                                        (0.0, 1e-10, True)])
+def test_ltc_cell_update_is_the_fused_solver_with_six_unfolds(epsilon, tolerance, implicit):
+    """With implicit_param_constraints the cell passes gleak, cm, w, sensory_w through
+    softplus at every step (raw values may then be negative)."""
     p = random_ltc()
+    if implicit:
+        p = {k: (v - 0.8 if k in ml.LTC_POSITIVE else v) for k, v in p.items()}
     xs = np.random.default_rng(2).normal(0, 1, (8, 3))
-    circuit = ml.ltc_cell_to_circuit(p)
+    circuit = ml.ltc_cell_to_circuit(p, implicit_param_constraints=implicit)
+    assert ml.restriction_of(circuit).family == "nrn"
+    if implicit:
+        p = {k: (softplus(v) if k in ml.LTC_POSITIVE else v) for k, v in p.items()}
     r = ns.simulate(circuit, duration=8.0, stimuli=ml.ltc_input_stimuli(xs, 1.0, input_w=[1.0] * 3),
                     integrator="ltc", dt=1.0 / 6, dt_out=1.0, record=[f"u{i}" for i in range(6)])
     v = np.zeros(6)
@@ -206,6 +316,15 @@ def test_ltc_parameters_round_trip():
     np.testing.assert_array_equal(back["sparsity_mask"], mask)
     with pytest.raises(ns.CircuitError, match="LTC parameters lack gleak"):
         ml.ltc_cell_to_circuit({})
+    raw = {k: (v - 0.8 if k in ml.LTC_POSITIVE else v) for k, v in p.items()}
+    circuit = ml.ltc_cell_to_circuit(raw, implicit_param_constraints=True)
+    back = ml.circuit_to_ltc_cell(circuit, implicit_param_constraints=True)
+    for key in ("gleak", "cm"):
+        np.testing.assert_allclose(back[key], raw[key], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(back["w"], raw["w"] * mask, rtol=0, atol=1e-12)
+    with pytest.raises(ns.CircuitError, match="LTC parameter gleak has negative entries .*"
+                                              "apply_weight_constraints"):
+        ml.ltc_cell_to_circuit(raw)
 
 
 def test_succinctness_resnet_gradient_and_circuit_agree():
