@@ -594,6 +594,41 @@ def cmd_motifs(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from neurosim.io.yaml import load_circuit
+    from neurosim.neuroml import export
+
+    files = export(load_circuit(args.circuit), args.neuroml, args.protocol, dt=args.dt,
+                   overwrite=args.overwrite)
+    for item in files.left_out:
+        print(f"  not exported (no NeuroML counterpart): {item}")
+    print("wrote " + ", ".join(str(p) for p in files.paths))
+    return EXIT_OK
+
+
+def cmd_import_neuroml(args) -> int:
+    from neurosim.io.yaml import save_circuit
+    from neurosim.neuroml import import_network
+
+    _check_output(args.output, overwrite=args.overwrite)
+    _check_suffix(args.output, YAML_SUFFIXES, "a circuit is a YAML file")
+    circuit = import_network(args.network)
+    save_circuit(circuit, args.output, f"# imported from {args.network} by neurosim import-neuroml\n")
+    print(f"circuit '{circuit.name}': {circuit.n_neurons} neurons, {len(circuit.synapses)} "
+          f"synapses, {len(circuit.gap_junctions)} gap junctions -> {args.output}")
+    return EXIT_OK
+
+
+def cmd_crosscheck(args) -> int:
+    from neurosim.io.yaml import load_circuit
+    from neurosim.neuroml import crosscheck
+
+    check = crosscheck(load_circuit(args.circuit), args.protocol, dt=args.dt,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print("\n".join(check.lines()))
+    return EXIT_OK
+
+
 def cmd_warmup(args) -> int:
     from neurosim.warmup import default_jobs, warmup
 
@@ -776,6 +811,36 @@ def build_parser() -> argparse.ArgumentParser:
     motifs = sub.add_parser("motifs", help="count motif instances in a circuit")
     motifs.add_argument("circuit")
     motifs.set_defaults(func=cmd_motifs)
+
+    exp = sub.add_parser("export", help="write a circuit as NeuroML 2 and LEMS files",
+                         description="Write a circuit under one protocol as a NeuroML 2 network, "
+                                     "a LEMS file of neurosim's component types and a LEMS "
+                                     "simulation that jNeuroML runs.")
+    exp.add_argument("circuit")
+    exp.add_argument("--neuroml", required=True, metavar="OUT_DIR",
+                     help="folder for the files (made if missing)")
+    exp.add_argument("--protocol", "-p", help="protocol name (needed if there are several)")
+    exp.add_argument("--dt", type=float, default=0.01, help="step of the LEMS simulation, ms "
+                                                             "(default 0.01)")
+    exp.add_argument("--overwrite", action="store_true", help="replace existing files")
+    exp.set_defaults(func=cmd_export)
+    imp = sub.add_parser("import-neuroml", help="read a NeuroML 2 network written by export",
+                         description="Read a NeuroML 2 network of neurosim's component types "
+                                     "(as neurosim export writes them) into a circuit YAML.")
+    imp.add_argument("network", metavar="NETWORK.nml")
+    imp.add_argument("-o", "--output", required=True, metavar="OUT.yaml")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT.yaml")
+    imp.set_defaults(func=cmd_import_neuroml)
+    cross = sub.add_parser("crosscheck", help="compare neurosim with jNeuroML on a protocol",
+                           description="Run a protocol in jNeuroML (through pyNeuroML, at steps "
+                                       "dt and dt/2) and in neurosim, and print the largest "
+                                       "difference per neuron and its ratio (2 for jNeuroML's "
+                                       "first-order method).")
+    cross.add_argument("circuit")
+    cross.add_argument("--protocol", "-p", help="protocol name (needed if there are several)")
+    cross.add_argument("--dt", type=float, default=0.01,
+                       help="jNeuroML's larger step, ms (default 0.01)")
+    cross.set_defaults(func=cmd_crosscheck)
 
     warm = sub.add_parser("warmup", help="compile every simulation kernel now (first use only)",
                           description="Compile the kernels of every feature (single runs, "

@@ -20,11 +20,14 @@ cross-check, a Java runtime.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -255,6 +258,9 @@ def exported_circuit(circuit: Circuit, protocol=None) -> tuple[Circuit, tuple[st
         left_out += [f"stimulus {s} (not in {name})" for s in circuit.stimuli if s not in stimuli]
         if proto.ablate:
             left_out.append(f"neurons {', '.join(proto.ablate)} (ablated in {name})")
+        if proto.scale:
+            left_out.append(f"the scale of {name} as such (its factors are applied to the "
+                            "exported weights)")
     exported = Circuit(circuit.name, run.neurons, run.synapses, run.gap_junctions, stimuli,
                        protocols, initial=circuit.initial)
     for k, neuron in enumerate(exported.neurons):
@@ -546,7 +552,7 @@ class _Reader:
     def quantity(self, element, name: str, dimension: str) -> float:
         text = self.attribute(element, name)
         try:  # NeuroML writes 1/mV as per_mV
-            return parse_quantity(text.replace("per_", "1/"), dimension)
+            return parse_quantity(text.replace("per_", "/"), dimension)
         except ValueError as exc:
             raise self.error(element, f"{name}: {exc}") from None
 
@@ -583,11 +589,14 @@ def _components(nml: _Reader, network, href: str) -> dict:
     if _tag(root) != "Lems":
         raise reader.error(root, "not a LEMS file (its root element is not <Lems>)")
     found = {}
+    top = ("neurosimCell", "neurosimClampedCell", "neurosimGradedSynapse")
     for child in _children(reader, root, {"ComponentType": (), "Component": (), "Include": ()})["Component"]:
         ctype = reader.attribute(child, "type")
-        if ctype not in COMPONENTS:
+        if ctype not in top:
             raise reader.error(child, f"component type {ctype!r} is not supported; supported: "
-                                      f"{', '.join(COMPONENTS)}")
+                                      f"{', '.join(top)}")
+        if ctype != "neurosimClampedCell" and len(child):
+            raise reader.error(child[0], f"a {ctype} has no children")
         found[reader.attribute(child, "id")] = (ctype, child, reader)
     return found
 
@@ -600,14 +609,16 @@ def _properties(reader: _Reader, elements) -> dict:
 def import_network(path) -> Circuit:
     """A Circuit from a NeuroML 2 network of the kind :func:`export` writes.
 
-    Reads the network file and the LEMS components file it includes.  Supported: one
-    ``<network>`` of single-cell ``populationList`` populations of neurosimCell or
-    neurosimClampedCell components, ``continuousProjection`` s from a ``silentSynapse`` to
+    Reads the network file and the LEMS components file its ``neurosim.components``
+    property names.  Supported: one ``<network>`` of single-cell ``populationList``
+    populations of neurosimCell or neurosimClampedCell components (clamp commands:
+    neurosimVoltagePulse children), ``continuousProjection`` s from a ``silentSynapse`` to
     a neurosimGradedSynapse, ``electricalProjection`` s through a ``gapJunction``, and
-    ``inputList`` s of ``pulseGenerator``, ``rampGenerator`` (baseline and start 0) or
-    neurosimVoltagePulse.  Anything else is a CircuitError naming the file, line and
-    element.  Names, parameters, stimuli and the exported protocol come back as they
-    were written (files from other tools: the run starts as given, from each cell's V0).
+    ``inputList`` s of ``pulseGenerator`` or ``rampGenerator`` (baseline and start 0).
+    Anything else is a CircuitError naming the file, line and element.  Names,
+    parameters, stimuli and the exported protocol come back as they were written; a
+    neuron's V0 comes from its population's ``neurosim.V0`` property (the cells' V0 is
+    where the exported run starts, its rest or V0 as given).
     """
     reader = _Reader(Path(path))
     root = reader.parse("NeuroML network file")
@@ -630,7 +641,6 @@ def import_network(path) -> Circuit:
     for tag in STANDARD:
         for element in tops[tag]:
             components[reader.attribute(element, "id")] = (tag, element, reader)
-    ours = "circuit" in props
 
     def params(element, attribute: str, types: tuple) -> tuple[str, dict]:
         """The component an element's ``attribute`` names: its type and parameters."""
@@ -645,7 +655,7 @@ def import_network(path) -> Circuit:
         spec = COMPONENTS.get(ctype) or STANDARD[ctype]
         return ctype, {k: comp_reader.quantity(comp, k, dim) for k, dim in spec.items()}
 
-    neurons = []
+    neurons, clamped = [], {}
     for pop in parts["population"]:
         name = reader.attribute(pop, "id")
         inner = _children(reader, pop, {"notes": (), "property": (), "instance": (), "annotation": ()})
@@ -653,14 +663,20 @@ def import_network(path) -> Circuit:
             raise reader.error(pop, "only single-cell populations (type 'populationList' with one "
                                     "<instance>) are supported")
         ctype, p = params(pop, "component", ("neurosimCell", "neurosimClampedCell"))
+        if ctype == "neurosimClampedCell":
+            clamped[name] = components[pop.get("component")]
         extra = _properties(reader, inner["property"])
-        v0 = float(extra["V0"]) if "V0" in extra else None if ours else p["V0"]
+        try:
+            v0 = float(extra["V0"]) if "V0" in extra else None
+        except ValueError:
+            raise reader.error(pop, f"{TAG}V0 must be a number (mV), got "
+                                    f"{short_repr(extra['V0'])}") from None
         try:
             neurons.append(Neuron(name, p["C"], p["gL"], p["EL"], v0, p.get("holding"),
                                   extra.get("role")))
         except CircuitError as err:
             raise reader.error(pop, err.message) from None
-    synapses, gaps, stimuli = [], [], {}
+    synapses, gaps = [], []
     connection_tags = {"continuousProjection": "continuousConnectionInstanceW",
                        "electricalProjection": "electricalConnectionInstanceW"}
     for kind, connection_tag in connection_tags.items():
@@ -682,41 +698,60 @@ def import_network(path) -> Circuit:
                     if err.file is not None:
                         raise
                     raise reader.error(conn, err.message) from None
+    parts_of: dict = {}  # stimulus name -> [(position, target, kind, quantity, params, element)]
     for inputs in parts["inputList"]:
         cid = reader.attribute(inputs, "component")
-        ctype, p = params(inputs, "component", ("pulseGenerator", "rampGenerator",
-                                                 "neurosimVoltagePulse"))
-        name = cid[len(STIM):] if ours and cid.startswith(STIM) else cid
-        target = reader.attribute(inputs, "population")
+        ctype, p = params(inputs, "component", ("pulseGenerator", "rampGenerator"))
         for item in _children(reader, inputs, {"input": ()})["input"]:
-            wanted = COMMANDS if ctype == "neurosimVoltagePulse" else "synapses"
-            if item.get("destination", "synapses") != wanted:
-                raise reader.error(item, f"destination must be {wanted!r} for a {ctype}")
-        if ctype == "rampGenerator" and (p["startAmplitude"] != 0 or p["baselineAmplitude"] != 0):
-            raise reader.error(inputs, f"component {cid!r}: only ramps from 0 (startAmplitude and "
-                                       "baselineAmplitude 0) are supported")
-        amplitude = p["finishAmplitude"] if ctype == "rampGenerator" else p["amplitude"]
-        kind = "ramp" if ctype == "rampGenerator" else "pulse"
-        quantity = "voltage" if ctype == "neurosimVoltagePulse" else "current"
-        previous = stimuli.get(name)
-        targets = (previous.targets if previous else ()) + (target,)
+            if item.get("destination", "synapses") != "synapses":
+                raise reader.error(item, "destination must be 'synapses'")
+        if ctype == "rampGenerator":
+            if p["startAmplitude"] != 0 or p["baselineAmplitude"] != 0:
+                raise reader.error(inputs, f"component {cid!r}: only ramps from 0 "
+                                           "(startAmplitude and baselineAmplitude 0) are supported")
+            p["amplitude"] = p["finishAmplitude"]
+        name = cid[len(STIM):] if cid.startswith(STIM) else cid
+        spec = ("ramp" if ctype == "rampGenerator" else "pulse", "current",
+                p["amplitude"], p["delay"], p["duration"])
+        entries = parts_of.setdefault(name, [])
+        entries.append((len(entries), reader.attribute(inputs, "population"), spec, inputs))
+    for pop, (_, comp, comp_reader) in clamped.items():
+        for command in _children(comp_reader, comp, {"command": ()})["command"]:
+            for pulse in _children(comp_reader, command, {"Component": ()})["Component"]:
+                if pulse.get("type") != "neurosimVoltagePulse":
+                    raise comp_reader.error(pulse, "a clamp command holds neurosimVoltagePulse "
+                                                   "components only")
+                p = {k: comp_reader.quantity(pulse, k, dim)
+                     for k, dim in COMPONENTS["neurosimVoltagePulse"].items()}
+                spec = ("pulse", "voltage", p["amplitude"], p["delay"], p["duration"])
+                parts_of.setdefault(comp_reader.attribute(pulse, "stimulus"), []).append(
+                    (p["position"], pop, spec, pulse))
+    order = props.get("stimuli", "").split()
+    stimuli = {}
+    for name in sorted(parts_of, key=lambda n: order.index(n) if n in order else len(order)):
+        entries = sorted(parts_of[name], key=lambda entry: entry[0])
+        kind, quantity, amplitude, start, duration = entries[0][2]
+        for entry in entries[1:]:
+            if entry[2] != entries[0][2]:
+                raise reader.error(entry[3], f"stimulus {name!r}: its targets' components differ "
+                                             "(a neurosim stimulus is one waveform)")
         try:
-            stimuli[name] = Stimulus(kind, targets, amplitude, quantity, start=p["delay"],
-                                     duration=p["duration"])
+            stimuli[name] = Stimulus(kind, tuple(e[1] for e in entries), amplitude, quantity,
+                                     start=start, duration=duration)
         except CircuitError as err:
-            raise reader.error(inputs, err.message) from None
+            raise reader.error(entries[0][3], f"stimulus {name!r}: {err}") from None
     protocols = {}
     if "protocol" in props:
         try:
             protocols[props["protocol"]] = Protocol(
-                float(props.get("duration", "nan")), tuple(stimuli), (),
+                float(props.get("duration", "nan")), tuple(n for n in order if n in stimuli), (),
                 props.get("description", ""), {}, props.get("protocol_initial"))
         except (CircuitError, ValueError) as err:
             raise reader.error(net, f"neurosim.protocol: {err}") from None
     try:
         return Circuit(props.get("circuit", reader.attribute(net, "id")), tuple(neurons),
                        tuple(synapses), tuple(gaps), stimuli, protocols,
-                       initial=props.get("initial") if ours else "as_given")
+                       initial=props.get("initial"))
     except CircuitError as err:
         raise reader.error(net, str(err)) from None
 
@@ -777,23 +812,60 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def _run_jneuroml(simulation: Path, outputs: Path, neurons, progress) -> tuple[np.ndarray, float]:
-    """V (samples × neurons, mV) of a jNeuroML run, and its wall time (s)."""
+@contextlib.contextmanager
+def _quiet():
+    """pyNeuroML's and numexpr's INFO lines (the command it runs, the threads numexpr
+    uses) held back while it is imported and runs; warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("pyneuroml", "numexpr")]
+    loggers += [logger for name, logger in list(logging.root.manager.loggerDict.items())
+                if name.startswith(("pyneuroml.", "numexpr.")) and isinstance(logger, logging.Logger)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
-        from pyneuroml import pynml
-    except ImportError:
-        raise _missing("pyNeuroML") from None
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+#: seconds between the lines that say a jNeuroML run is still going
+PROGRESS_EVERY_S = 5.0
+
+
+def _run_jneuroml(simulation: Path, outputs: Path, n_neurons: int,
+                  say) -> tuple[np.ndarray, float]:
+    """V (samples × neurons, mV) of a jNeuroML run, and its wall time (s); ``say``
+    hears every few seconds that it is still running."""
+    with _quiet():
+        try:
+            from pyneuroml import pynml
+        except ImportError:
+            raise _missing("pyNeuroML") from None
     started = time.perf_counter()
-    ok = pynml.run_lems_with_jneuroml(str(simulation.name), nogui=True, load_saved_data=False,
-                                      plot=False, exec_in_dir=str(simulation.parent),
-                                      verbose=False, exit_on_fail=False)
+    done = threading.Event()
+
+    def heartbeat():
+        while not done.wait(PROGRESS_EVERY_S):
+            say(f"jNeuroML: still running ({time.perf_counter() - started:.0f} s)")
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        with _quiet():
+            ok = pynml.run_lems_with_jneuroml(simulation.name, nogui=True, load_saved_data=False,
+                                              plot=False, exec_in_dir=str(simulation.parent),
+                                              verbose=False, exit_on_fail=False)
+    finally:
+        done.set()
+        beat.join()
     seconds = time.perf_counter() - started
     if not ok or not outputs.is_file():
         raise SimulationError(f"jNeuroML failed on {simulation} (run 'pynml {simulation.name}' "
                               f"in {simulation.parent} to see its output)")
     data = np.loadtxt(outputs, ndmin=2)
-    if data.shape[1] != len(neurons) + 1:
-        raise SimulationError(f"{outputs}: expected {len(neurons) + 1} columns (t and V), "
+    if data.shape[1] != n_neurons + 1:
+        raise SimulationError(f"{outputs}: expected {n_neurons + 1} columns (t and V), "
                               f"found {data.shape[1]}")
     return data[:, 1:] * 1e3, seconds  # V -> mV
 
@@ -846,7 +918,7 @@ def crosscheck(circuit: Circuit, protocol: str | None = None, *, dt: float = 0.0
                 exported, slug, (files.components.name, files.network.name), step, outputs.name))
             say(f"jNeuroML: {name} at dt = {step:g} ms ({exported.protocols[name].duration:g} ms "
                 f"of model time, Java) ...")
-            V, wall = _run_jneuroml(simulation, outputs, names, progress)
+            V, wall = _run_jneuroml(simulation, outputs, len(names), say)
             say(f"jNeuroML: dt = {step:g} ms done in {wall:.1f} s")
             traces.append(V[::2 if step != dt else 1])
             seconds.append(wall)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import math
 import os
@@ -669,7 +670,13 @@ def load_circuit(path) -> Circuit:
     Examples
     --------
     >>> c = load_circuit("circuits/examples/three_cells.yaml")  # doctest: +SKIP
+
+    A ``.nml`` file is a NeuroML 2 network, read by :func:`neurosim.neuroml.import_network`.
     """
+    if Path(path).suffix.lower() == ".nml":
+        # neurosim.neuroml is an app-level module with optional dependencies: looked up
+        # when a network is read, so that io neither imports it nor needs them
+        return importlib.import_module("neurosim.neuroml").import_network(path)
     return loads_circuit(read_text(path, "circuit file"), str(path))
 
 
