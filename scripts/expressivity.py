@@ -170,6 +170,7 @@ def plot(rows, path):
     """Per task: training and validation MSE against parameters, median over seeds with
     min–max bars."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
     tasks_ = list(dict.fromkeys(r["task"] for r in rows))
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2 * len(tasks_), squeeze=False)[0]
@@ -185,6 +186,8 @@ def plot(rows, path):
                 ax.errorbar(P, med, yerr=[med - [s[1] for s in stats], [s[2] for s in stats] - med],
                             fmt="o-", color=colors[family], capsize=3, label=LABELS[family])
             ax.set_xscale("log")
+            ax.set_xticks([20, 50, 100], ["20", "50", "100"])
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_yscale("log")
             ax.set_xlabel("parameters")
             ax.set_title(f"{task}: {'training' if key == 'mse' else 'validation'}", fontsize=9)
@@ -218,6 +221,13 @@ def markdown(rows, seconds: float, command: str) -> str:
                 lines.append(f"| {task if k == 0 and j == 0 else ''} | {n if j == 0 else ''} | "
                              f"{LABELS[f]} ({at[0]['parameters']}) | {fmt(stats[f][0])} | {val} | "
                              f"{failed} of {len(at)} |")
+    ratios = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for n in sorted({r["neurons"] for r in rows if r["task"] == task}):
+            pair = [[spread(r[key] for r in cells(rows, task, n, f))[0] for f in ("nrn", "ctrnn")]
+                    for key in ("mse", "validation_mse")]
+            ratios.append(f"{task} n = {n}: {pair[0][0] / pair[0][1]:.2g}; {pair[1][0] / pair[1][1]:.2g}")
+    lines += ["", "NRN ÷ CT-RNN median MSE (training; validation): " + ", ".join(ratios) + "."]
     lines += ["", f"(MSE in squared target units, median (min–max) over seeds "
                   f"{', '.join(map(str, seeds))}; the targets have amplitude ≈ 1. `{command}` "
                   f"trained all {len(rows)} networks in {seconds:.0f} s on {os.cpu_count()} cores.)"]

@@ -11,8 +11,10 @@ says how long each took.  A script writes only between its own markers,
                                            # tolerances; writes nothing here
 
 Not regenerated here: the succinctness sweep behind docs/data/succinctness.json (about
-40 minutes; its table and figure are redrawn from that file) and docs/performance.md,
-whose ranges collect several runs of scripts/bench.py.
+40 minutes) and the capacity run behind docs/data/capacity.json (``python
+scripts/capacity.py --docs``, about 20 minutes; both tables and figures are redrawn from
+those files), and docs/performance.md, whose ranges collect several runs of
+scripts/bench.py.
 
 Tolerances.  Numbers in a generated section are compared one by one, the text around
 them must be equal.  Every number may move by one unit in its last printed digit (a
@@ -72,7 +74,10 @@ STEPS = (
     Step("succinctness.py", ("--replot", "docs/data/succinctness.json", "--docs"), False,
          "docs/explain.md's succinctness table and figure, from docs/data/succinctness.json"),
     Step("expressivity.py", ("--quick", "--docs"), True,
-         "docs/ml_restrictions.md's expressivity table and figure (about 2 minutes)", rtol=0.25),
+         "docs/ml_restrictions.md's expressivity table and figure, docs/data/expressivity.json "
+         "(60 trainings, about 4 minutes)", rtol=0.25),
+    Step("capacity.py", ("--replot", "docs/data/capacity.json", "--docs"), False,
+         "docs/ml_restrictions.md's capacity table and figure, from docs/data/capacity.json"),
     Step("planted_truth.py", ("--docs",), True,
          "docs/fitting.md's planted-truth section (about 4 minutes)", rtol=0.25),
 )
