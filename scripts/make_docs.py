@@ -69,6 +69,8 @@ STEPS = (
          "its report figure (about a minute)", rtol=0.25),
     Step("connectome_examples.py", ("--docs",), False,
          "docs/connectome.md's transcript of building circuits from the connectome"),
+    Step("neuroml_examples.py", ("--docs",), False,
+         "docs/neuroml.md's cross-checks against jNeuroML (Java; about a minute)"),
     Step("sweep_overhead.py", ("--docs",), True,
          "docs/distributed.md's overhead table (10,000 runs three ways, about a minute)"),
     Step("succinctness.py", ("--replot", "docs/data/succinctness.json", "--docs"), False,
