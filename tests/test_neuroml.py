@@ -206,7 +206,7 @@ def test_unsupported_or_broken_networks_are_one_line_errors(small, tmp_path, edi
     assert "\n" not in str(info.value)
 
 
-def test_unsupported_lems_components_and_missing_files(small, tmp_path):
+def test_unsupported_lems_components_and_missing_files(small, tmp_path, monkeypatch):
     files = export(small, tmp_path)
     files.components.write_text(files.components.read_text().replace(
         'type="neurosimGradedSynapse"', 'type="gradedSynapse"', 1))
@@ -216,9 +216,10 @@ def test_unsupported_lems_components_and_missing_files(small, tmp_path):
         import_network(files.network)
     with pytest.raises(CircuitError, match=r"missing.nml: cannot read NeuroML network file: No such"):
         import_network(tmp_path / "missing.nml")
-    code, out, err = run_main(pytest.MonkeyPatch(), tmp_path, "import-neuroml", "missing.nml",
+    code, out, err = run_main(monkeypatch, tmp_path, "import-neuroml", "missing.nml",
                               "-o", "x.yaml")
-    assert code == 2 and err.count("\n") == 1 and "No such file" in err and not (tmp_path / "x.yaml").exists()
+    assert code == 2 and err.count("\n") == 1 and "No such file" in err
+    assert not (tmp_path / "x.yaml").exists()
 
 
 def test_java_missing_is_a_one_line_error(small, monkeypatch, tmp_path):
