@@ -362,14 +362,14 @@ def restriction_of(circuit: Circuit) -> Restriction:
         value(f"synapses[{s.key}].w", s.w) > 0] for s in active]) if active else np.zeros(0)
     gaps = [value(f"gap_junctions[{g.key}].g", g.g) for g in circuit.gap_junctions
             if not {g.a, g.b} <= clamped]
-    decay = np.array([value(f"neurons[{n.name}].g_L", n.g_L) / value(f"neurons[{n.name}].C", n.C)
-                      for n in state]).reshape(len(state), -1)
+    decays = [value(f"neurons[{n.name}].g_L", n.g_L) / value(f"neurons[{n.name}].C", n.C)
+              for n in state]
     schedule = circuit.schedule
     stepped = schedule is not None and schedule.interval == 1.0
     current = any(st.quantity == "current" and set(st.targets) - clamped
                   for st in circuit.stimuli.values())
     terms = tuple(t for t, present in zip(TERMS, (
-        bool(np.any(decay > 0)), bool(np.any(kappas > 0)), bool(active),
+        any(np.any(d > 0) for d in decays), bool(np.any(kappas > 0)), bool(active),
         any(np.any(g > 0) for g in gaps), current, bool(clamped), schedule is not None)) if present)
 
     current_based = (bool(np.all(kappas == 0)),
@@ -379,8 +379,9 @@ def restriction_of(circuit: Circuit) -> Restriction:
     input_gaps = (not any(np.any(g[1:] > 0) for g in gaps),
                   "gap junctions stay on after the first (input) step")
     constant = (schedule is None, "parameters change in time (a schedule)")
-    no_leak = (bool(np.all(decay == 0)), "some neuron has a leak g_L > 0 (a decay)")
-    unit_decay = (bool(np.all(decay == 1)), "g_L/C ≠ 1 (Euler Δt = 1 must replace the state)")
+    no_leak = (all(np.all(d == 0) for d in decays), "some neuron has a leak g_L > 0 (a decay)")
+    unit_decay = (all(np.all(d == 1) for d in decays),
+                  "g_L/C ≠ 1 (Euler Δt = 1 must replace the state)")
     steps = (stepped, "no per-step parameter schedule with interval 1")
     failed = {}
 

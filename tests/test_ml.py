@@ -168,6 +168,10 @@ def test_euler_unfolded_nrn_is_a_resnet_with_state_dependent_weights():
     np.testing.assert_allclose(res.V, nrn_run.V, rtol=0, atol=1e-10)
 
 
+W2 = np.array([[0.0, 1.5], [-2.0, 0.5]])
+CT = ml.ctrnn(W2, 1.0)
+
+
 def test_restriction_of_explains_why_not():
     tw = ml.restriction_of(ns.load_circuit(TW))
     assert tw.family == "nrn" and "gap junctions" in tw.terms and "driving force" in tw.terms
@@ -175,10 +179,9 @@ def test_restriction_of_explains_why_not():
     mixed = ml.nrn(np.ones((2, 2)), 0.0).replace(synapses=(
         ns.Synapse("x0", "x1", kappa=0.5),))
     assert ml.restriction_of(mixed).family == "general"
-
-
-W2 = np.array([[0.0, 1.5], [-2.0, 0.5]])
-CT = ml.ctrnn(W2, 1.0)
+    driven = ml.restriction_of(CT.replace(stimuli={"I": ns.Stimulus("step", "x0")}))
+    assert driven.terms == ("leak", "synapses", "input current")
+    assert ml.restriction_of(ml.neural_ode(np.zeros((2, 2)))).terms == ()
 
 
 def with_synapse(circuit, synapse):
