@@ -14,7 +14,7 @@ RANKS = {
     "neurosim.integrators": 4, "neurosim.simulate": 5,
     "neurosim.ml": 6, "neurosim.behaviour": 6, "neurosim.fit": 6, "neurosim.explain": 6,
     "neurosim.warmup": 6, "neurosim.connectome": 6, "neurosim.sweep": 6,
-    "neurosim.distributed": 6,
+    "neurosim.distributed": 6, "neurosim.neuroml": 6,
     "neurosim.plot": 7, "neurosim.cli": 8, "neurosim": 9,
 }
 # kernels know nothing but other kernels (and numpy/numba), and the layout of the tables
