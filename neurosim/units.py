@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+from decimal import Decimal
 
 #: dimension -> (engine unit symbol, SI base symbol, size of the engine unit in SI)
 DIMENSIONS: dict[str, tuple[str, str, float]] = {
@@ -150,17 +151,23 @@ def parse_quantity(value: object, dimension: str) -> float:
                 f"e.g. '1.5 {engine_unit}'")
         unit = match.group(2).replace(" ", "")
         if unit in ("", engine_unit):
-            scale = 1.0
+            scale = Decimal(1)
         else:
             si = _unit_scale(unit, dimension)
             if si is None:
-                noun = dimension.replace("_", " ")
+                noun = ("dimensionless number" if dimension == "dimensionless"
+                        else dimension.replace("_", " "))
                 article = "an" if noun[0] in "aeiou" else "a"
                 raise ValueError(
                     f"{short_repr(value)} is not {article} {noun}; allowed units: "
                     f"{', '.join(allowed_units(dimension))}")
-            scale = si / DIMENSIONS[dimension][2]
-        number = float(match.group(1)) * scale
+            # in decimal, so that the result is the correctly rounded value of what was
+            # written: "0.004 nF" is 4.0 pF, where 0.004 * 1000.0 is 4.000000000000001
+            scale = Decimal(repr(si)) / Decimal(repr(DIMENSIONS[dimension][2]))
+        try:
+            number = float(Decimal(match.group(1)) * scale)
+        except ArithmeticError:  # beyond Decimal's exponent range: far outside a float's
+            number = math.inf
         if not math.isfinite(number):
             raise ValueError(f"must be a finite number, got {short_repr(value)}")
         return number

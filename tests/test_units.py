@@ -123,9 +123,22 @@ def test_values_in_messages_are_cut_short():
     assert len(short_repr(list(range(10_000)))) < 60
 
 
-@pytest.mark.xfail(strict=True, reason="units.py's first example shows 4.0 where the code "
-                   "gives 4.000000000000001 (0.004 is not exact in binary); the example needs "
-                   "fixing in neurosim/units.py, then this marker goes")
 def test_the_module_examples_run_as_written():
     failed, attempted = doctest.testmod(units)
     assert attempted >= 3 and failed == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_conversions_are_correctly_rounded(seed):
+    """A written quantity converts to the float nearest its exact value (Fraction
+    arithmetic as the reference), not to the product of two rounded floats."""
+    import random
+    from fractions import Fraction
+    rng = random.Random(seed)
+    cases = [("nF", "capacitance", Fraction(1000)), ("uS", "conductance", Fraction(1000)),
+             ("V", "voltage", Fraction(1000)), ("us", "time", Fraction(1, 1000)),
+             ("fA", "current", Fraction(1, 1000)), ("1/V", "inverse_voltage", Fraction(1, 1000))]
+    for _ in range(300):
+        digits = f"{rng.randint(0, 10 ** rng.randint(1, 9))}e-{rng.randint(0, 12)}"
+        unit, dimension, factor = rng.choice(cases)
+        assert parse_quantity(f"{digits} {unit}", dimension) == float(Fraction(digits) * factor)
