@@ -136,6 +136,7 @@ SECTION_TESTS = {
     "scripts/expressivity.py": [],
     "scripts/sweep_overhead.py": [],
     "scripts/connectome_examples.py": ["tests/test_docs.py::test_the_connectome_transcript_is_what_the_commands_print_today"],
+    "scripts/neuroml_examples.py": ["tests/test_neuroml.py::test_the_documented_crosscheck_is_what_the_code_gives_today"],
 }
 
 
