@@ -10,8 +10,8 @@ from neurosim.errors import CircuitError
 from neurosim.integrators.loading import call_kernel
 from neurosim.integrators.methods import SENSITIVITY_METHODS, FixedStepIntegrator
 from neurosim.kernels import constants as kc
-from neurosim.kernels.fixed import impose_clamps
-from neurosim.kernels.sensitivity import run_dopri5_tangent, run_fixed_tangent
+from neurosim.kernels.adaptive import run_dopri5_tangent
+from neurosim.kernels.fixed import impose_clamps, run_fixed_tangent
 
 
 def free_parameter_codes(compiled, indices) -> tuple:

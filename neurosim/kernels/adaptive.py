@@ -4,8 +4,10 @@ Both methods share one loop that owns step acceptance, step-size control, landin
 stimulus breakpoints and dense output onto the requested output grid.  The methods only
 propose a step and its error vector (:func:`take_step`).  The loop is compiled once per
 method, from its entry point :func:`run_dopri5` or :func:`run_rosenbrock23`, with only
-that method's step in it.  The steps' coefficients are those of
-:mod:`neurosim.kernels.tableaux`.
+that method's step in it, and once more for dopri5 carrying sensitivities
+(:func:`run_dopri5_tangent`): the loop advances an extended state X, V alone or V with
+S = ∂V/∂θ_free (:mod:`neurosim.kernels.sensitivity`), whose steps are chosen from V's
+error alone.  The steps' coefficients are those of :mod:`neurosim.kernels.tableaux`.
 """
 
 import math
@@ -14,14 +16,17 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from neurosim.kernels.constants import (DOPRI5, MAX_FACTOR, MIN_FACTOR, OK, PI_BETA,
-                                        ROSENBROCK23, S_JACOBIANS, S_REJECTED, S_RHS, S_STEPS,
-                                        SAFETY, STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS,
-                                        X_ERR_OLD, X_F_CARRIED, X_FAIL_T, X_H, X_STEP_H, X_STEP_T,
-                                        X_T)
+from numba.core.errors import TypingError
+
+from neurosim.kernels.constants import (CARRY_ROWS, DOPRI5, MAX_FACTOR, MIN_FACTOR, OK,
+                                        PI_BETA, ROSENBROCK23, S_JACOBIANS, S_REJECTED, S_RHS,
+                                        S_STEPS, SAFETY, STEP_UNDERFLOW, TOO_MANY_STEPS,
+                                        WORK_ROWS, X_ERR_OLD, X_F_CARRIED, X_FAIL_T, X_H,
+                                        X_STEP_H, X_STEP_T, X_T)
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, copy_into, count_up_to, jacobian, rhs
+from neurosim.kernels.sensitivity import evaluate
 from neurosim.kernels.tableaux import (DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_P,
                                        DP_STAGES, ROS_A21, ROS_C2, ROS_E31, ROS_E32,
                                        ROS_ERROR_ORDER, ROS_ERROR_SCALE, ROS_ERROR_SCALED,
@@ -229,26 +234,16 @@ def dense_weights(frac, weights):
 
 
 @borrowing_njit(inline="always")
-def dopri5_step(t, h, V, K, left, theta, net, drive, work, V_new, err):
-    """One Dormand–Prince step from (t, V) with K[0] = f(t, V); fills K[1:], V_new, err."""
-    tmp = work[WORK_ROWS]
+def dopri5_step(t, h, X, K, left, theta, net, tangent, drive, work, dwork, X_new, err):
+    """One Dormand–Prince step from (t, X) with K[0] = f(t, X); fills K[1:], X_new and
+    V's error ``err``.  Each stage's point is built in X_new: the last one is the step's
+    5th-order result (first same as last)."""
     for s in range(1, DP_STAGES):
-        stage_point(V, K, s, h, tmp)
+        stage_point(X, K, s, h, X_new)
         # the last two stages sit at t + h: take the input's limit from below on landing
-        rhs(t + DP_C[s] * h, left and s >= DP_END_STAGE, tmp, theta, net, drive, work, K[s])
-    for i in range(V.shape[0]):
-        V_new[i] = tmp[i]
+        evaluate(t + DP_C[s] * h, left and s >= DP_END_STAGE, X_new, theta, net, tangent, drive,
+                 work, dwork, K[s])
     dopri5_error(K, h, err)
-
-
-@borrowing_njit
-def dopri5_dense(V, K, h, frac, weights, out):
-    dense_weights(frac, weights)
-    for i in range(V.shape[0]):
-        acc = 0.0
-        for s in range(DP_STAGES):
-            acc += K[s, i] * weights[s]
-        out[i] = V[i] + h * acc
 
 
 @borrowing_njit
@@ -301,91 +296,118 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
 
 
 @borrowing_njit
-def rosenbrock_dense(V, K, h, frac, out):
-    scale = 1.0 / (1.0 - 2.0 * ROS_GAMMA)
-    a = frac * (1.0 - frac) * scale
-    b = frac * (frac - 2.0 * ROS_GAMMA) * scale
-    for i in range(V.shape[0]):
-        out[i] = V[i] + h * (a * K[1, i] + b * K[2, i])
+def dense_coefficients(method, frac, weights):
+    """The weights of the dense output at fraction ``frac`` of a step: dopri5's
+    :func:`dense_weights`, or rosenbrock23's two in weights[0:2]."""
+    if method == DOPRI5:
+        dense_weights(frac, weights)
+    else:
+        scale = 1.0 / (1.0 - 2.0 * ROS_GAMMA)
+        weights[0] = frac * (1.0 - frac) * scale
+        weights[1] = frac * (frac - 2.0 * ROS_GAMMA) * scale
 
 
 @borrowing_njit
-def write_outputs(method, V0, K, t0, h, t1, out_times, next_out, drive, any_clamped, work,
-                  weights, dense, record, out_V):
-    """Fill out_V from row next_out on for every out_time <= t1 by the dense output of the
-    step of size h from (t0, V0) with stages K; returns the next row to fill."""
+def dense_value(method, X0, K, h, weights, j):
+    """Entry j of the step's dense output, y(t + θh), from its start X0 and stages K."""
+    if method == DOPRI5:
+        acc = 0.0
+        for s in range(DP_STAGES):
+            acc += K[s, j] * weights[s]
+        return X0[j] + h * acc
+    return X0[j] + h * (weights[0] * K[1, j] + weights[1] * K[2, j])
+
+
+@borrowing_njit
+def write_outputs(method, X0, K, t0, h, t1, out_times, next_out, drive, any_clamped, work,
+                  weights, record, out_V, out_S):
+    """Fill out_V (and out_S: S's m = out_S.shape[2] columns of the extended state) from
+    row next_out on for every out_time <= t1 by the dense output of the step of size h
+    from (t0, X0) with stages K, for the recorded neurons only; returns the next row."""
     clamped = drive[7]
+    n = clamped.shape[0]
+    m = out_S.shape[2]
     while next_out < out_times.shape[0] and out_times[next_out] <= t1:
-        frac = (out_times[next_out] - t0) / h
-        if method == DOPRI5:
-            dopri5_dense(V0, K, h, frac, weights, dense)
-        else:
-            rosenbrock_dense(V0, K, h, frac, dense)
+        dense_coefficients(method, (out_times[next_out] - t0) / h, weights)
         if any_clamped:  # a clamped neuron records its command, not the interpolant
-            apply_drive(out_times[next_out], False, dense, drive, work[0], work[1])
+            apply_drive(out_times[next_out], False, X0[:n], drive, work[0], work[1])
         for c in range(record.shape[0]):
             i = record[c]
-            out_V[next_out, c] = work[0, i] if clamped[i] else dense[i]
+            if clamped[i]:
+                out_V[next_out, c] = work[0, i]
+                for q in range(m):
+                    out_S[next_out, c, q] = 0.0
+                continue
+            out_V[next_out, c] = dense_value(method, X0, K, h, weights, i)
+            for q in range(m):
+                out_S[next_out, c, q] = dense_value(method, X0, K, h, weights, n + i * m + q)
         next_out += 1
     return next_out
 
 
-def take_step(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta, net,
-              drive, work, V_new, err, stats):
-    """One step of ``method`` from (t, V) with K[0] = f(t, V): fills V_new and err,
-    counts its evaluations and returns (ok, jacobian_fresh).  ``method`` must be a
-    constant: each method compiles only its own step (a dopri5 run no LU factorisation)."""
+def take_step(method, t, h, X, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta, net,
+              tangent, drive, work, dwork, X_new, err, stats):
+    """One step of ``method`` from (t, X) with K[0] = f(t, X): fills X_new and V's error
+    ``err``, counts its evaluations and returns (ok, jacobian_fresh).  ``method`` must be
+    a constant: each method compiles only its own step (a dopri5 run no LU
+    factorisation); only dopri5 carries a tangent."""
     raise NotImplementedError("compiled only")  # pragma: no cover
 
 
 @overload(take_step, prefer_literal=True, inline="always", jit_options={"_nrt": False})
-def _take_step(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta, net,
-               drive, work, V_new, err, stats):
+def _take_step(method, t, h, X, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta, net,
+               tangent, drive, work, dwork, X_new, err, stats):
     if not isinstance(method, types.IntegerLiteral):
         return None
     if method.literal_value == DOPRI5:
-        def dopri5(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
-                   net, drive, work, V_new, err, stats):
-            dopri5_step(t, h, V, K, landing, theta, net, drive, work, V_new, err)
+        def dopri5(method, t, h, X, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
+                   net, tangent, drive, work, dwork, X_new, err, stats):
+            dopri5_step(t, h, X, K, landing, theta, net, tangent, drive, work, dwork, X_new, err)
             stats[S_RHS] += DP_STAGES - 1  # first same as last
             return True, jacobian_fresh
         return dopri5
+    if not isinstance(tangent, types.NoneType):
+        raise TypingError("rosenbrock23 carries no sensitivities")
 
-    def rosenbrock23(method, t, h, V, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
-                     net, drive, work, V_new, err, stats):
+    def rosenbrock23(method, t, h, X, K, landing, J, W, piv, jacobian_fresh, has_inputs, theta,
+                     net, tangent, drive, work, dwork, X_new, err, stats):
         if not jacobian_fresh:
-            jacobian(t, V, theta, net, drive, work, J)
+            jacobian(t, X, theta, net, drive, work, J)
             stats[S_JACOBIANS] += 1
-        ok = rosenbrock_step(t, h, V, K, landing, J, W, piv, has_inputs, theta, net, drive, work,
-                             V_new, err)
+        ok = rosenbrock_step(t, h, X, K, landing, J, W, piv, has_inputs, theta, net, drive, work,
+                             X_new, err)
         stats[S_RHS] += 3 if has_inputs else 2
         return ok, True
     return rosenbrock23
 
 
 @kernel_njit(inline="always")
-def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step,
-                 adaptive, max_steps, record, v_bound, state, carry, stats, out_V):
-    """Integrate from state[X_T] until every out_time is passed, writing V[record] there.
+def run_adaptive(method, X, out_times, t_final, tstops, theta, net, tangent, drive, rtol, atol,
+                 max_step, adaptive, max_steps, record, v_bound, state, carry, stats, out_V,
+                 out_S):
+    """Integrate the extended state X (V, then S if ``tangent`` is not None) from
+    state[X_T] until every out_time is passed, writing V[record] (and S[record]) there.
 
     Steps never cross a breakpoint in ``tstops`` or ``t_final`` (the run's end), but do
     cross the last out_time: the step that does is kept in ``carry`` (its stages, then its
-    start V; state[X_STEP_T], state[X_STEP_H]) and the next call interpolates it first;
-    f at the state a call ends in is carried too (carry[8], state[X_F_CARRIED]).  So
+    start X; state[X_STEP_T], state[X_STEP_H]) and the next call interpolates it first;
+    f at the state a call ends in is carried too (carry[-1], state[X_F_CARRIED]).  So
     neither the steps nor the counts depend on how a run is cut into calls.  ``state`` also carries
     (t, h, err_old, fail_t); h ≤ 0 asks for an automatic first step.  With ``adaptive``
     False every step has size h except those landing on breakpoints or t_final.
     Returns a status code; after a failure state[X_T] is the last time whose state passed
     the checks and state[X_FAIL_T] the time where the failure was found.
     """
-    n = V.shape[0]
     clamped = drive[7]
+    n = clamped.shape[0]
+    size = X.shape[0]
+    V = X[:n]
     has_inputs = drive[0].shape[0] > 0
     work = np.empty((WORK_ROWS + 1, n))  # the extra row: a trial state
-    K = np.empty((DP_STAGES, n))  # rosenbrock23 uses six of the rows
-    V_new = np.empty(n)
+    dwork = np.empty((3, n, out_S.shape[2]))
+    K = np.empty((DP_STAGES, size))  # rosenbrock23 uses six of the rows
+    X_new = np.empty(size)
     err = np.empty(n)
-    dense = np.empty(n)
     weights = np.empty(DP_STAGES)
     any_clamped = clamped.any()
     J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
@@ -400,18 +422,18 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
     if state[X_STEP_H] > 0.0:
         next_out = write_outputs(method, carry[DP_STAGES], carry[:DP_STAGES], state[X_STEP_T],
                                  state[X_STEP_H], t, out_times, 0, drive, any_clamped, work,
-                                 weights, dense, record, out_V)
+                                 weights, record, out_V, out_S)
         if next_out == n_out:
             return OK
     state[X_STEP_H] = 0.0
     if state[X_F_CARRIED] > 0.0:
-        copy_into(K[0], carry[8])
+        copy_into(K[0], carry[CARRY_ROWS - 1])
     else:
-        rhs(t, False, V, theta, net, drive, work, K[0])
+        evaluate(t, False, X, theta, net, tangent, drive, work, dwork, K[0])
         stats[S_RHS] += 1
     if h <= 0.0:
-        h = initial_step(t, V, K[0], error_order, rtol, atol, theta, net, drive, work, clamped,
-                         work[WORK_ROWS], V_new)
+        h = initial_step(t, V, K[0][:n], error_order, rtol, atol, theta, net, drive, work,
+                         clamped, work[WORK_ROWS], X_new[:n])
         stats[S_RHS] += 1
     stop = count_up_to(tstops, t)
     jacobian_fresh = False
@@ -420,35 +442,33 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             mark_failure(state, t)
             return TOO_MANY_STEPS
         t_target, h_try, landing = step_target(t, t_final, h, max_step, tstops, stop)
-        ok, jacobian_fresh = take_step(method, t, h_try, V, K, landing, J, W, piv, jacobian_fresh,
-                                       has_inputs, theta, net, drive, work, V_new, err, stats)
-        err_now = error_norm(err, V, V_new, clamped, rtol, atol) if ok else math.inf
+        ok, jacobian_fresh = take_step(method, t, h_try, X, K, landing, J, W, piv, jacobian_fresh,
+                                       has_inputs, theta, net, tangent, drive, work, dwork,
+                                       X_new, err, stats)
+        err_now = error_norm(err, V, X_new[:n], clamped, rtol, atol) if ok else math.inf
         if math.isnan(err_now):
             err_now = math.inf
         if err_now <= 1.0 or not adaptive:
             t_new = t_target if landing else t + h_try
-            next_out = write_outputs(method, V, K, t, h_try, t_new, out_times, next_out, drive,
-                                     any_clamped, work, weights, dense, record, out_V)
+            next_out = write_outputs(method, X, K, t, h_try, t_new, out_times, next_out, drive,
+                                     any_clamped, work, weights, record, out_V, out_S)
             if next_out == n_out and t_new > out_times[n_out - 1]:
                 for s in range(DP_STAGES):
-                    for i in range(n):
-                        carry[s, i] = K[s, i]
-                for i in range(n):
-                    carry[DP_STAGES, i] = V[i]
+                    copy_into(carry[s], K[s])
+                copy_into(carry[DP_STAGES], X)
                 state[X_STEP_T] = t
                 state[X_STEP_H] = h_try
-            status = count_accepted_step(V_new, v_bound, stats, state, t_new)
+            status = count_accepted_step(X_new[:n], v_bound, stats, state, t_new)
             if status != OK:
                 state[X_T] = t  # the last time with a good state: rows up to it are kept
-                for i in range(n):
-                    V[i] = V_new[i]
+                copy_into(X, X_new)
                 return status
             t = t_new
-            for i in range(n):
-                V[i] = V_new[i]
+            copy_into(X, X_new)
             if lands_on_breakpoint(landing, t, t_target, tstops, stop):
                 stop += 1
-                rhs(t, False, V, theta, net, drive, work, K[0])  # input jumped: new f
+                # input jumped: new f
+                evaluate(t, False, X, theta, net, tangent, drive, work, dwork, K[0])
                 stats[S_RHS] += 1
             elif method == DOPRI5:
                 copy_into(K[0], K[DP_STAGES - 1])
@@ -462,7 +482,7 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
             if h == 0.0:
                 return STEP_UNDERFLOW
     save_solver_state(state, t, h, err_old)
-    copy_into(carry[8], K[0])
+    copy_into(carry[CARRY_ROWS - 1], K[0])
     state[X_F_CARRIED] = 1.0
     return OK
 
@@ -471,15 +491,33 @@ def run_adaptive(method, V, out_times, t_final, tstops, theta, net, drive, rtol,
 def run_dopri5(V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step, adaptive,
                max_steps, record, v_bound, state, carry, stats, out_V):
     """:func:`run_adaptive` with Dormand–Prince 5(4)."""
-    return run_adaptive(DOPRI5, V, out_times, t_final, tstops, theta, net, drive, rtol, atol,
-                        max_step, adaptive, max_steps, record, v_bound, state, carry, stats,
-                        out_V)
+    return run_adaptive(DOPRI5, V, out_times, t_final, tstops, theta, net, None, drive, rtol,
+                        atol, max_step, adaptive, max_steps, record, v_bound, state, carry, stats,
+                        out_V, np.empty((0, 0, 0)))
 
 
 @kernel_njit(nogil=True)
 def run_rosenbrock23(V, out_times, t_final, tstops, theta, net, drive, rtol, atol, max_step,
                      adaptive, max_steps, record, v_bound, state, carry, stats, out_V):
     """:func:`run_adaptive` with the Rosenbrock 2(3) of ode23s."""
-    return run_adaptive(ROSENBROCK23, V, out_times, t_final, tstops, theta, net, drive, rtol,
-                        atol, max_step, adaptive, max_steps, record, v_bound, state, carry, stats,
-                        out_V)
+    return run_adaptive(ROSENBROCK23, V, out_times, t_final, tstops, theta, net, None, drive,
+                        rtol, atol, max_step, adaptive, max_steps, record, v_bound, state, carry,
+                        stats, out_V, np.empty((0, 0, 0)))
+
+
+@kernel_njit
+def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol, atol,
+                       max_step, adaptive, max_steps, record, v_bound, state, stats, out_V, out_S):
+    """:func:`run_dopri5` carrying S = ∂V/∂θ_free, in one call to the last out_time (V and
+    S are left at the final state); writes out_S beside out_V."""
+    n, m = S.shape
+    X = np.empty(n * (1 + m))
+    X[:n] = V
+    X[n:] = S.ravel()
+    t_final = out_times[-1] if out_times.shape[0] > 0 else state[X_T]
+    status = run_adaptive(DOPRI5, X, out_times, t_final, tstops, theta, net, tangent, drive,
+                          rtol, atol, max_step, adaptive, max_steps, record, v_bound, state,
+                          np.empty((CARRY_ROWS, X.shape[0])), stats, out_V, out_S)
+    V[:] = X[:n]
+    S[:, :] = X[n:].reshape((n, m))
+    return status

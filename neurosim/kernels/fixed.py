@@ -1,14 +1,21 @@
 """Fixed-step time loop: explicit Euler, classic RK4, exponential Euler, fused LTC step.
 
-RK4's coefficients are those of :mod:`neurosim.kernels.tableaux`."""
+One loop (:func:`fixed_loop`) serves runs with and without sensitivities: it advances
+an extended state X, V alone or V with S = ∂V/∂θ_free (see
+:mod:`neurosim.kernels.sensitivity`), compiled once for each.  RK4's coefficients are
+those of :mod:`neurosim.kernels.tableaux`."""
 
 import math
 
 import numpy as np
+from numba import types
+from numba.extending import overload
+
 from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF_BOUNDS, RK4,
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import apply_drive, count_up_to, rhs, split_at
+from neurosim.kernels.network import apply_drive, count_up_to, split_at
+from neurosim.kernels.sensitivity import evaluate, ltc_tangent_step, zero_clamped_tangent
 from neurosim.kernels.tableaux import RK4_A, RK4_B_SCALE, RK4_B_SCALED, RK4_C, RK4_STAGES
 
 
@@ -60,26 +67,46 @@ def linear_step(method, t, h, V, theta, net, drive, work):
             V[i] = (C[i] / h * V[i] + N[i]) / (C[i] / h + G[i])
 
 
+def advance_linear(method, t, h, X, theta, net, tangent, drive, work, dwork):
+    """:func:`linear_step` on V, or the ltc step carrying S (only ltc declares tangents)."""
+    raise NotImplementedError("compiled only")  # pragma: no cover
+
+
+@overload(advance_linear, inline="always", jit_options={"_nrt": False})
+def _advance_linear(method, t, h, X, theta, net, tangent, drive, work, dwork):
+    if isinstance(tangent, types.NoneType):
+        def plain(method, t, h, X, theta, net, tangent, drive, work, dwork):
+            linear_step(method, t, h, X, theta, net, drive, work)
+        return plain
+
+    def with_tangent(method, t, h, X, theta, net, tangent, drive, work, dwork):
+        n = drive[7].shape[0]
+        m = tangent[0].shape[0]
+        ltc_tangent_step(t, h, X[:n], X[n:].reshape((n, m)), theta, net, tangent, drive, work,
+                         dwork, theta[0:n], drive[7], tangent[0], tangent[1])
+    return with_tangent
+
+
 @borrowing_njit
-def rk4_step(t, t_end, h, V, theta, net, drive, work, k, tmp):
-    """One classic RK4 step from t to t_end = t + h: the last stage takes the input's
-    limit from below at t_end, where a breakpoint may lie."""
-    n = V.shape[0]
-    rhs(t, False, V, theta, net, drive, work, k[0])
+def rk4_step(t, t_end, h, X, theta, net, tangent, drive, work, dwork, k, tmp):
+    """One classic RK4 step of the extended state X from t to t_end = t + h: the last
+    stage takes the input's limit from below at t_end, where a breakpoint may lie."""
+    size = X.shape[0]
+    evaluate(t, False, X, theta, net, tangent, drive, work, dwork, k[0])
     t_mid = t + RK4_C[1] * h  # stages 1 and 2 (c = 1/2); stage 3 at t_end (c = 1)
     # a sub-step of an ulp or two may round its midpoint onto its end
     mid_left = t_mid == t_end
-    for i in range(n):
-        tmp[i] = V[i] + RK4_A[1, 0] * h * k[0, i]
-    rhs(t_mid, mid_left, tmp, theta, net, drive, work, k[1])
-    for i in range(n):
-        tmp[i] = V[i] + RK4_A[2, 1] * h * k[1, i]
-    rhs(t_mid, mid_left, tmp, theta, net, drive, work, k[2])
-    for i in range(n):
-        tmp[i] = V[i] + RK4_A[3, 2] * h * k[2, i]
-    rhs(t_end, True, tmp, theta, net, drive, work, k[3])
-    for i in range(n):
-        V[i] += h / RK4_B_SCALE * (RK4_B_SCALED[0] * k[0, i] + RK4_B_SCALED[1] * k[1, i]
+    for i in range(size):
+        tmp[i] = X[i] + RK4_A[1, 0] * h * k[0, i]
+    evaluate(t_mid, mid_left, tmp, theta, net, tangent, drive, work, dwork, k[1])
+    for i in range(size):
+        tmp[i] = X[i] + RK4_A[2, 1] * h * k[1, i]
+    evaluate(t_mid, mid_left, tmp, theta, net, tangent, drive, work, dwork, k[2])
+    for i in range(size):
+        tmp[i] = X[i] + RK4_A[3, 2] * h * k[2, i]
+    evaluate(t_end, True, tmp, theta, net, tangent, drive, work, dwork, k[3])
+    for i in range(size):
+        X[i] += h / RK4_B_SCALE * (RK4_B_SCALED[0] * k[0, i] + RK4_B_SCALED[1] * k[1, i]
                                    + RK4_B_SCALED[2] * k[2, i] + RK4_B_SCALED[3] * k[3, i])
 
 
@@ -101,11 +128,23 @@ def substep_end(t_sub, t_grid, t_next, dt, breakpoints, stop):
     return end, h, stop
 
 
-@kernel_njit(nogil=True)  # releases the GIL: a recorder thread writes meanwhile
-def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net, drive,
-              breakpoints, record, v_bound, stats, out_V):
-    """Advance V by ``n_rows * stride`` grid steps of size dt, keeping every ``stride``-th
-    state.
+@borrowing_njit
+def record_row(X, n, record, r, out_V, out_S):
+    """out_V[r] = V[record] and out_S[r] = S[record] (S: the m = out_S.shape[2] columns
+    of X past V; none in a run without sensitivities)."""
+    m = out_S.shape[2]
+    for c in range(record.shape[0]):
+        i = record[c]
+        out_V[r, c] = X[i]
+        for q in range(m):
+            out_S[r, c, q] = X[n + i * m + q]
+
+
+@kernel_njit(inline="always")
+def fixed_loop(method, X, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net, tangent,
+               drive, breakpoints, record, v_bound, stats, out_V, out_S):
+    """Advance the extended state X (V, then S if ``tangent`` is not None) by
+    ``n_rows * stride`` grid steps of size dt, keeping every ``stride``-th state.
 
     Grid time is ``t0 + (step0 + s)·dt`` (never accumulated, so long runs do not drift).
     A grid step with input ``breakpoints`` (sorted) strictly inside is taken as sub-steps
@@ -115,17 +154,22 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta,
     Clamps are imposed at the end of each (sub)step.  Grid step s uses parameters
     ``thetas[min(s // steps_per_theta, last)]``: one row for a constant circuit, one row
     per interval for a parameter schedule (ResNet weights).  Writes
-    ``out_V[r] = V[record]`` after each ``stride`` grid steps; returns a status code.
+    ``out_V[r] = V[record]`` (and ``out_S[r] = S[record]``) after each ``stride`` grid
+    steps; returns a status code.
 
     ``stats[S_STEPS]`` counts (sub)steps taken, ``stats[S_RHS]`` their evaluations;
     on failure ``stats[S_FAIL_STEP]`` is the 1-based index of the grid step in which V
     went bad (sub-steps included in their grid step).
     """
     last = thetas.shape[0] - 1
-    n = V.shape[0]
+    clamped = drive[7]
+    n = clamped.shape[0]
+    size = X.shape[0]
+    V = X[:n]
     work = np.empty((WORK_ROWS, n))
-    k = np.empty((RK4_STAGES, n))
-    tmp = np.empty(n)
+    dwork = np.empty((3, n, out_S.shape[2]))
+    k = np.empty((RK4_STAGES, size))
+    tmp = np.empty(size)
     rhs_per_step = RK4_STAGES if method == RK4 else 1
     stop = count_up_to(breakpoints, t0 + step0 * dt)
     for r in range(n_rows):
@@ -139,14 +183,15 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta,
             while more:
                 end, h, stop = substep_end(t, t_grid, t_next, dt, breakpoints, stop)
                 if method == EULER:
-                    rhs(t, False, V, theta, net, drive, work, k[0])
-                    for i in range(n):
-                        V[i] += h * k[0, i]
+                    evaluate(t, False, X, theta, net, tangent, drive, work, dwork, k[0])
+                    for i in range(size):
+                        X[i] += h * k[0, i]
                 elif method == RK4:
-                    rk4_step(t, end, h, V, theta, net, drive, work, k, tmp)
+                    rk4_step(t, end, h, X, theta, net, tangent, drive, work, dwork, k, tmp)
                 else:
-                    linear_step(method, t, h, V, theta, net, drive, work)
+                    advance_linear(method, t, h, X, theta, net, tangent, drive, work, dwork)
                 impose_clamps(end, V, drive, work)
+                zero_clamped_tangent(X, tangent, clamped)
                 stats[S_STEPS] += 1
                 stats[S_RHS] += rhs_per_step
                 status = check_state(V, v_bound, stats, step + 1)
@@ -154,6 +199,32 @@ def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta,
                     return status
                 more = end != t_next
                 t = end
-        for c in range(record.shape[0]):
-            out_V[r, c] = V[record[c]]
+        record_row(X, n, record, r, out_V, out_S)
     return OK
+
+
+@kernel_njit(nogil=True)  # releases the GIL: a recorder thread writes meanwhile
+def run_fixed(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net, drive,
+              breakpoints, record, v_bound, stats, out_V):
+    """:func:`fixed_loop` for V alone."""
+    return fixed_loop(method, V, t0, step0, dt, n_rows, stride, thetas, steps_per_theta, net,
+                      None, drive, breakpoints, record, v_bound, stats, out_V,
+                      np.empty((0, 0, 0)))
+
+
+@kernel_njit
+def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, tangent, drive,
+                      breakpoints, record, v_bound, stats, out_V, out_S):
+    """:func:`fixed_loop` for euler, rk4 and ltc carrying S = ∂V/∂θ_free (V and S are left
+    at the final state); writes out_S[r] = S[record] beside out_V[r].  The steps, stage
+    times and one-sided limits are those of :func:`run_fixed`."""
+    n, m = S.shape
+    X = np.empty(n * (1 + m))
+    X[:n] = V
+    X[n:] = S.ravel()
+    status = fixed_loop(method, X, t0, step0, dt, n_rows, stride, theta.reshape((1, -1)),
+                        1 << 62, net, tangent, drive, breakpoints, record, v_bound, stats,
+                        out_V, out_S)
+    V[:] = X[:n]
+    S[:, :] = X[n:].reshape((n, m))
+    return status

@@ -263,7 +263,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     col_new = np.empty(n)
     col_K = np.empty((DP_STAGES, n))
     scratch = np.empty((WORK_ROWS + 1, n))
-    dense = np.empty(n)
+    no_tangent = np.empty((0, 0, 0))
     weights = np.empty(DP_STAGES)
     pending = first
     while True:
@@ -352,8 +352,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                         col_K[s, i] = K[s, i, lane]
                 next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
                                                out_times[:chunk_end[lane]], next_out[lane],
-                                               drive, any_clamped, scratch, weights, dense,
-                                               record, out_V[b, 1:])
+                                               drive, any_clamped, scratch, weights, record,
+                                               out_V[b, 1:], no_tangent)
             if in_bounds[lane]:
                 stats[b, S_STEPS] += 1  # what count_accepted_step does for a valid state
             else:
@@ -370,8 +370,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 chunk_end[lane] = min(chunk_end[lane] + chunk_rows, rows)
                 next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
                                                out_times[:chunk_end[lane]], next_out[lane],
-                                               drive, any_clamped, scratch, weights, dense,
-                                               record, out_V[b, 1:])
+                                               drive, any_clamped, scratch, weights, record,
+                                               out_V[b, 1:], no_tangent)
             t[lane] = t_new
             if lands_on_breakpoint(landing[lane], t_new, t_target[lane], tstops, stop[lane]):
                 stop[lane] += 1

@@ -22,9 +22,12 @@ from neurosim.kernels.jit import (bits_float, bits_float32, borrowing_njit, floa
                                   float_bits, kernel_njit)
 
 
-@kernel_njit
+@kernel_njit(inline="always")
 def unpack_theta(theta, n_neurons, n_synapses):
-    """Views of the parameter vector: C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap."""
+    """Views of the parameter vector: C, g_L, E_L, V0, w, E, mu, nu, kappa, g_gap.
+
+    Inlined, so that borrowing kernels (:func:`~neurosim.kernels.jit.borrowing_njit`) may
+    call it: the views then live in the caller, which counts no references."""
     n, s = n_neurons, n_synapses
     C = theta[0:n]
     g_L = theta[n:2 * n]

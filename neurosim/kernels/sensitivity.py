@@ -1,36 +1,32 @@
 """Forward sensitivities: the tangent-linear model of each integrator's discrete step.
 
-Alongside V (n,) every loop carries S = ∂V/∂θ_free (n, m) for m chosen parameters and
-differentiates exactly the arithmetic of the step (discretise-then-differentiate): the
-gradient is that of the numbers the simulator returns, so it matches finite differences
-of the same run to rounding (tests/test_gradients.py).  Adaptive steps are taken as
-given (their sizes do not depend on θ), as in diffrax's and Jaxley's forward mode.
+A run with sensitivities carries S = ∂V/∂θ_free (n, m) for m chosen parameters as extra
+state: the time loops of :mod:`~neurosim.kernels.adaptive` and
+:mod:`~neurosim.kernels.fixed` advance the extended state X = (V, S flattened row by row)
+with the same stage arithmetic, step control and dense output as V alone, and only the
+derivative differs (:func:`evaluate`; the ltc step too, whose update is not a stage
+combination).  Each loop is compiled once without a tangent (``tangent`` None: V alone,
+none of this code) and once with one.  The tangent differentiates exactly the arithmetic
+of the step (discretise-then-differentiate): the gradient is that of the numbers the
+simulator returns, so it matches finite differences of the same run to rounding
+(tests/test_gradients.py).  Adaptive steps are taken as given (their sizes come from V's
+error alone, so they do not depend on θ), as in diffrax's and Jaxley's forward mode.
 
 Free parameters are described by (kind, index) pairs; kinds follow the θ layout.
 """
 
-import math
-
 import numpy as np
-from neurosim.kernels.adaptive import (accepted_step_size, after_rejection, count_accepted_step,
-                                       dense_weights, dopri5_error, error_norm, initial_step,
-                                       lands_on_breakpoint, mark_failure, save_solver_state,
-                                       stage_point, step_target)
-from neurosim.kernels.constants import (EULER, OK, RK4, S_REJECTED, S_RHS, S_STEPS,
-                                        STEP_UNDERFLOW, TOO_MANY_STEPS, WORK_ROWS, X_ERR_OLD,
-                                        X_H, X_T)
-from neurosim.kernels.fixed import check_state, impose_clamps, substep_end
-from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import (apply_drive, copy_into, count_up_to, sigmoid,
-                                      unpack_theta)
-from neurosim.kernels.tableaux import (DP_C, DP_END_STAGE, DP_ERROR_ORDER, DP_STAGES, RK4_A,
-                                       RK4_B_SCALE, RK4_B_SCALED, RK4_C, RK4_STAGES)
+from numba import types
+from numba.extending import overload
+
+from neurosim.kernels.jit import borrowing_njit
+from neurosim.kernels.network import apply_drive, rhs, sigmoid, unpack_theta
 
 # kinds of free parameters (index into the θ layout's blocks)
 P_C, P_GL, P_EL, P_V0, P_W, P_E, P_MU, P_NU, P_KAPPA, P_GAP = range(10)
 
 
-@kernel_njit
+@borrowing_njit
 def split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN):
     """G, N of conductance_split and their derivatives along S_in and the free parameters.
 
@@ -142,99 +138,6 @@ def rhs_tangent(t, left, V, S, theta, net, tangent, drive, work, dwork, f, df):
 
 
 @borrowing_njit
-def zero_clamped_rows(S, clamped):
-    for i in range(S.shape[0]):
-        if clamped[i]:
-            for c in range(S.shape[1]):
-                S[i, c] = 0.0
-
-
-@kernel_njit
-def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, tangent, drive,
-                      breakpoints, record, v_bound, stats, out_V, out_S):
-    """run_fixed for euler, rk4 and ltc, carrying S = ∂V/∂θ_free; writes out_S[r] = S[record].
-
-    Takes run_fixed's (sub)steps, ending on the same breakpoints, with the same stage
-    times and one-sided limits (see :func:`~neurosim.kernels.fixed.run_fixed`)."""
-    n = V.shape[0]
-    m = S.shape[1]
-    work = np.empty((WORK_ROWS, n))
-    dwork = np.empty((3, n, m))
-    k = np.empty((RK4_STAGES, n))
-    dk = np.empty((RK4_STAGES, n, m))
-    tmp = np.empty(n)
-    dtmp = np.empty((n, m))
-    clamped = drive[7]
-    C = theta[0:n]
-    free_kind, free_index = tangent[0], tangent[1]
-    stop = count_up_to(breakpoints, t0 + step0 * dt)
-    for r in range(n_rows):
-        for sub in range(stride):
-            step = step0 + r * stride + sub
-            t_grid = t0 + step * dt
-            t_next = t0 + (step + 1) * dt
-            t = t_grid
-            more = True
-            while more:
-                end, h, stop = substep_end(t, t_grid, t_next, dt, breakpoints, stop)
-                if method == EULER:
-                    rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0],
-                                dk[0])
-                    for i in range(n):
-                        V[i] += h * k[0, i]
-                        for c in range(m):
-                            S[i, c] += h * dk[0, i, c]
-                elif method == RK4:
-                    rk4_tangent_step(t, end, h, V, S, theta, net, tangent, drive, work, dwork, k,
-                                     dk, tmp, dtmp)
-                else:
-                    ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C,
-                                     clamped, free_kind, free_index)
-                impose_clamps(end, V, drive, work)
-                zero_clamped_rows(S, clamped)
-                stats[S_STEPS] += 1
-                stats[S_RHS] += RK4_STAGES if method == RK4 else 1
-                status = check_state(V, v_bound, stats, step + 1)
-                if status != OK:
-                    return status
-                more = end != t_next
-                t = end
-        for cc in range(record.shape[0]):
-            out_V[r, cc] = V[record[cc]]
-            for c in range(m):
-                out_S[r, cc, c] = S[record[cc], c]
-    return OK
-
-
-@borrowing_njit
-def rk4_tangent_step(t, t_end, h, V, S, theta, net, tangent, drive, work, dwork, k, dk, tmp,
-                     dtmp):
-    """:func:`~neurosim.kernels.fixed.rk4_step` carrying S, at the same stage times."""
-    n = V.shape[0]
-    m = S.shape[1]
-    t_mid = t + RK4_C[1] * h
-    mid_left = t_mid == t_end
-    rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, k[0], dk[0])
-    for stage, a in ((1, RK4_A[1, 0]), (2, RK4_A[2, 1]), (3, RK4_A[3, 2])):
-        for i in range(n):
-            tmp[i] = V[i] + a * h * k[stage - 1, i]
-            for c in range(m):
-                dtmp[i, c] = S[i, c] + a * h * dk[stage - 1, i, c]
-        if stage == 3:  # at t_end (c = 1)
-            rhs_tangent(t_end, True, tmp, dtmp, theta, net, tangent, drive, work, dwork,
-                        k[stage], dk[stage])
-        else:
-            rhs_tangent(t_mid, mid_left, tmp, dtmp, theta, net, tangent, drive, work, dwork,
-                        k[stage], dk[stage])
-    b0, b1, b2, b3 = RK4_B_SCALED[0], RK4_B_SCALED[1], RK4_B_SCALED[2], RK4_B_SCALED[3]
-    for i in range(n):
-        V[i] += h / RK4_B_SCALE * (b0 * k[0, i] + b1 * k[1, i] + b2 * k[2, i] + b3 * k[3, i])
-        for c in range(m):
-            S[i, c] += h / RK4_B_SCALE * (b0 * dk[0, i, c] + b1 * dk[1, i, c]
-                                          + b2 * dk[2, i, c] + b3 * dk[3, i, c])
-
-
-@borrowing_njit
 def ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C, clamped, free_kind,
                      free_index):
     """The LTC step V' = (a V + N) / (a + G), a = C/h, carrying S."""
@@ -258,97 +161,46 @@ def ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C, cla
         V[i] = new
 
 
-@kernel_njit
-def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol, atol,
-                       max_step, adaptive, max_steps, record, v_bound, state, stats, out_V, out_S):
-    """run_adaptive (dopri5 only) carrying S; step sizes are chosen from V's error alone."""
-    n = V.shape[0]
-    m = S.shape[1]
-    clamped = drive[7]
-    work = np.empty((WORK_ROWS, n))
-    dwork = np.empty((3, n, m))
-    K = np.empty((DP_STAGES, n))
-    dK = np.empty((DP_STAGES, n, m))
-    tmp = np.empty(n)
-    dtmp = np.empty((n, m))
-    V_new = np.empty(n)
-    S_new = np.empty((n, m))
-    err = np.empty(n)
-    weights = np.empty(DP_STAGES)
-    t = state[X_T]
-    h = state[X_H]
-    err_old = state[X_ERR_OLD]
-    t_end = out_times[out_times.shape[0] - 1]
-    rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
-    stats[S_RHS] += 1
-    if h <= 0.0:
-        h = initial_step(t, V, K[0], DP_ERROR_ORDER, rtol, atol, theta, net, drive, work, clamped,
-                         tmp, V_new)
-        stats[S_RHS] += 1
-    next_out = 0
-    stop = count_up_to(tstops, t)
-    # flat views of the tangent arrays (the same memory), made once, not in every step
-    S_flat, S_new_flat, dtmp_flat = S.reshape(n * m), S_new.reshape(n * m), dtmp.reshape(n * m)
-    dK_flat = dK.reshape(DP_STAGES, n * m)
-    while t < t_end:
-        if stats[S_STEPS] + stats[S_REJECTED] >= max_steps:
-            mark_failure(state, t)
-            return TOO_MANY_STEPS
-        t_target, h_try, landing = step_target(t, t_end, h, max_step, tstops, stop)
-        for s in range(1, DP_STAGES):
-            stage_point(V, K, s, h_try, tmp)
-            stage_point(S_flat, dK_flat, s, h_try, dtmp_flat)
-            rhs_tangent(t + DP_C[s] * h_try, landing and s >= DP_END_STAGE, tmp, dtmp, theta, net,
-                        tangent, drive, work, dwork, K[s], dK[s])
-        copy_into(V_new, tmp)
-        copy_into(S_new_flat, dtmp_flat)
-        stats[S_RHS] += DP_STAGES - 1  # first same as last
-        dopri5_error(K, h_try, err)
-        err_now = error_norm(err, V, V_new, clamped, rtol, atol)
-        if math.isnan(err_now):
-            err_now = math.inf
-        if err_now <= 1.0 or not adaptive:
-            t_new = t_target if landing else t + h_try
-            while next_out < out_times.shape[0] and out_times[next_out] <= t_new:
-                dense_weights((out_times[next_out] - t) / h_try, weights)
-                apply_drive(out_times[next_out], False, V, drive, work[0], work[1])
-                for cc in range(record.shape[0]):
-                    i = record[cc]
-                    if clamped[i]:
-                        out_V[next_out, cc] = work[0, i]
-                        for c in range(m):
-                            out_S[next_out, cc, c] = 0.0
-                        continue
-                    acc = 0.0
-                    for s in range(DP_STAGES):
-                        acc += K[s, i] * weights[s]
-                    out_V[next_out, cc] = V[i] + h_try * acc
-                    for c in range(m):
-                        dacc = 0.0
-                        for s in range(DP_STAGES):
-                            dacc += dK[s, i, c] * weights[s]
-                        out_S[next_out, cc, c] = S[i, c] + h_try * dacc
-                next_out += 1
-            t = t_new
-            copy_into(V, V_new)
-            copy_into(S_flat, S_new_flat)
-            status = count_accepted_step(V, v_bound, stats, state, t)
-            if status != OK:
-                return status
-            if lands_on_breakpoint(landing, t, t_target, tstops, stop):
-                stop += 1
-                rhs_tangent(t, False, V, S, theta, net, tangent, drive, work, dwork, K[0], dK[0])
-                stats[S_RHS] += 1
-            else:
-                copy_into(K[0], K[DP_STAGES - 1])
-                copy_into(dK_flat[0], dK_flat[DP_STAGES - 1])
-            if adaptive:
-                h, err_old = accepted_step_size(err_now, err_old, h, h_try, landing,
-                                                DP_ERROR_ORDER)
-        else:
-            h = after_rejection(err_now, h_try, DP_ERROR_ORDER, t, stats, state)
-            if h == 0.0:
-                return STEP_UNDERFLOW
-    save_solver_state(state, t, h, err_old)
-    return OK
+def evaluate(t, left, X, theta, net, tangent, drive, work, dwork, F):
+    """F = dX/dt for the extended state X: f(t, V), and ∂f/∂V·S + ∂f/∂θ_free if
+    ``tangent`` is not None.  ``tangent`` must be None or a tangent tuple at compile time:
+    a run without sensitivities compiles the plain right-hand side only."""
+    raise NotImplementedError("compiled only")  # pragma: no cover
 
+
+@overload(evaluate, inline="always", jit_options={"_nrt": False})
+def _evaluate(t, left, X, theta, net, tangent, drive, work, dwork, F):
+    if isinstance(tangent, types.NoneType):
+        def plain(t, left, X, theta, net, tangent, drive, work, dwork, F):
+            rhs(t, left, X, theta, net, drive, work, F)
+        return plain
+
+    def with_tangent(t, left, X, theta, net, tangent, drive, work, dwork, F):
+        n = drive[7].shape[0]
+        m = tangent[0].shape[0]
+        # S and its derivative: (n, m) views of X and F past V
+        rhs_tangent(t, left, X[:n], X[n:].reshape((n, m)), theta, net, tangent, drive, work,
+                    dwork, F[:n], F[n:].reshape((n, m)))
+    return with_tangent
+
+
+def zero_clamped_tangent(X, tangent, clamped):
+    """Zero S's rows of clamped neurons (their V is imposed, so it depends on nothing)."""
+    raise NotImplementedError("compiled only")  # pragma: no cover
+
+
+@overload(zero_clamped_tangent, inline="always", jit_options={"_nrt": False})
+def _zero_clamped_tangent(X, tangent, clamped):
+    if isinstance(tangent, types.NoneType):
+        def plain(X, tangent, clamped):
+            pass
+        return plain
+
+    def with_tangent(X, tangent, clamped):
+        n = clamped.shape[0]
+        m = tangent[0].shape[0]
+        for i in range(n):
+            if clamped[i]:
+                for c in range(m):
+                    X[n + i * m + c] = 0.0
+    return with_tangent
