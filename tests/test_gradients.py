@@ -77,3 +77,41 @@ def test_objective_gradient_matches_finite_differences():
         e[k] = h
         fd = (objective(x + e) - objective(x - e)) / (2 * h)
         assert grad[k] == pytest.approx(fd, rel=2e-4, abs=1e-6), par.names[k]
+
+
+CRASH_ORDER = """
+import numpy as np
+import neurosim as ns
+from neurosim.compile import compile_circuit, compile_drive
+from neurosim.integrators import integrate_with_sensitivity, make_integrator
+from reference import random_circuit
+circuit, stimuli = random_circuit(0, 5, p_gap=0.5, n_clamped=1, smooth=True, kappa=0.6)
+compiled = compile_circuit(circuit)
+drive = compile_drive(compiled, stimuli, 4.0)
+status, V, S, _ = integrate_with_sensitivity(make_integrator("euler", dt=0.01), compiled, drive,
+                                             np.arange(compiled.theta.size), np.arange(5), 0.5, 8,
+                                             1e5)
+assert status == 0 and np.isfinite(S).all()
+tw = ns.load_circuit({tw!r})
+theta = np.repeat(compile_circuit(tw).theta[None, :], 64, axis=0)
+theta[:, tw.neurons.index(tw.neurons[0])] *= np.linspace(0.5, 2.0, 64)
+batch = ns.simulate_batch(tw, theta=theta, protocols=["tap"], dt_out=5.0)
+assert np.isfinite(batch.V).all()
+print("survived")
+"""
+
+
+@pytest.mark.slow
+def test_tangent_kernels_compiled_first_leave_threaded_rests_intact(tmp_path):
+    """In a fresh compile cache, compiling the tangent kernels before the rest kernels once
+    corrupted the heap when rests then ran on threads (malloc abort): a reference-counting
+    kernel was called from a borrowing one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, "-c", CRASH_ORDER.format(tw=str(TW))], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
