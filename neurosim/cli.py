@@ -28,7 +28,7 @@ import numpy as np
 
 from neurosim._version import __version__
 from neurosim.errors import CircuitError, NeurosimError, SimulationError, StorageError
-from neurosim.integrators import METHODS
+from neurosim.simulate import METHODS
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
 

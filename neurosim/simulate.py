@@ -14,13 +14,15 @@ from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
                               compile_drive, resolve_protocol, surviving_stimuli)
 from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageError
-from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
-                                  R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
-                                  STATS_NAMES, check_precision,
-                                  check_step_stability, chunk_rows, describe_failure,
-                                  failure_message, find_rest_state, find_rest_states,
-                                  integrate_with_sensitivity, make_integrator,
-                                  one_compile_notice, rest_start, run_items,
+# the integrators' names the run API hands on to the layers above (fits, sweeps, the CLI):
+# METHODS, SENSITIVITY_METHODS, make_integrator, compile_seconds, running_clock
+from neurosim.integrators import (METHODS, N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG,
+                                  R_METHOD, R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL,
+                                  SENSITIVITY_METHODS, STABLE_RESTS, STATS_NAMES,
+                                  check_precision, check_step_stability, chunk_rows,
+                                  compile_seconds, describe_failure, failure_message,
+                                  find_rest_state, find_rest_states, integrate_with_sensitivity,
+                                  make_integrator, one_compile_notice, rest_start, run_items,
                                   running_clock, status_sentence)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
@@ -593,35 +595,201 @@ class BatchResult:
                 f"{int(self.failed.sum())} failed)")
 
 
-def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_bound,
-                      precision="float64", at_rest=None):
-    """Every parameter set (rows of ``thetas``) under every protocol of ``batch``, in one call.
+class BatchPlan:
+    """Many runs set up once: a circuit under several protocols, integrated alike.
 
-    Returns (status, stats, fail_t, out_V, (V0, rests)): the first three flat over items
-    p·n_sets + k, out_V of shape (n_protocols, n_sets, samples, recorded), the initial
-    states (n_protocols, n_sets, n_neurons) and the rest reports (n_protocols, n_sets,
-    N_REPORT) of the runs that start at rest (NaN rows for the others).  Ablations and
-    lesions act through ``batch.factors``; protocols whose ``at_rest`` entry is true start
-    from each run's stimulus-free rest, the others from θ's V0.
+    Built once, a plan runs any number of parameter matrices without compiling or
+    validating anything again: it owns the compiled circuit and protocols, the
+    integrator, and the one output plan of every run (``dt_out``, the samples of each
+    protocol, the recorded neurons, the precision).  :func:`simulate_batch` is one
+    :meth:`run` of a plan; fits run theirs for every population and gradient.
+
+    Parameters are those of :func:`simulate_batch`.
+
+    Attributes
+    ----------
+    protocols : tuple of str
+    layout : ParameterLayout
+        The columns of a parameter matrix (``layout.names``).
+    factors : ndarray, shape (n_protocols, n_params)
+        What each protocol multiplies θ by: 0 for the weights its ablations remove, its
+        lesions' ``scale`` for theirs, 1 elsewhere.
+    ablated : ndarray of bool, shape (n_protocols, n_neurons)
+    dt_out : float, ms
+    rows : ndarray of int, shape (n_protocols,)
+        Samples of each protocol after the initial one.
+    record : ndarray of int
+        Circuit indices of the recorded neurons (``neuron_names`` names them).
+    method : Integrator
     """
-    n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
-    effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
-    n = compiled.n_neurons
-    V0 = np.ascontiguousarray(effective[:, compiled.layout.block("neurons.V0")])
-    item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
-    rests = np.full((n_p * n_sets, N_REPORT), np.nan)
-    with one_compile_notice():
-        if at_rest is not None and np.any(at_rest):
-            items = np.flatnonzero(np.asarray(at_rest)[item_protocol])
-            V0[items], rests[items] = find_rest_states(
-                compiled, effective[items], V0[items], item_protocol[items], batch.arrays[8],
-                batch.arrays[9])
-        initial = V0.copy()  # the kernels advance V0 in place
-        status, stats, fail_t, out_V = run_items(method, compiled, batch, V0, effective,
-                                                 item_protocol, rows[item_protocol], dt_out,
-                                                 record, v_bound, precision)
-    return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
-            (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
+
+    def __init__(self, circuit: Circuit, protocols=None, *, integrator="dopri5", dt=None,
+                 rtol=None, atol=None, dt_out=None, record=None, initial=None,
+                 v_bound: float = DEFAULT_V_BOUND, precision: str = "float64"):
+        compiled = compile_cached(circuit)
+        if protocols is None:
+            names = list(circuit.protocols)
+            if not names:
+                raise CircuitError("the circuit defines no protocols; pass protocols=")
+        else:
+            names = [protocols] if isinstance(protocols, (str, Protocol)) else list(protocols)
+        resolved = [resolve_protocol(circuit, p) for p in names]
+        self.circuit, self.compiled = circuit, compiled
+        self.protocols = tuple(name for name, _ in resolved)
+        self._batch = compile_batch(compiled, [p for _, p in resolved])
+        self.method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
+        check_precision(precision, self.method)
+        self.precision = precision
+        plans = [self.method.plan(p.duration, dt_out) for _, p in resolved]
+        self.dt_out = plans[0][0]
+        self.rows = np.array([n for _, n in plans], dtype=np.int64)
+        self.record = _record_indices(compiled, record)
+        self.neuron_names = tuple(compiled.neuron_names[i] for i in self.record)
+        self.v_bound = float(v_bound)
+        if not self.v_bound > 0:
+            raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
+        self.at_rest = np.array([resolve_initial(circuit, p, initial, None) == "rest"
+                                 for _, p in resolved])
+        self._ablations = [list(p.ablate) for _, p in resolved]
+
+    @property
+    def layout(self):
+        return self.compiled.layout
+
+    @property
+    def factors(self) -> np.ndarray:
+        return self._batch.factors
+
+    @property
+    def ablated(self) -> np.ndarray:
+        return self._batch.ablated
+
+    def parameter_sets(self, theta, check: bool = True) -> np.ndarray:
+        """``theta`` (one vector or a matrix of them; None: the circuit's own) as a
+        C-contiguous (n_sets, n_params) matrix, its values checked unless ``check`` is
+        False."""
+        compiled = self.compiled
+        if theta is None:
+            return compiled.theta[None, :]
+        thetas = np.ascontiguousarray(theta, dtype=np.float64)
+        if thetas.ndim == 1:
+            thetas = thetas[None, :]
+        if thetas.ndim != 2 or thetas.shape[1] != compiled.theta.shape[0]:
+            raise CircuitError(f"theta must have shape (n_sets, {compiled.theta.shape[0]}) "
+                               f"(see compile_circuit(circuit).layout), got {thetas.shape}")
+        if thetas.shape[0] == 0:
+            raise CircuitError("theta has no rows: pass at least one parameter set")
+        if check:
+            check_theta(thetas, compiled)
+        return thetas
+
+    def _grid(self, thetas, precision):
+        """Every parameter set (rows of ``thetas``) under every protocol, in one call.
+
+        Returns (status, stats, fail_t, out_V, (V0, rests)): the first three flat over
+        items p·n_sets + k, out_V of shape (n_protocols, n_sets, samples, recorded), the
+        initial states (n_protocols, n_sets, n_neurons) and the rest reports
+        (n_protocols, n_sets, N_REPORT) of the runs that start at rest (NaN rows for the
+        others).  Ablations and lesions act through :attr:`factors`.
+        """
+        compiled, batch = self.compiled, self._batch
+        n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
+        effective = (batch.factors[:, None, :] * thetas[None, :, :]).reshape(n_p * n_sets, -1)
+        n = compiled.n_neurons
+        V0 = np.ascontiguousarray(effective[:, compiled.layout.block("neurons.V0")])
+        item_protocol = np.repeat(np.arange(n_p, dtype=np.int64), n_sets)
+        rests = np.full((n_p * n_sets, N_REPORT), np.nan)
+        with one_compile_notice():
+            if np.any(self.at_rest):
+                items = np.flatnonzero(self.at_rest[item_protocol])
+                V0[items], rests[items] = find_rest_states(
+                    compiled, effective[items], V0[items], item_protocol[items],
+                    batch.arrays[8], batch.arrays[9])
+            initial = V0.copy()  # the kernels advance V0 in place
+            status, stats, fail_t, out_V = run_items(
+                self.method, compiled, batch, V0, effective, item_protocol,
+                self.rows[item_protocol], self.dt_out, self.record, self.v_bound, precision)
+        return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
+                (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
+
+    def traces(self, theta, precision: str | None = None,
+               check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(status, V) of every parameter set under every protocol, without a
+        :class:`BatchResult` around them: ``status`` (n_protocols, n_sets) is 0 for a
+        complete run; V (n_protocols, n_sets, samples, recorded) as :meth:`run` gives it,
+        except that ablated neurons' columns are not blanked.  ``precision`` overrides
+        the plan's (float32 needs an integrator and rtol that run in it).  With ``check``
+        False, θ outside the parameters' ranges (a negative weight) runs as it is: an
+        optimiser's population may leave them, and its loss judges them."""
+        if precision is not None and precision != self.precision:
+            check_precision(precision, self.method)
+        status, _, _, out_V, _ = self._grid(self.parameter_sets(theta, check),
+                                            precision or self.precision)
+        return status.reshape(out_V.shape[:2]), out_V
+
+    def sensitivities(self, theta, free, protocol: int):
+        """(status, V, S) of one run of parameter vector ``theta`` under protocol number
+        ``protocol``, with S = ∂V/∂θ[free] (samples, recorded, len(free)) taken with
+        respect to θ before the protocol's :attr:`factors` (a lesioned weight's
+        derivative includes its scale; an ablated one's is 0).  A run that starts at rest
+        includes ∂V*/∂θ of its rest.  θ runs as it is, unchecked (see :meth:`traces`)."""
+        factor = self.factors[protocol]
+        theta = self.parameter_sets(theta, check=False)[0]
+        run = self.compiled.with_theta(theta * factor if np.any(factor != 1) else theta)
+        drive = self._batch.drive(protocol)
+        free = np.asarray(free, dtype=np.int64)
+        with one_compile_notice():  # the rest's kernels and the tangent loop's
+            start = rest_start(run, drive, free) if self.at_rest[protocol] else None
+            status, V, S, _ = integrate_with_sensitivity(
+                self.method, run, drive, free, self.record, self.dt_out,
+                int(self.rows[protocol]), self.v_bound, start)
+        return status, V, S * factor[free]
+
+    def output_bytes(self, n_sets: int) -> int:
+        """Bytes of the traces of ``n_sets`` parameter sets under every protocol."""
+        return (len(self.protocols) * n_sets * (int(self.rows.max()) + 1) * len(self.record)
+                * np.dtype(self.precision).itemsize)
+
+    def run(self, theta=None, *, check_memory: bool = True, _stacklevel: int = 2) -> BatchResult:
+        """Every parameter set of ``theta`` (see :func:`simulate_batch`) under every
+        protocol of the plan, as a :class:`BatchResult`."""
+        thetas = self.parameter_sets(theta)
+        compiled, method = self.compiled, self.method
+        n_p, n_sets = len(self.protocols), thetas.shape[0]
+        require_memory(self.output_bytes(n_sets),
+                       f"the batch's output ({n_p * n_sets:,} runs x "
+                       f"{int(self.rows.max()) + 1:,} samples x {len(self.record):,} neurons)",
+                       "run fewer parameter sets per call, record fewer neurons (record=), "
+                       "sample less often (dt_out=), or pass check_memory=False",
+                       check=check_memory)
+        # a first call compiles its kernels (announced): the batch's time is that of running
+        started = running_clock()
+        status, stats, fail_t, out_V, rests = self._grid(thetas, self.precision)
+        wall = running_clock() - started
+        initial_V, rest_reports = rests
+        unstable = int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS)
+                              & self.at_rest[:, None]))
+        if unstable:
+            warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest "
+                          "(BatchResult.start(protocol, index) says what each starts from)",
+                          RestWarning, stacklevel=_stacklevel)
+        ablated_cols = self.ablated[:, self.record]
+        out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan
+        messages = {}
+        for item in np.flatnonzero(status):
+            messages[divmod(int(item), n_sets)] = failure_message(
+                int(status[item]), method, compiled.neuron_names, stats[item],
+                float(fail_t[item]), self.v_bound)
+        labels = np.where(status.reshape(n_p, n_sets) == OK, "complete", "failed")
+        metadata = {"circuit": self.circuit.name, "integrator": method.name,
+                    "integrator_options": method.options(), "dt_out_ms": self.dt_out,
+                    "ablated": self._ablations, "wall_time_s": wall,
+                    "neurosim_version": __version__}
+        t = np.arange(out_V.shape[2]) * self.dt_out
+        return BatchResult(t, out_V, self.protocols, self.neuron_names, labels, messages,
+                           stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
+                           compiled.layout, metadata, initial_V, rest_reports,
+                           compiled.neuron_names)
 
 
 def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="dopri5",
@@ -669,71 +837,7 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
     >>> simulate_batch(c, theta).V.shape          # protocols, sets, samples, neurons
     (1, 3, 101, 1)
     """
-    compiled = compile_circuit(circuit)
-    if theta is None:
-        thetas = compiled.theta[None, :]
-    else:
-        thetas = np.ascontiguousarray(theta, dtype=np.float64)
-        if thetas.ndim == 1:
-            thetas = thetas[None, :]
-        if thetas.ndim != 2 or thetas.shape[1] != compiled.theta.shape[0]:
-            raise CircuitError(f"theta must have shape (n_sets, {compiled.theta.shape[0]}) "
-                               f"(see compile_circuit(circuit).layout), got {thetas.shape}")
-        if thetas.shape[0] == 0:
-            raise CircuitError("theta has no rows: pass at least one parameter set")
-        check_theta(thetas, compiled)
-    if protocols is None:
-        names = list(circuit.protocols)
-        if not names:
-            raise CircuitError("the circuit defines no protocols; pass protocols=")
-    else:
-        names = [protocols] if isinstance(protocols, (str, Protocol)) else list(protocols)
-    resolved = [resolve_protocol(circuit, p) for p in names]
-    batch = compile_batch(compiled, [p for _, p in resolved])
-    method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
-    check_precision(precision, method)
-    plans = [method.plan(p.duration, dt_out) for _, p in resolved]
-    dt_out = plans[0][0]
-    rows = np.array([n for _, n in plans], dtype=np.int64)
-    record_idx = _record_indices(compiled, record)
-    v_bound = float(v_bound)
-    if not v_bound > 0:
-        raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
-
-    n_p, n_sets = len(resolved), thetas.shape[0]
-    require_memory(n_p * n_sets * (int(rows.max()) + 1) * len(record_idx)
-                   * np.dtype(precision).itemsize,
-                   f"the batch's output ({n_p * n_sets:,} runs x {int(rows.max()) + 1:,} samples x "
-                   f"{len(record_idx):,} neurons)",
-                   "run fewer parameter sets per call, record fewer neurons (record=), sample "
-                   "less often (dt_out=), or pass check_memory=False", check=check_memory)
-    # a first call compiles its kernels (announced): the batch's time is that of running
-    started = running_clock()
-    at_rest = np.array([resolve_initial(circuit, p, initial, None) == "rest" for _, p in resolved])
-    status, stats, fail_t, out_V, rests = run_protocol_grid(
-        method, compiled, batch, thetas, rows, dt_out, record_idx, v_bound, precision, at_rest)
-    wall = running_clock() - started
-    initial_V, rest_reports = rests
-    unstable = int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS) & at_rest[:, None]))
-    if unstable:
-        warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest "
-                      "(BatchResult.start(protocol, index) says what each starts from)",
-                      RestWarning, stacklevel=2)
-    ablated_cols = batch.ablated[:, record_idx]
-    out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan
-    messages = {}
-    for item in np.flatnonzero(status):
-        messages[divmod(int(item), n_sets)] = failure_message(
-            int(status[item]), method, compiled.neuron_names, stats[item], float(fail_t[item]),
-            v_bound)
-    labels = np.where(status.reshape(n_p, n_sets) == OK, "complete", "failed")
-    metadata = {"circuit": circuit.name, "integrator": method.name,
-                "integrator_options": method.options(), "dt_out_ms": dt_out,
-                "ablated": [list(p.ablate) for _, p in resolved], "wall_time_s": wall,
-                "neurosim_version": __version__}
-    t = np.arange(out_V.shape[2]) * dt_out
-    return BatchResult(t, out_V, tuple(name for name, _ in resolved),
-                       tuple(compiled.neuron_names[i] for i in record_idx), labels, messages,
-                       stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
-                       compiled.layout, metadata, initial_V, rest_reports,
-                       compiled.neuron_names)
+    plan = BatchPlan(circuit, protocols, integrator=integrator, dt=dt, rtol=rtol, atol=atol,
+                     dt_out=dt_out, record=record, initial=initial, v_bound=v_bound,
+                     precision=precision)
+    return plan.run(theta, check_memory=check_memory, _stacklevel=3)

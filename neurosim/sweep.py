@@ -51,12 +51,11 @@ from neurosim.compile import check_theta, compile_circuit
 from neurosim.distributed import Executor
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import select
-from neurosim.integrators import make_integrator
 from neurosim.io.sweep_file import (COMPLETED, FAILED, SweepHeader, SweepWriter, chunk_count,
                                     chunk_runs)
 from neurosim.io.yaml import dump_circuit, loads_circuit, parse_spec, read_text
 from neurosim.model import Circuit
-from neurosim.simulate import simulate_batch
+from neurosim.simulate import BatchPlan, simulate_batch
 
 #: a sweep larger than this many runs is refused before any work (a typo in `steps`)
 MAX_RUNS = 10_000_000
@@ -339,11 +338,8 @@ def _scores(readout, batch, durations) -> np.ndarray:
 
 def _time_grid(plan: SweepPlan, circuit: Circuit) -> np.ndarray:
     """The output grid of the sweep's runs: the longest protocol's (as in a batch)."""
-    method = make_integrator(plan.options.get("integrator", "dopri5"), dt=plan.options.get("dt"),
-                             rtol=plan.options.get("rtol"), atol=plan.options.get("atol"))
-    longest = max(circuit.protocol(name).duration for name in plan.protocols)
-    dt_out, rows = method.plan(longest, plan.options.get("dt_out"))
-    return np.arange(rows + 1) * dt_out
+    batch = BatchPlan(circuit, list(plan.protocols), **plan.options)
+    return np.arange(int(batch.rows.max()) + 1) * batch.dt_out
 
 
 def _header(plan: SweepPlan, spec: SweepSpec, circuit: Circuit) -> SweepHeader:

@@ -197,3 +197,64 @@ def test_single_precision_batches_are_as_accurate_as_their_tolerance():
         ns.simulate_batch(circuit, params, "run", integrator="rk4", dt=0.01, precision="float32")
     with pytest.raises(ns.CircuitError, match="rtol >= 1e-05"):
         ns.simulate_batch(circuit, params, "run", rtol=1e-7, precision="float32")
+
+
+def lesioned_circuit():
+    """Three neurons, a synapse of each sign, a gap junction, a pulse into A; protocol
+    "lesion" halves B's connections and starts at rest, "as_given" does not."""
+    neurons = (ns.Neuron("A", C=10.0, g_L=1.0, E_L=-60.0, V0=-55.0),
+               ns.Neuron("B", C=20.0, g_L=0.5, E_L=-65.0, V0=-50.0),
+               ns.Neuron("C", C=15.0, g_L=1.5, E_L=-70.0, V0=-60.0))
+    synapses = (ns.Synapse("A", "B", w=1.0, E=0.0, mu=-50.0, nu=0.2),
+                ns.Synapse("B", "C", w=0.8, E=-90.0, mu=-45.0, nu=0.15))
+    gaps = (ns.GapJunction("A", "C", g=0.3),)
+    pulse = ns.Stimulus("pulse", ("A",), amplitude=20.0, start=5.0, duration=20.0)
+    protocols = {"lesion": ns.Protocol(60.0, ("pulse",), scale={"B": 0.5}, initial="rest"),
+                 "as_given": ns.Protocol(60.0, ("pulse",), initial="as_given")}
+    return ns.Circuit("lesioned", neurons, synapses, gaps, {"pulse": pulse}, protocols)
+
+
+def test_a_batch_plan_runs_many_matrices_as_simulate_batch_does():
+    circuit = lesioned_circuit()
+    plan = ns.BatchPlan(circuit, dt_out=1.0, rtol=1e-8, atol=1e-8)
+    theta = np.tile(compile_circuit(circuit).theta, (3, 1))
+    theta[:, plan.layout.index("synapses[A->B].w")] = [0.5, 1.0, 2.0]
+    first = plan.run(theta)
+    plan.run(theta[::-1])  # another matrix in between changes nothing
+    again = plan.run(theta)
+    reference = ns.simulate_batch(circuit, theta, dt_out=1.0, rtol=1e-8, atol=1e-8)
+    np.testing.assert_array_equal(first.V, again.V)
+    np.testing.assert_array_equal(first.V, reference.V)
+    status, V = plan.traces(theta)
+    assert (status == 0).all()
+    np.testing.assert_array_equal(V, reference.V)
+    # what each protocol multiplies θ by: B's lesion halves both of its synapses
+    w = plan.layout.block("synapses.w")
+    np.testing.assert_array_equal(plan.factors[0, w], [0.5, 0.5])
+    assert (plan.factors[1] == 1).all()
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_a_batch_plans_sensitivities_are_derivatives_of_its_traces(protocol):
+    """∂V/∂θ before the protocol's factors (a lesioned weight's includes its scale), and
+    through the rest where the run starts at rest: central finite differences of the
+    plan's own traces are the reference."""
+    circuit = lesioned_circuit()
+    plan = ns.BatchPlan(circuit, dt_out=2.0, rtol=1e-11, atol=1e-11)
+    theta = compile_circuit(circuit).theta.copy()
+    names = ["synapses[A->B].w", "synapses[B->C].mu", "gap_junctions[A-C].g", "neurons[B].C",
+             "neurons[A].V0"]
+    free = np.array([plan.layout.index(name) for name in names])
+    status, V, S = plan.sensitivities(theta, free, protocol)
+    assert status == 0
+    # the tangent loop's V takes the same steps (its right-hand side rounds alike to ~1e-14)
+    np.testing.assert_allclose(V, plan.traces(theta)[1][protocol, 0], rtol=0, atol=1e-9)
+    for c, p in enumerate(free):
+        h = 1e-5 * max(1.0, abs(theta[p]))
+        shifted = np.tile(theta, (2, 1))
+        shifted[0, p] += h
+        shifted[1, p] -= h
+        runs = plan.traces(shifted)[1][protocol]
+        fd = (runs[0] - runs[1]) / (2 * h)
+        scale = max(np.abs(fd).max(), 1e-3)
+        assert np.abs(S[..., c] - fd).max() / scale < 1e-5, names[c]

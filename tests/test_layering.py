@@ -87,6 +87,30 @@ def import_cycles(graph: dict) -> list[list[str]]:
     return cycles
 
 
+#: DESIGN.md: the apps (ml, behaviour, fit, ...) are built on simulate, the public run API,
+#: and the CLI and plots are shells over them: none reaches past simulate into the
+#: integrators or kernels.  warmup is the exception by its job: it compiles the kernels.
+BELOW_THE_RUN_API = ("neurosim.integrators", "neurosim.kernels")
+KERNEL_TOOLS = {"neurosim.warmup"}
+SCRIPTS = PACKAGE.parent / "scripts"
+
+
+@pytest.mark.parametrize("name,path", [(n, p) for n, p in modules()
+                                       if rank(n) > RANKS["neurosim.simulate"]
+                                       and n not in KERNEL_TOOLS], ids=lambda x: str(x))
+def test_apps_use_the_public_run_api(name, path):
+    for target in imported(path):
+        assert not target.startswith(BELOW_THE_RUN_API), \
+            f"{name} imports {target}; use neurosim.simulate (the public run API)"
+
+
+@pytest.mark.parametrize("path", sorted(SCRIPTS.glob("*.py")), ids=lambda p: p.name)
+def test_scripts_use_the_public_run_api(path):
+    for target in imported(path):
+        assert not target.startswith(BELOW_THE_RUN_API), \
+            f"scripts/{path.name} imports {target}; use neurosim.simulate"
+
+
 def test_the_cycle_finder_finds_planted_cycles():
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]

@@ -8,17 +8,13 @@ one parallel call of the batch kernel.  All three read the same targets.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from neurosim.compile import compile_batch
 from neurosim.errors import CircuitError
 from neurosim.fit.parameters import Parameterization
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import (check_precision, compile_seconds, integrate_with_sensitivity,
-                                  make_integrator, one_compile_notice, rest_start)
-from neurosim.simulate import DEFAULT_V_BOUND, run_protocol_grid
+from neurosim.simulate import BatchPlan, running_clock
 
 #: loss of a run that failed numerically (finite, so optimisers can move away from it)
 FAILED_LOSS = 1e6
@@ -60,27 +56,23 @@ class Objective:
         self.protocols = list(dict.fromkeys(t.protocol for t in self.targets))
         for name in self.protocols:
             circuit.protocol(name)
-        compiled = parameterization.compiled
-        self.batch_drive = compile_batch(compiled, [circuit.protocol(p) for p in self.protocols])
-        # runs start where circuit.initial_state says: the rest of each parameter set
-        # (its gradient by the implicit function theorem), or V0 as given
-        self.at_rest = np.array([circuit.initial_state(circuit.protocol(p)) == "rest"
-                                 for p in self.protocols])
-        self.method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
-        check_precision(precision, self.method)
-        self.precision = precision
-        plans = [self.method.plan(d, dt_out) for d in self.batch_drive.durations]
-        self.dt_out = plans[0][0]
-        self.rows = np.array([r for _, r in plans], dtype=np.int64)
         names = []
         for target in self.targets:
             names += list(self.readout.neurons) if isinstance(target, BehaviourTarget) else [target.neuron]
         self.record_names = list(dict.fromkeys(names))
-        self.record = np.array([compiled.index(n) for n in self.record_names], dtype=np.int64)
+        # runs start where circuit.initial_state says: the rest of each parameter set
+        # (its gradient by the implicit function theorem), or V0 as given
+        self.plan = BatchPlan(circuit, self.protocols, integrator=integrator, dt=dt, rtol=rtol,
+                              atol=atol, dt_out=dt_out, record=self.record_names,
+                              precision=precision)
+        self.method, self.precision = self.plan.method, precision
+        self.dt_out, self.rows, self.record = self.plan.dt_out, self.plan.rows, self.plan.record
+        self.ablated = self.plan.ablated
+        compiled = self.plan.compiled
         for target in self.targets:  # an ablated neuron has no potential to compare with data
             if not isinstance(target, BehaviourTarget):
                 p = self.protocols.index(target.protocol)
-                if self.batch_drive.ablated[p, compiled.index(target.neuron)]:
+                if self.ablated[p, compiled.index(target.neuron)]:
                     raise CircuitError(f"{target.neuron!r} is ablated in protocol "
                                        f"{target.protocol!r}: it has no {target.measure} to fit")
         self.prior = float(prior)
@@ -97,7 +89,7 @@ class Objective:
         out = {}
         for c, name in enumerate(self.record_names):
             trace = V[..., c]
-            if self.batch_drive.ablated[p, self.record[c]]:
+            if self.ablated[p, self.record[c]]:
                 rest = self.readout.rest if self.readout is not None else 0.0
                 trace = np.full_like(trace, rest)
             out[name] = trace
@@ -120,7 +112,7 @@ class Objective:
                 if want_grad:
                     for name, d in ((r.reverse, d_rev), (r.forward, d_fwd)):
                         c = self.record_names.index(name)
-                        if not self.batch_drive.ablated[p, self.record[c]]:
+                        if not self.ablated[p, self.record[c]]:
                             dV[..., c] += d_score[..., None] * d
             else:
                 value, d = target.loss_and_grad(t, traces[target.neuron])
@@ -135,27 +127,21 @@ class Objective:
 
     def _run(self, X, precision="float64"):
         """(status (protocols, sets), traces (protocols, sets, samples, recorded)) of X."""
-        status, _, _, out_V, _ = run_protocol_grid(
-            self.method, self.par.compiled, self.batch_drive, self.par.theta(X), self.rows,
-            self.dt_out, self.record, DEFAULT_V_BOUND, precision, self.at_rest)
-        return status.reshape(out_V.shape[:2]), out_V.astype(np.float64, copy=False)
+        # a population may leave the parameters' ranges: its loss judges it
+        status, out_V = self.plan.traces(self.par.theta(X), precision, check=False)
+        return status, out_V.astype(np.float64, copy=False)
 
-    @staticmethod
-    def _clock() -> tuple[float, float]:
-        return time.perf_counter(), compile_seconds()
-
-    def _add_time(self, clock: tuple[float, float]) -> None:
-        """Add the seconds since ``clock`` to sim_seconds, less those spent compiling
-        kernels (a first call's), which are not simulation time."""
-        started, compiling = clock
-        self.sim_seconds += time.perf_counter() - started - (compile_seconds() - compiling)
+    def _add_time(self, started: float) -> None:
+        """Add the seconds since ``started`` (a running_clock()) to sim_seconds: those
+        spent compiling kernels (a first call's) are not simulation time."""
+        self.sim_seconds += running_clock() - started
 
     # --- the three evaluations -------------------------------------------------------
     def batch(self, X) -> np.ndarray:
         """Losses of a population X (n_sets, n_free) from one parallel simulation call."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         n_sets, n_p = X.shape[0], len(self.protocols)
-        clock = self._clock()
+        clock = running_clock()
         status, out_V = self._run(X, self.precision)
         self._add_time(clock)
         self.simulations += n_sets * n_p
@@ -177,26 +163,18 @@ class Objective:
             self.before_gradients = None
         x = np.asarray(x, dtype=np.float64)
         theta = self.par.theta(x)
-        compiled = self.par.compiled
         free = self.par.indices
         total, grad_prior = self._prior(x)
         grad_theta = np.zeros(free.size)
-        clock = self._clock()
+        clock = running_clock()
         for p in range(len(self.protocols)):
-            factor = self.batch_drive.factors[p]
-            run = compiled.with_theta(theta * factor) if np.any(factor != 1) else \
-                compiled.with_theta(theta)
-            drive = self.batch_drive.drive(p)
-            with one_compile_notice():  # the rest's kernels and the tangent loop's
-                status, V, S, _ = integrate_with_sensitivity(
-                    self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
-                    DEFAULT_V_BOUND, rest_start(run, drive, free) if self.at_rest[p] else None)
+            status, V, S = self.plan.sensitivities(theta, free, p)
             if status != 0:
                 self._add_time(clock)
                 return FAILED_LOSS, np.zeros(self.par.n_free)
             loss, dV = self._loss_and_dV(p, V, want_grad=True)
             total += float(loss)
-            grad_theta += np.einsum("rc,rcm->m", dV, S) * factor[free]
+            grad_theta += np.einsum("rc,rcm->m", dV, S)
         self._add_time(clock)
         self.simulations += len(self.protocols)
         self.evaluations += 1
@@ -209,21 +187,13 @@ class Objective:
         exactly it equals the Hessian of the loss; the prior is not included."""
         x = np.asarray(x, dtype=np.float64)
         theta = self.par.theta(x)
-        compiled = self.par.compiled
         free = self.par.indices
         F = np.zeros((free.size, free.size))
         for p in range(len(self.protocols)):
-            factor = self.batch_drive.factors[p]
-            run = compiled.with_theta(theta * factor)
-            drive = self.batch_drive.drive(p)
-            with one_compile_notice():  # the rest's kernels and the tangent loop's
-                status, V, S, _ = integrate_with_sensitivity(
-                    self.method, run, drive, free, self.record, self.dt_out, int(self.rows[p]),
-                    DEFAULT_V_BOUND, rest_start(run, drive, free) if self.at_rest[p] else None)
+            status, V, S = self.plan.sensitivities(theta, free, p)
             if status != 0:
                 raise CircuitError(f"the run of protocol {self.protocols[p]!r} failed at these "
                                    "parameters: no Fisher information")
-            S = S * factor[free]  # sensitivities to the unscaled θ
             t = np.arange(V.shape[0]) * self.dt_out
             traces = self._traces(p, V)
             for target in self.targets:
@@ -236,7 +206,7 @@ class Objective:
                     d_score = np.zeros(free.size)
                     for name, d in ((r.reverse, d_rev), (r.forward, d_fwd)):
                         c = self.record_names.index(name)
-                        if not self.batch_drive.ablated[p, self.record[c]]:
+                        if not self.ablated[p, self.record[c]]:
                             d_score += d @ S[:, c, :]
                     F += target.information(r, float(score), d_score)
                 else:

@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 
 from neurosim.errors import CircuitError
 from neurosim.fit.objective import Objective
-from neurosim.integrators import running_clock
+from neurosim.simulate import running_clock
 
 METHODS = ("gradient", "cmaes")
 

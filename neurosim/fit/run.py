@@ -22,11 +22,10 @@ from neurosim.fit.parameters import Parameterization
 from neurosim.fit.signs import TIE_THRESHOLD, SignPattern, enumerate_signs
 from neurosim.fit.spec import FitSpec
 from neurosim.fit.targets import BehaviourTarget
-from neurosim.integrators import SENSITIVITY_METHODS
 from neurosim.io.hdf5 import HDF5Recorder
 from neurosim.io.yaml import dump_circuit, write_text_atomically
 from neurosim.model import Circuit, Protocol
-from neurosim.simulate import simulate
+from neurosim.simulate import SENSITIVITY_METHODS, simulate
 
 #: the control target's standard error, as a fraction of the read-out's threshold: a
 #: score at the threshold (a behaviour without a stimulus) costs a loss of 2
@@ -271,7 +270,7 @@ def _compile_ahead(spec: FitSpec):
     loop), the gradients of the polish and the final single runs.  Where this process
     had to compile its time loop (a cold cache), it waits for the rests before the first
     batch rather than compiling them a second time.  Returns the CompileAhead."""
-    from neurosim.integrators import compile_seconds
+    from neurosim.simulate import compile_seconds
     from neurosim.warmup import compile_ahead, warmup  # warmup imports this package
     sim = spec.simulation
     later = ["single runs, dopri5"]
