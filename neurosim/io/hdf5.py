@@ -641,6 +641,15 @@ def _status(f: h5py.File) -> str:
     return "interrupted" if status == "running" else status
 
 
+def _message(f: h5py.File) -> str:
+    """How the run ended, in a sentence (a killed writer left none)."""
+    return _text(f.attrs.get("message", "the run stopped before it closed the file"))
+
+
+def _complete(f: h5py.File) -> bool:
+    return bool(f.attrs.get("complete", False))
+
+
 def _neuron_names(f: h5py.File) -> tuple[str, ...]:
     """Column names of /V: a dataset since format 2, an attribute before."""
     names = f["neuron_names"][()] if "neuron_names" in f else f.attrs["neuron_names"]
@@ -713,9 +722,9 @@ def load_result(path, *, lazy: bool = False) -> Result:
         for key in ("circuit_yaml", "circuit_sha256"):
             if key in f.attrs:
                 metadata[key] = _text(f.attrs[key])
-        metadata["complete"] = bool(f.attrs.get("complete", False))
+        metadata["complete"] = _complete(f)
         stats = _json_attr(f, "stats")
-        message = _text(f.attrs.get("message", "the run stopped before it closed the file"))
+        message = _message(f)
     return Result(t, V, names, status, message, stats, metadata)
 
 
@@ -725,7 +734,7 @@ def result_summary(path) -> dict:
     with _reading(path) as f:
         n = _valid_rows(f)
         return {"status": _status(f),
-                "complete": bool(f.attrs.get("complete", False)),
+                "complete": _complete(f),
                 "samples": n,
                 "t_end_ms": float(f["time"][n - 1]) if n else 0.0,
                 "neurons": list(_neuron_names(f)),
@@ -736,6 +745,6 @@ def result_summary(path) -> dict:
                 "circuit_sha256": _text(f.attrs.get("circuit_sha256", "")),
                 "neurosim_version": _text(f.attrs.get("neurosim_version", "")),
                 "stats": _json_attr(f, "stats"),
-                "message": _text(f.attrs.get("message", "")),
+                "message": _message(f),
                 "initial": _json_attr(f, "metadata").get("initial"),
                 "size_bytes": os.path.getsize(path)}
