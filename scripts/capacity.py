@@ -27,11 +27,14 @@ The three continuous-time families are simulated by neurosim with their gradient
 (L-BFGS-B in the unit box of the parameter bounds, two starts per S drawn alike), the loss (mean
 squared error to ±1), the stopping rule (stop at the first iterate with every sign
 right) and the budgets (a fit counts at budget B if it got there within B iterations;
-a run that fails numerically counts as not fitted).
+a run that fails numerically counts as not fitted).  Every fit is checked once more with
+the network integrated at dt/10, since a fit may exist only in the coarse RK4 map (a
+one-neuron CT-RNN's response to u is monotone as an ODE, and yet its RK4 map at dt 0.5
+can fit two sign changes); ResNets are their layers and always hold.
 
     python scripts/capacity.py --quick        # 2 seeds, small grid: a few minutes
     python scripts/capacity.py --docs         # docs/ml_restrictions.md's table and figure,
-                                              # docs/data/capacity.json (about 15 minutes)
+                                              # docs/data/capacity.json (about 20 minutes)
     python scripts/capacity.py --replot docs/data/capacity.json --docs
 """
 
@@ -49,9 +52,9 @@ from scipy.optimize import minimize
 
 import neurosim as ns
 from neurosim.compile import compile_circuit
-from neurosim.errors import SimulationError
 from neurosim.fit import Parameterization
 from neurosim.ml import resnet
+from neurosim.model import Schedule
 from neurosim.plot import save_figure
 
 from doc_sections import write_section
@@ -131,16 +134,16 @@ class CircuitTask:
         self.u, self.y = u, y
         self.lower, self.upper, self.x0 = self.par.lower, self.par.upper, self.par.x0
 
-    def outputs(self, x):
+    def outputs(self, x, dt: float = DT):
         """x0(T1) of every input (S,) and its derivatives (S, n_free), or None where a run
-        fails."""
+        fails; RK4 at step ``dt``."""
         circuit = self.par.apply(x)
         out, grad = np.empty(self.u.size), np.empty((self.u.size, x.size))
         for k in range(self.u.size):
             try:
-                run = ns.sensitivities(circuit, f"s{k}", self.names, integrator="rk4", dt=DT,
+                run = ns.sensitivities(circuit, f"s{k}", self.names, integrator="rk4", dt=dt,
                                        dt_out=T1, record=["x0"])
-            except SimulationError:
+            except ns.SimulationError:
                 return None
             out[k], grad[k] = run.V[-1, 0], self.par.chain(x, run.S[-1, 0])
         return out, grad
@@ -191,9 +194,9 @@ class ResNetTask:
             X = X + h @ p["W"][t].T + s * p["U"][t] + p["b"][t]
         return X[:, 0], (p, s, states, hidden)
 
-    def outputs(self, x):
+    def outputs(self, x, dt: float = DT):
         """x0^N of every input (S,) and dx0^N/dx (S, n_free): reverse mode for every
-        sample at once."""
+        sample at once.  ``dt`` is not used: a ResNet's layers are its steps."""
         out, (p, s, states, hidden) = self.forward(x, self.u)
         S, n, L = self.u.size, self.n, self.layers
         g = np.zeros((S, n))
@@ -231,7 +234,7 @@ class ResNetTask:
             values[f"synapses[in->{nm}].E"] = list(p["U"][:, i])
             values[f"synapses[one->{nm}].E"] = list(p["b"][:, i] / BIAS)
         return net.replace(neurons=net.neurons + extra, synapses=tuple(synapses),
-                           schedule=ns.model.Schedule(1.0, values))
+                           schedule=Schedule(1.0, values))
 
     def simulated(self, x, u) -> np.ndarray:
         """x0^N of each input, simulated by neurosim (Euler, dt = 1, one layer per step)."""
@@ -295,13 +298,22 @@ def fit(config, S: int, seed: int, start: int = 0, maxiter: int = max(BUDGETS)) 
     z0 = np.clip((task.x0 - task.lower) / span, 0, 1)
     result = minimize(loss, z0, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * z0.size,
                       callback=callback, options={"maxiter": maxiter})
-    final = task.outputs(task.lower + span * result.x)
+    x = task.lower + span * result.x
+    final = task.outputs(x)
     if final is not None:
         final = read_out(*final, y)
     accuracy = float(np.mean(np.sign(final[0]) == y)) if final is not None else 0.0
-    return {"fitted_at": state["fitted_at"], "accuracy": accuracy,
+    # a start that already fits, or one L-BFGS-B leaves before its first iteration, is
+    # fitted at iteration 0 (the callback never ran)
+    fitted_at = state["fitted_at"] if state["fitted_at"] is not None else (
+        state["iteration"] if accuracy == 1.0 else None)
+    holds = None
+    if fitted_at is not None:   # the same network integrated ten times finer
+        fine = task.outputs(x, dt=DT / 10)
+        holds = fine is not None and bool(np.all(np.sign(read_out(*fine, y)[0]) == y))
+    return {"fitted_at": fitted_at, "holds_at_fine_dt": holds, "accuracy": accuracy,
             "mse": float(np.mean((final[0] - y) ** 2)) if final is not None else None,
-            "failed": final is None, "iterations": state["iteration"], "x": result.x.tolist()}
+            "failed": final is None, "iterations": state["iteration"]}
 
 
 def scan(config, seed: int, grid=S_GRID) -> dict:
@@ -313,7 +325,6 @@ def scan(config, seed: int, grid=S_GRID) -> dict:
     for S in grid:
         tries = [fit(config, S, seed, start=seed + 1000 * k) for k in range(STARTS)]
         best = min(tries, key=lambda r: (r["fitted_at"] is None, r["fitted_at"] or 0, -r["accuracy"]))
-        best.pop("x")
         fits.append(dict(best, S=S, starts_failed=sum(r["failed"] for r in tries)))
         misses = misses + 1 if best["fitted_at"] is None else 0
         if misses == 2:
@@ -324,18 +335,19 @@ def scan(config, seed: int, grid=S_GRID) -> dict:
             "seconds": time.perf_counter() - started}
 
 
-def capacity(row, budget: int) -> int:
-    """Largest S fitted within ``budget`` iterations (0: none)."""
+def capacity(row, budget: int, fine: bool = False) -> int:
+    """Largest S fitted within ``budget`` iterations (0: none); with ``fine``, only fits
+    whose signs stay right when the network is integrated at dt/10."""
     return max((f["S"] for f in row["fits"] if f["fitted_at"] is not None
-                and f["fitted_at"] <= budget), default=0)
+                and f["fitted_at"] <= budget and (f["holds_at_fine_dt"] or not fine)), default=0)
 
 
-def summary(rows, budget: int):
+def summary(rows, budget: int, fine: bool = False):
     """Per configuration: parameters, capacities of the seeds, median, min, max."""
     out = []
     for config in dict.fromkeys((r["family"], r["neurons"], r["layers"]) for r in rows):
         at = [r for r in rows if (r["family"], r["neurons"], r["layers"]) == config]
-        caps = sorted(capacity(r, budget) for r in at)
+        caps = sorted(capacity(r, budget, fine) for r in at)
         out.append({"config": config, "parameters": at[0]["parameters"], "capacities": caps,
                     "median": float(np.median(caps)),
                     "failed": sum(f["starts_failed"] for r in at for f in r["fits"])})
@@ -345,9 +357,11 @@ def summary(rows, budget: int):
 def markdown(rows, seconds: float | None, command: str) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = ["| network | parameters | " + " | ".join(f"capacity at {b} iterations" for b in BUDGETS)
-             + f" | per parameter ({max(BUDGETS)}) | per neuron ({max(BUDGETS)}) |",
-             "|---|---|" + "---|" * (len(BUDGETS) + 2)]
+             + f" | {max(BUDGETS)}, fits holding at dt/10 | per parameter ({max(BUDGETS)}) "
+             f"| per neuron ({max(BUDGETS)}) |",
+             "|---|---|" + "---|" * (len(BUDGETS) + 3)]
     by_budget = {b: summary(rows, b) for b in BUDGETS}
+    holding = summary(rows, max(BUDGETS), fine=True)
     for k, entry in enumerate(by_budget[max(BUDGETS)]):
         family, n, layers = entry["config"]
         cells = []
@@ -355,6 +369,8 @@ def markdown(rows, seconds: float | None, command: str) -> str:
             e = by_budget[b][k]
             caps = e["capacities"]
             cells.append(f"{e['median']:g} ({caps[0]}–{caps[-1]})")
+        caps = holding[k]["capacities"]
+        cells.append(f"{holding[k]['median']:g} ({caps[0]}–{caps[-1]})")
         per_neuron = entry["median"] / (n * (layers or 1)) if family == "resnet" else entry["median"] / n
         lines.append(f"| {label(entry['config'])} | {entry['parameters']} | " + " | ".join(cells)
                      + f" | {entry['median'] / entry['parameters']:.2f} | {per_neuron:.2g} |")
@@ -371,32 +387,39 @@ def markdown(rows, seconds: float | None, command: str) -> str:
 
 def plot(rows, path):
     """Left: capacity against parameters (median and range over seeds, at each budget);
-    right: the parameters each family needed for S pairs against the seed's prediction."""
+    right: the parameters each family needed for S pairs against the seed's prediction;
+    both count only fits that hold at dt/10."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2)
     styles = {max(BUDGETS): "-", BUDGETS[1]: "--", BUDGETS[0]: ":"}
     for b in BUDGETS:
-        entries = summary(rows, b)
+        entries = summary(rows, b, fine=True)
         for family in LABELS:
             sel = sorted((e for e in entries if e["config"][0] == family), key=lambda e: e["parameters"])
             if not sel:
                 continue
             P = [e["parameters"] * (1 + 0.03 * list(LABELS).index(family)) for e in sel]
-            left.plot(P, [e["median"] for e in sel], styles[b], marker="o", ms=4,
+            shift = 0.12 * (list(LABELS).index(family) - 1.5)   # keep equal medians apart
+            left.plot(P, [e["median"] + shift for e in sel], styles[b], marker="o", ms=4,
                       color=COLORS[family], label=f"{LABELS[family]}" if b == max(BUDGETS) else None)
             if b == max(BUDGETS):
                 left.vlines(P, [e["capacities"][0] for e in sel], [e["capacities"][-1] for e in sel],
                             color=COLORS[family], alpha=0.5)
     left.set_xscale("log")
-    left.set_yscale("log", base=2)
+    left.set_xticks([10, 20, 50, 100], ["10", "20", "50", "100"])
+    left.xaxis.set_minor_formatter(NullFormatter())
+    top = max(capacity(row, max(BUDGETS), fine=True) for row in rows)
+    left.set_yticks([0] + [S for S in S_GRID if S <= top])
+    left.set_ylim(-0.5, top + 1)
     left.set_xlabel("parameters")
-    left.set_ylabel("capacity: largest S fitted (median, min–max)")
-    left.set_title(f"lines: {max(BUDGETS)} (solid), {BUDGETS[1]} (dashed), {BUDGETS[0]} (dotted) "
-                   "iterations", fontsize=9)
+    left.set_ylabel("capacity: largest S fitted (median, min–max;\nfamilies offset by up to ±0.2)")
+    left.set_title(f"fits holding at dt/10; {max(BUDGETS)} (solid), {BUDGETS[1]} (dashed), "
+                   f"{BUDGETS[0]} (dotted) iterations", fontsize=9)
     left.legend(frameon=False, fontsize=8)
     # parameters needed for S: the smallest network whose median capacity reaches S
-    entries = summary(rows, max(BUDGETS))
+    entries = summary(rows, max(BUDGETS), fine=True)
     grid = np.array(S_GRID)
     needed = {}
     for family in LABELS:
@@ -413,6 +436,10 @@ def plot(rows, path):
         right.plot(grid[ok], resnet_needed[ok] / (STEPS * grid[ok] / S0), "--", color="k",
                    label=f"seed: NRN = ResNet / (M·N), M = S/{S0}")
     right.set_xscale("log", base=2)
+    right.set_xticks(list(grid), [str(S) for S in grid])
+    right.set_xlim(grid[0] / 1.2, max(S for S, *ps in zip(grid, *needed.values())
+                                      if any(np.isfinite(ps))) * 1.2)
+    right.xaxis.set_minor_formatter(NullFormatter())
     right.set_yscale("log")
     right.set_xlabel("S (random pairs)")
     right.set_ylabel("parameters of the smallest network fitting S (median seed)")

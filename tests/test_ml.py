@@ -10,6 +10,7 @@ import pytest
 
 import neurosim as ns
 from neurosim import ml
+from neurosim.model import Schedule
 from test_tap_withdrawal import TW
 
 
@@ -209,10 +210,10 @@ def with_synapse(circuit, synapse):
     (ml.nrn(np.ones((2, 2)), 0.0), "nrn", None),
     (ml.nrn(np.ones((2, 2)), 0.0, g_L=0.0), "nrn", None),
     (ml.resnet([W2, -W2]), "resnet", None),
-    (ml.resnet([W2, -W2]).replace(schedule=ns.model.Schedule(
+    (ml.resnet([W2, -W2]).replace(schedule=Schedule(
         2.0, ml.resnet([W2, -W2]).schedule.values)), "general", ("resnet", "interval 1")),
     (ml.dnn([np.ones((2, 3)), np.ones((1, 2))], x=[1.0, -1.0, 0.5]), "dnn", None),
-    (ml.dnn([np.ones((2, 3))]).replace(schedule=ns.model.Schedule(1.0, {
+    (ml.dnn([np.ones((2, 3))]).replace(schedule=Schedule(1.0, {
         **ml.dnn([np.ones((2, 3))]).schedule.values,
         "gap_junctions[in0-x0].g": [1.0, 1.0]})), "general", ("dnn", "after the first")),
 ])
@@ -401,6 +402,19 @@ def test_capacity_circuit_gradient_is_finite_differences():
         np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-8)
 
 
+def test_a_one_neuron_ctrnn_responds_monotonically_to_its_input():
+    """Why capacity.py checks fits at dt/10: a scalar ODE driven by a·σ(ν(u − μ)) has x(T1)
+    monotone in u (comparison theorem) for any parameters in the bounds, so a one-neuron
+    CT-RNN fits at most one sign change; integrated finely it is monotone."""
+    capacity = script("capacity")
+    u = np.linspace(-1, 1, 7)
+    task = capacity.CircuitTask("ctrnn", 1, u, np.ones_like(u), seed=0)
+    g = np.random.default_rng(5)
+    for _ in range(4):
+        fine = np.diff(task.outputs(g.uniform(task.lower, task.upper), dt=capacity.DT / 10)[0])
+        assert np.all(fine >= -1e-9) or np.all(fine <= 1e-9), fine
+
+
 def test_capacity_read_out_is_least_squares():
     """Planted: y = 2v + 1 is read out exactly; the read-out scales dv by a = 2."""
     capacity = script("capacity")
@@ -408,8 +422,12 @@ def test_capacity_read_out_is_least_squares():
     out, grad = capacity.read_out(v, dv, 2 * v + 1)
     np.testing.assert_allclose(out, 2 * v + 1, rtol=0, atol=1e-12)
     np.testing.assert_allclose(grad, 2 * dv, rtol=0, atol=1e-12)
-    assert capacity.capacity({"fits": [{"S": 4, "fitted_at": 3}, {"S": 6, "fitted_at": None},
-                                       {"S": 8, "fitted_at": 80}]}, 75) == 4
+    row = {"fits": [{"S": 4, "fitted_at": 3, "holds_at_fine_dt": True},
+                    {"S": 6, "fitted_at": 9, "holds_at_fine_dt": False},
+                    {"S": 8, "fitted_at": None, "holds_at_fine_dt": None},
+                    {"S": 11, "fitted_at": 80, "holds_at_fine_dt": True}]}
+    assert [capacity.capacity(row, 75), capacity.capacity(row, 75, fine=True),
+            capacity.capacity(row, 200)] == [6, 4, 11]
 
 
 def documented_section(name: str) -> str:
@@ -431,6 +449,7 @@ def test_capacity_docs_are_the_data_and_a_cell_reruns():
     assert [f["S"] for f in fresh["fits"]] == [f["S"] for f in stored["fits"]]
     for new, old in zip(fresh["fits"], stored["fits"]):
         assert (new["fitted_at"] is None) == (old["fitted_at"] is None), (new, old)
+        assert new["holds_at_fine_dt"] == old["holds_at_fine_dt"], (new, old)
         if old["fitted_at"] is not None:
             assert abs(new["fitted_at"] - old["fitted_at"]) <= 0.2 * old["fitted_at"] + 2
     assert capacity.capacity(fresh, max(capacity.BUDGETS)) == capacity.capacity(
