@@ -72,7 +72,8 @@ def advance_linear(method, t, h, X, theta, net, tangent, drive, work, dwork):
     raise NotImplementedError("compiled only")  # pragma: no cover
 
 
-@overload(advance_linear, inline="always", jit_options={"_nrt": False})
+# a call, as sensitivity.evaluate is (see there why not inlined)
+@overload(advance_linear, jit_options={"_nrt": False})
 def _advance_linear(method, t, h, X, theta, net, tangent, drive, work, dwork):
     if isinstance(tangent, types.NoneType):
         def plain(method, t, h, X, theta, net, tangent, drive, work, dwork):
