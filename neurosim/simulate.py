@@ -448,7 +448,7 @@ class Sensitivities:
 
 def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator="dopri5",
                   dt=None, rtol=None, atol=None, dt_out=None, record=None,
-                  initial=None) -> Sensitivities:
+                  initial=None, theta=None) -> Sensitivities:
     """A run of ``protocol`` with the forward sensitivities ∂V/∂θ of its recorded neurons
     to ``parameters`` (names of the parameter layout of the circuit after the protocol's
     ablations, e.g. ``"synapses[AVD->AVA].w"``; see ``compile_circuit(c).layout``).
@@ -457,11 +457,15 @@ def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator=
     step, on the steps the run takes; gradients of a loss built from them are exact for
     the computed trajectory), for dopri5 and the fixed-step methods; a run that starts at
     rest includes ∂V*/∂θ of its rest (zero where no stable rest exists).  The same numbers
-    drive the fits' gradients.
+    drive the fits' gradients.  ``theta`` replaces the parameter vector, as in
+    :func:`simulate` (the layout after the protocol's ablations): many parameter vectors
+    of one circuit compile nothing again.
     """
     protocol_name, proto = resolve_protocol(circuit, protocol)
     gone = tuple(proto.ablate)
     compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
+    if theta is not None:
+        compiled = compiled.with_theta(theta)
     names = [parameters] if isinstance(parameters, str) else list(parameters)
     if not names:
         raise CircuitError("parameters= names no parameter; give names such as "

@@ -6,7 +6,7 @@ import pytest
 
 import neurosim as ns
 from neurosim.compile import circuit_with_theta, compile_circuit
-from helpers import TW
+from helpers import EXAMPLE, TW
 
 
 def changed(circuit, protocol, name, h):
@@ -72,3 +72,28 @@ def test_nonfinite_parameter_run_fails_loudly():
             pytest.warns(RuntimeWarning, match="stability limit"):
         ns.simulate(circuit, duration=1.0, integrator="euler", dt=0.1)
     assert info.value.result.status == "failed"
+
+
+def test_sensitivities_take_a_parameter_vector_as_simulate_does():
+    """theta= runs another parameter vector: its traces are simulate's with that theta, and
+    its derivative is the finite difference of simulate's traces around it."""
+    circuit = ns.load_circuit(EXAMPLE)
+    protocol = next(iter(circuit.protocols))
+    compiled = compile_circuit(circuit)
+    name = compiled.layout.names[compiled.layout.block("synapses.w")][0]
+    p = compiled.layout.index(name)
+    theta = compiled.theta.copy()
+    theta[p] *= 1.5
+    sens = ns.sensitivities(circuit, protocol, [name], theta=theta, rtol=1e-10, atol=1e-10)
+    plain = ns.simulate(circuit, protocol, theta=theta, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(sens.V, plain.V, rtol=0, atol=1e-8)
+    h = 1e-5 * theta[p]
+    runs = []
+    for sign in (1, -1):
+        shifted = theta.copy()
+        shifted[p] += sign * h
+        runs.append(ns.simulate(circuit, protocol, theta=shifted, rtol=1e-10, atol=1e-10).V)
+    fd = (runs[0] - runs[1]) / (2 * h)
+    assert np.abs(sens.S[..., 0] - fd).max() <= 1e-4 * max(np.abs(fd).max(), 1e-3)
+    with pytest.raises(ns.CircuitError, match="theta must have shape"):
+        ns.sensitivities(circuit, protocol, [name], theta=theta[:-1])
