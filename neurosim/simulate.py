@@ -12,7 +12,8 @@ import numpy as np
 
 from neurosim._version import __version__
 from neurosim.compile import (check_theta, compile_batch, compile_cached, compile_circuit,
-                              compile_drive, resolve_protocol, surviving_stimuli)
+                              compile_drive, connection_factors, resolve_protocol,
+                              surviving_stimuli)
 from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageError
 # the integrators' names the run API hands on to the layers above (fits, sweeps, the CLI):
 # METHODS, SENSITIVITY_METHODS, make_integrator, compile_seconds, running_clock
@@ -30,6 +31,29 @@ from neurosim.resources import require_memory
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
 DEFAULT_V_BOUND = 1e4
+
+
+def _compiled_for(circuit: Circuit, gone: tuple, scale: dict, theta):
+    """The compiled circuit of a run without the neurons ``gone`` and with the lesions
+    ``scale``.  ``theta``, if given, is its parameter vector before the lesions, laid out
+    as ``compile_circuit(circuit, ablate=gone).layout`` says: a lesion scales it as it
+    scales the circuit's own (and as a batch's ``factors`` do)."""
+    compiled = compile_cached(circuit, ablate=gone, scale=scale)
+    if theta is None:
+        return compiled
+    try:
+        theta = np.asarray(theta, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CircuitError("theta must be an array of numbers") from None
+    if theta.shape != compiled.theta.shape:
+        layout = (f"compile_circuit(circuit, ablate={list(gone)!r}).layout: the circuit "
+                  "without its ablated neurons" if gone else "compile_circuit(circuit).layout")
+        raise CircuitError(f"theta must have shape {compiled.theta.shape} ({layout}), "
+                           f"got {theta.shape}")
+    compiled = compiled.with_theta(theta)
+    if scale:
+        compiled = compiled.with_theta(compiled.theta * connection_factors(compiled, scale))
+    return compiled
 
 
 def _record_indices(compiled, record, ablated=()) -> np.ndarray:
@@ -191,9 +215,7 @@ def rest_state(circuit: Circuit, protocol=None, *, ablate=(), theta=None) -> Res
     """
     _, proto = resolve_protocol(circuit, protocol if protocol is not None else Protocol(1.0))
     gone = tuple(proto.ablate) + tuple(ablate)
-    compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
-    if theta is not None:
-        compiled = compiled.with_theta(theta)
+    compiled = _compiled_for(circuit, gone, proto.scale, theta)
     drive = compile_drive(compiled, surviving_stimuli(circuit, proto, gone), proto.duration)
     return _rest_of(compiled, drive)
 
@@ -263,7 +285,10 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         rest exists a :class:`~neurosim.errors.RestWarning` says so.  The result's
         ``metadata["initial"]`` records the state and how it was found.
     theta : ndarray, optional
-        A parameter vector replacing the circuit's (see :mod:`neurosim.compile`).
+        A parameter vector replacing the circuit's, laid out as
+        ``compile_circuit(circuit, ablate=...).layout`` says for the run's ablated neurons,
+        and taken before the protocol's lesions (``scale``), which scale it as they scale
+        the circuit's own (as in :func:`simulate_batch`).
     recorder : Recorder, optional
         Where samples go (default: memory).  Pass an HDF5 recorder to stream to disk.
     progress : bool or callable, optional
@@ -295,9 +320,7 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
             raise CircuitError("stimuli= goes with duration=; a protocol brings its own stimuli")
         protocol_name, proto = resolve_protocol(circuit, protocol)
     gone = tuple(proto.ablate) + tuple(ablate)
-    compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
-    if theta is not None:
-        compiled = compiled.with_theta(theta)
+    compiled = _compiled_for(circuit, gone, proto.scale, theta)
     resolved = surviving_stimuli(circuit, proto, gone)
     method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
     dt_out, n_rows = method.plan(proto.duration, dt_out)
@@ -456,20 +479,26 @@ def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator=
     The derivatives are those of the integrator's own discrete steps (the tangent of each
     step, on the steps the run takes; gradients of a loss built from them are exact for
     the computed trajectory), for dopri5 and the fixed-step methods; a run that starts at
-    rest includes ∂V*/∂θ of its rest (zero where no stable rest exists).  The same numbers
+    rest includes ∂V*/∂θ of its rest (zero where no stable rest exists).  Derivatives are
+    with respect to the parameters as written: through a protocol's lesion (``scale``),
+    a weight's includes its factor, as :meth:`BatchPlan.sensitivities` does.  The same numbers
     drive the fits' gradients.  ``theta`` replaces the parameter vector, as in
     :func:`simulate` (the layout after the protocol's ablations): many parameter vectors
     of one circuit compile nothing again.
     """
     protocol_name, proto = resolve_protocol(circuit, protocol)
     gone = tuple(proto.ablate)
-    compiled = compile_cached(circuit, ablate=gone, scale=proto.scale)
-    if theta is not None:
-        compiled = compiled.with_theta(theta)
+    compiled = _compiled_for(circuit, gone, proto.scale, theta)
     names = [parameters] if isinstance(parameters, str) else list(parameters)
     if not names:
         raise CircuitError("parameters= names no parameter; give names such as "
                            "'synapses[AVD->AVA].w' (compile_circuit(circuit).layout.names)")
+    whole = compile_cached(circuit).layout
+    for name in names:
+        if name not in compiled.layout.names and name in whole.names:
+            raise CircuitError(f"parameter {name!r} belongs to a neuron that protocol "
+                               f"{protocol_name!r} ablates ({', '.join(gone)}): the run has "
+                               "no such parameter (its derivative is 0)")
     free = np.array([compiled.layout.index(name) for name in names], dtype=np.int64)
     method = make_integrator(integrator, dt=dt, rtol=rtol, atol=atol)
     dt_out, n_rows = method.plan(proto.duration, dt_out)
@@ -484,6 +513,8 @@ def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator=
         what = status_sentence(status, method, DEFAULT_V_BOUND)
         raise SimulationError(f"protocol {protocol_name!r}: the run with sensitivities "
                               f"failed: {what}")
+    # with respect to the parameters as written, before the protocol's lesions scale them
+    out_S *= connection_factors(compiled, proto.scale)[free]
     return Sensitivities(np.arange(n_rows + 1) * dt_out, out_V, out_S,
                          tuple(compiled.neuron_names[i] for i in record_idx), tuple(names), how)
 

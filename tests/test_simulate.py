@@ -97,3 +97,43 @@ def test_sensitivities_take_a_parameter_vector_as_simulate_does():
     assert np.abs(sens.S[..., 0] - fd).max() <= 1e-4 * max(np.abs(fd).max(), 1e-3)
     with pytest.raises(ns.CircuitError, match="theta must have shape"):
         ns.sensitivities(circuit, protocol, [name], theta=theta[:-1])
+
+
+def test_theta_is_taken_before_a_protocols_lesions():
+    """A lesion (scale) scales a given theta as it scales the circuit's own: the circuit's
+    own theta reruns the lesioned protocol exactly, and the sensitivity to a lesioned
+    weight is the derivative with respect to the weight as written (finite differences of
+    simulate, and BatchPlan.sensitivities, agree)."""
+    circuit = ns.load_circuit(TW)
+    own = compile_circuit(circuit).theta
+    lesioned = ns.simulate(circuit, "tap_half_PLM", dt_out=5.0)
+    again = ns.simulate(circuit, "tap_half_PLM", theta=own, dt_out=5.0)
+    np.testing.assert_array_equal(again.V, lesioned.V)
+    name = "synapses[PLM->AVA].w"
+    p = compile_circuit(circuit).layout.index(name)
+    options = dict(integrator="rk4", dt=0.1, dt_out=5.0, record=["AVA"])
+    sens = ns.sensitivities(circuit, "tap_half_PLM", [name], **options)
+    h = 1e-4 * own[p]
+    runs = []
+    for sign in (1, -1):
+        shifted = own.copy()
+        shifted[p] += sign * h
+        runs.append(ns.simulate(circuit, "tap_half_PLM", theta=shifted, **options).V[:, 0])
+    fd = (runs[0] - runs[1]) / (2 * h)
+    assert np.abs(sens.S[:, 0, 0] - fd).max() <= 1e-5 * np.abs(fd).max()
+    plan = ns.BatchPlan(circuit, ["tap_half_PLM"], integrator="rk4", dt=0.1, dt_out=5.0,
+                        record=["AVA"])
+    _, _, S = plan.sensitivities(own, [p], 0)
+    np.testing.assert_allclose(sens.S, S, rtol=1e-12, atol=1e-15)
+
+
+def test_theta_of_an_ablating_protocol_names_its_layout():
+    circuit = ns.load_circuit(TW)
+    own = compile_circuit(circuit).theta
+    with pytest.raises(ns.CircuitError, match=r"ablate=\['PVD'\]|ablate=\[") as info:
+        ns.simulate(circuit, "tap_no_PLM", theta=own)
+    assert "without its ablated neurons" in str(info.value)
+    with pytest.raises(ns.CircuitError, match="ablates"):
+        ns.sensitivities(circuit, "tap_no_PLM", ["synapses[PLM->AVA].w"])
+    with pytest.raises(ns.CircuitError, match="array of numbers"):
+        ns.simulate(circuit, "tap", theta=["a"] * own.size)

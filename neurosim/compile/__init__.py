@@ -413,11 +413,24 @@ def surviving_stimuli(circuit: Circuit, protocol: Protocol, ablated) -> list[Sti
     return out
 
 
+def connection_factors(compiled: CompiledCircuit, scale: dict) -> np.ndarray:
+    """What ``scale`` (neuron name -> factor, as a protocol's lesions give it) multiplies
+    θ by over ``compiled``'s layout: every synapse weight and gap conductance by the
+    factors of the neurons it touches (once each, an autapse too), 1 elsewhere."""
+    layout = compiled.layout
+    w0 = layout.block("synapses.w").start
+    g0 = layout.block("gap_junctions.g").start
+    factor = np.ones(compiled.theta.shape[0])
+    for k, syn in enumerate(compiled.synapses_csr):
+        factor[w0 + k] = math.prod(scale.get(x, 1.0) for x in {syn.pre, syn.post})
+    for q, gap in enumerate(compiled.circuit.gap_junctions):
+        factor[g0 + q] = scale.get(gap.a, 1.0) * scale.get(gap.b, 1.0)
+    return factor
+
+
 def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
     """Pack ``protocols`` (Protocol objects) for :func:`neurosim.kernels.batch.run_batch`."""
     circuit = compiled.circuit
-    w0 = compiled.layout.block("synapses.w").start
-    g0 = compiled.layout.block("gap_junctions.g").start
     parts, factors, ablated, bps = [], [], [], []
     for proto in protocols:
         gone = set(proto.ablate)
@@ -426,11 +439,7 @@ def compile_batch(compiled: CompiledCircuit, protocols) -> CompiledBatch:
         for name, value in proto.scale.items():
             circuit.neuron(name)
             weight.setdefault(name, value)
-        factor = np.ones(compiled.theta.shape[0])
-        for k, syn in enumerate(compiled.synapses_csr):
-            factor[w0 + k] = math.prod(weight.get(x, 1.0) for x in {syn.pre, syn.post})
-        for q, gap in enumerate(circuit.gap_junctions):
-            factor[g0 + q] = weight.get(gap.a, 1.0) * weight.get(gap.b, 1.0)
+        factor = connection_factors(compiled, weight)
         drive = compile_drive(compiled, surviving_stimuli(circuit, proto, gone), proto.duration)
         mask = np.array([name in gone for name in compiled.neuron_names])
         drive.clamped[mask] = True
