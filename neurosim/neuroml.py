@@ -207,6 +207,19 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _exact(cls):
+    """``cls`` (a libNeuroML element with float attributes) writing them as ``repr`` does:
+    libNeuroML writes a float with 15 decimals (1e-17 becomes 0.0, 0.0068150546240290
+    94 loses its last digits), and a weight must come back as it went out."""
+    if cls not in _EXACT:
+        _EXACT[cls] = type(cls.__name__, (cls,), {
+            "gds_format_float": lambda self, value, input_name="": repr(float(value))})
+    return _EXACT[cls]
+
+
+_EXACT: dict = {}
+
+
 def _nml_id(name: str, what: str, path: str) -> str:
     if not NML_ID.match(name):
         raise CircuitError(f"{what} {short_repr(name)} cannot be a NeuroML id (letters, digits "
@@ -349,7 +362,7 @@ def _network_document(circuit: Circuit, slug: str, components_file: str, shift: 
     for k, s in enumerate(circuit.synapses):
         net.continuous_projections.append(neuroml.ContinuousProjection(
             id=f"synapse_{k}", presynaptic_population=s.pre, postsynaptic_population=s.post,
-            continuous_connection_instance_ws=[neuroml.ContinuousConnectionInstanceW(
+            continuous_connection_instance_ws=[_exact(neuroml.ContinuousConnectionInstanceW)(
                 id=0, pre_cell=cell(s.pre), post_cell=cell(s.post), pre_component=SILENT,
                 post_component=kinds[(s.E, s.mu, s.nu, s.kappa)], weight=_number(s.w))]))
     if circuit.gap_junctions:
@@ -357,7 +370,7 @@ def _network_document(circuit: Circuit, slug: str, components_file: str, shift: 
     for k, g in enumerate(circuit.gap_junctions):
         net.electrical_projections.append(neuroml.ElectricalProjection(
             id=f"gap_{k}", presynaptic_population=g.a, postsynaptic_population=g.b,
-            electrical_connection_instance_ws=[neuroml.ElectricalConnectionInstanceW(
+            electrical_connection_instance_ws=[_exact(neuroml.ElectricalConnectionInstanceW)(
                 id=0, pre_cell=cell(g.a), post_cell=cell(g.b), synapse=GAP,
                 weight=_number(g.g))]))
     for name, stim in circuit.stimuli.items():

@@ -278,3 +278,21 @@ def test_the_documented_crosscheck_is_what_the_code_gives_today():
     make_docs = script("make_docs")
     documented = make_docs.generated_sections(ROOT)[("docs/neuroml.md", "scripts/neuroml_examples.py", 0)]
     assert make_docs.differences(documented, script("neuroml_examples").section()) == []
+
+
+def test_weights_come_back_to_the_last_bit(tmp_path):
+    """Weights and gap conductances of a fitted circuit (17 significant digits), one of
+    1e-17 and one beyond 15 decimals survive export and import exactly."""
+    fitted = ns.load_circuit(ROOT / "circuits" / "tap_withdrawal_fitted.yaml")
+    export(fitted, tmp_path / "fitted", "tap")
+    back = ns.load_circuit(next((tmp_path / "fitted").glob("*.net.nml")))
+    assert {s.key: s.w for s in back.synapses} == {s.key: s.w for s in fitted.synapses}
+    tiny = ns.Circuit("tiny", (ns.Neuron("A"), ns.Neuron("B")), (ns.Synapse("A", "B", w=1e-17),),
+                      (ns.GapJunction("A", "B", g=0.0123456789012345678),), {},
+                      {"p": ns.Protocol(10.0)})
+    export(tiny, tmp_path / "tiny", "p")
+    path = next((tmp_path / "tiny").glob("*.net.nml"))
+    assert schema_errors(path) == []
+    back = ns.load_circuit(path)
+    assert back.synapses[0].w == 1e-17
+    assert back.gap_junctions[0].g == 0.0123456789012345678
