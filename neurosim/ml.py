@@ -37,6 +37,7 @@ import numpy as np
 from neurosim.errors import CircuitError
 from neurosim.model import Circuit, GapJunction, Neuron, Schedule, Stimulus, Synapse
 from neurosim.record import Result
+from neurosim.units import short_repr
 
 FAMILIES = ("dnn", "resnet", "neural_ode", "ctrnn", "nrn")
 
@@ -48,8 +49,45 @@ def _names(n: int, names=None, prefix: str = "x") -> list[str]:
     return names
 
 
+def _numbers(value, what: str) -> np.ndarray:
+    """``value`` as a float array, or a one-line CircuitError naming ``what``."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CircuitError(f"{what} must be numbers, got {short_repr(value)}") from None
+
+
+def _shaped(value, shape: tuple, what: str, lowest: float = -np.inf) -> np.ndarray:
+    """``value`` (a float, or an array broadcastable to ``shape``) as a finite array of
+    that shape, each entry >= ``lowest``; else a one-line CircuitError."""
+    arr = _numbers(value, what)
+    try:
+        arr = np.broadcast_to(arr, shape)
+    except ValueError:
+        raise CircuitError(f"{what} must be a float or an array of shape {shape}, got shape "
+                           f"{arr.shape}") from None
+    if not np.all(np.isfinite(arr)):
+        raise CircuitError(f"{what} must be finite")
+    if np.any(arr < lowest):
+        raise CircuitError(f"{what} must be >= {lowest:g}")
+    return arr
+
+
+def _initial(x0, n: int, what: str = "x0") -> np.ndarray:
+    """An initial state of exactly n entries (default 0)."""
+    if x0 is None:
+        return np.zeros(n)
+    arr = _numbers(x0, what)
+    if arr.shape != (n,):
+        raise CircuitError(f"{what} must have shape ({n},), one value per neuron, got shape "
+                           f"{arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise CircuitError(f"{what} must be finite")
+    return arr
+
+
 def _square(W, what: str = "W") -> np.ndarray:
-    W = np.asarray(W, dtype=np.float64)
+    W = _numbers(W, what)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise CircuitError(f"{what} must be a square matrix (n, n), got shape {W.shape}")
     if not np.all(np.isfinite(W)):
@@ -58,10 +96,7 @@ def _square(W, what: str = "W") -> np.ndarray:
 
 
 def _per_edge(value, n: int, what: str) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n, n))
-    if not np.all(np.isfinite(arr)):
-        raise CircuitError(f"{what} must be finite")
-    return arr
+    return _shaped(value, (n, n), what)
 
 
 def _signed_synapses(W, mu, nu, names, edges=None) -> tuple[Synapse, ...]:
@@ -89,10 +124,8 @@ def ctrnn(W, decay, mu=0.0, nu=1.0, x0=None, names=None, name: str = "ctrnn") ->
     """
     W = _square(W)
     n = W.shape[0]
-    decay = np.broadcast_to(np.asarray(decay, dtype=np.float64), (n,))
-    if np.any(decay < 0) or not np.all(np.isfinite(decay)):
-        raise CircuitError("decay must be finite and >= 0")
-    x0 = np.zeros(n) if x0 is None else np.asarray(x0, dtype=np.float64)
+    decay = _shaped(decay, (n,), "decay", lowest=0.0)
+    x0 = _initial(x0, n)
     names = _names(n, names)
     neurons = tuple(Neuron(names[i], C=1.0, g_L=float(decay[i]), E_L=0.0, V0=float(x0[i]))
                     for i in range(n))
@@ -117,7 +150,7 @@ def augmented_neural_ode(W, mu=0.0, nu=1.0, extra: int = 1, x0=None, names=None,
     n = total - int(extra)
     if extra < 1 or n < 1:
         raise CircuitError(f"extra must be in 1..{total - 1}, got {extra}")
-    x0 = np.zeros(n) if x0 is None else np.asarray(x0, dtype=np.float64)
+    x0 = _initial(x0, n, "x0 (the data dimensions; augmentation neurons start at 0)")
     names = _names(n, names) + [f"a{k}" for k in range(int(extra))]
     return ctrnn(W, 0.0, mu, nu, np.concatenate([x0, np.zeros(int(extra))]), names, name)
 
@@ -179,7 +212,7 @@ def resnet(weights_per_step, mu=0.0, nu=1.0, x0=None, names=None, name: str = "r
     steps = _square_steps(weights_per_step)
     n = steps[0].shape[0]
     mus, nus = (_per_step(v, len(steps), n, k) for v, k in ((mu, "mu"), (nu, "nu")))
-    x0 = np.zeros(n) if x0 is None else np.asarray(x0, dtype=np.float64)
+    x0 = _initial(x0, n)
     names = _names(n, names)
     neurons = tuple(Neuron(names[i], C=1.0, g_L=0.0, E_L=0.0, V0=float(x0[i])) for i in range(n))
     edges = np.argwhere(np.any(np.stack(steps) != 0, axis=0))
@@ -195,10 +228,12 @@ def _per_layer(value, widths, what: str) -> list[np.ndarray]:
         raise CircuitError(f"{what} has {len(values)} per-layer entries, expected {len(widths)}")
     out = []
     for k, (v, width) in enumerate(zip(values, widths)):
-        arr = np.asarray(v, dtype=np.float64)
-        if arr.ndim > 1 or (arr.ndim == 1 and arr.size != width) or not np.all(np.isfinite(arr)):
-            raise CircuitError(f"{what}[{k}] must be a finite float or {width} values "
+        arr = _numbers(v, f"{what}[{k}]")
+        if arr.ndim > 1 or (arr.ndim == 1 and arr.size != width):
+            raise CircuitError(f"{what}[{k}] must be a float or {width} values "
                                f"(one per neuron of layer {k}), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise CircuitError(f"{what}[{k}] must be finite")
         out.append(np.broadcast_to(arr, (width,)))
     return out
 
@@ -231,7 +266,7 @@ def dnn(layers, mu=0.0, nu=1.0, x=None, name: str = "dnn") -> Circuit:
     x : ndarray, shape (width_0,), optional
         The input (default 0).
     """
-    layers = [np.asarray(W, dtype=np.float64) for W in layers]
+    layers = [_numbers(W, f"layers[{k}]") for k, W in enumerate(layers)]
     if not layers or any(W.ndim != 2 for W in layers):
         raise CircuitError("layers must be a non-empty list of 2-D weight matrices")
     if not all(np.all(np.isfinite(W)) for W in layers):
@@ -243,9 +278,7 @@ def dnn(layers, mu=0.0, nu=1.0, x=None, name: str = "dnn") -> Circuit:
     widths = [W.shape[0] for W in layers]
     n_in, width, L = layers[0].shape[1], max(widths), len(layers)
     mus, nus = _per_layer(mu, widths, "mu"), _per_layer(nu, widths, "nu")
-    x = np.zeros(n_in) if x is None else np.asarray(x, dtype=np.float64)
-    if x.shape != (n_in,) or not np.all(np.isfinite(x)):
-        raise CircuitError(f"x must hold {n_in} finite input values, got shape {x.shape}")
+    x = _initial(x, n_in, "x (the input)")
     names = _names(width)
     neurons = [Neuron(f"in{j}", C=1.0, g_L=0.0, E_L=0.0, clamp=float(x[j])) for j in range(n_in)]
     neurons += [Neuron(f"neg{j}", C=1.0, g_L=0.0, E_L=0.0, clamp=float(-x[j])) for j in range(n_in)]
@@ -292,10 +325,9 @@ def nrn(w, E, mu=-40.0, nu=0.1, C=1.0, g_L=1.0, E_L=-70.0, V0=None, names=None,
     if np.any(w < 0):
         raise CircuitError("conductances w must be >= 0; the sign comes from E")
     E, mu, nu = (_per_edge(v, n, k) for v, k in ((E, "E"), (mu, "mu"), (nu, "nu")))
-    per_neuron = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
-                  for k, v in (("C", C), ("g_L", g_L), ("E_L", E_L))}
+    per_neuron = {k: _shaped(v, (n,), k) for k, v in (("C", C), ("g_L", g_L), ("E_L", E_L))}
     names = _names(n, names)
-    V0 = per_neuron["E_L"] if V0 is None else np.broadcast_to(np.asarray(V0, float), (n,))
+    V0 = per_neuron["E_L"] if V0 is None else _shaped(V0, (n,), "V0")
     neurons = tuple(Neuron(names[i], C=float(per_neuron["C"][i]), g_L=float(per_neuron["g_L"][i]),
                            E_L=float(per_neuron["E_L"][i]), V0=float(V0[i])) for i in range(n))
     synapses = tuple(Synapse(names[j], names[i], w=float(w[i, j]), E=float(E[i, j]),

@@ -133,16 +133,11 @@ def test_no_import_cycles_inside_a_layer():
 # ---------------------------------------------------------------- the tests' own layering
 
 TESTS = pathlib.Path(__file__).resolve().parent
-#: test modules that still borrow from another test module, kept until their owners move
-#: the name to helpers.py (test_ml.py takes TW from test_tap_withdrawal, which re-exports it)
-BORROWING = {"test_ml.py"}
 
 
 @pytest.mark.parametrize("path", sorted(TESTS.glob("*.py")), ids=lambda p: p.name)
 def test_test_modules_share_code_only_through_helpers_and_fixtures(path):
     """conftest.py's convention: no test module imports another, or conftest itself."""
-    if path.name in BORROWING:
-        pytest.skip(f"{path.name} still imports from another test module")
     for target in imported(path):
         top = target.split(".")[0]
         assert not (top.startswith("test_") or top == "conftest"), \

@@ -11,7 +11,7 @@ import pytest
 import neurosim as ns
 from neurosim import ml
 from neurosim.model import Schedule
-from test_tap_withdrawal import TW
+from helpers import TW
 
 
 def sigma(z):
@@ -249,11 +249,11 @@ def test_the_seeds_decreasing_sigmoid_is_a_negative_slope():
 
 @pytest.mark.parametrize("call,match", [
     (lambda: ml.ctrnn(np.ones((2, 3)), 1.0), "square matrix"),
-    (lambda: ml.ctrnn(np.ones((2, 2)), -1.0), "decay must be finite and >= 0"),
+    (lambda: ml.ctrnn(np.ones((2, 2)), -1.0), "decay must be >= 0"),
     (lambda: ml.nrn(-np.ones((2, 2)), 0.0), "conductances w must be >= 0"),
     (lambda: ml.dnn([np.ones((3, 2)), np.ones((2, 4))]), "layer 1 takes 4 inputs"),
-    (lambda: ml.dnn([np.ones((3, 2))], x=[1.0]), "x must hold 2 finite input values"),
-    (lambda: ml.dnn([np.ones((3, 2))], mu=[np.zeros(2)]), r"mu\[0\] must be a finite float or 3"),
+    (lambda: ml.dnn([np.ones((3, 2))], x=[1.0]), "x \\(the input\\) must have shape \\(2,\\)"),
+    (lambda: ml.dnn([np.ones((3, 2))], mu=[np.zeros(2)]), r"mu\[0\] must be a float or 3"),
     (lambda: ml.dnn([np.ones((3, 2)), np.ones((1, 3))], nu=[1.0]), "nu has 1 per-layer entries"),
     (lambda: ml.resnet([]), "at least one weight matrix"),
 ])
@@ -471,3 +471,21 @@ def test_expressivity_docs_are_the_data_and_a_cell_reruns():
                                expressivity.QUICK_MAXITER)
     assert fresh["mse"] == pytest.approx(stored["mse"], rel=0.25)
     assert fresh["validation_mse"] == pytest.approx(stored["validation_mse"], rel=0.25)
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: ml.ctrnn(np.ones((2, 2)), 1.0, x0=[1.0]), r"x0 must have shape \(2,\)"),
+    (lambda: ml.ctrnn(np.ones((2, 2)), [1, 2, 3]), r"decay must be a float or an array of shape"),
+    (lambda: ml.ctrnn(np.ones((2, 2)), 1.0, mu=np.ones(3)), r"mu must be a float or an array"),
+    (lambda: ml.nrn(np.ones((2, 2)), np.zeros((3, 3))), r"E must be a float or an array"),
+    (lambda: ml.resnet([np.ones((2, 2))], x0=[1, 2, 3]), r"x0 must have shape \(2,\)"),
+    (lambda: ml.augmented_neural_ode(np.ones((3, 3)), extra=1, x0=[1, 2, 3]),
+     r"augmentation neurons start at 0\) must have shape \(2,\)"),
+    (lambda: ml.dnn([[["a"]]]), r"layers\[0\] must be numbers"),
+    (lambda: ml.dnn([np.ones((2, 3))], x=[1, np.nan, 2]), r"x \(the input\) must be finite"),
+    (lambda: ml.dnn([np.ones((2, 3))], nu=np.nan), r"nu\[0\] must be finite"),
+    (lambda: ml.ctrnn(np.ones((2, 2)), -1.0), r"decay must be >= 0"),
+])
+def test_constructors_refuse_bad_shapes_and_values_in_one_line(build, match):
+    with pytest.raises(ns.CircuitError, match=match):
+        build()
