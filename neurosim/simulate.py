@@ -668,6 +668,8 @@ class BatchPlan:
                 raise CircuitError("the circuit defines no protocols; pass protocols=")
         else:
             names = [protocols] if isinstance(protocols, (str, Protocol)) else list(protocols)
+            if not names:
+                raise CircuitError("protocols= is empty: name at least one protocol")
         resolved = [resolve_protocol(circuit, p) for p in names]
         self.circuit, self.compiled = circuit, compiled
         self.protocols = tuple(name for name, _ in resolved)
@@ -706,7 +708,10 @@ class BatchPlan:
         compiled = self.compiled
         if theta is None:
             return compiled.theta[None, :]
-        thetas = np.ascontiguousarray(theta, dtype=np.float64)
+        try:
+            thetas = np.ascontiguousarray(theta, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise CircuitError("theta must be an array of numbers") from None
         if thetas.ndim == 1:
             thetas = thetas[None, :]
         if thetas.ndim != 2 or thetas.shape[1] != compiled.theta.shape[0]:
@@ -762,23 +767,50 @@ class BatchPlan:
                                             precision or self.precision)
         return status.reshape(out_V.shape[:2]), out_V
 
-    def sensitivities(self, theta, free, protocol: int):
-        """(status, V, S) of one run of parameter vector ``theta`` under protocol number
-        ``protocol``, with S = ∂V/∂θ[free] (samples, recorded, len(free)) taken with
+    def sensitivities(self, theta, free, protocol):
+        """(status, V, S) of one run of the parameter vector ``theta`` under ``protocol``
+        (its name, or its number in :attr:`protocols`), with S = ∂V/∂θ[free] (samples,
+        recorded, len(free)) for ``free`` (layout names or θ positions), taken with
         respect to θ before the protocol's :attr:`factors` (a lesioned weight's
         derivative includes its scale; an ablated one's is 0).  A run that starts at rest
-        includes ∂V*/∂θ of its rest.  θ runs as it is, unchecked (see :meth:`traces`)."""
+        includes ∂V*/∂θ of its rest."""
+        if isinstance(protocol, str) and protocol in self.protocols:
+            protocol = self.protocols.index(protocol)
+        if not (isinstance(protocol, (int, np.integer)) and 0 <= protocol < len(self.protocols)):
+            raise CircuitError(f"protocol must be one of {', '.join(self.protocols)} or its "
+                               f"number 0..{len(self.protocols) - 1}, got {protocol!r}")
+        thetas = self.parameter_sets(theta)
+        if thetas.shape[0] != 1:
+            raise CircuitError(f"sensitivities run one parameter vector; theta has "
+                               f"{thetas.shape[0]} rows")
+        free = self._positions(free)
         factor = self.factors[protocol]
-        theta = self.parameter_sets(theta, check=False)[0]
+        theta = thetas[0]
         run = self.compiled.with_theta(theta * factor if np.any(factor != 1) else theta)
         drive = self._batch.drive(protocol)
-        free = np.asarray(free, dtype=np.int64)
         with one_compile_notice():  # the rest's kernels and the tangent loop's
             start = rest_start(run, drive, free) if self.at_rest[protocol] else None
             status, V, S, _ = integrate_with_sensitivity(
                 self.method, run, drive, free, self.record, self.dt_out,
                 int(self.rows[protocol]), self.v_bound, start)
         return status, V, S * factor[free]
+
+    def _positions(self, free) -> np.ndarray:
+        """θ positions of ``free``: layout names or positions, checked."""
+        items = [free] if isinstance(free, (str, int, np.integer)) else list(free)
+        size = self.compiled.theta.shape[0]
+        positions = []
+        for item in items:
+            if isinstance(item, str):
+                positions.append(self.layout.index(item))
+            elif isinstance(item, (int, np.integer)) and 0 <= item < size:
+                positions.append(int(item))
+            else:
+                raise CircuitError(f"free must hold layout names or θ positions 0..{size - 1}, "
+                                   f"got {item!r}")
+        if not positions:
+            raise CircuitError("free is empty: name at least one parameter")
+        return np.array(positions, dtype=np.int64)
 
     def output_bytes(self, n_sets: int) -> int:
         """Bytes of the traces of ``n_sets`` parameter sets under every protocol."""

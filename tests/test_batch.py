@@ -258,3 +258,24 @@ def test_a_batch_plans_sensitivities_are_derivatives_of_its_traces(protocol):
         fd = (runs[0] - runs[1]) / (2 * h)
         scale = max(np.abs(fd).max(), 1e-3)
         assert np.abs(S[..., c] - fd).max() / scale < 1e-5, names[c]
+
+
+def test_a_batch_plan_refuses_bad_requests_in_one_line():
+    circuit = lesioned_circuit()
+    plan = ns.BatchPlan(circuit)
+    own = plan.compiled.theta
+    with pytest.raises(ns.CircuitError, match="protocols= is empty"):
+        ns.BatchPlan(circuit, [])
+    for protocol in (5, -1, "nope", 0.5):
+        with pytest.raises(ns.CircuitError, match="protocol must be one of lesion, as_given"):
+            plan.sensitivities(own, [0], protocol)
+    for free in ([10 ** 6], [-1], [], ["synapses[X->Y].w"]):
+        with pytest.raises(ns.CircuitError, match="free|unknown|parameter"):
+            plan.sensitivities(own, free, 0)
+    with pytest.raises(ns.CircuitError, match="one parameter vector; theta has 2 rows"):
+        plan.sensitivities(np.tile(own, (2, 1)), [0], 0)
+    with pytest.raises(ns.CircuitError, match="array of numbers"):
+        plan.run(np.array([["a"] * own.size]))
+    by_name = plan.sensitivities(own, ["synapses[A->B].w"], "lesion")
+    by_position = plan.sensitivities(own, [plan.layout.index("synapses[A->B].w")], 0)
+    np.testing.assert_array_equal(by_name[2], by_position[2])
