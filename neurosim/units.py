@@ -38,8 +38,10 @@ DIMENSIONS: dict[str, tuple[str, str, float]] = {
 #: the engine unit of each dimension, for docs and HDF5 attributes
 ENGINE_UNITS: dict[str, str] = {dim: spec[0] for dim, spec in DIMENSIONS.items()}
 
-_PREFIXES = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "μ": 1e-6,
-             "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6}
+#: SI prefixes, exact (decimal): a conversion is then the correctly rounded value
+_PREFIXES = {"f": Decimal("1e-15"), "p": Decimal("1e-12"), "n": Decimal("1e-9"),
+             "u": Decimal("1e-6"), "µ": Decimal("1e-6"), "μ": Decimal("1e-6"),
+             "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal("1e3"), "M": Decimal("1e6")}
 
 #: the longest string read as a quantity: matching _QUANTITY takes time quadratic in a
 #: long run of spaces, and "-1.2345678901234567e-300 1/mV" is 30 characters
@@ -48,21 +50,21 @@ QUANTITY_MAX_LENGTH = 100
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 
 
-def _unit_scale(unit: str, dimension: str) -> float | None:
-    """Size of ``unit`` in SI for ``dimension``, or None if it is not a unit of it."""
+def _unit_scale(unit: str, dimension: str) -> Decimal | None:
+    """Size of ``unit`` in SI for ``dimension`` (exact), or None if it is not a unit of it."""
     base = DIMENSIONS[dimension][1]
     if dimension == "inverse_voltage":
         for lead in ("1/", "/"):
             if unit.startswith(lead):
                 scale = _unit_scale(unit[len(lead):], "voltage")
-                return None if scale is None else 1.0 / scale
+                return None if scale is None else 1 / scale
         return None
     if dimension == "dimensionless":
-        return 1.0 if unit in ("", "1") else None
+        return Decimal(1) if unit in ("", "1") else None
     if dimension == "frequency":
-        scales = {"Hz": 1.0, "kHz": 1e3, "mHz": 1e-3, "/s": 1.0, "1/s": 1.0,
-                  "/ms": 1e3, "1/ms": 1e3}
-        return scales.get(unit)
+        scales = {"Hz": 1, "kHz": 1000, "mHz": Decimal("1e-3"), "/s": 1, "1/s": 1,
+                  "/ms": 1000, "1/ms": 1000}
+        return Decimal(scales[unit]) if unit in scales else None
     if unit.endswith(base):
         prefix = unit[: len(unit) - len(base)]
         if prefix in _PREFIXES:
@@ -163,7 +165,7 @@ def parse_quantity(value: object, dimension: str) -> float:
                     f"{', '.join(allowed_units(dimension))}")
             # in decimal, so that the result is the correctly rounded value of what was
             # written: "0.004 nF" is 4.0 pF, where 0.004 * 1000.0 is 4.000000000000001
-            scale = Decimal(repr(si)) / Decimal(repr(DIMENSIONS[dimension][2]))
+            scale = si / Decimal(repr(DIMENSIONS[dimension][2]))
         try:
             number = float(Decimal(match.group(1)) * scale)
         except ArithmeticError:  # beyond Decimal's exponent range: far outside a float's

@@ -137,7 +137,8 @@ def test_conversions_are_correctly_rounded(seed):
     rng = random.Random(seed)
     cases = [("nF", "capacitance", Fraction(1000)), ("uS", "conductance", Fraction(1000)),
              ("V", "voltage", Fraction(1000)), ("us", "time", Fraction(1, 1000)),
-             ("fA", "current", Fraction(1, 1000)), ("1/V", "inverse_voltage", Fraction(1, 1000))]
+             ("fA", "current", Fraction(1, 1000)), ("1/V", "inverse_voltage", Fraction(1, 1000)),
+             ("/nV", "inverse_voltage", Fraction(10 ** 6)), ("mHz", "frequency", Fraction(1, 1000))]
     for _ in range(300):
         digits = f"{rng.randint(0, 10 ** rng.randint(1, 9))}e-{rng.randint(0, 12)}"
         unit, dimension, factor = rng.choice(cases)
