@@ -598,8 +598,14 @@ def cmd_export(args) -> int:
     from neurosim.io.yaml import load_circuit
     from neurosim.neuroml import export
 
-    files = export(load_circuit(args.circuit), args.neuroml, args.protocol, dt=args.dt,
-                   overwrite=args.overwrite)
+    circuit = load_circuit(args.circuit)
+    try:
+        files = export(circuit, args.neuroml, args.protocol, dt=args.dt,
+                       overwrite=args.overwrite)
+    except CircuitError as err:  # about the circuit: say which file it came from
+        if err.file is None and err.path is not None:
+            err.file = str(args.circuit)
+        raise
     for item in files.left_out:
         print(f"  not exported (no NeuroML counterpart): {item}")
     print("wrote " + ", ".join(str(p) for p in files.paths))

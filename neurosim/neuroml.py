@@ -35,7 +35,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from neurosim.compile import scaled_connections
-from neurosim.errors import CircuitError, NeurosimError, SimulationError
+from neurosim.errors import CircuitError, NeurosimError, SimulationError, StorageError
 from neurosim.io.yaml import read_text, write_text_atomically
 from neurosim.model import Circuit, GapJunction, Neuron, Protocol, Stimulus, Synapse
 from neurosim.simulate import rest_state, simulate
@@ -289,7 +289,7 @@ def _check_stimulus(circuit: Circuit, name: str, stim: Stimulus) -> None:
     supported = ((stim.quantity == "current" and stim.kind in ("pulse", "ramp"))
                  or (stim.quantity == "voltage" and stim.kind == "pulse"))
     if not supported or stim.offset != 0.0:
-        what = f"a {stim.quantity} {stim.kind}{' with an offset' if stim.offset else ''}"
+        what = f"a {stim.quantity} {stim.kind} stimulus{' with an offset' if stim.offset else ''}"
         hint = (" (write a step as a pulse lasting to the end of the protocol)"
                 if stim.kind == "step" else "")
         raise CircuitError(f"{what} has no NeuroML counterpart; supported: {SUPPORTED_STIMULI}"
@@ -525,7 +525,7 @@ def _write(exported: Circuit, left_out: tuple, out: Path, dt: float, overwrite: 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CircuitError(f"cannot make folder {out}: {exc.strerror}") from None
+        raise StorageError(f"cannot make folder {out}: {exc.strerror}") from None
     for path, text in zip(paths, texts):
         write_text_atomically(path, text)
     return Export(exported, *paths, name, left_out)
@@ -710,7 +710,8 @@ def import_network(path) -> Circuit:
                 except CircuitError as err:
                     if err.file is not None:
                         raise
-                    raise reader.error(conn, err.message) from None
+                    raise reader.error(conn, f"{err.message} (weight {weight!r} times the "
+                                             "component's conductance)") from None
     parts_of: dict = {}  # stimulus name -> [(position, target, kind, quantity, params, element)]
     for inputs in parts["inputList"]:
         cid = reader.attribute(inputs, "component")

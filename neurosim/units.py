@@ -148,9 +148,9 @@ def parse_quantity(value: object, dimension: str) -> float:
                              f"{QUANTITY_MAX_LENGTH} characters")
         match = _QUANTITY.match(value)
         if match is None:
-            raise ValueError(
-                f"cannot read {short_repr(value)} as a quantity; write a number and a unit, "
-                f"e.g. '1.5 {engine_unit}'")
+            example = "a number, e.g. '1.5'" if dimension == "dimensionless" else \
+                f"a number and a unit, e.g. '1.5 {engine_unit}'"
+            raise ValueError(f"cannot read {short_repr(value)} as a quantity; write {example}")
         unit = match.group(2).replace(" ", "")
         if unit in ("", engine_unit):
             scale = Decimal(1)

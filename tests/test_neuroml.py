@@ -137,12 +137,12 @@ def test_existing_files_are_kept_without_overwrite(small, tmp_path):
 
 @pytest.mark.parametrize("stimulus,refusal", [
     ("{kind: sine, target: S, amplitude: 1.0, frequency: 10.0, duration: 50.0}",
-     "a current sine has no NeuroML counterpart"),
+     "a current sine stimulus has no NeuroML counterpart"),
     ("{kind: step, target: S, amplitude: 1.0, start: 5.0}",
-     "a current step has no NeuroML counterpart; .*pulse lasting to the end"),
-    ("{kind: table, target: S, times: [0.0, 10.0], values: [0.0, 1.0]}", "a current table"),
-    ("{kind: pulse_train, target: S, duration: 1.0, period: 5.0}", "a current pulse_train"),
-    ("{kind: pulse, target: S, offset: 2.0, duration: 5.0}", "a current pulse with an offset"),
+     "a current step stimulus has no NeuroML counterpart; .*pulse lasting to the end"),
+    ("{kind: table, target: S, times: [0.0, 10.0], values: [0.0, 1.0]}", "a current table stimulus"),
+    ("{kind: pulse_train, target: S, duration: 1.0, period: 5.0}", "a current pulse_train stimulus"),
+    ("{kind: pulse, target: S, offset: 2.0, duration: 5.0}", "a current pulse stimulus with an offset"),
     ("{kind: pulse, quantity: voltage, target: S, duration: 5.0}",
      "a voltage stimulus on 'S', which has no clamp"),
 ])
