@@ -26,7 +26,7 @@ from neurosim.kernels.constants import (CARRY_ROWS, DOPRI5, MAX_FACTOR, MIN_FACT
 from neurosim.kernels.fixed import check_state
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, copy_into, count_up_to, jacobian, rhs
-from neurosim.kernels.sensitivity import evaluate
+from neurosim.kernels.sensitivity import evaluate, extended_state, split_extended_state
 from neurosim.kernels.tableaux import (DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_P,
                                        DP_STAGES, ROS_A21, ROS_C2, ROS_E31, ROS_E32,
                                        ROS_ERROR_ORDER, ROS_ERROR_SCALE, ROS_ERROR_SCALED,
@@ -510,14 +510,10 @@ def run_dopri5_tangent(V, S, out_times, tstops, theta, net, tangent, drive, rtol
                        max_step, adaptive, max_steps, record, v_bound, state, stats, out_V, out_S):
     """:func:`run_dopri5` carrying S = ∂V/∂θ_free, in one call to the last out_time (V and
     S are left at the final state); writes out_S beside out_V."""
-    n, m = S.shape
-    X = np.empty(n * (1 + m))
-    X[:n] = V
-    X[n:] = S.ravel()
+    X = extended_state(V, S)
     t_final = out_times[-1] if out_times.shape[0] > 0 else state[X_T]
     status = run_adaptive(DOPRI5, X, out_times, t_final, tstops, theta, net, tangent, drive,
                           rtol, atol, max_step, adaptive, max_steps, record, v_bound, state,
                           np.empty((CARRY_ROWS, X.shape[0])), stats, out_V, out_S)
-    V[:] = X[:n]
-    S[:, :] = X[n:].reshape((n, m))
+    split_extended_state(X, V, S)
     return status

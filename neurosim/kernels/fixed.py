@@ -15,7 +15,8 @@ from neurosim.kernels.constants import (EULER, EXP_EULER, NON_FINITE, OK, OUT_OF
                                         S_FAIL_NEURON, S_FAIL_STEP, S_RHS, S_STEPS, WORK_ROWS)
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, count_up_to, split_at
-from neurosim.kernels.sensitivity import evaluate, ltc_tangent_step, zero_clamped_tangent
+from neurosim.kernels.sensitivity import (evaluate, extended_state, ltc_tangent_step,
+                                          split_extended_state, zero_clamped_tangent)
 from neurosim.kernels.tableaux import RK4_A, RK4_B_SCALE, RK4_B_SCALED, RK4_C, RK4_STAGES
 
 
@@ -81,10 +82,7 @@ def _advance_linear(method, t, h, X, theta, net, tangent, drive, work, dwork):
         return plain
 
     def with_tangent(method, t, h, X, theta, net, tangent, drive, work, dwork):
-        n = drive[7].shape[0]
-        m = tangent[0].shape[0]
-        ltc_tangent_step(t, h, X[:n], X[n:].reshape((n, m)), theta, net, tangent, drive, work,
-                         dwork, theta[0:n], drive[7], tangent[0], tangent[1])
+        ltc_tangent_step(t, h, X, theta, net, tangent, drive, work, dwork)
     return with_tangent
 
 
@@ -219,13 +217,10 @@ def run_fixed_tangent(method, V, S, t0, step0, dt, n_rows, stride, theta, net, t
     """:func:`fixed_loop` for euler, rk4 and ltc carrying S = ∂V/∂θ_free (V and S are left
     at the final state); writes out_S[r] = S[record] beside out_V[r].  The steps, stage
     times and one-sided limits are those of :func:`run_fixed`."""
-    n, m = S.shape
-    X = np.empty(n * (1 + m))
-    X[:n] = V
-    X[n:] = S.ravel()
-    status = fixed_loop(method, X, t0, step0, dt, n_rows, stride, theta.reshape((1, -1)),
-                        1 << 62, net, tangent, drive, breakpoints, record, v_bound, stats,
-                        out_V, out_S)
-    V[:] = X[:n]
-    S[:, :] = X[n:].reshape((n, m))
+    X = extended_state(V, S)
+    thetas = np.empty((1, theta.shape[0]))
+    thetas[0] = theta
+    status = fixed_loop(method, X, t0, step0, dt, n_rows, stride, thetas, 1 << 62, net, tangent,
+                        drive, breakpoints, record, v_bound, stats, out_V, out_S)
+    split_extended_state(X, V, S)
     return status

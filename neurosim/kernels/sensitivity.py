@@ -19,7 +19,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from neurosim.kernels.jit import borrowing_njit
+from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, rhs, sigmoid, unpack_theta
 
 # kinds of free parameters (index into the θ layout's blocks)
@@ -107,58 +107,88 @@ def split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN):
 
 
 @borrowing_njit
-def rhs_tangent(t, left, V, S, theta, net, tangent, drive, work, dwork, f, df):
-    """f = dV/dt and df = ∂f/∂V·S + ∂f/∂θ_free.  ``dwork``: (3, n, m) scratch."""
+def rhs_tangent(t, left, X, theta, net, tangent, drive, work, dwork, F):
+    """F = dX/dt of the extended state X = (V, S flattened row by row): f = dV/dt, then
+    ∂f/∂V·S + ∂f/∂θ_free (flattened alike).  ``dwork``: (3, n, m) scratch.
+
+    S is addressed by index (X[n + i·m + c]), not as a reshaped view: Numba's reshape
+    compiles its error message's string formatting, seconds of a cold start."""
     V_in, I, G, N = work[0], work[1], work[2], work[3]
     S_in, dG, dN = dwork[0], dwork[1], dwork[2]
-    apply_drive(t, left, V, drive, V_in, I)
     clamped = drive[7]
-    n = V.shape[0]
-    m = S.shape[1]
+    n = clamped.shape[0]
+    m = tangent[0].shape[0]
+    apply_drive(t, left, X[:n], drive, V_in, I)
     for i in range(n):
         for c in range(m):
-            S_in[i, c] = 0.0 if clamped[i] else S[i, c]
+            S_in[i, c] = 0.0 if clamped[i] else X[n + i * m + c]
     split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN)
     C = theta[0:n]
     free_kind, free_index = tangent[0], tangent[1]
     for i in range(n):
         if clamped[i]:
-            f[i] = 0.0
+            F[i] = 0.0
             for c in range(m):
-                df[i, c] = 0.0
+                F[n + i * m + c] = 0.0
             continue
-        f[i] = (N[i] - G[i] * V_in[i]) / C[i]
+        F[i] = (N[i] - G[i] * V_in[i]) / C[i]
         for c in range(m):
-            df[i, c] = (dN[i, c] - dG[i, c] * V_in[i] - G[i] * S_in[i, c]) / C[i]
+            F[n + i * m + c] = (dN[i, c] - dG[i, c] * V_in[i] - G[i] * S_in[i, c]) / C[i]
     for c in range(m):
         if free_kind[c] == P_C:
             i = free_index[c]
             if not clamped[i]:
-                df[i, c] -= f[i] / C[i]
+                F[n + i * m + c] -= F[i] / C[i]
 
 
 @borrowing_njit
-def ltc_tangent_step(t, h, V, S, theta, net, tangent, drive, work, dwork, C, clamped, free_kind,
-                     free_index):
-    """The LTC step V' = (a V + N) / (a + G), a = C/h, carrying S."""
-    n = V.shape[0]
-    m = S.shape[1]
+def ltc_tangent_step(t, h, X, theta, net, tangent, drive, work, dwork):
+    """The LTC step V' = (a V + N) / (a + G), a = C/h, of the extended state X (V, then S
+    flattened row by row)."""
+    clamped = drive[7]
+    n = clamped.shape[0]
+    m = tangent[0].shape[0]
+    C = theta[0:n]
+    free_kind, free_index = tangent[0], tangent[1]
     V_in, I, G, N = work[0], work[1], work[2], work[3]
     S_in, dG, dN = dwork[0], dwork[1], dwork[2]
-    apply_drive(t, False, V, drive, V_in, I)
+    apply_drive(t, False, X[:n], drive, V_in, I)
     for i in range(n):
         for c in range(m):
-            S_in[i, c] = 0.0 if clamped[i] else S[i, c]
+            S_in[i, c] = 0.0 if clamped[i] else X[n + i * m + c]
     split_tangent(V_in, S_in, I, theta, net, tangent, clamped, G, N, dG, dN)
     for i in range(n):
         if clamped[i]:
             continue
         a = C[i] / h
-        new = (a * V[i] + N[i]) / (a + G[i])
+        new = (a * X[i] + N[i]) / (a + G[i])
         for c in range(m):
             da = 1.0 / h if (free_kind[c] == P_C and free_index[c] == i) else 0.0
-            S[i, c] = (a * S[i, c] + da * V[i] + dN[i, c] - new * (da + dG[i, c])) / (a + G[i])
-        V[i] = new
+            j = n + i * m + c
+            X[j] = (a * X[j] + da * X[i] + dN[i, c] - new * (da + dG[i, c])) / (a + G[i])
+        X[i] = new
+
+
+@kernel_njit
+def extended_state(V, S):
+    """X = (V, S flattened row by row), a new array."""
+    n, m = S.shape
+    X = np.empty(n * (1 + m))
+    for i in range(n):
+        X[i] = V[i]
+        for c in range(m):
+            X[n + i * m + c] = S[i, c]
+    return X
+
+
+@borrowing_njit
+def split_extended_state(X, V, S):
+    """V, S = the parts of the extended state X."""
+    n, m = S.shape
+    for i in range(n):
+        V[i] = X[i]
+        for c in range(m):
+            S[i, c] = X[n + i * m + c]
 
 
 def evaluate(t, left, X, theta, net, tangent, drive, work, dwork, F):
@@ -178,11 +208,7 @@ def _evaluate(t, left, X, theta, net, tangent, drive, work, dwork, F):
         return plain
 
     def with_tangent(t, left, X, theta, net, tangent, drive, work, dwork, F):
-        n = drive[7].shape[0]
-        m = tangent[0].shape[0]
-        # S and its derivative: (n, m) views of X and F past V
-        rhs_tangent(t, left, X[:n], X[n:].reshape((n, m)), theta, net, tangent, drive, work,
-                    dwork, F[:n], F[n:].reshape((n, m)))
+        rhs_tangent(t, left, X, theta, net, tangent, drive, work, dwork, F)
     return with_tangent
 
 

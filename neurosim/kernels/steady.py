@@ -19,7 +19,7 @@ from neurosim.kernels.constants import LTC, WORK_ROWS
 from neurosim.kernels.fixed import impose_clamps, linear_step
 from neurosim.kernels.jit import kernel_njit
 from neurosim.kernels.network import copy_into, jacobian, rhs
-from neurosim.kernels.sensitivity import rhs_tangent
+from neurosim.kernels.sensitivity import extended_state, rhs_tangent
 
 # how a rest was found (index into neurosim.simulate.REST_METHODS)
 REST_NEWTON = 0        # Newton from the start converged to a stable rest
@@ -463,17 +463,18 @@ def rest_sensitivity(V, theta, net, tangent, drive, S):
     n = V.shape[0]
     m = S.shape[1]
     work = np.empty((WORK_ROWS, n))
-    f = np.empty(n)
-    df = np.empty((n, m))
     S[:, :] = 0.0
-    rhs_tangent(0.0, False, V, S, theta, net, tangent, drive, work, np.zeros((3, n, m)), f, df)
+    # ∂f/∂θ_free: the tangent of the extended state (V, S = 0)
+    state = extended_state(V, S)
+    F = np.empty_like(state)
+    rhs_tangent(0.0, False, state, theta, net, tangent, drive, work, np.zeros((3, n, m)), F)
     J = np.zeros((n, n))
     jacobian(0.0, V, theta, net, drive, work, J)
     free = free_neurons(drive[7])
     B = np.empty((free.shape[0], m))
     for a in range(free.shape[0]):
         for c in range(m):
-            B[a, c] = -df[free[a], c]
+            B[a, c] = -F[n + free[a] * m + c]
     X, ok = lu_solve(free_block(J, free), B)
     if ok:
         for a in range(free.shape[0]):
