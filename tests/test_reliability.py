@@ -144,10 +144,11 @@ def test_kernel_cache_folder_changes_with_any_kernel_source(tmp_path):
         f.write("\n# an edit\n")
     after = kernels.cache_dir(tmp_path)
     assert after != before and after.parent == before.parent
-    if not os.environ.get("NUMBA_CACHE_DIR"):
-        assert Path(kernels.network.rhs._cache._cache_path).is_relative_to(kernels.cache_dir())
-        assert Path(kernels.adaptive.run_adaptive._cache._cache_path).is_relative_to(kernels.cache_dir())
-        assert numba.config.CACHE_DIR == ""  # restored for other packages
+    user = os.environ.get("NUMBA_CACHE_DIR", "")
+    ours = kernels.cache_dir(base=user)
+    assert Path(kernels.network.rhs._cache._cache_path).is_relative_to(ours)
+    assert Path(kernels.adaptive.run_adaptive._cache._cache_path).is_relative_to(ours)
+    assert numba.config.CACHE_DIR == user  # restored for other packages
 
 
 def run_cli(*args):
@@ -171,3 +172,17 @@ def test_cli_validate_survives_any_file(tmp_path, content):
     assert code in (0, 2)
     if code == 2:
         assert err.startswith("neurosim: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_users_cache_folder_holds_ours_per_source_digest(tmp_path):
+    """With NUMBA_CACHE_DIR set, the kernels still cache per source digest (inside it):
+    an edit or upgrade in one kernel file must not leave its callers' stale code."""
+    import subprocess
+    import sys
+    from neurosim import kernels
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    code = ("import numba, neurosim.kernels as k; from pathlib import Path; "
+            "print(Path(k.network.rhs._cache._cache_path).parent.name, numba.config.CACHE_DIR)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    assert out == [f"numba-{kernels.source_digest(Path(kernels.__file__).parent)}", str(tmp_path)]
