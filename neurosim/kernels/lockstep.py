@@ -30,8 +30,8 @@ from neurosim.kernels.adaptive import (DOPRI5, accepted_step_size, after_rejecti
                                        count_accepted_step, initial_step, lands_on_breakpoint,
                                        scaled_error_square, step_target)
 from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
-                                        S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
-                                        WORK_ROWS, X_FAIL_T)
+                                        S_RHS, S_STEPS, SPLIT_ROWS, STEP, STEP_UNDERFLOW,
+                                        TOO_MANY_STEPS, WORK_ROWS, X_FAIL_T)
 from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
@@ -143,7 +143,7 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
 
 @lane_njit
 def rhs_lanes(t, left, V, thetas, net, drive, work, dV):
-    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (WORK_ROWS, n, L).
+    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (SPLIT_ROWS, n, L).
     Rows 0…n−1 of ``thetas`` hold 1/C, not C (see run_group)."""
     apply_drive_lanes(t, left, V, drive, work[0], work[1])
     conductance_split_lanes(work[0], work[1], thetas, net, drive[7], work[2], work[3], work[4])
@@ -341,7 +341,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     V_new = np.zeros((n, lanes), real)
     err = np.zeros((n, lanes), real)
     K = np.zeros((DP_STAGES, n, lanes), real)
-    work = np.zeros((WORK_ROWS, n, lanes), real)
+    work = np.zeros((SPLIT_ROWS, n, lanes), real)
     lane_theta = np.ones((n_par, lanes), real)
     typed = (DP_A.astype(real), DP_E.astype(real), np.zeros(lanes, real))
     item = np.full(lanes, -1)
