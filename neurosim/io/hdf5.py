@@ -179,6 +179,36 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
         offset += written
 
 
+def _load_sync_file_range():
+    """libc's sync_file_range (Linux), or None: Python's os module lacks it."""
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return call
+
+
+_sync_file_range = _load_sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Start writing bytes offset…offset+nbytes of ``fd`` to the disk, without waiting.
+
+    A finished file is fsynced before it gets its name (data safety), and that fsync,
+    or ext4 when HDF5 closes a file it created with O_TRUNC, wrote the whole run's
+    dirty pages after the run: 11 ms of a 28 ms dopri5 run that records 24 MB.  Started
+    chunk by chunk on the writer thread, the writes overlap the run and the final fsync
+    finds little left.  Nothing happens where the call is missing (not Linux)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)
+
+
 def _close_quietly(file: h5py.File) -> None:
     """Close an HDF5 file once, whatever state a failed write left it in."""
     try:
@@ -391,6 +421,7 @@ class HDF5Recorder(Recorder):
                 data = np.ascontiguousarray(values, dtype=dataset.dtype)
                 offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
                 _pwrite_all(self._fd, data, offset)
+                start_writeback(self._fd, offset, data.nbytes)
         else:
             self.time.resize((n0 + m,))
             self.V.resize((n0 + m, self.V.shape[1]))
