@@ -160,6 +160,29 @@ def publish(fd: int, partial: Path, target: Path, shown, overwrite: bool) -> Pat
     return target
 
 
+def check_target(path: Path, overwrite: bool) -> tuple[Path, Path]:
+    """(the file a result written to ``path`` replaces, its partial), or a ResultFileError
+    saying why ``path`` cannot take a result: written through a symbolic link, the file it
+    points to is replaced; only regular files, never an existing one without
+    ``overwrite``."""
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise ResultFileError(f"{path} is a directory; give a file name such as run.h5")
+    if os.path.lexists(target) and not target.exists():
+        raise ResultFileError(f"{path} is a symbolic link that loops or leads nowhere")
+    if target.name.endswith(".partial"):
+        raise ResultFileError(f"{path}: names ending in .partial are those of results "
+                              "being written; choose another name")
+    if target.exists() and not target.is_file():
+        raise ResultFileError(f"{path} is not a regular file (a device, FIFO or "
+                              "socket); results are written only to regular files")
+    if target.exists() and not overwrite:
+        raise ResultFileError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    if not target.parent.is_dir():
+        raise ResultFileError(f"cannot write {path}: no directory {path.parent}")
+    return target, target.with_name(target.name + ".partial")
+
+
 def _holds(fd: int, path: Path) -> bool:
     """Whether ``path`` still names the file open as ``fd``."""
     try:
@@ -217,6 +240,46 @@ def _close_quietly(file: h5py.File) -> None:
         pass
 
 
+class WriterThread(threading.Thread):
+    """A thread that writes queued items in order while the run computes (the kernels
+    release the GIL): ``first()`` once, then ``write(*item)`` and ``between()`` for each
+    item :meth:`put` (at most ``depth`` waiting: memory stays bounded), until
+    :meth:`finish`.  The first exception goes to ``report`` and the items after it are
+    dropped; the recorder says so at its next append or close."""
+
+    def __init__(self, write, report, *, first=None, between=None, depth: int = 8,
+                 name: str = "neurosim-hdf5"):
+        super().__init__(name=name, daemon=True)
+        self._write, self._report, self._first, self._between = write, report, first, between
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.failed = False
+        self.start()
+
+    def put(self, item: tuple) -> None:
+        self._queue.put(item)
+
+    def finish(self) -> None:
+        """Wait until every item put is written (or dropped after a failure)."""
+        self._queue.put(None)
+        self.join()
+
+    def run(self):
+        if self._first is not None:
+            self._call(self._first)
+        while (item := self._queue.get()) is not None:
+            if not self.failed:
+                self._call(self._write, *item)
+                if not self.failed and self._between is not None:
+                    self._call(self._between)
+
+    def _call(self, function, *args):
+        try:
+            function(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported by the next append or close
+            self.failed = True
+            self._report(exc)
+
+
 class HDF5Recorder(Recorder):
     """Stream a run to ``path`` (see the module docstring for what is guaranteed).
 
@@ -244,23 +307,7 @@ class HDF5Recorder(Recorder):
         self.path = Path(path)
         if dtype not in ("float64", "float32"):
             raise ResultFileError(f"dtype must be float64 or float32, got {dtype!r}")
-        # written through a symbolic link: the file it points to is replaced
-        self.target = Path(os.path.realpath(self.path))
-        if self.target.is_dir():
-            raise ResultFileError(f"{self.path} is a directory; give a file name such as run.h5")
-        if os.path.lexists(self.target) and not self.target.exists():
-            raise ResultFileError(f"{self.path} is a symbolic link that loops or leads nowhere")
-        if self.target.name.endswith(".partial"):
-            raise ResultFileError(f"{self.path}: names ending in .partial are those of results "
-                                  "being written; choose another name")
-        if self.target.exists() and not self.target.is_file():
-            raise ResultFileError(f"{self.path} is not a regular file (a device, FIFO or "
-                                  "socket); results are written only to regular files")
-        if self.target.exists() and not overwrite:
-            raise ResultFileError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
-        if not self.target.parent.is_dir():
-            raise ResultFileError(f"cannot write {self.path}: no directory {self.path.parent}")
-        self.partial = self.target.with_name(self.target.name + ".partial")
+        self.target, self.partial = check_target(self.path, overwrite)
         self.overwrite = overwrite
         self.dtype = dtype
         self.compression = compression
@@ -296,11 +343,10 @@ class HDF5Recorder(Recorder):
 
         # A writer thread overlaps disk I/O, and the circuit's YAML text, with the run
         # (the time loops release the GIL); the queue bound keeps 8 chunks in flight.
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
-        self._writer = threading.Thread(target=self._write_chunks, name="neurosim-hdf5",
-                                        daemon=True)
-        self._writer.start()
+        self._flushed = time.monotonic()
+        self._writer = WriterThread(self._write_rows, self._report, first=self._write_header,
+                                    between=self._flush_now_and_then)
 
     def _create(self, header: RunHeader):
         """The file with its datasets placed and what a reader needs to tell a file left by
@@ -361,24 +407,16 @@ class HDF5Recorder(Recorder):
             for key, value in self._circuit_text.items():
                 attrs[key] = value
 
-    def _write_chunks(self):
-        try:
-            self._write_header()
-        except BaseException as exc:  # reported by the next append or close
-            self._error = exc
-        flushed = time.monotonic()
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue
-            try:
-                self._write_rows(*item)
-                # a killed process leaves at most FLUSH_INTERVAL_S unreadable
-                if time.monotonic() - flushed > FLUSH_INTERVAL_S:
-                    self.file.attrs["samples_written"] = self._written
-                    self.file.flush()
-                    flushed = time.monotonic()
-            except BaseException as exc:  # reported by the next append or close
-                self._error = exc
+    def _report(self, exc: BaseException) -> None:
+        """A write failed on the writer thread: reported by the next append or close."""
+        self._error = self._error or exc
+
+    def _flush_now_and_then(self):
+        """A killed process leaves at most FLUSH_INTERVAL_S unreadable."""
+        if time.monotonic() - self._flushed > FLUSH_INTERVAL_S:
+            self.file.attrs["samples_written"] = self._written
+            self.file.flush()
+            self._flushed = time.monotonic()
 
     def _write_rows(self, t, V):
         """Write rows in whole HDF5 chunks, gathering partial ones in a buffer.
@@ -484,7 +522,7 @@ class HDF5Recorder(Recorder):
         Raises StorageError once a write has failed (the run should then stop and close)."""
         if self._error is not None:
             raise StorageError(f"writing {self.path} failed: {self._reason(self._error)}")
-        self._queue.put((t, V))
+        self._writer.put((t, V))
 
     def close(self, status, message, stats):
         """Finish the file and give it its final name; returns the Result.
@@ -495,8 +533,7 @@ class HDF5Recorder(Recorder):
         first's Result."""
         if self._result is not None:
             return self._result
-        self._queue.put(None)
-        self._writer.join()
+        self._writer.finish()
         try:
             if self._error is None:
                 self._write_buffer()
