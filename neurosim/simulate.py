@@ -22,8 +22,9 @@ from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_
                                   integrate_with_sensitivity, make_integrator,
                                   one_compile_notice, rest_start, run_items,
                                   running_clock, status_sentence)
+from neurosim.io.batch_file import load_batch_V, read_batch_parts
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
-from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
+from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
@@ -547,10 +548,17 @@ class BatchResult:
 
     def __init__(self, t, V, protocols, neuron_names, status, messages, stats, layout,
                  metadata, initial_V=None, rest_reports=None, circuit_names=()):
-        self.t, self.V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
+        # V may be a function returning it: a batch streamed to disk reads it when used
+        self.t, self._V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
         self.status, self.messages, self.stats = status, messages, stats
         self.layout, self.metadata = layout, metadata
         self.initial_V, self.rest_reports, self._circuit_names = initial_V, rest_reports, circuit_names
+
+    @property
+    def V(self) -> np.ndarray:
+        if callable(self._V):
+            self._V = self._V()
+        return self._V
 
     def start(self, protocol, index: int = 0) -> RestState:
         """How run ``index`` of ``protocol`` started."""
@@ -627,7 +635,7 @@ def run_protocol_grid(method, compiled, batch, thetas, rows, dt_out, record, v_b
 def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None, initial=None,
                    v_bound: float = DEFAULT_V_BOUND, precision: str = "float64",
-                   check_memory: bool = True) -> BatchResult:
+                   check_memory: bool = True, recorder=None) -> BatchResult:
     """Simulate many parameter sets under many protocols in one parallel call.
 
     Every (protocol, parameter set) pair is an independent run with its own adaptive
@@ -654,6 +662,10 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
     check_memory : bool
         Refuse, before any work, a batch whose output would not fit in the memory
         available (:class:`~neurosim.errors.ResourceError`).
+    recorder : HDF5BatchRecorder, optional
+        Stream the traces to a file as the batch runs, a few thousand runs per kernel
+        call (:mod:`neurosim.io.batch_file`), so that a batch larger than memory runs;
+        the result's ``V`` is then read from the file when first used.
 
     Returns
     -------
@@ -700,6 +712,9 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
     if not v_bound > 0:
         raise CircuitError(f"v_bound must be > 0 mV, got {v_bound!r}")
 
+    if recorder is not None:
+        return _stream_batch(recorder, circuit, method, compiled, batch, thetas, resolved, rows,
+                             dt_out, record_idx, v_bound, precision, initial)
     n_p, n_sets = len(resolved), thetas.shape[0]
     require_memory(n_p * n_sets * (int(rows.max()) + 1) * len(record_idx)
                    * np.dtype(precision).itemsize,
@@ -737,3 +752,57 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
                        stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
                        compiled.layout, metadata, initial_V, rest_reports,
                        compiled.neuron_names)
+
+
+def _stream_batch(recorder, circuit, method, compiled, batch, thetas, resolved, rows, dt_out,
+                  record_idx, v_bound, precision, initial) -> BatchResult:
+    """:func:`simulate_batch` into ``recorder``, the parameter sets cut into the kernel
+    calls it asks for: each call's traces go to the recorder (written on its thread while
+    the next call computes), then are dropped here.  Each run is computed as in memory
+    (the same kernels, run by run), so the file holds the same numbers."""
+    n_p, n_sets = len(resolved), thetas.shape[0]
+    names = tuple(compiled.neuron_names[i] for i in record_idx)
+    t = np.arange(int(rows.max()) + 1) * dt_out
+    per_call = recorder.sets_per_call(n_p, t.size, len(names))
+    metadata = {"circuit": circuit.name, "integrator": method.name,
+                "integrator_options": method.options(), "dt_out_ms": dt_out,
+                "ablated": [list(p.ablate) for _, p in resolved], "precision": precision,
+                "neurosim_version": __version__}
+    recorder.open(BatchHeader(tuple(name for name, _ in resolved), n_sets, names, t,
+                              compiled.n_neurons, N_REPORT, metadata, circuit), per_call)
+    at_rest = np.array([resolve_initial(circuit, p, initial, None) == "rest" for _, p in resolved])
+    ablated = np.nonzero(batch.ablated[:, record_idx])
+    started, unstable, done = running_clock(), 0, 0
+    try:
+        for first in range(0, n_sets, per_call):
+            m = min(per_call, n_sets - first)
+            status, stats, fail_t, out_V, (initial_V, reports) = run_protocol_grid(
+                method, compiled, batch, thetas[first:first + m], rows, dt_out, record_idx,
+                v_bound, precision, at_rest)
+            out_V[ablated[0], :, :, ablated[1]] = np.nan
+            messages = {divmod(int(item), m): failure_message(
+                int(status[item]), method, compiled.neuron_names, stats[item],
+                float(fail_t[item]), v_bound) for item in np.flatnonzero(status)}
+            unstable += int(np.sum(~np.isin(reports[..., R_METHOD], STABLE_RESTS)
+                                   & at_rest[:, None]))
+            recorder.append(first, out_V, status.reshape(n_p, m),
+                            stats.reshape(n_p, m, -1)[..., :len(STATS_NAMES)], initial_V,
+                            reports, messages)
+            done = first + m
+    except BaseException as exc:
+        recorder.close("interrupted", f"interrupted after {done} of {n_sets} parameter sets "
+                                      f"({type(exc).__name__})")
+        raise
+    path = recorder.close("complete", "completed")
+    if unstable:
+        warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest",
+                      RestWarning, stacklevel=3)
+    metadata["wall_time_s"] = running_clock() - started
+    metadata["path"] = str(path)
+    parts = read_batch_parts(path)
+    labels = np.select([parts["status"] == 0, parts["status"] == 1],
+                       ["complete", "failed"], "not run")
+    return BatchResult(t, lambda: load_batch_V(path), tuple(name for name, _ in resolved), names,
+                       labels, parts["messages"], parts["stats"], compiled.layout, metadata,
+                       parts["initial_V"], parts["rest_reports"], compiled.neuron_names)
+

@@ -627,7 +627,8 @@ class HDF5Recorder(Recorder):
         return None
 
 
-def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype) -> h5py.Dataset:
+def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype,
+                  extendable: bool = True) -> h5py.Dataset:
     """A chunked dataset of ``shape`` (extendable in rows) whose chunks are placed in the
     file when the dataset is created or extended, and never filled, so that rows can be
     written to known offsets."""
@@ -635,10 +636,17 @@ def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype
     dcpl.set_chunk(chunks)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:])
+    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:] if extendable
+                                   else shape)
     dataset_id = h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
                                  space, dcpl=dcpl)
     return h5py.Dataset(dataset_id)
+
+
+def _preallocated_full(file: h5py.File, name: str, shape: tuple, chunks: tuple,
+                       dtype) -> h5py.Dataset:
+    """:func:`_preallocated` of a fixed shape, every chunk placed at once."""
+    return _preallocated(file, name, shape, chunks, dtype, extendable=False)
 
 
 def _text(value) -> str:
