@@ -17,7 +17,7 @@ from neurosim.errors import CircuitError, RestWarning, SimulationError, StorageE
 from neurosim.integrators import (N_REPORT, OK, R_ITERATIONS, R_MAX_REAL_EIG, R_METHOD,
                                   R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL, STABLE_RESTS,
                                   STATS_NAMES, check_precision,
-                                  check_step_stability, chunk_rows, describe_failure,
+                                  check_step_stability, chunk_rows, lockstep_unit, describe_failure,
                                   failure_message, find_rest_state, find_rest_states,
                                   integrate_with_sensitivity, make_integrator,
                                   one_compile_notice, rest_start, run_items,
@@ -763,7 +763,8 @@ def _stream_batch(recorder, circuit, method, compiled, batch, thetas, resolved, 
     n_p, n_sets = len(resolved), thetas.shape[0]
     names = tuple(compiled.neuron_names[i] for i in record_idx)
     t = np.arange(int(rows.max()) + 1) * dt_out
-    per_call = recorder.sets_per_call(n_p, t.size, len(names))
+    unit = lockstep_unit() if method.float32_lanes else 1
+    per_call = recorder.sets_per_call(n_p, t.size, len(names), unit)
     metadata = {"circuit": circuit.name, "integrator": method.name,
                 "integrator_options": method.options(), "dt_out_ms": dt_out,
                 "ablated": [list(p.ablate) for _, p in resolved], "precision": precision,

@@ -96,6 +96,13 @@ MAX_LANES = 64
 LANE_STATE_BYTES = 1 << 19
 
 
+def lockstep_unit() -> int:
+    """Runs a call of the lockstep kernel takes at full width: a group of MAX_LANES runs
+    per lane, four groups per thread (see :func:`lockstep_plan`); calls of a multiple of
+    it leave no lanes idle at the end of their groups."""
+    return 4 * numba.get_num_threads() * MAX_LANES
+
+
 def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: int,
                   itemsize: int = 8) -> tuple[np.ndarray, int]:
     """(group boundaries, lanes) for :func:`~neurosim.kernels.lockstep.run_lockstep`.

@@ -47,12 +47,9 @@ from neurosim.resources import require_disk
 FORMAT = "neurosim-batch"
 FORMAT_VERSION = 1
 NOT_RUN, COMPLETED, FAILED = -1, 0, 1
-#: bytes of traces per kernel call the recorder asks for: whole HDF5 chunks of several
+#: bytes of traces per kernel call the recorder asks for: whole HDF5 chunks of tens of
 #: MB (few, large writes), while two calls in flight stay small beside the batch
-CALL_BYTES = 16 << 20
-#: parameter sets per call at least: the lockstep lanes want groups of 64 runs on each
-#: thread (fewer runs per call leave lanes idle)
-MIN_SETS_PER_CALL = 512
+CALL_BYTES = 32 << 20
 
 
 class HDF5BatchRecorder:
@@ -79,10 +76,14 @@ class HDF5BatchRecorder:
         self.file = None
         self._closed = False
 
-    def sets_per_call(self, n_protocols: int, n_samples: int, n_recorded: int) -> int:
-        """Parameter sets per kernel call (and per HDF5 chunk of /V)."""
+    def sets_per_call(self, n_protocols: int, n_samples: int, n_recorded: int,
+                      unit: int = 1) -> int:
+        """Parameter sets per kernel call (and per HDF5 chunk of /V): about CALL_BYTES of
+        traces, in whole ``unit``s of sets (what the kernels run at full width: whole
+        groups of lockstep lanes on every thread; a call of 633 sets left a quarter of
+        the lanes idle, one of 512 none)."""
         per_set = max(1, n_protocols * n_samples * n_recorded * self.dtype.itemsize)
-        return max(MIN_SETS_PER_CALL, CALL_BYTES // per_set)
+        return unit * max(1, round(CALL_BYTES / (per_set * unit)))
 
     def open(self, header: BatchHeader, sets_per_call: int) -> None:
         self.header = header
