@@ -443,6 +443,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
         # which steps are accepted, and the rows their dense output fills: every output
         # time up to the step's end (a single run's kernel interpolates a step that
         # crosses the end of its call in the next call: the same rows, the same numbers)
+        rows_due = 0
         for lane in range(lanes):
             moves[lane] = False
             takes_last_stage[lane] = False
@@ -470,9 +471,11 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             while end < rows and out_times[end] <= t_new:
                 end += 1
             dense_end[lane] = end
+            rows_due += end - next_out[lane]
         # written before the state is checked, as run_adaptive does
-        dense_output_lanes(item, t, h_try, V, K, out_times, next_out, dense_end, record, clamped,
-                           any_clamped, commands, t_out, weights, values, out_V)
+        if rows_due > 0:
+            dense_output_lanes(item, t, h_try, V, K, out_times, next_out, dense_end, record,
+                               clamped, any_clamped, commands, t_out, weights, values, out_V)
         for lane in range(lanes):
             if not moves[lane]:
                 continue
