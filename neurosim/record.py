@@ -43,6 +43,21 @@ class RunHeader:
     circuit: Circuit | None = None
 
 
+@dataclass(frozen=True)
+class BatchHeader:
+    """What a batch recorder (:class:`~neurosim.io.batch_file.HDF5BatchRecorder`) learns
+    before the first kernel call of :func:`~neurosim.simulate.simulate_batch`."""
+
+    protocols: tuple[str, ...]
+    n_sets: int
+    neuron_names: tuple[str, ...]     # recorded
+    time: np.ndarray                  # (samples,) ms
+    n_neurons: int                    # all neurons (initial_V)
+    n_report: int                     # columns of a rest report
+    metadata: dict
+    circuit: Circuit | None = None    # for its YAML text
+
+
 class Result:
     """Traces of one run.
 

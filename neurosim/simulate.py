@@ -23,10 +23,12 @@ from neurosim.integrators import (METHODS, N_REPORT, OK, R_ITERATIONS, R_MAX_REA
                                   check_precision, check_step_stability, chunk_rows,
                                   compile_seconds, describe_failure, failure_message,
                                   find_rest_state, find_rest_states, integrate_with_sensitivity,
-                                  make_integrator, one_compile_notice, rest_start, run_items,
+                                  lockstep_unit, make_integrator, one_compile_notice, rest_start,
+                                  run_items,
                                   running_clock, status_sentence)
+from neurosim.io.batch_file import load_batch_V, read_batch_parts
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
-from neurosim.record import MemoryRecorder, Recorder, Result, RunHeader
+from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
@@ -584,10 +586,17 @@ class BatchResult:
 
     def __init__(self, t, V, protocols, neuron_names, status, messages, stats, layout,
                  metadata, initial_V=None, rest_reports=None, circuit_names=()):
-        self.t, self.V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
+        # V may be a function returning it: a batch streamed to disk reads it when used
+        self.t, self._V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
         self.status, self.messages, self.stats = status, messages, stats
         self.layout, self.metadata = layout, metadata
         self.initial_V, self.rest_reports, self._circuit_names = initial_V, rest_reports, circuit_names
+
+    @property
+    def V(self) -> np.ndarray:
+        if callable(self._V):
+            self._V = self._V()
+        return self._V
 
     def start(self, protocol, index: int = 0) -> RestState:
         """How run ``index`` of ``protocol`` started."""
@@ -817,10 +826,14 @@ class BatchPlan:
         return (len(self.protocols) * n_sets * (int(self.rows.max()) + 1) * len(self.record)
                 * np.dtype(self.precision).itemsize)
 
-    def run(self, theta=None, *, check_memory: bool = True, _stacklevel: int = 2) -> BatchResult:
+    def run(self, theta=None, *, check_memory: bool = True, recorder=None,
+            _stacklevel: int = 2) -> BatchResult:
         """Every parameter set of ``theta`` (see :func:`simulate_batch`) under every
-        protocol of the plan, as a :class:`BatchResult`."""
+        protocol of the plan, as a :class:`BatchResult`; with a ``recorder``
+        (:class:`~neurosim.io.batch_file.HDF5BatchRecorder`) streamed to its file."""
         thetas = self.parameter_sets(theta)
+        if recorder is not None:
+            return self._stream(thetas, recorder, _stacklevel + 1)
         compiled, method = self.compiled, self.method
         n_p, n_sets = len(self.protocols), thetas.shape[0]
         require_memory(self.output_bytes(n_sets),
@@ -858,11 +871,61 @@ class BatchPlan:
                            compiled.layout, metadata, initial_V, rest_reports,
                            compiled.neuron_names)
 
+    def _stream(self, thetas, recorder, stacklevel: int) -> BatchResult:
+        """:meth:`run` into ``recorder``, the parameter sets cut into the kernel calls it
+        asks for: each call's traces go to the recorder (written on its thread while the
+        next call computes), then are dropped here.  Each run is computed as in memory
+        (the same kernels, run by run), so the file holds the same numbers."""
+        compiled, method = self.compiled, self.method
+        n_p, n_sets = len(self.protocols), thetas.shape[0]
+        t = np.arange(int(self.rows.max()) + 1) * self.dt_out
+        unit = lockstep_unit() if method.float32_lanes else 1
+        per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit)
+        metadata = {"circuit": self.circuit.name, "integrator": method.name,
+                    "integrator_options": method.options(), "dt_out_ms": self.dt_out,
+                    "ablated": self._ablations, "precision": self.precision,
+                    "neurosim_version": __version__}
+        recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
+                                  compiled.n_neurons, N_REPORT, metadata, self.circuit), per_call)
+        ablated = np.nonzero(self.ablated[:, self.record])
+        started, unstable, done = running_clock(), 0, 0
+        try:
+            for first in range(0, n_sets, per_call):
+                m = min(per_call, n_sets - first)
+                status, stats, fail_t, out_V, (initial_V, reports) = self._grid(
+                    thetas[first:first + m], self.precision)
+                out_V[ablated[0], :, :, ablated[1]] = np.nan
+                messages = {divmod(int(item), m): failure_message(
+                    int(status[item]), method, compiled.neuron_names, stats[item],
+                    float(fail_t[item]), self.v_bound) for item in np.flatnonzero(status)}
+                unstable += int(np.sum(~np.isin(reports[..., R_METHOD], STABLE_RESTS)
+                                       & self.at_rest[:, None]))
+                recorder.append(first, out_V, status.reshape(n_p, m),
+                                stats.reshape(n_p, m, -1)[..., :len(STATS_NAMES)], initial_V,
+                                reports, messages)
+                done = first + m
+        except BaseException as exc:
+            recorder.close("interrupted", f"interrupted after {done} of {n_sets} parameter "
+                                          f"sets ({type(exc).__name__})")
+            raise
+        path = recorder.close("complete", "completed")
+        if unstable:
+            warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest",
+                          RestWarning, stacklevel=stacklevel)
+        metadata["wall_time_s"] = running_clock() - started
+        metadata["path"] = str(path)
+        parts = read_batch_parts(path)
+        labels = np.select([parts["status"] == 0, parts["status"] == 1],
+                           ["complete", "failed"], "not run")
+        return BatchResult(t, lambda: load_batch_V(path), self.protocols, self.neuron_names,
+                           labels, parts["messages"], parts["stats"], compiled.layout, metadata,
+                           parts["initial_V"], parts["rest_reports"], compiled.neuron_names)
+
 
 def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None, initial=None,
                    v_bound: float = DEFAULT_V_BOUND, precision: str = "float64",
-                   check_memory: bool = True) -> BatchResult:
+                   check_memory: bool = True, recorder=None) -> BatchResult:
     """Simulate many parameter sets under many protocols in one parallel call.
 
     Every (protocol, parameter set) pair is an independent run with its own adaptive
@@ -889,6 +952,10 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
     check_memory : bool
         Refuse, before any work, a batch whose output would not fit in the memory
         available (:class:`~neurosim.errors.ResourceError`).
+    recorder : HDF5BatchRecorder, optional
+        Stream the traces to a file as the batch runs, a few thousand runs per kernel
+        call (:mod:`neurosim.io.batch_file`), so that a batch larger than memory runs;
+        the result's ``V`` is then read from the file when first used.
 
     Returns
     -------
@@ -907,4 +974,4 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
     plan = BatchPlan(circuit, protocols, integrator=integrator, dt=dt, rtol=rtol, atol=atol,
                      dt_out=dt_out, record=record, initial=initial, v_bound=v_bound,
                      precision=precision)
-    return plan.run(theta, check_memory=check_memory, _stacklevel=3)
+    return plan.run(theta, check_memory=check_memory, recorder=recorder, _stacklevel=3)

@@ -189,6 +189,89 @@ def bench_batch(n_sets: int) -> dict:
     return out
 
 
+def bench_batch_output(n_sets: int, repeats: int) -> dict:
+    """Batch throughput with real output: TW ``tap`` (1.5 s), dopri5 rtol 1e-6, as given
+    (no rests: the output's cost alone), every neuron recorded at dt_out 50, 5 and 1 ms,
+    against the same runs recording REV and FWD once (dt_out = the run).  At dt_out 5 ms
+    also streamed to a new HDF5 file (HDF5BatchRecorder).  Cases take turns ``repeats``
+    times; each row is its best turn, ratios are of best turns."""
+    from neurosim.compile import compile_circuit
+    c = ns.load_circuit(ROOT / "circuits" / "tap_withdrawal.yaml")
+    base = compile_circuit(c).theta
+    rng = np.random.default_rng(0)
+    params = np.tile(base, (n_sets, 1))
+    n = c.n_neurons
+    params[:, 4 * n:4 * n + len(c.synapses)] *= rng.uniform(0.5, 1.5, (n_sets, len(c.synapses)))
+    options = dict(rtol=1e-6, atol=1e-6, initial="as_given")
+    cases = {"no output (dt_out 1500 ms, REV and FWD)": dict(dt_out=1500.0, record=["REV", "FWD"]),
+             "dt_out 50 ms, all 11 neurons": dict(dt_out=50.0),
+             "dt_out 5 ms, all 11 neurons": dict(dt_out=5.0),
+             "dt_out 1 ms, all 11 neurons": dict(dt_out=1.0),
+             "dt_out 5 ms, all neurons, to a new HDF5 file": dict(dt_out=5.0, file=True)}
+    ns.simulate_batch(c, params[:8], "tap", dt_out=5.0, **options)
+    times = {name: [] for name in cases}
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for turn in range(repeats):
+            for k, (name, case) in enumerate(cases.items()):
+                case = dict(case)
+                recorder = (ns.HDF5BatchRecorder(Path(tmp) / f"b{turn}_{k}.h5")
+                            if case.pop("file", False) else None)
+                start = time.perf_counter()
+                b = ns.simulate_batch(c, params, "tap", recorder=recorder, **case, **options)
+                times[name].append(time.perf_counter() - start)
+                sizes[name] = int(np.prod(b.V.shape)) * 8 if recorder is None else \
+                    os.path.getsize(b.metadata["path"])
+                del b
+                for path in Path(tmp).glob("*.h5"):
+                    path.unlink()
+    rows = {}
+    base_t = min(times["no output (dt_out 1500 ms, REV and FWD)"])
+    memory5 = min(times["dt_out 5 ms, all 11 neurons"])
+    for name, values in times.items():
+        t = min(values)
+        rows[name] = {"time_s": t, "simulations_per_s": n_sets / t, "output_MB": sizes[name] / 1e6,
+                      "ratio_to_no_output": base_t / t}
+    rows["dt_out 5 ms, all neurons, to a new HDF5 file"]["overhead_vs_memory"] = (
+        min(times["dt_out 5 ms, all neurons, to a new HDF5 file"]) / memory5 - 1)
+    return {"case": f"batch of {n_sets} TW tap runs (1.5 s), dopri5 rtol 1e-6, as given, "
+                    f"best of {repeats} interleaved turns; ratio = no-output time / this row's",
+            "rows": rows}
+
+
+def bench_own_sigmoids(duration_ms: float) -> dict:
+    """A random 200-neuron circuit with 11,769 synapses, every synapse with its own
+    (μ, ν) against the same circuit with shared sigmoids: time per right-hand side and
+    per synapse (rk4 at dt 0.05 ms, single runs, interleaved, best of 5)."""
+    import dataclasses
+    c = random_network(200, 11769, 100)
+    c = c.replace(protocols={"run": ns.Protocol(duration_ms, ("drive",))})
+    rng = np.random.default_rng(1)
+    own = c.replace(synapses=tuple(dataclasses.replace(s, mu=float(rng.uniform(-50, -30)),
+                                                       nu=float(rng.uniform(0.05, 0.2)))
+                                   for s in c.synapses))
+    options = dict(integrator="rk4", dt=0.05, dt_out=1.0, v0=np.full(200, -60.0))
+    circuits = {"shared sigmoids (one per presynaptic neuron)": c,
+                "a sigmoid per synapse (own μ, ν)": own}
+    best = {name: (np.inf, 1) for name in circuits}
+    for name, circuit in circuits.items():
+        ns.simulate(circuit, "run", **options)
+    for _ in range(5):
+        for name, circuit in circuits.items():
+            start = time.perf_counter()
+            r = ns.simulate(circuit, "run", **options)
+            best[name] = min(best[name], (time.perf_counter() - start, r.stats["rhs_evaluations"]))
+    rows = {}
+    for name, (t, evaluations) in best.items():
+        rows[name] = {"us_per_rhs": t / evaluations * 1e6,
+                      "ns_per_synapse": t / evaluations / len(c.synapses) * 1e9}
+    shared = rows["shared sigmoids (one per presynaptic neuron)"]["ns_per_synapse"]
+    rows["a sigmoid per synapse (own μ, ν)"]["ratio_to_shared"] = (
+        rows["a sigmoid per synapse (own μ, ν)"]["ns_per_synapse"] / shared)
+    return {"case": f"random 200 neurons / {len(c.synapses):,} synapses / 100 gaps, rk4 dt 0.05 ms, "
+                    f"{duration_ms:g} ms, single run: cost per right-hand side", "rows": rows}
+
+
 def bench_brian2(duration_ms: float, brian2_python: str | None) -> dict:
     """300 neurons / 4000 synapses at dt 0.05 ms vs Brian2 (Cython target), RK4.
 
@@ -264,6 +347,9 @@ def bench_recording(pairs: int) -> dict:
                 t_raw, _ = best_of(3, raw_write)
                 rows["h5py alone, the same array to a new file"] = {
                     "time_s": t_raw, "file_MB": memory.V.nbytes / 1e6}
+                rows["dopri5: new file / max(memory, h5py alone)"] = {
+                    "ratio": float(np.median(times["new file"])
+                                   / max(np.median(times["memory"]), t_raw))}
     return {"case": "recording overhead, 300 neurons, 4000 synapses, 1 s, dt_out 0.1 ms "
                     "(medians of interleaved runs)", "rows": rows}
 
@@ -478,7 +564,8 @@ def print_case(case: dict) -> None:
 
 
 #: the cases of main, in the order they run
-CASES = ("tw", "batch", "brian2", "whole_worm", "recording", "large_rest", "cold_start")
+CASES = ("tw", "batch", "batch_output", "own_sigmoids", "brian2", "whole_worm", "recording",
+         "large_rest", "cold_start")
 
 
 def main(argv=None):
@@ -499,6 +586,9 @@ def main(argv=None):
                "quick": args.quick, "cases": []}
     cases = {"tw": lambda: bench_tw_vs_scipy(repeats),
              "batch": lambda: bench_batch(2000 if args.quick else 20000),
+             "batch_output": lambda: bench_batch_output(2000 if args.quick else 4000,
+                                                        3 if args.quick else 5),
+             "own_sigmoids": lambda: bench_own_sigmoids(50.0 if args.quick else 200.0),
              "brian2": lambda: bench_brian2(200.0 if args.quick else 1000.0, args.brian2_python),
              "whole_worm": lambda: bench_whole_worm(repeats, args.brian2_python),
              "recording": lambda: bench_recording(5 if args.quick else 15),

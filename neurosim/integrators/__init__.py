@@ -57,7 +57,7 @@ from neurosim.integrators.rest import (REST_TOL, find_rest_state, find_rest_stat
                                        rest_start, rest_tangent, stimulus_free)
 from neurosim.integrators.runs import (FLOAT32_MIN_RTOL, LANE_STATE_BYTES, MAX_LANES,
                                        PRECISIONS, check_precision, chunk_rows, lockstep_plan,
-                                       run_items)
+                                       lockstep_unit, run_items)
 from neurosim.integrators.sensitivity import free_parameter_codes, integrate_with_sensitivity
 from neurosim.integrators.steppers import MAX_COUNT
 from neurosim.kernels.constants import OK
@@ -74,7 +74,7 @@ __all__ = [
     "load_kernels", "call_kernel", "run_in_threads", "one_compile_notice", "compile_seconds", "count_compile_wait", "running_clock",
     "logger",
     # batches
-    "run_items", "lockstep_plan", "chunk_rows", "check_precision", "PRECISIONS",
+    "run_items", "lockstep_plan", "lockstep_unit", "chunk_rows", "check_precision", "PRECISIONS",
     "FLOAT32_MIN_RTOL", "MAX_LANES", "LANE_STATE_BYTES",
     # failures and warnings
     "OK", "STATUS_MESSAGES", "STATS_NAMES", "failure_message", "describe_failure", "status_sentence",

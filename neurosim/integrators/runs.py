@@ -60,7 +60,11 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
         raise CircuitError("batched runs of a circuit with a parameter schedule are not available")
     n_items = V.shape[0]
     method.check_size(compiled.n_neurons, min(n_items, numba.get_num_threads()))
-    out_V = np.full((n_items, int(item_rows.max()) + 1, record.shape[0]), np.nan, dtype=precision)
+    shape = (n_items, int(item_rows.max()) + 1, record.shape[0])
+    # the lanes write every row of their runs (NaN where there is no sample), so their
+    # output is not filled first: a pass over it, single-threaded, and its page faults
+    out_V = (np.empty(shape, dtype=precision) if method.float32_lanes
+             else np.full(shape, np.nan, dtype=precision))
     status = np.zeros(n_items, dtype=np.int64)
     stats = np.zeros((n_items, kc.N_STATS), dtype=np.int64)
     fail_t = np.zeros(n_items)
@@ -90,6 +94,13 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
 # float32 lanes take twice as many (128 lanes +7–10 % over 64; float64 at 128: −20 %).
 MAX_LANES = 64
 LANE_STATE_BYTES = 1 << 19
+
+
+def lockstep_unit() -> int:
+    """Runs a call of the lockstep kernel takes at full width: a group of MAX_LANES runs
+    per lane, four groups per thread (see :func:`lockstep_plan`); calls of a multiple of
+    it leave no lanes idle at the end of their groups."""
+    return 4 * numba.get_num_threads() * MAX_LANES
 
 
 def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: int,

@@ -160,6 +160,29 @@ def publish(fd: int, partial: Path, target: Path, shown, overwrite: bool) -> Pat
     return target
 
 
+def check_target(path: Path, overwrite: bool) -> tuple[Path, Path]:
+    """(the file a result written to ``path`` replaces, its partial), or a ResultFileError
+    saying why ``path`` cannot take a result: written through a symbolic link, the file it
+    points to is replaced; only regular files, never an existing one without
+    ``overwrite``."""
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise ResultFileError(f"{path} is a directory; give a file name such as run.h5")
+    if os.path.lexists(target) and not target.exists():
+        raise ResultFileError(f"{path} is a symbolic link that loops or leads nowhere")
+    if target.name.endswith(".partial"):
+        raise ResultFileError(f"{path}: names ending in .partial are those of results "
+                              "being written; choose another name")
+    if target.exists() and not target.is_file():
+        raise ResultFileError(f"{path} is not a regular file (a device, FIFO or "
+                              "socket); results are written only to regular files")
+    if target.exists() and not overwrite:
+        raise ResultFileError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    if not target.parent.is_dir():
+        raise ResultFileError(f"cannot write {path}: no directory {path.parent}")
+    return target, target.with_name(target.name + ".partial")
+
+
 def _holds(fd: int, path: Path) -> bool:
     """Whether ``path`` still names the file open as ``fd``."""
     try:
@@ -179,12 +202,82 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
         offset += written
 
 
+def _load_sync_file_range():
+    """libc's sync_file_range (Linux), or None: Python's os module lacks it."""
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return call
+
+
+_sync_file_range = _load_sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Start writing bytes offset…offset+nbytes of ``fd`` to the disk, without waiting.
+
+    A finished file is fsynced before it gets its name (data safety), and that fsync,
+    or ext4 when HDF5 closes a file it created with O_TRUNC, wrote the whole run's
+    dirty pages after the run: 11 ms of a 28 ms dopri5 run that records 24 MB.  Started
+    chunk by chunk on the writer thread, the writes overlap the run and the final fsync
+    finds little left.  Nothing happens where the call is missing (not Linux)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)
+
+
 def _close_quietly(file: h5py.File) -> None:
     """Close an HDF5 file once, whatever state a failed write left it in."""
     try:
         file.close()
     except Exception:  # noqa: BLE001 - the write error already reported is the news
         pass
+
+
+class WriterThread(threading.Thread):
+    """A thread that writes queued items in order while the run computes (the kernels
+    release the GIL): ``first()`` once, then ``write(*item)`` and ``between()`` for each
+    item :meth:`put` (at most ``depth`` waiting: memory stays bounded), until
+    :meth:`finish`.  The first exception goes to ``report`` and the items after it are
+    dropped; the recorder says so at its next append or close."""
+
+    def __init__(self, write, report, *, first=None, between=None, depth: int = 8,
+                 name: str = "neurosim-hdf5"):
+        super().__init__(name=name, daemon=True)
+        self._write, self._report, self._first, self._between = write, report, first, between
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.failed = False
+        self.start()
+
+    def put(self, item: tuple) -> None:
+        self._queue.put(item)
+
+    def finish(self) -> None:
+        """Wait until every item put is written (or dropped after a failure)."""
+        self._queue.put(None)
+        self.join()
+
+    def run(self):
+        if self._first is not None:
+            self._call(self._first)
+        while (item := self._queue.get()) is not None:
+            if not self.failed:
+                self._call(self._write, *item)
+                if not self.failed and self._between is not None:
+                    self._call(self._between)
+
+    def _call(self, function, *args):
+        try:
+            function(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported by the next append or close
+            self.failed = True
+            self._report(exc)
 
 
 class HDF5Recorder(Recorder):
@@ -214,23 +307,7 @@ class HDF5Recorder(Recorder):
         self.path = Path(path)
         if dtype not in ("float64", "float32"):
             raise ResultFileError(f"dtype must be float64 or float32, got {dtype!r}")
-        # written through a symbolic link: the file it points to is replaced
-        self.target = Path(os.path.realpath(self.path))
-        if self.target.is_dir():
-            raise ResultFileError(f"{self.path} is a directory; give a file name such as run.h5")
-        if os.path.lexists(self.target) and not self.target.exists():
-            raise ResultFileError(f"{self.path} is a symbolic link that loops or leads nowhere")
-        if self.target.name.endswith(".partial"):
-            raise ResultFileError(f"{self.path}: names ending in .partial are those of results "
-                                  "being written; choose another name")
-        if self.target.exists() and not self.target.is_file():
-            raise ResultFileError(f"{self.path} is not a regular file (a device, FIFO or "
-                                  "socket); results are written only to regular files")
-        if self.target.exists() and not overwrite:
-            raise ResultFileError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
-        if not self.target.parent.is_dir():
-            raise ResultFileError(f"cannot write {self.path}: no directory {self.path.parent}")
-        self.partial = self.target.with_name(self.target.name + ".partial")
+        self.target, self.partial = check_target(self.path, overwrite)
         self.overwrite = overwrite
         self.dtype = dtype
         self.compression = compression
@@ -266,11 +343,10 @@ class HDF5Recorder(Recorder):
 
         # A writer thread overlaps disk I/O, and the circuit's YAML text, with the run
         # (the time loops release the GIL); the queue bound keeps 8 chunks in flight.
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
-        self._writer = threading.Thread(target=self._write_chunks, name="neurosim-hdf5",
-                                        daemon=True)
-        self._writer.start()
+        self._flushed = time.monotonic()
+        self._writer = WriterThread(self._write_rows, self._report, first=self._write_header,
+                                    between=self._flush_now_and_then)
 
     def _create(self, header: RunHeader):
         """The file with its datasets placed and what a reader needs to tell a file left by
@@ -331,24 +407,16 @@ class HDF5Recorder(Recorder):
             for key, value in self._circuit_text.items():
                 attrs[key] = value
 
-    def _write_chunks(self):
-        try:
-            self._write_header()
-        except BaseException as exc:  # reported by the next append or close
-            self._error = exc
-        flushed = time.monotonic()
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue
-            try:
-                self._write_rows(*item)
-                # a killed process leaves at most FLUSH_INTERVAL_S unreadable
-                if time.monotonic() - flushed > FLUSH_INTERVAL_S:
-                    self.file.attrs["samples_written"] = self._written
-                    self.file.flush()
-                    flushed = time.monotonic()
-            except BaseException as exc:  # reported by the next append or close
-                self._error = exc
+    def _report(self, exc: BaseException) -> None:
+        """A write failed on the writer thread: reported by the next append or close."""
+        self._error = self._error or exc
+
+    def _flush_now_and_then(self):
+        """A killed process leaves at most FLUSH_INTERVAL_S unreadable."""
+        if time.monotonic() - self._flushed > FLUSH_INTERVAL_S:
+            self.file.attrs["samples_written"] = self._written
+            self.file.flush()
+            self._flushed = time.monotonic()
 
     def _write_rows(self, t, V):
         """Write rows in whole HDF5 chunks, gathering partial ones in a buffer.
@@ -391,6 +459,7 @@ class HDF5Recorder(Recorder):
                 data = np.ascontiguousarray(values, dtype=dataset.dtype)
                 offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
                 _pwrite_all(self._fd, data, offset)
+                start_writeback(self._fd, offset, data.nbytes)
         else:
             self.time.resize((n0 + m,))
             self.V.resize((n0 + m, self.V.shape[1]))
@@ -453,7 +522,7 @@ class HDF5Recorder(Recorder):
         Raises StorageError once a write has failed (the run should then stop and close)."""
         if self._error is not None:
             raise StorageError(f"writing {self.path} failed: {self._reason(self._error)}")
-        self._queue.put((t, V))
+        self._writer.put((t, V))
 
     def close(self, status, message, stats):
         """Finish the file and give it its final name; returns the Result.
@@ -464,8 +533,7 @@ class HDF5Recorder(Recorder):
         first's Result."""
         if self._result is not None:
             return self._result
-        self._queue.put(None)
-        self._writer.join()
+        self._writer.finish()
         try:
             if self._error is None:
                 self._write_buffer()
@@ -559,7 +627,8 @@ class HDF5Recorder(Recorder):
         return None
 
 
-def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype) -> h5py.Dataset:
+def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype,
+                  extendable: bool = True) -> h5py.Dataset:
     """A chunked dataset of ``shape`` (extendable in rows) whose chunks are placed in the
     file when the dataset is created or extended, and never filled, so that rows can be
     written to known offsets."""
@@ -567,10 +636,17 @@ def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype
     dcpl.set_chunk(chunks)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:])
+    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:] if extendable
+                                   else shape)
     dataset_id = h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
                                  space, dcpl=dcpl)
     return h5py.Dataset(dataset_id)
+
+
+def _preallocated_full(file: h5py.File, name: str, shape: tuple, chunks: tuple,
+                       dtype) -> h5py.Dataset:
+    """:func:`_preallocated` of a fixed shape, every chunk placed at once."""
+    return _preallocated(file, name, shape, chunks, dtype, extendable=False)
 
 
 def _text(value) -> str:

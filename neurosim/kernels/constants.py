@@ -23,7 +23,10 @@ S_STEPS, S_REJECTED, S_RHS, S_JACOBIANS, S_FAIL_NEURON, S_FAIL_STEP = range(6)
 N_STATS = 6
 
 # rows of the scratch array the network functions use: V_in, I, G, N, sigmoid per neuron
-WORK_ROWS = 5
+# (SPLIT_ROWS, all the lockstep lanes use), and a block of synapses with sigmoids of
+# their own (conductance_split)
+SPLIT_ROWS = 5
+WORK_ROWS = 6
 
 # float solver state carried across chunks (index into the solver-state array)
 # (X_F_CARRIED is 1 once a call has left f(t, V) of the state it ends at in the carry, so

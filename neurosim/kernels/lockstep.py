@@ -11,12 +11,13 @@ float64, or float32 for twice the runs per register (``simulate_batch(...,
 precision="float32")``).
 
 Per lane the arithmetic is the single-run kernel's, operation for operation (the lane
-loops are the scalar loops with a lane index; step control, dense output, checks and
-first steps call the scalar functions on the lane's column), so a float64 lane's result equals
-:func:`neurosim.kernels.adaptive.run_adaptive` bit for bit, including its statistics:
-a single run's kernel is called once per chunk of ``chunk_rows`` output rows and
-evaluates f afresh at each call, and the lanes count those evaluations too
-(test_batch_equals_one_by_one_bit_for_bit).
+loops are the scalar loops with a lane index, dense output included; step control,
+checks and first steps call the scalar functions on the lane's column), so a float64
+lane's result equals :func:`neurosim.kernels.adaptive.run_adaptive` bit for bit,
+including its statistics: a single run's kernel carries its last step and f over from
+one call to the next, so however a run is cut into calls it takes the lanes' steps
+(test_batch_equals_one_by_one_bit_for_bit).  The output array is allocated without a
+fill: each lane writes every row of its run once, NaN past a failure or its end.
 """
 
 import math
@@ -27,15 +28,16 @@ from numba.extending import overload
 
 from neurosim.kernels.adaptive import (DOPRI5, accepted_step_size, after_rejection,
                                        count_accepted_step, initial_step, lands_on_breakpoint,
-                                       scaled_error_square, step_target, write_outputs)
+                                       scaled_error_square, step_target)
 from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
-                                        S_RHS, S_STEPS, STEP, STEP_UNDERFLOW, TOO_MANY_STEPS,
-                                        WORK_ROWS, X_FAIL_T)
+                                        S_RHS, S_STEPS, SPLIT_ROWS, STEP, STEP_UNDERFLOW,
+                                        TOO_MANY_STEPS, WORK_ROWS, X_FAIL_T)
 from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
-from neurosim.kernels.network import count_up_to, rhs, sigmoid, sigmoid32, waveform
-from neurosim.kernels.tableaux import DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_STAGES
+from neurosim.kernels.network import apply_drive, count_up_to, rhs, sigmoid, sigmoid32, waveform
+from neurosim.kernels.tableaux import (DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_P,
+                                       DP_STAGES)
 
 # Numba's default error model tests every division for zero, which stops vectorisation;
 # divisors here are capacitances and error scales, validated > 0 before any run.
@@ -141,7 +143,7 @@ def conductance_split_lanes(V_in, I, thetas, net, clamped, G, N, sig):
 
 @lane_njit
 def rhs_lanes(t, left, V, thetas, net, drive, work, dV):
-    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (WORK_ROWS, n, L).
+    """:func:`~neurosim.kernels.network.rhs` for every lane; ``work`` is (SPLIT_ROWS, n, L).
     Rows 0…n−1 of ``thetas`` hold 1/C, not C (see run_group)."""
     apply_drive_lanes(t, left, V, drive, work[0], work[1])
     conductance_split_lanes(work[0], work[1], thetas, net, drive[7], work[2], work[3], work[4])
@@ -221,11 +223,112 @@ def within_bounds(V, v_bound, out):
             out[lane] &= math.isfinite(x) & (abs(x) <= v_bound)
 
 
+#: dense output runs over all lanes at once while at least 1 in ROUND_SHARE of them has a
+#: row due, lane by lane after that (lanes are at different points of their runs, so the
+#: number of rows a step fills differs between them)
+ROUND_SHARE = 4
+
+
+@lane_njit
+def dense_output_lanes(item, t, h, V, K, out_times, dense_next, dense_end, record, clamped,
+                       any_clamped, commands, t_out, weights, values, out_V):
+    """Dense output of every lane's accepted step onto its due rows, all lanes at once.
+
+    Lane ``lane`` writes its rows dense_next[lane]…dense_end[lane]−1 (of the output grid
+    ``out_times``) into out_V[item[lane], 1 + row] by the step of size h[lane] from
+    (t[lane], V[:, lane]) with stages K[:, :, lane]: one row of every due lane per round.
+    Per lane the arithmetic is :func:`~neurosim.kernels.adaptive.write_outputs`' (the
+    weights of :func:`~neurosim.kernels.adaptive.dense_weights`, the stages summed in
+    their order, in float64 whatever the lanes' precision), so batches still equal single
+    runs bit for bit; the sums run over lanes, which vectorises, and each lane's row goes
+    out contiguous from ``values`` (rec, L).  A clamped neuron records its command, the
+    same for every lane at a row: ``commands`` (rows, rec), computed once per group."""
+    n, lanes = V.shape
+    n_rec = record.shape[0]
+    while True:
+        due = 0
+        for lane in range(lanes):
+            if dense_next[lane] < dense_end[lane]:
+                due += 1
+                t_out[lane] = out_times[dense_next[lane]]
+            else:
+                t_out[lane] = t[lane]  # a lane with nothing due: its values are not written
+        if due == 0:
+            return
+        if due * ROUND_SHARE < lanes:  # a round would compute mostly idle lanes
+            dense_output_each_lane(item, t, h, V, K, out_times, dense_next, dense_end, record,
+                                   clamped, any_clamped, commands, weights, out_V)
+            return
+        # dense_weights for every lane: the same expression, lane by lane
+        for lane in range(lanes):
+            frac = (t_out[lane] - t[lane]) / h[lane]
+            q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
+            for s in range(DP_STAGES):
+                weights[s, lane] = (DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2
+                                    + DP_P[s, 3] * q3)
+        for c in range(n_rec):
+            i = record[c]
+            if clamped[i]:  # from ``commands`` below
+                continue
+            for lane in range(lanes):
+                acc = 0.0
+                for s in range(DP_STAGES):
+                    acc += K[s, i, lane] * weights[s, lane]
+                values[c, lane] = V[i, lane] + h[lane] * acc
+        for lane in range(lanes):
+            row = dense_next[lane]
+            if row < dense_end[lane]:
+                b = item[lane]
+                for c in range(n_rec):
+                    out_V[b, 1 + row, c] = values[c, lane]
+                if any_clamped:  # a clamped neuron records its command, not the interpolant
+                    for c in range(n_rec):
+                        if clamped[record[c]]:
+                            out_V[b, 1 + row, c] = commands[row, c]
+                dense_next[lane] = row + 1
+
+
+@lane_njit
+def dense_output_each_lane(item, t, h, V, K, out_times, dense_next, dense_end, record, clamped,
+                           any_clamped, commands, weights, out_V):
+    """:func:`dense_output_lanes` lane by lane, for rows due in a few lanes only: the same
+    arithmetic on the lanes' strided columns, read in place (no copies)."""
+    n_rec = record.shape[0]
+    for lane in range(t.shape[0]):
+        b = item[lane]
+        for row in range(dense_next[lane], dense_end[lane]):
+            frac = (out_times[row] - t[lane]) / h[lane]
+            q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
+            for s in range(DP_STAGES):
+                weights[s, 0] = (DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2
+                                 + DP_P[s, 3] * q3)
+            for c in range(n_rec):
+                i = record[c]
+                if any_clamped and clamped[i]:
+                    out_V[b, 1 + row, c] = commands[row, c]
+                    continue
+                acc = 0.0
+                for s in range(DP_STAGES):
+                    acc += K[s, i, lane] * weights[s, 0]
+                out_V[b, 1 + row, c] = V[i, lane] + h[lane] * acc
+        dense_next[lane] = dense_end[lane]
+
+
+@lane_njit
+def pad_rows(out_V, b, first):
+    """Rows first… of run b hold no sample (past a failure or its protocol's end): NaN.
+    out_V is allocated without a fill, so each of its rows is written once."""
+    for r in range(first, out_V.shape[1]):
+        for c in range(out_V.shape[2]):
+            out_V[b, r, c] = np.nan
+
+
 @kernel_njit(inline="always")
 def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive, tstops, rtol,
               atol, max_step, adaptive, max_steps, record, v_bound, lanes, status, stats, fail_t,
               out_V):
-    """Items first..last-1 (one protocol, ``rows`` output rows each) on ``lanes`` lanes."""
+    """Items first..last-1 (one protocol, ``rows`` output rows each) on ``lanes`` lanes.
+    (``chunk_rows`` is unused: how a single run is cut into calls changes nothing.)"""
     n, n_par = V0.shape[1], thetas.shape[1]
     clamped = drive[7]
     any_clamped = clamped.any()
@@ -238,7 +341,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     V_new = np.zeros((n, lanes), real)
     err = np.zeros((n, lanes), real)
     K = np.zeros((DP_STAGES, n, lanes), real)
-    work = np.zeros((WORK_ROWS, n, lanes), real)
+    work = np.zeros((SPLIT_ROWS, n, lanes), real)
     lane_theta = np.ones((n_par, lanes), real)
     typed = (DP_A.astype(real), DP_E.astype(real), np.zeros(lanes, real))
     item = np.full(lanes, -1)
@@ -255,16 +358,25 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     t_stage = np.zeros(lanes)
     left = np.zeros(lanes, dtype=np.bool_)
     next_out = np.zeros(lanes, dtype=np.int64)
-    chunk_end = np.zeros(lanes, dtype=np.int64)
     stop = np.zeros(lanes, dtype=np.int64)
     state = np.zeros((lanes, N_SOLVER_STATE))
+    # the dense output of all lanes (dense_output_lanes): rows due, in float64
+    dense_item = np.full(lanes, -1)
+    dense_end = np.zeros(lanes, dtype=np.int64)
+    t_out = np.zeros(lanes)
+    weights = np.zeros((DP_STAGES, lanes))
+    values = np.zeros((record.shape[0], lanes))
     # one lane's column, for the scalar functions
     col = np.empty(n)
     col_new = np.empty(n)
     col_K = np.empty((DP_STAGES, n))
     scratch = np.empty((WORK_ROWS + 1, n))
-    no_tangent = np.empty((0, 0, 0))
-    weights = np.empty(DP_STAGES)
+    # what clamped neurons record at each row: write_outputs' apply_drive, once per group
+    commands = np.zeros((rows if any_clamped else 0, record.shape[0]))
+    for row in range(commands.shape[0]):
+        apply_drive(out_times[row], False, col, drive, scratch[0], scratch[1])
+        for c in range(record.shape[0]):
+            commands[row, c] = scratch[0, record[c]]
     pending = first
     while True:
         for lane in range(lanes):
@@ -278,6 +390,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 for c in range(record.shape[0]):
                     out_V[b, 0, c] = col[record[c]]
                 if rows == 0:
+                    pad_rows(out_V, b, 1)
                     continue
                 theta = thetas[b]
                 rhs(0.0, False, col, theta, net, drive, scratch, col_K[0])
@@ -299,7 +412,6 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 h[lane] = h0
                 err_old[lane] = 1e-4
                 next_out[lane] = 0
-                chunk_end[lane] = min(chunk_rows, rows)
                 stop[lane] = count_up_to(tstops, 0.0)
                 state[lane, :] = 0.0
         busy = 0
@@ -312,6 +424,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             if stats[b, S_STEPS] + stats[b, S_REJECTED] >= max_steps:
                 status[b] = TOO_MANY_STEPS
                 fail_t[b] = t[lane]
+                pad_rows(out_V, b, 1 + next_out[lane])
                 item[lane] = -1
                 continue
             t_target[lane], h_try[lane], landing[lane] = step_target(t[lane], t_final, h[lane],
@@ -327,9 +440,14 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
         # count_accepted_step's check for all lanes at once: a lane's column is strided,
         # so the scalar check runs only on the lanes that fail it (for its report)
         within_bounds(V_new, v_bound, in_bounds)
+        # which steps are accepted, and the rows their dense output fills: every output
+        # time up to the step's end (a single run's kernel interpolates a step that
+        # crosses the end of its call in the next call: the same rows, the same numbers)
+        rows_due = 0
         for lane in range(lanes):
             moves[lane] = False
             takes_last_stage[lane] = False
+            dense_end[lane] = next_out[lane]
             b = item[lane]
             if b < 0:
                 continue
@@ -342,18 +460,28 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 if h[lane] == 0.0:
                     status[b] = STEP_UNDERFLOW
                     fail_t[b] = state[lane, X_FAIL_T]
+                    pad_rows(out_V, b, 1 + next_out[lane])
                     item[lane] = -1
                 continue
+            norms[lane] = err_now
+            moves[lane] = True
             t_new = t_target[lane] if landing[lane] else t[lane] + h_try[lane]
-            if out_times[next_out[lane]] <= t_new:  # the step's dense output is needed
-                for i in range(n):
-                    col[i] = V[i, lane]
-                    for s in range(DP_STAGES):
-                        col_K[s, i] = K[s, i, lane]
-                next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
-                                               out_times[:chunk_end[lane]], next_out[lane],
-                                               drive, any_clamped, scratch, weights, record,
-                                               out_V[b, 1:], no_tangent)
+            t_stage[lane] = t_new
+            end = next_out[lane]
+            while end < rows and out_times[end] <= t_new:
+                end += 1
+            dense_end[lane] = end
+            rows_due += end - next_out[lane]
+        # written before the state is checked, as run_adaptive does
+        if rows_due > 0:
+            dense_output_lanes(item, t, h_try, V, K, out_times, next_out, dense_end, record,
+                               clamped, any_clamped, commands, t_out, weights, values, out_V)
+        for lane in range(lanes):
+            if not moves[lane]:
+                continue
+            b = item[lane]
+            t_new = t_stage[lane]
+            err_now = norms[lane]
             if in_bounds[lane]:
                 stats[b, S_STEPS] += 1  # what count_accepted_step does for a valid state
             else:
@@ -361,17 +489,10 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     col_new[i] = V_new[i, lane]
                 status[b] = count_accepted_step(col_new, v_bound, stats[b], state[lane], t_new)
                 fail_t[b] = state[lane, X_FAIL_T]
+                pad_rows(out_V, b, 1 + next_out[lane])
                 item[lane] = -1
+                moves[lane] = False
                 continue
-            moves[lane] = True
-            # where a single run's kernel returns and is called for the next chunk: it
-            # first interpolates the step it carried (f at its end is carried too)
-            while next_out[lane] == chunk_end[lane] and chunk_end[lane] < rows:
-                chunk_end[lane] = min(chunk_end[lane] + chunk_rows, rows)
-                next_out[lane] = write_outputs(DOPRI5, col, col_K, t[lane], h_try[lane], t_new,
-                                               out_times[:chunk_end[lane]], next_out[lane],
-                                               drive, any_clamped, scratch, weights, record,
-                                               out_V[b, 1:], no_tangent)
             t[lane] = t_new
             if lands_on_breakpoint(landing[lane], t_new, t_target[lane], tstops, stop[lane]):
                 stop[lane] += 1
@@ -388,6 +509,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                                                             h_try[lane], landing[lane],
                                                             DP_ERROR_ORDER)
             if next_out[lane] == rows:
+                pad_rows(out_V, b, 1 + rows)  # a shorter protocol than the batch's longest
                 item[lane] = -1
         # the accepted states, and f at them (first same as last), for all lanes at once
         for i in range(n):
