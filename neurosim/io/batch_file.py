@@ -38,8 +38,8 @@ import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, WriterThread, _claim, _close_quietly,
-                              _holds, _preallocated_full, _pwrite_all, check_target, publish,
-                              start_writeback)
+                              _holds, _preallocated_full, _pwrite_all, abandon_open,
+                              check_target, publish, start_writeback, write_failure_reason)
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import BatchHeader
 from neurosim.resources import require_disk
@@ -85,6 +85,9 @@ class HDF5BatchRecorder:
         per_set = max(1, n_protocols * n_samples * n_recorded * self.dtype.itemsize)
         return unit * max(1, round(CALL_BYTES / (per_set * unit)))
 
+    def _reason(self, exc: BaseException) -> str:
+        return write_failure_reason(exc, self.target.parent, METADATA_RESERVE)
+
     def open(self, header: BatchHeader, sets_per_call: int) -> None:
         self.header = header
         n_p, n_sets = len(header.protocols), header.n_sets
@@ -101,13 +104,7 @@ class HDF5BatchRecorder:
                          check=self.check_space)
             self._create(header)
         except BaseException as exc:
-            if self.file is not None:
-                _close_quietly(self.file)
-                self.file = None
-            self.partial.unlink(missing_ok=True)
-            os.close(self._fd)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write {self.path}: {_reason(exc)}") from None
+            abandon_open(self, exc, self._reason(exc))
             raise
         self._status = np.full((n_p, n_sets), NOT_RUN, dtype=np.int8)
         self._stats = np.zeros((n_p, n_sets, 4), dtype=np.int64)
@@ -157,7 +154,7 @@ class HDF5BatchRecorder:
         now on (it is written on the writer thread).  Raises StorageError once a write has
         failed."""
         if self._error is not None:
-            raise StorageError(f"writing {self.path} failed: {_reason(self._error)}")
+            raise StorageError(f"writing {self.path} failed: {self._reason(self._error)}")
         self._writer.put((first, V, (status, stats, initial_V, rest_reports, messages)))
 
     def _write_sets(self, first, V, summary):
@@ -193,7 +190,7 @@ class HDF5BatchRecorder:
         if self._error is not None:
             status = "failed"
             message = (f"recording stopped after {self._written} parameter sets: writing "
-                       f"failed: {_reason(self._error)}")
+                       f"failed: {self._reason(self._error)}")
         finished = self._finish(status, message)
         stored = None
         if finished:
@@ -210,7 +207,7 @@ class HDF5BatchRecorder:
         if self._error is not None:
             where = (f"the {self._written} parameter sets written before are in {stored}"
                      if stored is not None else "nothing could be kept")
-            error = StorageError(f"writing {self.path} failed: {_reason(self._error)}; {where}")
+            error = StorageError(f"writing {self.path} failed: {self._reason(self._error)}; {where}")
             error.path = stored
             raise error
         return stored
@@ -251,12 +248,6 @@ def _reserve(fd: int, offset: int, nbytes: int) -> None:
     except OSError as exc:
         if exc.errno not in (95, 38, 22):  # EOPNOTSUPP, ENOSYS, EINVAL: not supported here
             raise
-
-
-def _reason(exc: BaseException) -> str:
-    code = getattr(exc, "errno", None)
-    text = os.strerror(code) if code else (" ".join(str(exc).split()) or type(exc).__name__)
-    return text
 
 
 def load_batch_V(path) -> np.ndarray:

@@ -280,6 +280,35 @@ class WriterThread(threading.Thread):
             self._report(exc)
 
 
+def write_failure_reason(exc: BaseException, folder: Path, reserve: int = 0) -> str:
+    """Why a write failed, in a few words (HDF5's own messages carry the errno among
+    pointers and timestamps), with the free space when the disk in ``folder`` is (nearly)
+    full (less than ``reserve`` bytes left)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    found = re.search(r"errno = (\d+)", text)
+    code = getattr(exc, "errno", None) or (int(found.group(1)) if found else None)
+    reason = os.strerror(code) if code else text
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return reason
+    if code in (errno.ENOSPC, errno.EDQUOT) or free < reserve:
+        return f"{reason} (the disk is full: only {format_bytes(free)} free in {folder})"
+    return reason
+
+
+def abandon_open(owner, exc: BaseException, reason: str) -> None:
+    """After a refused or failed start: close ``owner``'s file, remove its partial file and
+    release its lock; an OS error becomes a StorageError (``reason`` says why)."""
+    if owner.file is not None:
+        _close_quietly(owner.file)
+        owner.file = None
+    owner.partial.unlink(missing_ok=True)
+    os.close(owner._fd)
+    if isinstance(exc, OSError):
+        raise StorageError(f"cannot write {owner.path}: {reason}") from None
+
+
 class HDF5Recorder(Recorder):
     """Stream a run to ``path`` (see the module docstring for what is guaranteed).
 
@@ -332,13 +361,7 @@ class HDF5Recorder(Recorder):
                              "(--no-space-check)", check=self.check_space)
             self._create(header)
         except BaseException as exc:  # refused, or a full disk or an I/O error at the start
-            if self.file is not None:
-                _close_quietly(self.file)
-                self.file = None
-            self.partial.unlink(missing_ok=True)
-            os.close(self._fd)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write {self.path}: {self._reason(exc)}") from None
+            abandon_open(self, exc, self._reason(exc))
             raise
 
         # A writer thread overlaps disk I/O, and the circuit's YAML text, with the run
@@ -502,19 +525,7 @@ class HDF5Recorder(Recorder):
             self._buffered = 0
 
     def _reason(self, exc: BaseException) -> str:
-        """Why a write failed, in a few words (HDF5's own messages carry the errno among
-        pointers and timestamps), with the free space when the disk is (nearly) full."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        found = re.search(r"errno = (\d+)", text)
-        code = getattr(exc, "errno", None) or (int(found.group(1)) if found else None)
-        reason = os.strerror(code) if code else text
-        try:
-            free = shutil.disk_usage(self.target.parent).free
-        except OSError:
-            return reason
-        if code in (errno.ENOSPC, errno.EDQUOT) or free < self._metadata_reserve:
-            return f"{reason} (the disk is full: only {format_bytes(free)} free in {self.target.parent})"
-        return reason
+        return write_failure_reason(exc, self.target.parent, self._metadata_reserve)
 
     def append(self, t, V):
         """Queue rows for writing; the recorder owns ``t`` and ``V`` from now on.
