@@ -1,4 +1,16 @@
-"""The public run API: compile, pick the integrator, run in chunks, feed a recorder."""
+"""The public run API: compile, pick the integrator, run in chunks, feed a recorder.
+
+* :func:`simulate` — one run of a protocol (or an ad-hoc duration), into a recorder
+  (memory or HDF5), with progress and a one-line failure sentence.
+* :func:`sensitivities` — one run with ∂V/∂θ of named parameters, through its rest.
+* :class:`BatchPlan` — many runs set up once (compiled circuit and protocols, integrator,
+  one output plan); :func:`simulate_batch` is one :meth:`BatchPlan.run`.  Fits, sweeps
+  and the CLI reach the integrators only through this module (tests/test_layering.py).
+
+A given parameter vector θ is laid out as ``compile_circuit(circuit).layout`` says (for a
+run with ablated neurons, the layout of the circuit without them) and is taken before a
+protocol's lesions (``scale``), which multiply it as they multiply the circuit's own.
+"""
 
 from __future__ import annotations
 
