@@ -381,7 +381,9 @@ def restriction_of(circuit: Circuit) -> Restriction:
     g_L/C = 1 a DNN (whose input layer may be gap junctions on in the first step only,
     as :func:`dnn` builds it).  κ = 1 on every synapse is an NRN.  Synapses of zero
     weight in every step, synapses onto clamped neurons and junctions between clamped
-    neurons act on nothing and are ignored; clamped neurons and their synapses are inputs.
+    neurons act on nothing and are ignored; clamped neurons and their synapses are inputs,
+    and a gap junction from a clamped neuron to a state neuron is a bias and a decay
+    (ĝ·V_in − ĝ·V_i), which a CT-RNN has and a Neural ODE or ResNet has not.
     An augmented Neural ODE is a Neural ODE (its augmentation lives in the initial state
     and read-out).  Integrator choices are not part of a circuit.
     """
@@ -394,24 +396,36 @@ def restriction_of(circuit: Circuit) -> Restriction:
         value(f"synapses[{s.key}].w", s.w) > 0] for s in active]) if active else np.zeros(0)
     gaps = [value(f"gap_junctions[{g.key}].g", g.g) for g in circuit.gap_junctions
             if not {g.a, g.b} <= clamped]
+    # between two state neurons a junction couples them; from a clamped (input) neuron
+    # j it adds ĝ·V_j, a bias, and −ĝ·V_i, a decay of its own
+    coupling = [value(f"gap_junctions[{g.key}].g", g.g) for g in circuit.gap_junctions
+                if g.a not in clamped and g.b not in clamped]
+    from_inputs = {n.name: 0.0 for n in state}
+    for g in circuit.gap_junctions:
+        if (g.a in clamped) != (g.b in clamped):
+            free = g.b if g.a in clamped else g.a
+            from_inputs[free] = from_inputs[free] + value(f"gap_junctions[{g.key}].g", g.g)
     decays = [value(f"neurons[{n.name}].g_L", n.g_L) / value(f"neurons[{n.name}].C", n.C)
               for n in state]
+    leaks = [(value(f"neurons[{n.name}].g_L", n.g_L) + from_inputs[n.name])
+             / value(f"neurons[{n.name}].C", n.C) for n in state]
     schedule = circuit.schedule
     stepped = schedule is not None and schedule.interval == 1.0
     current = any(st.quantity == "current" and set(st.targets) - clamped
                   for st in circuit.stimuli.values())
     terms = tuple(t for t, present in zip(TERMS, (
-        any(np.any(d > 0) for d in decays), bool(np.any(kappas > 0)), bool(active),
+        any(np.any(d > 0) for d in leaks), bool(np.any(kappas > 0)), bool(active),
         any(np.any(g > 0) for g in gaps), current, bool(clamped), schedule is not None)) if present)
 
     current_based = (bool(np.all(kappas == 0)),
                      f"synapses are not all current-based (κ ∈ {sorted(set(kappas.tolist()))})")
-    no_gaps = (not any(np.any(g > 0) for g in gaps),
+    no_gaps = (not any(np.any(g > 0) for g in coupling),
                "gap junctions add a linear coupling ĝ(V_j − V_i)")
     input_gaps = (not any(np.any(g[1:] > 0) for g in gaps),
                   "gap junctions stay on after the first (input) step")
     constant = (schedule is None, "parameters change in time (a schedule)")
-    no_leak = (all(np.all(d == 0) for d in decays), "some neuron has a leak g_L > 0 (a decay)")
+    no_leak = (all(np.all(d == 0) for d in leaks),
+               "some neuron has a leak (g_L > 0, or a gap junction to an input): a decay")
     unit_decay = (all(np.all(d == 1) for d in decays),
                   "g_L/C ≠ 1 (Euler Δt = 1 must replace the state)")
     steps = (stepped, "no per-step parameter schedule with interval 1")

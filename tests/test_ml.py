@@ -176,7 +176,8 @@ CT = ml.ctrnn(W2, 1.0)
 def test_restriction_of_explains_why_not():
     tw = ml.restriction_of(ns.load_circuit(TW))
     assert tw.family == "nrn" and "gap junctions" in tw.terms and "driving force" in tw.terms
-    assert "current-based" in tw.reasons["ctrnn"] and "gap junctions" in tw.reasons["ctrnn"]
+    # its junctions all join a clamped sensory neuron to a state neuron: biases and decays
+    assert tw.reasons["ctrnn"] == "synapses are not all current-based (κ ∈ [1.0])"
     mixed = ml.nrn(np.ones((2, 2)), 0.0).replace(synapses=(
         ns.Synapse("x0", "x1", kappa=0.5),))
     assert ml.restriction_of(mixed).family == "general"
@@ -197,6 +198,11 @@ def with_synapse(circuit, synapse):
     (CT.replace(gap_junctions=(ns.GapJunction("x0", "x1", 0.2),)), "general",
      ("ctrnn", "gap junctions")),
     (CT.replace(gap_junctions=(ns.GapJunction("x0", "x1", 0.0),)), "ctrnn", None),  # g = 0
+    (CT.replace(neurons=CT.neurons + (ns.Neuron("in", clamp=-20.0),),
+                gap_junctions=(ns.GapJunction("in", "x0", 0.2),)), "ctrnn", None),  # an input
+    (ml.neural_ode(W2).replace(neurons=ml.neural_ode(W2).neurons + (ns.Neuron("in", clamp=1.0),),
+                               gap_junctions=(ns.GapJunction("x1", "in", 0.2),)), "ctrnn",
+     ("neural_ode", "gap junction to an input")),
     (CT.replace(neurons=tuple(ns.Neuron(n.name, C=2.0, g_L=1.0, E_L=0.5, V0=0.0)
                               for n in CT.neurons)), "ctrnn", None),  # C, E_L: scale, bias
     (with_synapse(CT, ns.Synapse("x0", "x0", w=0.0, kappa=1.0)), "ctrnn", None),  # w = 0
@@ -232,6 +238,19 @@ def test_a_ctrnn_with_capacitance_and_leak_reversal_is_a_rescaled_ctrnn():
     r = ns.simulate(circuit, duration=3.0, integrator="rk4", dt=0.01, dt_out=0.01)
     f = lambda t, x: -0.5 * x + (W2 / 2.0) @ sigma(x) + 0.25  # noqa: E731
     np.testing.assert_allclose(r.V, rk4(f, np.full(2, 0.3), 0.01, 300), rtol=0, atol=1e-10)
+
+
+def test_a_gap_junction_from_an_input_is_a_ctrnns_bias_and_decay():
+    """What restriction_of calls a CT-RNN when a gap junction joins a clamped input to a
+    state neuron computes eq. 8 with that neuron's decay g_L + ĝ and bias ĝ·V_in."""
+    circuit = CT.replace(neurons=CT.neurons + (ns.Neuron("in", clamp=-0.7),),
+                         gap_junctions=(ns.GapJunction("in", "x0", 0.3),))
+    assert ml.restriction_of(circuit).family == "ctrnn"
+    r = ns.simulate(circuit, duration=3.0, integrator="rk4", dt=0.01, dt_out=0.01,
+                    record=["x0", "x1"], initial="as_given")
+    decay, bias = np.array([1.3, 1.0]), np.array([0.3 * -0.7, 0.0])
+    f = lambda t, x: -decay * x + W2 @ sigma(x) + bias  # noqa: E731
+    np.testing.assert_allclose(r.V, rk4(f, np.zeros(2), 0.01, 300), rtol=0, atol=1e-10)
 
 
 def test_the_seeds_decreasing_sigmoid_is_a_negative_slope():
