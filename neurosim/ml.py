@@ -8,7 +8,7 @@ ordinary :class:`~neurosim.model.Circuit` (the same class the YAML loader return
 ==============  ===================================================================
 family          restriction (DESIGN.md §1)
 ==============  ===================================================================
-``nrn``         none: κ = 1, g_L > 0 (eq. 9)
+``nrn``         none: κ = 1 on every synapse, any g_L ≥ 0 (eq. 9)
 ``ctrnn``       κ = 0, C = 1, E_L = 0, g_L = decay, signed weight w·E (eq. 8)
 ``neural_ode``  CT-RNN with g_L = 0 (eq. 5); augmented: extra zero-initialised neurons (eq. 7)
 ``resnet``      Neural ODE + Euler Δt = 1 + per-step weights and thresholds μ^t (eqs. 2–3)
