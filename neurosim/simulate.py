@@ -38,7 +38,8 @@ from neurosim.integrators import (METHODS, N_REPORT, OK, R_ITERATIONS, R_MAX_REA
                                   lockstep_unit, make_integrator, one_compile_notice, rest_start,
                                   run_items,
                                   running_clock, status_sentence)
-from neurosim.io.batch_file import load_batch_V, read_batch_parts
+from neurosim.io.batch_file import (HDF5BatchRecorder, batch_identity, load_batch_V,
+                                   read_batch_parts)
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -591,7 +592,7 @@ class BatchResult:
         The columns of the parameter matrix, by name (``layout.names``).
     initial_V : ndarray, shape (n_protocols, n_sets, n_neurons), mV
         Every neuron's initial potential (all neurons, in circuit order).
-    rest_reports : ndarray, shape (n_protocols, n_sets, 5)
+    rest_reports : ndarray, shape (n_protocols, n_sets, 6)
         How each rest was found (NaN rows for runs that start as given); :meth:`start`
         turns a row into a :class:`RestState`.
     """
@@ -845,6 +846,9 @@ class BatchPlan:
         (:class:`~neurosim.io.batch_file.HDF5BatchRecorder`) streamed to its file."""
         thetas = self.parameter_sets(theta)
         if recorder is not None:
+            if not isinstance(recorder, HDF5BatchRecorder):
+                raise CircuitError(f"recorder= takes an HDF5BatchRecorder (a batch's file), got "
+                                   f"{type(recorder).__name__}")
             return self._stream(thetas, recorder, _stacklevel + 1)
         compiled, method = self.compiled, self.method
         n_p, n_sets = len(self.protocols), thetas.shape[0]
@@ -927,9 +931,11 @@ class BatchPlan:
         metadata["wall_time_s"] = running_clock() - started
         metadata["path"] = str(path)
         parts = read_batch_parts(path)
+        identity = batch_identity(path)
         labels = np.select([parts["status"] == 0, parts["status"] == 1],
                            ["complete", "failed"], "not run")
-        return BatchResult(t, lambda: load_batch_V(path), self.protocols, self.neuron_names,
+        return BatchResult(t, lambda: load_batch_V(path, identity), self.protocols,
+                           self.neuron_names,
                            labels, parts["messages"], parts["stats"], compiled.layout, metadata,
                            parts["initial_V"], parts["rest_reports"], compiled.neuron_names)
 

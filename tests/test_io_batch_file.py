@@ -175,3 +175,39 @@ def test_a_real_full_disk(tw_batch, small_disk):
         ns.simulate_batch(circuit, many, "tap", rtol=1e-6, atol=1e-6, dt_out=1.0,
                           recorder=recorder(small_disk / "b.h5", check_space=False))
     assert list(small_disk.iterdir()) == []
+
+
+def test_a_recorder_writes_one_batch_and_a_replaced_file_is_not_read_as_its_traces(tw_batch,
+                                                                                  tmp_path):
+    """A reused recorder is refused (it once returned the first batch's traces under the
+    second's labels); a batch's lazily read traces are refused once its file has been
+    replaced by another batch (they once showed the new file's runs)."""
+    circuit, params, _ = tw_batch
+    path = tmp_path / "b.h5"
+    used = recorder(path)
+    first = ns.simulate_batch(circuit, params[:3], "tap", recorder=used, **OPTIONS)
+    with pytest.raises(ResultFileError, match="writes one batch"):
+        ns.simulate_batch(circuit, params[:2], "tap_no_PLM", recorder=used, **OPTIONS)
+    ns.simulate_batch(circuit, params[:3], "tap", recorder=recorder(path, overwrite=True),
+                      **OPTIONS)
+    with pytest.raises(ResultFileError, match="replaced or rewritten"):
+        first.V
+    with pytest.raises(ns.CircuitError, match="takes an HDF5BatchRecorder"):
+        ns.simulate_batch(circuit, params[:2], "tap", recorder=str(path), **OPTIONS)
+
+
+def test_the_space_check_counts_what_is_known_of_each_run(tw_batch, small_disk, monkeypatch):
+    """Statuses, stats, starts and rest reports take ~170 bytes a run: a batch of one
+    sample per run is refused before any work when they do not fit (it once computed
+    everything and then kept nothing)."""
+    circuit, params, _ = tw_batch
+    many = np.repeat(params[:1], 40_000, axis=0)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the batch ran before its file was refused")
+
+    monkeypatch.setattr(simulate_module.BatchPlan, "_grid", no_work)
+    with pytest.raises(ns.ResourceError, match="free"):
+        ns.simulate_batch(circuit, many, "tap", dt_out=1500.0, record=["REV"],
+                          recorder=recorder(small_disk / "c.h5"))
+    assert list(small_disk.iterdir()) == []

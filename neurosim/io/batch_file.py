@@ -7,7 +7,7 @@ Layout (format ``neurosim-batch``, version 1, readable by any HDF5 tool)::
     /status      (protocols, sets) int8     -1 not run, 0 completed, 1 failed
     /stats       (protocols, sets, 4) int64 steps, rejected, rhs evaluations, Jacobians
     /initial_V   (protocols, sets, neurons) every neuron's initial potential
-    /rest_reports (protocols, sets, 5)      how each rest was found (NaN: as given)
+    /rest_reports (protocols, sets, 6)      how each rest was found (NaN: as given)
     /neuron_names, /protocols                UTF-8 strings
     attributes: format, complete, status, message, runs_written, messages (JSON),
                 metadata (JSON), circuit_yaml, circuit_sha256
@@ -28,9 +28,11 @@ replaced only with ``overwrite``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -38,7 +40,7 @@ import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, WriterThread, _claim, _close_quietly,
-                              _holds, _preallocated_full, _pwrite_all, abandon_open,
+                              _holds, _identity, _preallocated_full, _pwrite_all, abandon_open,
                               check_target, publish, start_writeback, write_failure_reason)
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import BatchHeader
@@ -75,6 +77,7 @@ class HDF5BatchRecorder:
         self.overwrite, self.dtype, self.check_space = overwrite, np.dtype(dtype), check_space
         self.file = None
         self._closed = False
+        self._opened = False
 
     def sets_per_call(self, n_protocols: int, n_samples: int, n_recorded: int,
                       unit: int = 1) -> int:
@@ -89,11 +92,18 @@ class HDF5BatchRecorder:
         return write_failure_reason(exc, self.target.parent, METADATA_RESERVE)
 
     def open(self, header: BatchHeader, sets_per_call: int) -> None:
+        if self._opened:
+            raise ResultFileError(f"this recorder has recorded a batch to {self.path} already; "
+                                  "a recorder writes one batch: make a new one")
+        self._opened = True
         self.header = header
         n_p, n_sets = len(header.protocols), header.n_sets
         samples, n_rec = header.time.size, len(header.neuron_names)
         self._chunk = (1, max(1, min(sets_per_call, n_sets)), samples, max(1, n_rec))
-        size = n_p * n_sets * samples * n_rec * self.dtype.itemsize
+        # the traces, and what is known of each run (status, stats, start, rest report),
+        # whose datasets are placed now too: closing then needs no more than METADATA_RESERVE
+        per_run = 1 + 4 * 8 + header.n_neurons * 8 + header.n_report * 8
+        size = n_p * n_sets * (samples * n_rec * self.dtype.itemsize + per_run)
         self._fd = _claim(self.partial, self.overwrite, self.path)
         try:
             require_disk(size + METADATA_RESERVE, self.target.parent,
@@ -126,6 +136,12 @@ class HDF5BatchRecorder:
             for first in range(0, n_sets, self._chunk[1]):
                 info = self.V.id.get_chunk_info_by_coord((p, first, 0, 0))
                 _reserve(self._fd, info.byte_offset, info.size)
+        for name, shape, dtype, fill in (
+                ("status", (n_p, n_sets), np.int8, NOT_RUN),
+                ("stats", (n_p, n_sets, 4), np.int64, 0),
+                ("initial_V", (n_p, n_sets, header.n_neurons), np.float64, np.nan),
+                ("rest_reports", (n_p, n_sets, header.n_report), np.float64, np.nan)):
+            self.file.create_dataset(name, data=np.full(shape, fill, dtype=dtype))
         self.file.create_dataset("time", data=header.time)
         strings = h5py.string_dtype()
         self.file.create_dataset("neuron_names", data=np.array(header.neuron_names, dtype=strings))
@@ -159,7 +175,11 @@ class HDF5BatchRecorder:
 
     def _write_sets(self, first, V, summary):
         """On the writer thread: the traces of sets first… straight to their chunks, then
-        (once they are written) their statuses in memory, for close to store."""
+        (once they are written) their statuses in memory, for close to store.  A disk
+        filled (by anyone) below METADATA_RESERVE stops the recording here, between
+        calls, so that closing the file keeps what was written."""
+        if shutil.disk_usage(self.target.parent).free < METADATA_RESERVE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         m = V.shape[1]
         data = np.ascontiguousarray(V, dtype=self.dtype)
         for p in range(V.shape[0]):
@@ -215,10 +235,9 @@ class HDF5BatchRecorder:
     def _finish(self, status: str, message: str) -> bool:
         try:
             f = self.file
-            f.create_dataset("status", data=self._status)
-            f.create_dataset("stats", data=self._stats)
-            f.create_dataset("initial_V", data=self._initial)
-            f.create_dataset("rest_reports", data=self._rests)
+            for name, values in (("status", self._status), ("stats", self._stats),
+                                 ("initial_V", self._initial), ("rest_reports", self._rests)):
+                f[name][...] = values  # placed when the file was made
             attrs = f.attrs
             attrs["messages"] = json.dumps([[p, k, text] for (p, k), text
                                             in sorted(self._messages.items())])
@@ -250,9 +269,23 @@ def _reserve(fd: int, offset: int, nbytes: int) -> None:
             raise
 
 
-def load_batch_V(path) -> np.ndarray:
+def batch_identity(path) -> tuple:
+    """What tells one version of a batch file from another (file, size, time)."""
+    return _identity(os.stat(path))
+
+
+def load_batch_V(path, identity: tuple | None = None) -> np.ndarray:
     """/V of a batch file (protocols, sets, samples, recorded) as float64, NaN for the
-    runs that were not written."""
+    runs that were not written; with ``identity`` (:func:`batch_identity`), refused if
+    the file has been removed, replaced or rewritten since."""
+    if identity is not None:
+        try:
+            same = batch_identity(path) == identity
+        except OSError:
+            same = False
+        if not same:
+            raise ResultFileError(f"{path} was removed, replaced or rewritten after this batch "
+                                  "was recorded to it; its traces are no longer there")
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ResultFileError(f"{path} is not a neurosim batch file")
@@ -270,6 +303,9 @@ def read_batch_parts(path) -> dict:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ResultFileError(f"{path} is not a neurosim batch file")
+        if f.attrs.get("status") == "running":
+            raise ResultFileError(f"{path} was left by a batch that was killed: which runs it "
+                                  "holds was never written (load_batch_V reads it as NaN)")
         parts = {name: f[name][()] for name in ("status", "stats", "initial_V", "rest_reports")}
         parts["messages"] = {(p, k): text for p, k, text in json.loads(f.attrs["messages"])}
     return parts
