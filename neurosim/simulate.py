@@ -921,8 +921,11 @@ class BatchPlan:
                                 reports, messages)
                 done = first + m
         except BaseException as exc:
-            recorder.close("interrupted", f"interrupted after {done} of {n_sets} parameter "
-                                          f"sets ({type(exc).__name__})")
+            kept = recorder.close("interrupted", f"interrupted after {done} of {n_sets} "
+                                                 f"parameter sets ({type(exc).__name__})")
+            if kept is not None and kept != recorder.target:
+                warnings.warn(f"the interrupted batch is in {kept}; {recorder.path} is left as "
+                              "it was (a complete batch only replaces a file)", stacklevel=stacklevel)
             raise
         path = recorder.close("complete", "completed")
         if unstable:

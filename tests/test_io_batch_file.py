@@ -139,6 +139,32 @@ def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch
     assert np.isnan(V[:, 32:]).all()  # never the file's undefined bytes
 
 
+def test_an_interrupted_batch_does_not_replace_a_finished_file(tw_batch, tmp_path,
+                                                                monkeypatch):
+    """overwrite=True replaces a file with a complete batch only: interrupted, the new
+    batch stays in the partial and the finished file keeps every byte."""
+    circuit, params, _ = tw_batch
+    path = tmp_path / "b.h5"
+    ns.simulate_batch(circuit, params[:4], "tap", recorder=recorder(path), **OPTIONS)
+    before = path.read_bytes()
+    run_grid = simulate_module.BatchPlan._grid
+    calls = []
+
+    def interrupted_at_the_second_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run_grid(*args, **kwargs)
+
+    monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted_at_the_second_call)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="left as it was"):
+        ns.simulate_batch(circuit, params, PROTOCOLS,
+                          recorder=recorder(path, overwrite=True), **OPTIONS)
+    assert path.read_bytes() == before
+    with h5py.File(tmp_path / "b.h5.partial", "r") as f:
+        assert f.attrs["status"] == "interrupted" and f.attrs["runs_written"] > 0
+
+
 def test_a_write_error_stops_the_batch_and_keeps_what_was_written(tw_batch, tmp_path,
                                                                    monkeypatch):
     circuit, params, memory = tw_batch

@@ -23,7 +23,8 @@ status -1: :func:`load_batch_V` shows NaN there, never the undefined bytes of th
 
 The file follows :mod:`neurosim.io.hdf5`'s rules: written as ``OUT.h5.partial``,
 created and locked (one writer), renamed when the batch ends; an existing file is
-replaced only with ``overwrite``.
+replaced only with ``overwrite``, and only by a complete batch (an interrupted or failed
+one then stays in the partial, beside it).
 """
 
 from __future__ import annotations
@@ -213,7 +214,11 @@ class HDF5BatchRecorder:
                        f"failed: {self._reason(self._error)}")
         finished = self._finish(status, message)
         stored = None
-        if finished:
+        if finished and status != "complete" and self.target.exists():
+            # overwrite replaces a file with a complete batch only: an interrupted or
+            # failed one stays in the partial, beside the file it would have replaced
+            stored = self.partial
+        elif finished:
             try:
                 stored = publish(self._fd, self.partial, self.target, self.path, self.overwrite)
             except ResultFileError as exc:
