@@ -130,6 +130,7 @@ def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch
         ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"),
                           **OPTIONS)
     with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert f["V"].attrs["units"] == "mV" and f["time"].attrs["units"] == "ms"
         assert not f.attrs["complete"] and f.attrs["status"] == "interrupted"
         assert f.attrs["runs_written"] == 2 * 32
         status = f["status"][()]

@@ -143,7 +143,8 @@ class HDF5BatchRecorder:
                 ("initial_V", (n_p, n_sets, header.n_neurons), np.float64, np.nan),
                 ("rest_reports", (n_p, n_sets, header.n_report), np.float64, np.nan)):
             self.file.create_dataset(name, data=np.full(shape, fill, dtype=dtype))
-        self.file.create_dataset("time", data=header.time)
+        self.file.create_dataset("time", data=header.time).attrs["units"] = "ms"
+        self.V.attrs["units"] = "mV"
         strings = h5py.string_dtype()
         self.file.create_dataset("neuron_names", data=np.array(header.neuron_names, dtype=strings))
         self.file.create_dataset("protocols", data=np.array(header.protocols, dtype=strings))
