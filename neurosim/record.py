@@ -56,6 +56,8 @@ class BatchHeader:
     n_report: int                     # columns of a rest report
     metadata: dict
     circuit: Circuit | None = None    # for its YAML text
+    theta: np.ndarray | None = None   # (sets, parameters): what each run ran
+    parameter_names: tuple[str, ...] = ()  # theta's columns
 
 
 class Result:

@@ -902,7 +902,8 @@ class BatchPlan:
                     "ablated": self._ablations, "precision": self.precision,
                     "neurosim_version": __version__}
         recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
-                                  compiled.n_neurons, N_REPORT, metadata, self.circuit), per_call)
+                                  compiled.n_neurons, N_REPORT, metadata, self.circuit, thetas,
+                                  tuple(self.layout.names)), per_call)
         ablated = np.nonzero(self.ablated[:, self.record])
         started, unstable, done = running_clock(), 0, 0
         try:

@@ -131,6 +131,9 @@ def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch
                           **OPTIONS)
     with h5py.File(tmp_path / "b.h5", "r") as f:
         assert f["V"].attrs["units"] == "mV" and f["time"].attrs["units"] == "ms"
+        np.testing.assert_array_equal(f["theta"][()], params)  # what reruns each run
+        names = [x.decode() for x in f["parameter_names"][()]]
+        assert names == list(compile_circuit(circuit).layout.names)
         assert not f.attrs["complete"] and f.attrs["status"] == "interrupted"
         assert f.attrs["runs_written"] == 2 * 32
         status = f["status"][()]

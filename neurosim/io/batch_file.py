@@ -8,7 +8,8 @@ Layout (format ``neurosim-batch``, version 1, readable by any HDF5 tool)::
     /stats       (protocols, sets, 4) int64 steps, rejected, rhs evaluations, Jacobians
     /initial_V   (protocols, sets, neurons) every neuron's initial potential
     /rest_reports (protocols, sets, 6)      how each rest was found (NaN: as given)
-    /neuron_names, /protocols                UTF-8 strings
+    /theta       (sets, parameters)        the parameter vectors the runs ran
+    /neuron_names, /protocols, /parameter_names   UTF-8 strings
     attributes: format, complete, status, message, runs_written, messages (JSON),
                 metadata (JSON), circuit_yaml, circuit_sha256
 
@@ -105,6 +106,8 @@ class HDF5BatchRecorder:
         # whose datasets are placed now too: closing then needs no more than METADATA_RESERVE
         per_run = 1 + 4 * 8 + header.n_neurons * 8 + header.n_report * 8
         size = n_p * n_sets * (samples * n_rec * self.dtype.itemsize + per_run)
+        if header.theta is not None:
+            size += header.theta.nbytes
         self._fd = _claim(self.partial, self.overwrite, self.path)
         try:
             require_disk(size + METADATA_RESERVE, self.target.parent,
@@ -143,6 +146,10 @@ class HDF5BatchRecorder:
                 ("initial_V", (n_p, n_sets, header.n_neurons), np.float64, np.nan),
                 ("rest_reports", (n_p, n_sets, header.n_report), np.float64, np.nan)):
             self.file.create_dataset(name, data=np.full(shape, fill, dtype=dtype))
+        if header.theta is not None:  # what each run ran: a batch reruns from its file
+            self.file.create_dataset("theta", data=header.theta)
+            self.file.create_dataset("parameter_names",
+                                     data=np.array(header.parameter_names, dtype=h5py.string_dtype()))
         self.file.create_dataset("time", data=header.time).attrs["units"] = "ms"
         self.V.attrs["units"] = "mV"
         strings = h5py.string_dtype()
