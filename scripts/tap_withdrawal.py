@@ -66,6 +66,13 @@ def experiments(integrator: str = "dopri5", circuits=None, facts_file=FACTS):
     return out
 
 
+def score_cell(row, checks) -> str:
+    """A table cell: the score and label of ``row``, and a mark per fact of its protocol."""
+    mine = [c for c in checks if c.fact.protocol == row.protocol]
+    mark = "".join(" ✓" if c.reproduced else " **✗**" for c in mine)
+    return f"{round(row.score, 3) + 0.0:+.3f} {row.label}{mark}"
+
+
 def markdown(tables) -> str:
     """The experiment table of every circuit with the biology column, and the fact count."""
     labels = list(tables)
@@ -76,12 +83,7 @@ def markdown(tables) -> str:
     for k, row in enumerate(first_rows):
         facts = [c.fact for c in checks if c.fact.protocol == row.protocol]
         expected = "; ".join(f.expected + ("" if f.verified else " (2nd-hand)") for f in facts)
-        cells = []
-        for label in labels:
-            r = tables[label][1][k]
-            mine = [c for c in tables[label][3] if c.fact.protocol == row.protocol]
-            mark = "".join(" ✓" if c.reproduced else " **✗**" for c in mine)
-            cells.append(f"{round(r.score, 3) + 0.0:+.3f} {r.label}{mark}")
+        cells = [score_cell(tables[label][1][k], tables[label][3]) for label in labels]
         lines.append(f"| `{row.protocol}` | {row.ablated} | {expected or '—'} | "
                      + " | ".join(cells) + " |")
     lines.append("")
@@ -180,15 +182,8 @@ def lr_markdown(tables) -> str:
                       if protocol in by[label])
         facts = facts_of.get(protocol, {}).values()
         expected = "; ".join(f.expected + ("" if f.verified else " (2nd-hand)") for f in facts)
-        cells = []
-        for label in labels:
-            r = by[label].get(protocol)
-            if r is None:
-                cells.append("n/a")
-                continue
-            mine = [c for c in tables[label][3] if c.fact.protocol == protocol]
-            mark = "".join(" ✓" if c.reproduced else " **✗**" for c in mine)
-            cells.append(f"{round(r.score, 3) + 0.0:+.3f} {r.label}{mark}")
+        cells = [score_cell(by[label][protocol], tables[label][3])
+                 if protocol in by[label] else "n/a" for label in labels]
         lines.append(f"| `{protocol}` | {lesion} | {expected or '—'} | "
                      + " | ".join(cells) + " |")
     lines.append("")
