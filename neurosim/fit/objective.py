@@ -65,14 +65,11 @@ class Objective:
         self.plan = BatchPlan(circuit, self.protocols, integrator=integrator, dt=dt, rtol=rtol,
                               atol=atol, dt_out=dt_out, record=self.record_names,
                               precision=precision)
-        self.method, self.precision = self.plan.method, precision
-        self.dt_out, self.rows, self.record = self.plan.dt_out, self.plan.rows, self.plan.record
-        self.ablated = self.plan.ablated
         compiled = self.plan.compiled
         for target in self.targets:  # an ablated neuron has no potential to compare with data
             if not isinstance(target, BehaviourTarget):
                 p = self.protocols.index(target.protocol)
-                if self.ablated[p, compiled.index(target.neuron)]:
+                if self.plan.ablated[p, compiled.index(target.neuron)]:
                     raise CircuitError(f"{target.neuron!r} is ablated in protocol "
                                        f"{target.protocol!r}: it has no {target.measure} to fit")
         self.prior = float(prior)
@@ -83,13 +80,18 @@ class Objective:
         # process compiles them (neurosim.warmup.compile_ahead)
         self.before_gradients = None
 
+    @property
+    def method(self):
+        """The integrator of every evaluation (the plan's)."""
+        return self.plan.method
+
     # --- losses from traces ----------------------------------------------------------
     def _traces(self, p: int, V: np.ndarray) -> dict:
         """name -> traces (..., samples) of protocol p; ablated neurons read as resting."""
         out = {}
         for c, name in enumerate(self.record_names):
             trace = V[..., c]
-            if self.ablated[p, self.record[c]]:
+            if self.plan.ablated[p, self.plan.record[c]]:
                 rest = self.readout.rest if self.readout is not None else 0.0
                 trace = np.full_like(trace, rest)
             out[name] = trace
@@ -97,7 +99,7 @@ class Objective:
 
     def _loss_and_dV(self, p: int, V: np.ndarray, want_grad: bool):
         """Loss of protocol p's targets for traces V (..., samples, recorded) and dL/dV."""
-        t = np.arange(V.shape[-2]) * self.dt_out
+        t = np.arange(V.shape[-2]) * self.plan.dt_out
         traces = self._traces(p, V)
         loss = np.zeros(V.shape[:-2])
         dV = np.zeros_like(V) if want_grad else None
@@ -112,7 +114,7 @@ class Objective:
                 if want_grad:
                     for name, d in ((r.reverse, d_rev), (r.forward, d_fwd)):
                         c = self.record_names.index(name)
-                        if not self.ablated[p, self.record[c]]:
+                        if not self.plan.ablated[p, self.plan.record[c]]:
                             dV[..., c] += d_score[..., None] * d
             else:
                 value, d = target.loss_and_grad(t, traces[target.neuron])
@@ -142,13 +144,13 @@ class Objective:
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         n_sets, n_p = X.shape[0], len(self.protocols)
         clock = running_clock()
-        status, out_V = self._run(X, self.precision)
+        status, out_V = self._run(X, self.plan.precision)
         self._add_time(clock)
         self.simulations += n_sets * n_p
         self.evaluations += n_sets
         total = self._prior(X)[0]
         for p in range(n_p):
-            V = out_V[p, :, :self.rows[p] + 1]
+            V = out_V[p, :, :self.plan.rows[p] + 1]
             loss, _ = self._loss_and_dV(p, np.nan_to_num(V, nan=0.0), want_grad=False)
             total = total + np.where(status[p] == 0, loss, FAILED_LOSS)
         return np.where(np.isfinite(total), total, FAILED_LOSS)
@@ -194,7 +196,7 @@ class Objective:
             if status != 0:
                 raise CircuitError(f"the run of protocol {self.protocols[p]!r} failed at these "
                                    "parameters: no Fisher information")
-            t = np.arange(V.shape[0]) * self.dt_out
+            t = np.arange(V.shape[0]) * self.plan.dt_out
             traces = self._traces(p, V)
             for target in self.targets:
                 if target.protocol != self.protocols[p]:
@@ -206,7 +208,7 @@ class Objective:
                     d_score = np.zeros(free.size)
                     for name, d in ((r.reverse, d_rev), (r.forward, d_fwd)):
                         c = self.record_names.index(name)
-                        if not self.ablated[p, self.record[c]]:
+                        if not self.plan.ablated[p, self.plan.record[c]]:
                             d_score += d @ S[:, c, :]
                     F += target.information(r, float(score), d_score)
                 else:
@@ -222,8 +224,8 @@ class Objective:
         rows = []
         for target in self.targets:
             p = self.protocols.index(target.protocol)
-            V = out_V[p, 0, :self.rows[p] + 1]
-            t = np.arange(V.shape[0]) * self.dt_out
+            V = out_V[p, 0, :self.plan.rows[p] + 1]
+            t = np.arange(V.shape[0]) * self.plan.dt_out
             traces = self._traces(p, V)
             if isinstance(target, BehaviourTarget):
                 r = self.readout
