@@ -77,7 +77,7 @@ def numpy_currents(circuit, result, control=None):
 def test_pathways_rank_evoked_not_tonic_charge_and_keep_the_sign():
     c = two_routes()
     run, quiet = ns.simulate(c, "touch", dt_out=0.5), ns.simulate(c, "quiet", dt_out=0.5)
-    now, before = numpy_currents(c, run), numpy_currents(c, quiet)
+    now = numpy_currents(c, run)
     tonic = {k: abs(np.trapezoid(i, run.t)) * 1e-3 for k, i in now.items()}
     evoked = {k: np.trapezoid(i, run.t) * 1e-3 for k, i in numpy_currents(c, run, quiet).items()}
     # the construction: the tonic bottleneck favours A, the evoked one B

@@ -26,7 +26,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from neurosim.kernels.adaptive import (DOPRI5, accepted_step_size, after_rejection,
+from neurosim.kernels.adaptive import (accepted_step_size, after_rejection,
                                        count_accepted_step, initial_step, lands_on_breakpoint,
                                        scaled_error_square, step_target)
 from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
@@ -361,7 +361,6 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     stop = np.zeros(lanes, dtype=np.int64)
     state = np.zeros((lanes, N_SOLVER_STATE))
     # the dense output of all lanes (dense_output_lanes): rows due, in float64
-    dense_item = np.full(lanes, -1)
     dense_end = np.zeros(lanes, dtype=np.int64)
     t_out = np.zeros(lanes)
     weights = np.zeros((DP_STAGES, lanes))
