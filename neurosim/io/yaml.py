@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import json
 import math
 import os
@@ -671,12 +670,12 @@ def load_circuit(path) -> Circuit:
     --------
     >>> c = load_circuit("circuits/examples/three_cells.yaml")  # doctest: +SKIP
 
-    A ``.nml`` file is a NeuroML 2 network, read by :func:`neurosim.neuroml.import_network`.
+    A ``.nml`` file is a NeuroML 2 network, read by
+    :func:`neurosim.io.neuroml.import_network`.
     """
     if Path(path).suffix.lower() == ".nml":
-        # neurosim.neuroml is an app-level module with optional dependencies: looked up
-        # when a network is read, so that io neither imports it nor needs them
-        return importlib.import_module("neurosim.neuroml").import_network(path)
+        from neurosim.io.neuroml import import_network  # reads yaml's read_text: a cycle
+        return import_network(path)
     return loads_circuit(read_text(path, "circuit file"), str(path))
 
 
