@@ -850,7 +850,7 @@ class BatchPlan:
                 raise CircuitError(f"recorder= takes an HDF5BatchRecorder (a batch's file), got "
                                    f"{type(recorder).__name__}")
             return self._stream(thetas, recorder, _stacklevel + 1)
-        compiled, method = self.compiled, self.method
+        compiled = self.compiled
         n_p, n_sets = len(self.protocols), thetas.shape[0]
         require_memory(self.output_bytes(n_sets),
                        f"the batch's output ({n_p * n_sets:,} runs x "
@@ -863,29 +863,41 @@ class BatchPlan:
         status, stats, fail_t, out_V, rests = self._grid(thetas, self.precision)
         wall = running_clock() - started
         initial_V, rest_reports = rests
-        unstable = int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS)
-                              & self.at_rest[:, None]))
+        unstable = self._unstable(rest_reports)
         if unstable:
             warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest "
                           "(BatchResult.start(protocol, index) says what each starts from)",
                           RestWarning, stacklevel=_stacklevel)
-        ablated_cols = self.ablated[:, self.record]
-        out_V[np.nonzero(ablated_cols)[0], :, :, np.nonzero(ablated_cols)[1]] = np.nan
-        messages = {}
-        for item in np.flatnonzero(status):
-            messages[divmod(int(item), n_sets)] = failure_message(
-                int(status[item]), method, compiled.neuron_names, stats[item],
-                float(fail_t[item]), self.v_bound)
+        self._blank_ablated(out_V)
+        messages = self._failures(status, stats, fail_t, n_sets)
         labels = np.where(status.reshape(n_p, n_sets) == OK, "complete", "failed")
-        metadata = {"circuit": self.circuit.name, "integrator": method.name,
-                    "integrator_options": method.options(), "dt_out_ms": self.dt_out,
-                    "ablated": self._ablations, "wall_time_s": wall,
-                    "neurosim_version": __version__}
+        metadata = {**self._metadata(), "wall_time_s": wall}
         t = np.arange(out_V.shape[2]) * self.dt_out
         return BatchResult(t, out_V, self.protocols, self.neuron_names, labels, messages,
                            stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
                            compiled.layout, metadata, initial_V, rest_reports,
                            compiled.neuron_names)
+
+    def _metadata(self) -> dict:
+        return {"circuit": self.circuit.name, "integrator": self.method.name,
+                "integrator_options": self.method.options(), "dt_out_ms": self.dt_out,
+                "ablated": self._ablations, "neurosim_version": __version__}
+
+    def _unstable(self, rest_reports) -> int:
+        """How many of the runs that start at rest found no stable one."""
+        return int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS)
+                          & self.at_rest[:, None]))
+
+    def _blank_ablated(self, out_V) -> None:
+        """NaN in the columns of neurons a protocol ablates (they have no potential)."""
+        protocols, columns = np.nonzero(self.ablated[:, self.record])
+        out_V[protocols, :, :, columns] = np.nan
+
+    def _failures(self, status, stats, fail_t, n_sets: int) -> dict:
+        """(protocol, set) -> the sentence of each failed run of a grid of n_sets sets."""
+        return {divmod(int(item), n_sets): failure_message(
+                    int(status[item]), self.method, self.compiled.neuron_names, stats[item],
+                    float(fail_t[item]), self.v_bound) for item in np.flatnonzero(status)}
 
     def _stream(self, thetas, recorder, stacklevel: int) -> BatchResult:
         """:meth:`run` into ``recorder``, the parameter sets cut into the kernel calls it
@@ -897,29 +909,21 @@ class BatchPlan:
         t = np.arange(int(self.rows.max()) + 1) * self.dt_out
         unit = lockstep_unit() if method.float32_lanes else 1
         per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit)
-        metadata = {"circuit": self.circuit.name, "integrator": method.name,
-                    "integrator_options": method.options(), "dt_out_ms": self.dt_out,
-                    "ablated": self._ablations, "precision": self.precision,
-                    "neurosim_version": __version__}
+        metadata = {**self._metadata(), "precision": self.precision}
         recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
                                   compiled.n_neurons, N_REPORT, metadata, self.circuit, thetas,
                                   tuple(self.layout.names)), per_call)
-        ablated = np.nonzero(self.ablated[:, self.record])
         started, unstable, done = running_clock(), 0, 0
         try:
             for first in range(0, n_sets, per_call):
                 m = min(per_call, n_sets - first)
                 status, stats, fail_t, out_V, (initial_V, reports) = self._grid(
                     thetas[first:first + m], self.precision)
-                out_V[ablated[0], :, :, ablated[1]] = np.nan
-                messages = {divmod(int(item), m): failure_message(
-                    int(status[item]), method, compiled.neuron_names, stats[item],
-                    float(fail_t[item]), self.v_bound) for item in np.flatnonzero(status)}
-                unstable += int(np.sum(~np.isin(reports[..., R_METHOD], STABLE_RESTS)
-                                       & self.at_rest[:, None]))
+                self._blank_ablated(out_V)
+                unstable += self._unstable(reports)
                 recorder.append(first, out_V, status.reshape(n_p, m),
                                 stats.reshape(n_p, m, -1)[..., :len(STATS_NAMES)], initial_V,
-                                reports, messages)
+                                reports, self._failures(status, stats, fail_t, m))
                 done = first + m
         except BaseException as exc:
             kept = recorder.close("interrupted", f"interrupted after {done} of {n_sets} "
