@@ -38,8 +38,7 @@ from neurosim.integrators import (METHODS, N_REPORT, OK, R_ITERATIONS, R_MAX_REA
                                   lockstep_unit, make_integrator, one_compile_notice, rest_start,
                                   run_items,
                                   running_clock, status_sentence)
-from neurosim.io.batch_file import (HDF5BatchRecorder, batch_identity, load_batch_V,
-                                   read_batch_parts)
+from neurosim.io.batch_file import HDF5BatchRecorder, batch_identity, load_batch_V
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -964,7 +963,7 @@ class BatchPlan:
                           RestWarning, stacklevel=stacklevel)
         metadata["wall_time_s"] = running_clock() - started
         metadata["path"] = str(path)
-        parts = read_batch_parts(path)
+        parts = recorder.parts()
         identity = batch_identity(path)
         labels = np.select([parts["status"] == 0, parts["status"] == 1],
                            ["complete", "failed"], "not run")

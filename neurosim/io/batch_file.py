@@ -62,6 +62,8 @@ BUFFERS = 2
 #: bytes of a memory page and the alignment O_DIRECT asks of memory, file offsets and sizes
 PAGE = 4096
 HUGE_PAGE = 2 << 20
+#: objects of the file from this size on start on a page (smaller ones are not padded)
+ALIGN_FROM = 1 << 16
 
 
 class HDF5BatchRecorder:
@@ -141,13 +143,16 @@ class HDF5BatchRecorder:
         self._buffers_changed = threading.Condition()
         self._writer = WriterThread(self._write_item, self._report, depth=0,
                                     name="neurosim-hdf5-batch")
+        if header.theta is not None:
+            self._writer.put((self._write_block, np.ascontiguousarray(header.theta, np.float64),
+                              self._theta_offset))
 
     def _create(self, header: BatchHeader):
         # chunks of /V start on page boundaries, so their whole pages go straight from
         # the kernels' (page-aligned) output to the disk (O_DIRECT: no page cache)
         chunk_bytes = int(np.prod(self._chunk)) * self.dtype.itemsize
-        self.file = h5py.File(self.partial, "w", locking=False,
-                              alignment_threshold=max(PAGE, chunk_bytes), alignment_interval=PAGE)
+        self.file = h5py.File(self.partial, "w", locking=False, alignment_interval=PAGE,
+                              alignment_threshold=max(PAGE, min(chunk_bytes, ALIGN_FROM)))
         n_p, n_sets = len(header.protocols), header.n_sets
         shape = (n_p, n_sets, header.time.size, len(header.neuron_names))
         self.V = _preallocated_full(self.file, "V", shape, self._chunk, self.dtype)
@@ -158,14 +163,20 @@ class HDF5BatchRecorder:
                 info = self.V.id.get_chunk_info_by_coord((p, c * self._chunk[1], 0, 0))
                 _reserve(self._fd, info.byte_offset, info.size)
                 self._chunk_offsets[p, c] = info.byte_offset
-        for name, shape, dtype, fill in (
-                ("status", (n_p, n_sets), np.int8, NOT_RUN),
-                ("stats", (n_p, n_sets, 4), np.int64, 0),
-                ("initial_V", (n_p, n_sets, header.n_neurons), np.float64, np.nan),
-                ("rest_reports", (n_p, n_sets, header.n_report), np.float64, np.nan)):
-            self.file.create_dataset(name, data=np.full(shape, fill, dtype=dtype))
+        # what is known of each run goes straight to its place when the file closes; until
+        # then every status says "not run" (the rest's bytes mean nothing)
+        self._summary_at = {
+            name: _placed(self.file, name, shape, dtype).id.get_offset()
+            for name, shape, dtype in (("status", (n_p, n_sets), np.int8),
+                                       ("stats", (n_p, n_sets, 4), np.int64),
+                                       ("initial_V", (n_p, n_sets, header.n_neurons), np.float64),
+                                       ("rest_reports", (n_p, n_sets, header.n_report), np.float64))}
+        _pwrite_all(self._fd, np.full((n_p, n_sets), NOT_RUN, dtype=np.int8),
+                    self._summary_at["status"])
         if header.theta is not None:  # what each run ran: a batch reruns from its file
-            self.file.create_dataset("theta", data=header.theta)
+            # written on the writer thread, while the first call computes
+            self._theta_offset = _placed(self.file, "theta", header.theta.shape,
+                                         np.float64).id.get_offset()
             self.file.create_dataset("parameter_names",
                                      data=np.array(header.parameter_names, dtype=h5py.string_dtype()))
         self.file.create_dataset("time", data=header.time).attrs["units"] = "ms"
@@ -368,7 +379,7 @@ class HDF5BatchRecorder:
             f = self.file
             for name, values in (("status", self._status), ("stats", self._stats),
                                  ("initial_V", self._initial), ("rest_reports", self._rests)):
-                f[name][...] = values  # placed when the file was made
+                _pwrite_all(self._fd, values, self._summary_at[name])
             attrs = f.attrs
             attrs["messages"] = json.dumps([[p, k, text] for (p, k), text
                                             in sorted(self._messages.items())])
@@ -387,6 +398,17 @@ class HDF5BatchRecorder:
             return False
         finally:
             self.file = None
+
+
+def _placed(file: h5py.File, name: str, shape: tuple, dtype) -> h5py.Dataset:
+    """A contiguous dataset whose bytes are placed in the file now and never filled (its
+    values are written later, or go straight to its offset)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    dataset_id = h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
+                                 h5py.h5s.create_simple(shape), dcpl=dcpl)
+    return h5py.Dataset(dataset_id)
 
 
 def _page_aligned(nbytes: int) -> np.ndarray:
