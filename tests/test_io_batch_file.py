@@ -239,3 +239,165 @@ def test_the_space_check_counts_what_is_known_of_each_run(tw_batch, small_disk, 
         ns.simulate_batch(circuit, many, "tap", dt_out=1500.0, record=["REV"],
                           recorder=recorder(small_disk / "c.h5"))
     assert list(small_disk.iterdir()) == []
+
+
+def direct_io_works(folder) -> bool:
+    """Whether ``folder``'s file system takes O_DIRECT writes (tmpfs on older kernels
+    does not: the recorder then writes through the page cache)."""
+    probe = folder / "probe"
+    probe.write_bytes(b"")
+    fd = batch_file._open_direct(probe, os.open(probe, os.O_RDONLY))
+    if fd is None:
+        return False
+    memory = batch_file._page_aligned(batch_file.PAGE)
+    try:
+        os.pwrite(fd, memory, 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", [
+    # 3 of 11 neurons: runs of 1,464 bytes, so blocks begin and end inside pages; the
+    # second protocol's runs lie in the call buffer after the first's (other alignment)
+    dict(sets=70, per_call=24, record=["AVA", "AVB", "PVD"]),
+    # a batch smaller than a call of whole lockstep units (the recorder's own cut)
+    dict(sets=45, per_call=None, record=None),
+    # item-by-item kernels: ranges of items that cross from one protocol to the next
+    dict(sets=21, per_call=8, record=["REV", "FWD"], integrator="rk4", dt=0.5)])
+def test_the_pages_written_directly_and_the_fragments_make_the_batch_bit_for_bit(
+        tw_batch, tmp_path, monkeypatch, dtype, case):
+    circuit, params, _ = tw_batch
+    options = ({**OPTIONS} if "integrator" not in case else
+               dict(integrator=case["integrator"], dt=case["dt"], dt_out=OPTIONS["dt_out"]))
+    options["record"] = case["record"]
+    memory = ns.simulate_batch(circuit, params[:case["sets"]], PROTOCOLS, **options)
+    direct = []
+    real = batch_file._pwrite_direct
+
+    def counted(fd, data, offset):
+        direct.append(data.nbytes)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(batch_file, "_pwrite_direct", counted)
+    rec = (ns.HDF5BatchRecorder(tmp_path / "b.h5", dtype=dtype) if case["per_call"] is None
+           else recorder(tmp_path / "b.h5", case["per_call"], dtype=dtype))
+    out = ns.simulate_batch(circuit, params[:case["sets"]], PROTOCOLS, recorder=rec, **options)
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        np.testing.assert_array_equal(f["V"][()], memory.V.astype(dtype))
+        assert f["status"][()].tolist() == np.where(memory.failed, 1, 0).tolist()
+        np.testing.assert_array_equal(f["stats"][()], memory.stats)
+        np.testing.assert_array_equal(f["initial_V"][()], memory.initial_V)
+        np.testing.assert_array_equal(f["theta"][()], params[:case["sets"]])
+    assert out.messages == memory.messages
+    if direct_io_works(tmp_path) and "integrator" not in case:
+        assert sum(direct) > 0  # the aligned pages did go around the page cache
+
+
+@pytest.mark.parametrize("refused", ["open", "write"])
+def test_a_file_system_without_o_direct_gets_the_same_bytes_through_the_page_cache(
+        tw_batch, tmp_path, monkeypatch, refused):
+    circuit, params, memory = tw_batch
+    reference = recorder(tmp_path / "reference.h5", 24)
+    ns.simulate_batch(circuit, params, PROTOCOLS, recorder=reference, **OPTIONS)
+    direct_fds = []
+    open_direct, real_open, real_pwrite = batch_file._open_direct, os.open, os.pwrite
+
+    def no_direct_open(path, flags, *args, **kwargs):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_open(path, flags, *args, **kwargs)
+
+    def recorded(path, fd):
+        direct_fds.append(open_direct(path, fd))
+        return direct_fds[-1]
+
+    def no_direct_write(fd, data, offset):
+        if fd in direct_fds:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_pwrite(fd, data, offset)
+
+    if refused == "open":
+        monkeypatch.setattr(os, "open", no_direct_open)
+    else:
+        monkeypatch.setattr(batch_file, "_open_direct", recorded)
+        monkeypatch.setattr(os, "pwrite", no_direct_write)
+    ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 24),
+                      **OPTIONS)
+    with h5py.File(tmp_path / "b.h5", "r") as f, h5py.File(tmp_path / "reference.h5", "r") as g:
+        np.testing.assert_array_equal(f["V"][()], memory.V)
+        np.testing.assert_array_equal(f["V"][()], g["V"][()])
+        assert f.attrs["complete"] and f.attrs["runs_written"] == 140
+    if refused == "write" and direct_io_works(tmp_path):
+        assert direct_fds[0] is not None  # opened, then refused at the first write
+
+
+def test_an_interrupt_between_groups_marks_only_the_runs_written(tw_batch, tmp_path,
+                                                                 monkeypatch):
+    """Runs reach the recorder a lockstep group at a time: an interrupt in the middle of a
+    call keeps the groups handed over before it, and no other run says it is there."""
+    circuit, params, memory = tw_batch
+    real = batch_file.HDF5BatchRecorder.append
+    handed = []
+
+    def interrupted_at_the_fifth_group(self, protocol, first, V, *rest):
+        if len(handed) == 4:
+            raise KeyboardInterrupt
+        handed.append((protocol, first, V.shape[0]))
+        real(self, protocol, first, V, *rest)
+
+    monkeypatch.setattr(batch_file.HDF5BatchRecorder, "append", interrupted_at_the_fifth_group)
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 32),
+                          **OPTIONS)
+    written = np.zeros(memory.failed.shape, dtype=bool)
+    for protocol, first, m in handed:
+        written[protocol, first:first + m] = True
+    assert 0 < written.sum() < 2 * 32  # within the first call (of 2 x 32 runs)
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert f.attrs["status"] == "interrupted" and f.attrs["runs_written"] == written.sum()
+        assert ((f["status"][()] != batch_file.NOT_RUN) == written).all()
+    V = batch_file.load_batch_V(tmp_path / "b.h5")
+    np.testing.assert_array_equal(V[written], memory.V[written])
+    assert np.isnan(V[~written]).all()
+
+
+def test_a_failed_direct_write_leaves_its_runs_unmarked(tw_batch, tmp_path, monkeypatch):
+    circuit, params, memory = tw_batch
+    real = batch_file._pwrite_direct
+    writes = []
+
+    def disk_full_at_the_third_direct_write(fd, data, offset):
+        writes.append(1)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(batch_file, "_pwrite_direct", disk_full_at_the_third_direct_write)
+    with pytest.raises(StorageError, match="No space left on device.*written before are in"):
+        ns.simulate_batch(circuit, params, "tap", recorder=recorder(tmp_path / "b.h5", 32),
+                          **OPTIONS)
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        status = f["status"][()]
+        assert f.attrs["status"] == "failed" and f.attrs["runs_written"] < 70
+    V = batch_file.load_batch_V(tmp_path / "b.h5")
+    kept = status != batch_file.NOT_RUN
+    np.testing.assert_array_equal(V[kept], memory.V[:1][kept])
+    assert np.isnan(V[~kept]).all()
+
+
+def test_run_items_fills_a_given_output_in_place_and_refuses_a_wrong_one(tw_batch):
+    circuit, params, _ = tw_batch
+    plan = simulate_module.BatchPlan(circuit, PROTOCOLS, **OPTIONS)
+    _, _, _, fresh, _ = plan._grid(params[:9], "float64")
+    given = np.full((2 * 9,) + fresh.shape[2:], 7.0)
+    *_, filled, _ = plan._grid(params[:9], "float64", given)
+    assert np.shares_memory(filled, given)
+    np.testing.assert_array_equal(given.reshape(fresh.shape), fresh)
+    for wrong in (given[:-1], given.astype(np.float32), given.transpose(0, 2, 1).copy().T):
+        with pytest.raises(ValueError, match="out_V must be"):
+            plan._grid(params[:9], "float64", wrong)
