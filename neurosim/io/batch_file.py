@@ -137,15 +137,14 @@ class HDF5BatchRecorder:
         self._messages: dict = {}
         self._error: BaseException | None = None
         self._direct_fd = _open_direct(self.partial, self._fd)
-        self._scratch = None     # aligned room for traces converted to the storage dtype
+        self._scratch = None     # aligned memory for what must be converted or copied first
         self._free: list[np.ndarray] = []    # call buffers whose rows are all written
         self._lent: dict[int, np.ndarray] = {}   # address of a buffer's memory -> it
         self._buffers_changed = threading.Condition()
         self._writer = WriterThread(self._write_item, self._report, depth=0,
                                     name="neurosim-hdf5-batch")
         if header.theta is not None:
-            self._writer.put((self._write_block, np.ascontiguousarray(header.theta, np.float64),
-                              self._theta_offset))
+            self._writer.put((self._write_stored, header.theta, self._theta_offset, np.float64))
 
     def _create(self, header: BatchHeader):
         # chunks of /V start on page boundaries, so their whole pages go straight from
@@ -272,7 +271,7 @@ class HDF5BatchRecorder:
             chunk, within = divmod(first + a, per_chunk)
             b = min(m, a + per_chunk - within)
             offset = int(self._chunk_offsets[protocol, chunk]) + within * run_bytes
-            self._write_block(self._stored_as(V[a:b], offset), offset)
+            self._write_stored(V[a:b], offset, self.dtype)
             a = b
         status, stats, initial_V, rest_reports, messages = summary
         rows = slice(first, first + m)
@@ -282,18 +281,21 @@ class HDF5BatchRecorder:
         self._messages.update(messages)
         self._status[protocol, rows] = np.where(status == 0, COMPLETED, FAILED)
 
-    def _stored_as(self, V: np.ndarray, offset: int) -> np.ndarray:
-        """V in the storage dtype, converted where it differs into page-aligned memory that
-        lies as the file does (address ≡ offset modulo a page)."""
-        if V.dtype == self.dtype:
-            return V
-        shift = offset % PAGE
-        nbytes = shift + V.size * self.dtype.itemsize
-        if self._scratch is None or len(self._scratch) < nbytes:
-            self._scratch = _page_aligned(nbytes)
-        out = self._scratch[shift:nbytes].view(self.dtype).reshape(V.shape)
-        out[...] = V
-        return out
+    def _write_stored(self, data: np.ndarray, offset: int, dtype) -> None:
+        """``data`` stored as ``dtype`` at ``offset``, through memory aligned as the file is
+        there (address ≡ offset modulo a page) where O_DIRECT is in use: ``data`` itself
+        where it is, else a conversion or copy into aligned memory (copying costs a
+        fraction of the CPU that writing through the page cache takes)."""
+        if data.dtype != dtype or (self._direct_fd is not None
+                                   and (data.ctypes.data - offset) % PAGE):
+            shift = offset % PAGE
+            nbytes = shift + data.size * np.dtype(dtype).itemsize
+            if self._scratch is None or self._scratch.nbytes < nbytes:
+                self._scratch = _spare_buffer(nbytes)
+            aligned = self._scratch[shift:nbytes].view(dtype).reshape(data.shape)
+            aligned[...] = data
+            data = aligned
+        self._write_block(data, offset)
 
     def _write_block(self, data: np.ndarray, offset: int) -> None:
         """``data`` (C-contiguous) at ``offset``: the whole pages inside with O_DIRECT where
@@ -372,7 +374,7 @@ class HDF5BatchRecorder:
         if self._direct_fd is not None:
             os.close(self._direct_fd)
             self._direct_fd = None
-        _keep_spare(self._free)
+        _keep_spare(self._free + ([self._scratch] if self._scratch is not None else []))
         self._free, self._scratch = [], None
 
     def _finish(self, status: str, message: str) -> bool:
@@ -417,8 +419,10 @@ _spares_lock = threading.Lock()
 
 
 def _spare_buffer(nbytes: int) -> np.ndarray:
-    """A call buffer of at least ``nbytes`` left by an earlier batch, or a new one: memory
-    already touched costs no page faults (2,000 runs to a file: ~3 ms of 60)."""
+    """The smallest buffer of at least ``nbytes`` left by an earlier batch, or a new one
+    (:func:`_page_aligned`): memory touched before costs no page faults, and new huge
+    pages can cost the kernel's compaction (the first 27 MB of a process took 63 ms, the
+    next 1.5–3 ms)."""
     with _spares_lock:
         for k, memory in enumerate(_spares):
             if memory.nbytes >= nbytes:
@@ -427,11 +431,13 @@ def _spare_buffer(nbytes: int) -> np.ndarray:
 
 
 def _keep_spare(buffers: list) -> None:
-    """Keep a finished batch's call buffers for the next one: at most BUFFERS, the largest."""
+    """Keep a finished batch's buffers (its call buffers and its aligned scratch memory)
+    for the next batch: the BUFFERS + 1 largest of them and of those kept before."""
     with _spares_lock:
         _spares.extend(buffers)
         _spares.sort(key=lambda memory: memory.nbytes, reverse=True)
-        del _spares[BUFFERS:]
+        del _spares[BUFFERS + 1:]
+        _spares.reverse()  # smallest first: a request takes the smallest that fits
 
 
 def _page_aligned(nbytes: int) -> np.ndarray:
