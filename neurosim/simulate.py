@@ -38,8 +38,7 @@ from neurosim.integrators import (METHODS, N_REPORT, OK, R_ITERATIONS, R_MAX_REA
                                   lockstep_unit, make_integrator, one_compile_notice, rest_start,
                                   run_items,
                                   running_clock, status_sentence)
-from neurosim.io.batch_file import (HDF5BatchRecorder, batch_identity, load_batch_V,
-                                   read_batch_parts)
+from neurosim.io.batch_file import HDF5BatchRecorder, batch_identity, load_batch_V
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
@@ -745,14 +744,17 @@ class BatchPlan:
             check_theta(thetas, compiled)
         return thetas
 
-    def _grid(self, thetas, precision):
+    def _grid(self, thetas, precision, out_V=None, on_done=None):
         """Every parameter set (rows of ``thetas``) under every protocol, in one call.
 
         Returns (status, stats, fail_t, out_V, (V0, rests)): the first three flat over
         items p·n_sets + k, out_V of shape (n_protocols, n_sets, samples, recorded), the
         initial states (n_protocols, n_sets, n_neurons) and the rest reports
         (n_protocols, n_sets, N_REPORT) of the runs that start at rest (NaN rows for the
-        others).  Ablations and lesions act through :attr:`factors`.
+        others).  Ablations and lesions act through :attr:`factors`.  ``out_V``, if
+        given, is filled in place (flat: (items, samples, recorded)); ``on_done(first,
+        last, status, stats, fail_t, out_V, V0, rests)`` is called as items first..last-1
+        finish, with the flat arrays (see :func:`~neurosim.integrators.runs.run_items`).
         """
         compiled, batch = self.compiled, self._batch
         n_p, n_sets = batch.factors.shape[0], thetas.shape[0]
@@ -768,9 +770,14 @@ class BatchPlan:
                     compiled, effective[items], V0[items], item_protocol[items],
                     batch.arrays[8], batch.arrays[9])
             initial = V0.copy()  # the kernels advance V0 in place
+            finished = None
+            if on_done is not None:
+                def finished(first, last, status, stats, fail_t, out_V):
+                    on_done(first, last, status, stats, fail_t, out_V, initial, rests)
             status, stats, fail_t, out_V = run_items(
                 self.method, compiled, batch, V0, effective, item_protocol,
-                self.rows[item_protocol], self.dt_out, self.record, self.v_bound, precision)
+                self.rows[item_protocol], self.dt_out, self.record, self.v_bound, precision,
+                out_V, finished)
         return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
                 (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
 
@@ -893,17 +900,20 @@ class BatchPlan:
         protocols, columns = np.nonzero(self.ablated[:, self.record])
         out_V[protocols, :, :, columns] = np.nan
 
-    def _failures(self, status, stats, fail_t, n_sets: int) -> dict:
-        """(protocol, set) -> the sentence of each failed run of a grid of n_sets sets."""
-        return {divmod(int(item), n_sets): failure_message(
+    def _failures(self, status, stats, fail_t, n_sets: int, first: int = 0) -> dict:
+        """(protocol, set) -> the sentence of each failed run of a grid of n_sets sets, the
+        items of ``status`` being first, first + 1, …"""
+        return {divmod(first + int(item), n_sets): failure_message(
                     int(status[item]), self.method, self.compiled.neuron_names, stats[item],
                     float(fail_t[item]), self.v_bound) for item in np.flatnonzero(status)}
 
     def _stream(self, thetas, recorder, stacklevel: int) -> BatchResult:
         """:meth:`run` into ``recorder``, the parameter sets cut into the kernel calls it
-        asks for: each call's traces go to the recorder (written on its thread while the
-        next call computes), then are dropped here.  Each run is computed as in memory
-        (the same kernels, run by run), so the file holds the same numbers."""
+        asks for, each call's output in a buffer of the recorder's: the runs go to the
+        recorder as the kernels finish them (a lockstep group at a time, written on its
+        thread while the rest computes), so that little is left to write when the last
+        call ends.  Each run is computed as in memory (the same kernels, run by run), so
+        the file holds the same numbers."""
         compiled, method = self.compiled, self.method
         n_p, n_sets = len(self.protocols), thetas.shape[0]
         t = np.arange(int(self.rows.max()) + 1) * self.dt_out
@@ -913,17 +923,32 @@ class BatchPlan:
         recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
                                   compiled.n_neurons, N_REPORT, metadata, self.circuit, thetas,
                                   tuple(self.layout.names)), per_call)
+        blank = [np.flatnonzero(self.ablated[p, self.record]) for p in range(n_p)]
         started, unstable, done = running_clock(), 0, 0
         try:
             for first in range(0, n_sets, per_call):
                 m = min(per_call, n_sets - first)
-                status, stats, fail_t, out_V, (initial_V, reports) = self._grid(
-                    thetas[first:first + m], self.precision)
-                self._blank_ablated(out_V)
+
+                def finished(a, b, status, stats, fail_t, out_V, initial_V, reports,
+                             first=first, m=m):
+                    while a < b:  # the runs of each protocol among items a..b-1
+                        p = a // m
+                        end = min(b, (p + 1) * m)
+                        if blank[p].size:  # ablated neurons have no potential
+                            out_V[a:end, :, blank[p]] = np.nan
+                        messages = self._failures(status[a:end], stats[a:end], fail_t[a:end],
+                                                  m, a)
+                        recorder.append(p, first + a - p * m, out_V[a:end], status[a:end],
+                                        stats[a:end, :len(STATS_NAMES)], initial_V[a:end],
+                                        reports[a:end], {(q, first + k): text for (q, k), text
+                                                         in messages.items()})
+                        a = end
+
+                out_V = recorder.buffer((n_p * m, t.size, len(self.record)), self.precision)
+                *_, (_, reports) = self._grid(thetas[first:first + m], self.precision, out_V,
+                                              finished)
+                recorder.release(out_V)
                 unstable += self._unstable(reports)
-                recorder.append(first, out_V, status.reshape(n_p, m),
-                                stats.reshape(n_p, m, -1)[..., :len(STATS_NAMES)], initial_V,
-                                reports, self._failures(status, stats, fail_t, m))
                 done = first + m
         except BaseException as exc:
             kept = recorder.close("interrupted", f"interrupted after {done} of {n_sets} "
@@ -938,7 +963,7 @@ class BatchPlan:
                           RestWarning, stacklevel=stacklevel)
         metadata["wall_time_s"] = running_clock() - started
         metadata["path"] = str(path)
-        parts = read_batch_parts(path)
+        parts = recorder.parts()
         identity = batch_identity(path)
         labels = np.select([parts["status"] == 0, parts["status"] == 1],
                            ["complete", "failed"], "not run")

@@ -172,16 +172,14 @@ def test_an_interrupted_batch_does_not_replace_a_finished_file(tw_batch, tmp_pat
 def test_a_write_error_stops_the_batch_and_keeps_what_was_written(tw_batch, tmp_path,
                                                                    monkeypatch):
     circuit, params, memory = tw_batch
-    real = batch_file._pwrite_all
-    writes = []
+    real = batch_file.HDF5BatchRecorder._write_runs
 
-    def disk_full_at_the_third_chunk(fd, data, offset):
-        writes.append(1)
-        if len(writes) >= 3:
+    def disk_full_from_set_32(self, protocol, first, V, summary):
+        if first >= 32:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(fd, data, offset)
+        real(self, protocol, first, V, summary)
 
-    monkeypatch.setattr(batch_file, "_pwrite_all", disk_full_at_the_third_chunk)
+    monkeypatch.setattr(batch_file.HDF5BatchRecorder, "_write_runs", disk_full_from_set_32)
     with pytest.raises(StorageError, match="No space left on device.*written before are in"):
         ns.simulate_batch(circuit, params, "tap", recorder=recorder(tmp_path / "b.h5"),
                           **OPTIONS)

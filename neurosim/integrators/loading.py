@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numba
@@ -112,21 +112,32 @@ def call_kernel(kernel, *args):
     return kernel(*args)
 
 
-def run_in_threads(kernel, n: int, args: tuple) -> None:
+def run_in_threads(kernel, n: int, args: tuple, on_done=None) -> None:
     """``kernel(first, last, *args)`` over items 0..n-1, cut into ranges (about four per
     thread, so that a thread finishing early takes another) on ``numba.get_num_threads()``
-    threads; the kernels release the GIL and write disjoint rows of their outputs."""
+    threads; the kernels release the GIL and write disjoint rows of their outputs.
+
+    ``on_done(first, last)``, if given, is called on this thread as each range finishes,
+    in the order they finish: a caller streams each range's rows while the others compute.
+    """
     load_kernels((kernel, (0, n) + args))
     threads = min(numba.get_num_threads(), n)
     if threads <= 1:
         kernel(0, n, *args)
+        if on_done is not None:
+            on_done(0, n)
         return
     size = math.ceil(n / (4 * threads))
-    ranges = [_pool(threads).submit(kernel, first, min(first + size, n), *args)
-              for first in range(0, n, size)]
+    ranges = {_pool(threads).submit(kernel, first, min(first + size, n), *args):
+              (first, min(first + size, n)) for first in range(0, n, size)}
     try:
-        for done in ranges:
-            done.result()
+        pending = set(ranges)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=ranges.get):
+                future.result()
+                if on_done is not None:
+                    on_done(*ranges[future])
     finally:
         wait(ranges)  # on an interrupt too: no kernel writes the outputs after the return
 

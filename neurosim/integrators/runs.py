@@ -48,23 +48,37 @@ def check_precision(precision, method) -> None:
 
 
 def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_out, record,
-              v_bound, precision="float64"):
+              v_bound, precision="float64", out_V=None, on_done=None):
     """Run every item of a batch in parallel; returns (status, stats, fail_t, out_V).
 
     ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)) and the dtype named by
     ``precision``, which the caller has checked (:func:`check_precision`); rows after a
-    failure or past an item's duration are NaN.  A method with ``float32_lanes`` runs in
-    lockstep lanes (:mod:`neurosim.kernels.lockstep`), the others item by item.
+    failure or past an item's duration are NaN.  Given, it is filled in place (a buffer
+    reused from call to call: new memory costs its page faults each time).  A method with
+    ``float32_lanes`` runs in lockstep lanes (:mod:`neurosim.kernels.lockstep`), the
+    others item by item.
+
+    ``on_done(first, last, status, stats, fail_t, out_V)``, if given, is called on this
+    thread as items first..last-1 finish (their rows of the four arrays are then final),
+    in the order they finish.
     """
     if compiled.schedule is not None:
         raise CircuitError("batched runs of a circuit with a parameter schedule are not available")
     n_items = V.shape[0]
     method.check_size(compiled.n_neurons, min(n_items, numba.get_num_threads()))
     shape = (n_items, int(item_rows.max()) + 1, record.shape[0])
-    # the lanes write every row of their runs (NaN where there is no sample), so their
-    # output is not filled first: a pass over it, single-threaded, and its page faults
-    out_V = (np.empty(shape, dtype=precision) if method.float32_lanes
-             else np.full(shape, np.nan, dtype=precision))
+    if out_V is None:
+        # the lanes write every row of their runs (NaN where there is no sample), so their
+        # output is not filled first: a pass over it, single-threaded, and its page faults
+        out_V = (np.empty(shape, dtype=precision) if method.float32_lanes
+                 else np.full(shape, np.nan, dtype=precision))
+    else:
+        if (out_V.shape != shape or out_V.dtype != np.dtype(precision)
+                or not out_V.flags.c_contiguous or not out_V.flags.writeable):
+            raise ValueError(f"out_V must be a writeable C-contiguous {precision} array of "
+                             f"shape {shape}, got {out_V.dtype} {out_V.shape}")
+        if not method.float32_lanes:
+            out_V.fill(np.nan)
     status = np.zeros(n_items, dtype=np.int64)
     stats = np.zeros((n_items, kc.N_STATS), dtype=np.int64)
     fail_t = np.zeros(n_items)
@@ -73,17 +87,25 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     rows_per_call = chunk_rows(int(item_rows.max()), record.shape[0])
     net = compiled.net_for(thetas)
     control = method.controller.kernel_args() if adaptive_family else NO_STEP_CONTROL
+    finished = None
     if method.float32_lanes:
         groups, lanes = lockstep_plan(item_protocol, item_rows, compiled.n_neurons, out_V.itemsize)
+        if on_done is not None:
+            def finished(first, last):  # a range of groups: their items
+                on_done(int(groups[first]), int(groups[last]), status, stats, fail_t, out_V)
         run_in_threads(run_lockstep, groups.size - 1,
                        (V, thetas, item_protocol, item_rows, groups, lanes, rows_per_call, dt,
                         dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr, *control,
-                        record, v_bound, status, stats, fail_t, out_V))
+                        record, v_bound, status, stats, fail_t, out_V), finished)
     else:
+        if on_done is not None:
+            def finished(first, last):
+                on_done(first, last, status, stats, fail_t, out_V)
         run_in_threads(run_batch, n_items,
                        (adaptive_family, method.code, V, thetas, item_protocol, item_rows,
                         rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints,
-                        batch.bp_ptr, *control, record, v_bound, status, stats, fail_t, out_V))
+                        batch.bp_ptr, *control, record, v_bound, status, stats, fail_t, out_V),
+                       finished)
     return status, stats, fail_t, out_V
 
 
