@@ -781,20 +781,23 @@ class BatchPlan:
         return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
                 (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
 
-    def traces(self, theta, precision: str | None = None,
-               check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def traces(self, theta, precision: str | None = None, check: bool = True,
+               out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(status, V) of every parameter set under every protocol, without a
         :class:`BatchResult` around them: ``status`` (n_protocols, n_sets) is 0 for a
         complete run; V (n_protocols, n_sets, samples, recorded) as :meth:`run` gives it,
         except that ablated neurons' columns are not blanked.  ``precision`` overrides
         the plan's (float32 needs an integrator and rtol that run in it).  With ``check``
         False, θ outside the parameters' ranges (a negative weight) runs as it is: an
-        optimiser's population may leave them, and its loss judges them."""
+        optimiser's population may leave them, and its loss judges them.  With ``out``
+        (see :meth:`run`) the traces are written there and V is ``out``."""
         if precision is not None and precision != self.precision:
             check_precision(precision, self.method)
-        status, _, _, out_V, _ = self._grid(self.parameter_sets(theta, check),
-                                            precision or self.precision)
-        return status.reshape(out_V.shape[:2]), out_V
+        thetas = self.parameter_sets(theta, check)
+        precision = precision or self.precision
+        status, _, _, out_V, _ = self._grid(thetas, precision,
+                                            self._output_array(out, thetas.shape[0], precision))
+        return status.reshape(out_V.shape[:2]), out_V if out is None else out
 
     def sensitivities(self, theta, free, protocol):
         """(status, V, S) of one run of the parameter vector ``theta`` under ``protocol``
@@ -846,12 +849,16 @@ class BatchPlan:
         return (len(self.protocols) * n_sets * (int(self.rows.max()) + 1) * len(self.record)
                 * np.dtype(self.precision).itemsize)
 
-    def run(self, theta=None, *, check_memory: bool = True, recorder=None,
+    def run(self, theta=None, *, check_memory: bool = True, recorder=None, out=None,
             _stacklevel: int = 2) -> BatchResult:
         """Every parameter set of ``theta`` (see :func:`simulate_batch`) under every
         protocol of the plan, as a :class:`BatchResult`; with a ``recorder``
-        (:class:`~neurosim.io.batch_file.HDF5BatchRecorder`) streamed to its file."""
+        (:class:`~neurosim.io.batch_file.HDF5BatchRecorder`) streamed to its file, with
+        ``out`` written into that array (see :func:`simulate_batch`)."""
         thetas = self.parameter_sets(theta)
+        if recorder is not None and out is not None:
+            raise CircuitError("out= and recorder= do not go together: a recorder writes the "
+                               "traces to its file")
         if recorder is not None:
             if not isinstance(recorder, HDF5BatchRecorder):
                 raise CircuitError(f"recorder= takes an HDF5BatchRecorder (a batch's file), got "
@@ -859,15 +866,17 @@ class BatchPlan:
             return self._stream(thetas, recorder, _stacklevel + 1)
         compiled = self.compiled
         n_p, n_sets = len(self.protocols), thetas.shape[0]
+        out_V = self._output_array(out, n_sets, self.precision)
         require_memory(self.output_bytes(n_sets),
                        f"the batch's output ({n_p * n_sets:,} runs x "
                        f"{int(self.rows.max()) + 1:,} samples x {len(self.record):,} neurons)",
                        "run fewer parameter sets per call, record fewer neurons (record=), "
                        "sample less often (dt_out=), or pass check_memory=False",
-                       check=check_memory)
+                       check=check_memory and out is None)
         # a first call compiles its kernels (announced): the batch's time is that of running
         started = running_clock()
-        status, stats, fail_t, out_V, rests = self._grid(thetas, self.precision)
+        status, stats, fail_t, out_V, rests = self._grid(thetas, self.precision, out_V)
+        out_V = out_V if out is None else out
         wall = running_clock() - started
         initial_V, rest_reports = rests
         unstable = self._unstable(rest_reports)
@@ -884,6 +893,24 @@ class BatchPlan:
                            stats.reshape(n_p, n_sets, -1)[..., :len(STATS_NAMES)],
                            compiled.layout, metadata, initial_V, rest_reports,
                            compiled.neuron_names)
+
+    def _output_array(self, out, n_sets: int, precision: str) -> np.ndarray | None:
+        """``out`` as the kernels fill it, (items, samples, recorded), after checking that
+        it is an array the batch's traces fit (one line saying what it must be)."""
+        if out is None:
+            return None
+        shape = (len(self.protocols), n_sets, int(self.rows.max()) + 1, len(self.record))
+        if (not isinstance(out, np.ndarray) or out.shape != shape
+                or out.dtype != np.dtype(precision) or not out.flags.c_contiguous
+                or not out.flags.writeable):
+            got = (f"a {'read-only ' if not out.flags.writeable else ''}"
+                   f"{'' if out.flags.c_contiguous else 'non-contiguous '}{out.dtype} array "
+                   f"of shape {out.shape}" if isinstance(out, np.ndarray)
+                   else type(out).__name__)
+            raise CircuitError(f"out must be a writeable C-contiguous {precision} array of "
+                               f"shape {shape} (protocols, sets, samples, recorded neurons), "
+                               f"got {got}")
+        return out.reshape(shape[0] * n_sets, shape[2], shape[3])
 
     def _metadata(self) -> dict:
         return {"circuit": self.circuit.name, "integrator": self.method.name,
@@ -976,7 +1003,7 @@ class BatchPlan:
 def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="dopri5",
                    dt=None, rtol=None, atol=None, dt_out=None, record=None, initial=None,
                    v_bound: float = DEFAULT_V_BOUND, precision: str = "float64",
-                   check_memory: bool = True, recorder=None) -> BatchResult:
+                   check_memory: bool = True, recorder=None, out=None) -> BatchResult:
     """Simulate many parameter sets under many protocols in one parallel call.
 
     Every (protocol, parameter set) pair is an independent run with its own adaptive
@@ -1007,6 +1034,13 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
         Stream the traces to a file as the batch runs, a few thousand runs per kernel
         call (:mod:`neurosim.io.batch_file`), so that a batch larger than memory runs;
         the result's ``V`` is then read from the file when first used.
+    out : ndarray, optional
+        An array of shape (n_protocols, n_sets, samples, recorded neurons) and the
+        batch's precision, C-contiguous, to write the traces into; the result's ``V`` is
+        ``out``.  A loop of batches that reuses one array saves new memory's cost each
+        call: the system zeroes fresh pages as they are first written, which can cost as
+        much as the arithmetic of a fast batch (docs/performance.md).  Not with
+        ``recorder``.
 
     Returns
     -------
@@ -1025,4 +1059,5 @@ def simulate_batch(circuit: Circuit, theta=None, protocols=None, *, integrator="
     plan = BatchPlan(circuit, protocols, integrator=integrator, dt=dt, rtol=rtol, atol=atol,
                      dt_out=dt_out, record=record, initial=initial, v_bound=v_bound,
                      precision=precision)
-    return plan.run(theta, check_memory=check_memory, recorder=recorder, _stacklevel=3)
+    return plan.run(theta, check_memory=check_memory, recorder=recorder, out=out,
+                    _stacklevel=3)

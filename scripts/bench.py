@@ -189,12 +189,37 @@ def bench_batch(n_sets: int) -> dict:
     return out
 
 
+def fill_in_threads(nbytes: int, reuse: np.ndarray | None = None) -> float:
+    """Seconds to write ``nbytes`` of float64 ones into new memory (or into ``reuse``) on
+    numba's threads, with no arithmetic: what storing a batch's output costs at least."""
+    import numba
+    from concurrent.futures import ThreadPoolExecutor
+
+    @numba.njit(nogil=True, cache=False)
+    def fill(a, lo, hi):
+        for i in range(lo, hi):
+            a[i] = 1.0
+    fill(np.empty(2), 0, 2)
+    threads = numba.get_num_threads()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fill, [np.empty(2)] * threads, [0] * threads, [2] * threads))  # started
+        start = time.perf_counter()
+        a = np.empty(nbytes // 8) if reuse is None else reuse
+        cuts = np.linspace(0, a.size, threads + 1).astype(int)
+        list(pool.map(fill, [a] * threads, cuts[:-1], cuts[1:]))
+        return time.perf_counter() - start
+
+
 def bench_batch_output(n_sets: int, repeats: int) -> dict:
     """Batch throughput with real output: TW ``tap`` (1.5 s), dopri5 rtol 1e-6, as given
     (no rests: the output's cost alone), every neuron recorded at dt_out 50, 5 and 1 ms,
-    against the same runs recording REV and FWD once (dt_out = the run).  At dt_out 5 ms
-    also streamed to a new HDF5 file (HDF5BatchRecorder).  Cases take turns ``repeats``
-    times; each row is its best turn, ratios are of best turns."""
+    against the same runs recording REV and FWD once (dt_out = the run).  At dt_out 5 and
+    1 ms also into an array reused from one call to the next (``out=``: its pages exist)
+    and, at 5 ms, streamed to a new HDF5 file (HDF5BatchRecorder).  Cases take turns
+    ``repeats`` times; each row is its best turn, ratios are of best turns.  For scale,
+    the time of writing the same bytes with no arithmetic on the same threads, into new
+    memory and into memory written before, and the ratio a batch would have if its
+    writing cost that much on top of its runs (nothing overlapped)."""
     from neurosim.compile import compile_circuit
     c = ns.load_circuit(ROOT / "circuits" / "tap_withdrawal.yaml")
     base = compile_circuit(c).theta
@@ -203,12 +228,18 @@ def bench_batch_output(n_sets: int, repeats: int) -> dict:
     n = c.n_neurons
     params[:, 4 * n:4 * n + len(c.synapses)] *= rng.uniform(0.5, 1.5, (n_sets, len(c.synapses)))
     options = dict(rtol=1e-6, atol=1e-6, initial="as_given")
-    cases = {"no output (dt_out 1500 ms, REV and FWD)": dict(dt_out=1500.0, record=["REV", "FWD"]),
+    no_output = "no output (dt_out 1500 ms, REV and FWD)"
+    cases = {no_output: dict(dt_out=1500.0, record=["REV", "FWD"]),
              "dt_out 50 ms, all 11 neurons": dict(dt_out=50.0),
              "dt_out 5 ms, all 11 neurons": dict(dt_out=5.0),
+             "dt_out 5 ms, into a reused array (out=)": dict(dt_out=5.0, reuse=True),
              "dt_out 1 ms, all 11 neurons": dict(dt_out=1.0),
+             "dt_out 1 ms, into a reused array (out=)": dict(dt_out=1.0, reuse=True),
              "dt_out 5 ms, all neurons, to a new HDF5 file": dict(dt_out=5.0, file=True)}
     ns.simulate_batch(c, params[:8], "tap", dt_out=5.0, **options)
+    samples = {dt_out: int(round(1500.0 / dt_out)) + 1 for dt_out in (5.0, 1.0)}
+    arrays = {name: np.empty((1, n_sets, samples[case["dt_out"]], n))
+              for name, case in cases.items() if case.get("reuse")}
     times = {name: [] for name in cases}
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,8 +248,10 @@ def bench_batch_output(n_sets: int, repeats: int) -> dict:
                 case = dict(case)
                 recorder = (ns.HDF5BatchRecorder(Path(tmp) / f"b{turn}_{k}.h5")
                             if case.pop("file", False) else None)
+                out = arrays[name] if case.pop("reuse", False) else None
                 start = time.perf_counter()
-                b = ns.simulate_batch(c, params, "tap", recorder=recorder, **case, **options)
+                b = ns.simulate_batch(c, params, "tap", recorder=recorder, out=out, **case,
+                                      **options)
                 times[name].append(time.perf_counter() - start)
                 sizes[name] = int(np.prod(b.V.shape)) * 8 if recorder is None else \
                     os.path.getsize(b.metadata["path"])
@@ -226,14 +259,22 @@ def bench_batch_output(n_sets: int, repeats: int) -> dict:
                 for path in Path(tmp).glob("*.h5"):
                     path.unlink()
     rows = {}
-    base_t = min(times["no output (dt_out 1500 ms, REV and FWD)"])
-    memory5 = min(times["dt_out 5 ms, all 11 neurons"])
+    base_t = min(times[no_output])
     for name, values in times.items():
         t = min(values)
         rows[name] = {"time_s": t, "simulations_per_s": n_sets / t, "output_MB": sizes[name] / 1e6,
                       "ratio_to_no_output": base_t / t}
     rows["dt_out 5 ms, all neurons, to a new HDF5 file"]["overhead_vs_memory"] = (
-        min(times["dt_out 5 ms, all neurons, to a new HDF5 file"]) / memory5 - 1)
+        min(times["dt_out 5 ms, all neurons, to a new HDF5 file"])
+        / min(times["dt_out 5 ms, all 11 neurons"]) - 1)
+    for dt_out in (5.0, 1.0):
+        nbytes = sizes[f"dt_out {dt_out:g} ms, all 11 neurons"]
+        reused = np.empty(nbytes // 8)
+        fill_in_threads(nbytes, reused)
+        for label, reuse in (("new memory", None), ("memory written before", reused)):
+            t = min(fill_in_threads(nbytes, reuse) for _ in range(repeats + 2))
+            rows[f"writing dt_out {dt_out:g} ms's {nbytes / 1e6:.0f} MB alone, {label}"] = {
+                "time_s": t, "ratio_if_added_to_no_output": base_t / (base_t + t)}
     return {"case": f"batch of {n_sets} TW tap runs (1.5 s), dopri5 rtol 1e-6, as given, "
                     f"best of {repeats} interleaved turns; ratio = no-output time / this row's",
             "rows": rows}

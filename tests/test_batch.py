@@ -234,6 +234,51 @@ def test_a_batch_plan_runs_many_matrices_as_simulate_batch_does():
     assert (plan.factors[1] == 1).all()
 
 
+@pytest.mark.parametrize("integrator,options", [("dopri5", {}), ("rk4", {"dt": 0.5})])
+def test_a_batch_written_into_a_reused_array_is_the_batch(integrator, options):
+    """out= (lockstep lanes, and item by item): the same numbers bit for bit, the NaN of a
+    shorter protocol's rows and of an ablated neuron written over what the array held,
+    and the array is the result's V; a plan's traces likewise."""
+    circuit, stimuli = random_circuit(5, 9, n_clamped=1)
+    circuit = circuit.replace(stimuli={f"s{i}": s for i, s in enumerate(stimuli)},
+                              protocols={"all": ns.Protocol(20.0, tuple(f"s{i}" for i in range(len(stimuli)))),
+                                         "cut": ns.Protocol(15.0, ("s0",), ablate=("N3", "N7"))})
+    theta = np.tile(compile_circuit(circuit).theta, (3, 1))
+    theta[:, 0] *= [1.0, 1.5, 2.0]
+    options = dict(integrator=integrator, dt_out=0.5, **options)
+    fresh = ns.simulate_batch(circuit, theta, **options)
+    out = np.full(fresh.V.shape, 7.0)
+    for _ in range(2):  # the second call reuses what the first wrote
+        again = ns.simulate_batch(circuit, theta, out=out, **options)
+        assert again.V is out
+        np.testing.assert_array_equal(out, fresh.V)
+    assert np.isnan(out[1, :, 31:]).all() and np.isnan(out[1, :, :, 3]).all()
+    plan = ns.BatchPlan(circuit, **options)
+    out[:] = 7.0
+    status, V = plan.traces(theta, out=out)
+    assert V is out and (status == 0).all()
+    np.testing.assert_array_equal(out[0], fresh.V[0])
+
+
+def test_an_output_array_that_does_not_fit_is_refused_in_one_line(tmp_path):
+    c = ns.load_circuit(TW)
+    theta = np.tile(compile_circuit(c).theta, (2, 1))
+    shape = (1, 2, 11, 11)
+    expected = r"out must be a writeable C-contiguous float64 array of shape \(1, 2, 11, 11\)"
+    read_only = np.zeros(shape)
+    read_only.flags.writeable = False
+    for out, got in ((np.zeros((1, 2, 10, 11)), "float64 array of shape \\(1, 2, 10, 11\\)"),
+                     (np.zeros(shape, dtype=np.float32), "float32 array"),
+                     (np.zeros(shape[::-1]).T, "non-contiguous"),
+                     (read_only, "read-only"), ([0.0], "list")):
+        with pytest.raises(ns.CircuitError, match=expected + ".*got .*" + got):
+            ns.simulate_batch(c, theta, "tap", dt_out=150.0, out=out)
+    with pytest.raises(ns.CircuitError, match="out= and recorder= do not go together"):
+        ns.simulate_batch(c, theta, "tap", dt_out=150.0, out=np.zeros(shape),
+                          recorder=ns.HDF5BatchRecorder(tmp_path / "never.h5"))
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("protocol", [0, 1])
 def test_a_batch_plans_sensitivities_are_derivatives_of_its_traces(protocol):
     """∂V/∂θ before the protocol's factors (a lesioned weight's includes its scale), and

@@ -241,6 +241,46 @@ def test_dense_output_meets_the_step_and_is_4th_order_on_exponential_growth():
     assert np.all((orders > 4.8) & (orders < 5.2)), (errors, orders)
 
 
+def dopri5_code_dense(y0, K, h, theta):
+    """The DOPRI5 code's dense output (Hairer's CONTD5), from the fractions above: a form
+    independent of the kernels' polynomial in θ."""
+    y1 = y0 + h * sum(float(DP_B[s]) * K[s] for s in range(7))
+    delta = y1 - y0
+    r3 = h * K[0] - delta
+    r4 = delta - h * K[6] - r3
+    r5 = h * sum(float(DP_D[s]) * K[s] for s in range(7))
+    return y0 + theta * (delta + (1 - theta) * (r3 + theta * (r4 + (1 - theta) * r5)))
+
+
+def test_kernel_dense_polynomial_is_the_dopri5_code_dense_output():
+    """The kernels evaluate dopri5's dense output as y + θ(c₀ + θ(c₁ + θ(c₂ + θc₃))) from
+    the stages 1, 3–7 only (single runs and lanes share that expression): it must be the
+    DOPRI5 code's interpolant to rounding, for stages of any scale and sign."""
+    import numba
+
+    from neurosim.kernels.adaptive import dense_horner, dense_polynomial
+
+    @numba.njit
+    def kernel_dense(y, K, h, theta):
+        c0, c1, c2, c3 = dense_polynomial(h, K[0], K[2], K[3], K[4], K[5], K[6])
+        return dense_horner(y, theta, c0, c1, c2, c3)
+
+    # the stages it leaves out have no weight at any θ
+    assert np.all(tb.DP_P[1] == 0.0) and np.all(tb.DP_P[1:, 0] == 0.0) and tb.DP_P[0, 0] == 1.0
+    rng = np.random.default_rng(7)
+    worst = 0.0
+    for _ in range(300):
+        y0 = rng.uniform(-80, 20)
+        K = rng.normal(0.0, 10.0 ** rng.uniform(-3, 2), 7)
+        h = 10.0 ** rng.uniform(-3, 1)
+        for theta in (0.0, 0.1, 0.37, 0.5, 0.9, 1.0):
+            expected = dopri5_code_dense(y0, K, h, theta)
+            got = kernel_dense(y0, K, h, theta)
+            scale = abs(y0) + h * np.abs(K).sum()
+            worst = max(worst, abs(got - expected) / scale)
+    assert worst < 1e-14, worst
+
+
 def test_dopri5_error_estimate_follows_the_embedded_4th_order_solution():
     """h Σ e_s K_s is the difference of the 4th- and 5th-order solutions, O(h^5)."""
     decay = lambda t, y: -y * y + math.sin(3 * t)  # noqa: E731

@@ -225,14 +225,6 @@ def dopri5_error(K, h, err):
         err[i] = h * acc
 
 
-@borrowing_njit
-def dense_weights(frac, weights):
-    """weights[s] = P_s · [θ, θ², θ³, θ⁴], so y(t + θh) = y + h·Σ_s weights[s]·K_s."""
-    q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
-    for s in range(DP_STAGES):
-        weights[s] = DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2 + DP_P[s, 3] * q3
-
-
 @borrowing_njit(inline="always")
 def dopri5_step(t, h, X, K, left, theta, net, tangent, drive, work, dwork, X_new, err):
     """One Dormand–Prince step from (t, X) with K[0] = f(t, X); fills K[1:], X_new and
@@ -295,52 +287,83 @@ def rosenbrock_step(t, h, V, K, left, J, W, piv, has_inputs, theta, net, drive, 
     return True
 
 
-@borrowing_njit
-def dense_coefficients(method, frac, weights):
-    """The weights of the dense output at fraction ``frac`` of a step: dopri5's
-    :func:`dense_weights`, or rosenbrock23's two in weights[0:2]."""
-    if method == DOPRI5:
-        dense_weights(frac, weights)
-    else:
-        scale = 1.0 / (1.0 - 2.0 * ROS_GAMMA)
-        weights[0] = frac * (1.0 - frac) * scale
-        weights[1] = frac * (frac - 2.0 * ROS_GAMMA) * scale
+@borrowing_njit(inline="always")
+def dense_polynomial(h, k0, k2, k3, k4, k5, k6):
+    """dopri5's dense output of one entry as a polynomial in the fraction θ of the step:
+    y(t + θh) = y + θ(c₀ + θ(c₁ + θ(c₂ + θc₃))), c_q = h·Σ_s P[s, q]·K_s, from its stages
+    K_s = k_s (stage 2 has no weight, and only stage 1 one in θ, P = 1).  Computed once
+    per step and evaluated at every row the step fills (a row cost 28 products of stage
+    weights before: tens of rows a step at a fine dt_out).  One expression for single
+    runs and lanes (:mod:`~neurosim.kernels.lockstep`), so a batch equals single runs bit
+    for bit."""
+    c1 = h * (DP_P[0, 1] * k0 + DP_P[2, 1] * k2 + DP_P[3, 1] * k3 + DP_P[4, 1] * k4
+              + DP_P[5, 1] * k5 + DP_P[6, 1] * k6)
+    c2 = h * (DP_P[0, 2] * k0 + DP_P[2, 2] * k2 + DP_P[3, 2] * k3 + DP_P[4, 2] * k4
+              + DP_P[5, 2] * k5 + DP_P[6, 2] * k6)
+    c3 = h * (DP_P[0, 3] * k0 + DP_P[2, 3] * k2 + DP_P[3, 3] * k3 + DP_P[4, 3] * k4
+              + DP_P[5, 3] * k5 + DP_P[6, 3] * k6)
+    return h * k0, c1, c2, c3
+
+
+@borrowing_njit(inline="always")
+def dense_horner(y, frac, c0, c1, c2, c3):
+    """y(t + θh) from dopri5's :func:`dense_polynomial`, θ = frac."""
+    return y + frac * (c0 + frac * (c1 + frac * (c2 + frac * c3)))
 
 
 @borrowing_njit
-def dense_value(method, X0, K, h, weights, j):
-    """Entry j of the step's dense output, y(t + θh), from its start X0 and stages K."""
+def fill_polynomial(h, K, j, poly, col):
+    """poly[:, col] = :func:`dense_polynomial` of entry j of the stages K."""
+    poly[0, col], poly[1, col], poly[2, col], poly[3, col] = dense_polynomial(
+        h, K[0, j], K[2, j], K[3, j], K[4, j], K[5, j], K[6, j])
+
+
+@borrowing_njit
+def dense_value(method, X0, K, h, frac, poly, col, j):
+    """Entry j of the step's dense output at y(t + frac·h), from its start X0: dopri5 by
+    its polynomial poly[:, col] (:func:`fill_polynomial`), rosenbrock23 by its two
+    weights on the stages K."""
     if method == DOPRI5:
-        acc = 0.0
-        for s in range(DP_STAGES):
-            acc += K[s, j] * weights[s]
-        return X0[j] + h * acc
-    return X0[j] + h * (weights[0] * K[1, j] + weights[1] * K[2, j])
+        return dense_horner(X0[j], frac, poly[0, col], poly[1, col], poly[2, col], poly[3, col])
+    scale = 1.0 / (1.0 - 2.0 * ROS_GAMMA)
+    return X0[j] + h * (frac * (1.0 - frac) * scale * K[1, j]
+                        + frac * (frac - 2.0 * ROS_GAMMA) * scale * K[2, j])
 
 
 @borrowing_njit
 def write_outputs(method, X0, K, t0, h, t1, out_times, next_out, drive, any_clamped, work,
-                  weights, record, out_V, out_S):
+                  poly, record, out_V, out_S):
     """Fill out_V (and out_S: S's m = out_S.shape[2] columns of the extended state) from
     row next_out on for every out_time <= t1 by the dense output of the step of size h
-    from (t0, X0) with stages K, for the recorded neurons only; returns the next row."""
+    from (t0, X0) with stages K, for the recorded neurons only; returns the next row.
+    ``poly``: scratch of (4, len(record)·(1 + m)) for dopri5's polynomials."""
     clamped = drive[7]
     n = clamped.shape[0]
+    n_rec = record.shape[0]
     m = out_S.shape[2]
+    if next_out >= out_times.shape[0] or out_times[next_out] > t1:
+        return next_out
+    if method == DOPRI5:
+        for c in range(n_rec):
+            i = record[c]
+            fill_polynomial(h, K, i, poly, c)
+            for q in range(m):
+                fill_polynomial(h, K, n + i * m + q, poly, n_rec + c * m + q)
     while next_out < out_times.shape[0] and out_times[next_out] <= t1:
-        dense_coefficients(method, (out_times[next_out] - t0) / h, weights)
+        frac = (out_times[next_out] - t0) / h
         if any_clamped:  # a clamped neuron records its command, not the interpolant
             apply_drive(out_times[next_out], False, X0[:n], drive, work[0], work[1])
-        for c in range(record.shape[0]):
+        for c in range(n_rec):
             i = record[c]
             if clamped[i]:
                 out_V[next_out, c] = work[0, i]
                 for q in range(m):
                     out_S[next_out, c, q] = 0.0
                 continue
-            out_V[next_out, c] = dense_value(method, X0, K, h, weights, i)
+            out_V[next_out, c] = dense_value(method, X0, K, h, frac, poly, c, i)
             for q in range(m):
-                out_S[next_out, c, q] = dense_value(method, X0, K, h, weights, n + i * m + q)
+                out_S[next_out, c, q] = dense_value(method, X0, K, h, frac, poly,
+                                                    n_rec + c * m + q, n + i * m + q)
         next_out += 1
     return next_out
 
@@ -408,7 +431,7 @@ def run_adaptive(method, X, out_times, t_final, tstops, theta, net, tangent, dri
     K = np.empty((DP_STAGES, size))  # rosenbrock23 uses six of the rows
     X_new = np.empty(size)
     err = np.empty(n)
-    weights = np.empty(DP_STAGES)
+    poly = np.empty((4, record.shape[0] * (1 + out_S.shape[2])))
     any_clamped = clamped.any()
     J = np.empty((n, n)) if method != DOPRI5 else np.empty((1, 1))
     W = np.empty_like(J)
@@ -422,7 +445,7 @@ def run_adaptive(method, X, out_times, t_final, tstops, theta, net, tangent, dri
     if state[X_STEP_H] > 0.0:
         next_out = write_outputs(method, carry[DP_STAGES], carry[:DP_STAGES], state[X_STEP_T],
                                  state[X_STEP_H], t, out_times, 0, drive, any_clamped, work,
-                                 weights, record, out_V, out_S)
+                                 poly, record, out_V, out_S)
         if next_out == n_out:
             return OK
     state[X_STEP_H] = 0.0
@@ -451,7 +474,7 @@ def run_adaptive(method, X, out_times, t_final, tstops, theta, net, tangent, dri
         if err_now <= 1.0 or not adaptive:
             t_new = t_target if landing else t + h_try
             next_out = write_outputs(method, X, K, t, h_try, t_new, out_times, next_out, drive,
-                                     any_clamped, work, weights, record, out_V, out_S)
+                                     any_clamped, work, poly, record, out_V, out_S)
             if next_out == n_out and t_new > out_times[n_out - 1]:
                 for s in range(DP_STAGES):
                     copy_into(carry[s], K[s])

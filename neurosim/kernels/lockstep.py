@@ -27,8 +27,9 @@ from numba import types
 from numba.extending import overload
 
 from neurosim.kernels.adaptive import (accepted_step_size, after_rejection,
-                                       count_accepted_step, initial_step, lands_on_breakpoint,
-                                       scaled_error_square, step_target)
+                                       count_accepted_step, dense_horner, dense_polynomial,
+                                       initial_step, lands_on_breakpoint, scaled_error_square,
+                                       step_target)
 from neurosim.kernels.constants import (N_SOLVER_STATE, PULSE, REPEAT_ROW, S_REJECTED,
                                         S_RHS, S_STEPS, SPLIT_ROWS, STEP, STEP_UNDERFLOW,
                                         TOO_MANY_STEPS, WORK_ROWS, X_FAIL_T)
@@ -36,8 +37,7 @@ from neurosim.kernels.batch import protocol_drive
 from neurosim.kernels.fixed import impose_clamps
 from neurosim.kernels.jit import borrowing_njit, kernel_njit
 from neurosim.kernels.network import apply_drive, count_up_to, rhs, sigmoid, sigmoid32, waveform
-from neurosim.kernels.tableaux import (DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_P,
-                                       DP_STAGES)
+from neurosim.kernels.tableaux import DP_A, DP_C, DP_E, DP_END_STAGE, DP_ERROR_ORDER, DP_STAGES
 
 # Numba's default error model tests every division for zero, which stops vectorisation;
 # divisors here are capacitances and error scales, validated > 0 before any run.
@@ -223,95 +223,61 @@ def within_bounds(V, v_bound, out):
             out[lane] &= math.isfinite(x) & (abs(x) <= v_bound)
 
 
-#: dense output runs over all lanes at once while at least 1 in ROUND_SHARE of them has a
-#: row due, lane by lane after that (lanes are at different points of their runs, so the
-#: number of rows a step fills differs between them)
-ROUND_SHARE = 4
+#: rows of one lane evaluated together by dense_output_lanes
+STAGED_ROWS = 64
 
 
 @lane_njit
 def dense_output_lanes(item, t, h, V, K, out_times, dense_next, dense_end, record, clamped,
-                       any_clamped, commands, t_out, weights, values, out_V):
-    """Dense output of every lane's accepted step onto its due rows, all lanes at once.
+                       any_clamped, commands, poly, fracs, stage, out_V):
+    """Dense output of every lane's accepted step onto its due rows.
 
     Lane ``lane`` writes its rows dense_next[lane]…dense_end[lane]−1 (of the output grid
     ``out_times``) into out_V[item[lane], 1 + row] by the step of size h[lane] from
-    (t[lane], V[:, lane]) with stages K[:, :, lane]: one row of every due lane per round.
-    Per lane the arithmetic is :func:`~neurosim.kernels.adaptive.write_outputs`' (the
-    weights of :func:`~neurosim.kernels.adaptive.dense_weights`, the stages summed in
-    their order, in float64 whatever the lanes' precision), so batches still equal single
-    runs bit for bit; the sums run over lanes, which vectorises, and each lane's row goes
-    out contiguous from ``values`` (rec, L).  A clamped neuron records its command, the
-    same for every lane at a row: ``commands`` (rows, rec), computed once per group."""
-    n, lanes = V.shape
+    (t[lane], V[:, lane]) with stages K[:, :, lane].  Per lane the arithmetic is
+    :func:`~neurosim.kernels.adaptive.write_outputs`' (the polynomial of
+    :func:`~neurosim.kernels.adaptive.dense_polynomial`, in float64 whatever the lanes'
+    precision), so batches still equal single runs bit for bit.  The polynomials of all
+    lanes are computed at once (over lanes, which vectorises) into ``poly`` (4, rec, L);
+    a lane's rows are then evaluated recorded neuron by neuron over up to STAGED_ROWS
+    rows at a time (``fracs``, ``stage`` (rec, STAGED_ROWS): a loop over rows
+    vectorises, one over 11 neurons hardly) and copied to their rows of the output.  A
+    clamped neuron records its command, the same for every lane at a row: ``commands``
+    (rows, rec), computed once per group."""
+    lanes = V.shape[1]
     n_rec = record.shape[0]
-    while True:
-        due = 0
+    for c in range(n_rec):
+        i = record[c]
         for lane in range(lanes):
-            if dense_next[lane] < dense_end[lane]:
-                due += 1
-                t_out[lane] = out_times[dense_next[lane]]
-            else:
-                t_out[lane] = t[lane]  # a lane with nothing due: its values are not written
-        if due == 0:
-            return
-        if due * ROUND_SHARE < lanes:  # a round would compute mostly idle lanes
-            dense_output_each_lane(item, t, h, V, K, out_times, dense_next, dense_end, record,
-                                   clamped, any_clamped, commands, weights, out_V)
-            return
-        # dense_weights for every lane: the same expression, lane by lane
-        for lane in range(lanes):
-            frac = (t_out[lane] - t[lane]) / h[lane]
-            q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
-            for s in range(DP_STAGES):
-                weights[s, lane] = (DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2
-                                    + DP_P[s, 3] * q3)
-        for c in range(n_rec):
-            i = record[c]
-            if clamped[i]:  # from ``commands`` below
-                continue
-            for lane in range(lanes):
-                acc = 0.0
-                for s in range(DP_STAGES):
-                    acc += K[s, i, lane] * weights[s, lane]
-                values[c, lane] = V[i, lane] + h[lane] * acc
-        for lane in range(lanes):
-            row = dense_next[lane]
-            if row < dense_end[lane]:
-                b = item[lane]
+            poly[0, c, lane], poly[1, c, lane], poly[2, c, lane], poly[3, c, lane] = \
+                dense_polynomial(h[lane], K[0, i, lane], K[2, i, lane], K[3, i, lane],
+                                 K[4, i, lane], K[5, i, lane], K[6, i, lane])
+    for lane in range(lanes):
+        first, end = dense_next[lane], dense_end[lane]
+        if first >= end:
+            continue
+        b = item[lane]
+        t0, h0 = t[lane], h[lane]
+        while first < end:
+            r = min(end - first, fracs.shape[0])
+            for k in range(r):
+                fracs[k] = (out_times[first + k] - t0) / h0
+            for c in range(n_rec):
+                y0 = V[record[c], lane]
+                c0, c1, c2, c3 = poly[0, c, lane], poly[1, c, lane], poly[2, c, lane], \
+                    poly[3, c, lane]
+                for k in range(r):
+                    stage[c, k] = dense_horner(y0, fracs[k], c0, c1, c2, c3)
+            for k in range(r):
+                out = out_V[b, 1 + first + k]
                 for c in range(n_rec):
-                    out_V[b, 1 + row, c] = values[c, lane]
+                    out[c] = stage[c, k]
                 if any_clamped:  # a clamped neuron records its command, not the interpolant
                     for c in range(n_rec):
                         if clamped[record[c]]:
-                            out_V[b, 1 + row, c] = commands[row, c]
-                dense_next[lane] = row + 1
-
-
-@lane_njit
-def dense_output_each_lane(item, t, h, V, K, out_times, dense_next, dense_end, record, clamped,
-                           any_clamped, commands, weights, out_V):
-    """:func:`dense_output_lanes` lane by lane, for rows due in a few lanes only: the same
-    arithmetic on the lanes' strided columns, read in place (no copies)."""
-    n_rec = record.shape[0]
-    for lane in range(t.shape[0]):
-        b = item[lane]
-        for row in range(dense_next[lane], dense_end[lane]):
-            frac = (out_times[row] - t[lane]) / h[lane]
-            q0, q1, q2, q3 = frac, frac * frac, frac ** 3, frac ** 4
-            for s in range(DP_STAGES):
-                weights[s, 0] = (DP_P[s, 0] * q0 + DP_P[s, 1] * q1 + DP_P[s, 2] * q2
-                                 + DP_P[s, 3] * q3)
-            for c in range(n_rec):
-                i = record[c]
-                if any_clamped and clamped[i]:
-                    out_V[b, 1 + row, c] = commands[row, c]
-                    continue
-                acc = 0.0
-                for s in range(DP_STAGES):
-                    acc += K[s, i, lane] * weights[s, 0]
-                out_V[b, 1 + row, c] = V[i, lane] + h[lane] * acc
-        dense_next[lane] = dense_end[lane]
+                            out[c] = commands[first + k, c]
+            first += r
+        dense_next[lane] = end
 
 
 @lane_njit
@@ -362,9 +328,9 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     state = np.zeros((lanes, N_SOLVER_STATE))
     # the dense output of all lanes (dense_output_lanes): rows due, in float64
     dense_end = np.zeros(lanes, dtype=np.int64)
-    t_out = np.zeros(lanes)
-    weights = np.zeros((DP_STAGES, lanes))
-    values = np.zeros((record.shape[0], lanes))
+    poly = np.zeros((4, record.shape[0], lanes))
+    fracs = np.zeros(STAGED_ROWS)
+    stage = np.zeros((record.shape[0], STAGED_ROWS))
     # one lane's column, for the scalar functions
     col = np.empty(n)
     col_new = np.empty(n)
@@ -474,7 +440,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
         # written before the state is checked, as run_adaptive does
         if rows_due > 0:
             dense_output_lanes(item, t, h_try, V, K, out_times, next_out, dense_end, record,
-                               clamped, any_clamped, commands, t_out, weights, values, out_V)
+                               clamped, any_clamped, commands, poly, fracs, stage, out_V)
         for lane in range(lanes):
             if not moves[lane]:
                 continue

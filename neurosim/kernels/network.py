@@ -12,7 +12,6 @@ Every method is written in terms of (G, N), so the equation lives in one loop:
 import math
 
 import numpy as np
-from numba import njit
 from numpy import uint64
 
 from neurosim.kernels.constants import (P_AMPLITUDE, P_COUNT, P_DURATION, P_END, P_OFFSET,
