@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
+import numba
 import numpy as np
 
 import brian2_peer
@@ -189,24 +191,22 @@ def bench_batch(n_sets: int) -> dict:
     return out
 
 
+@numba.njit(nogil=True)
+def fill_ones(a, lo, hi):
+    for i in range(lo, hi):
+        a[i] = 1.0
+
+
 def fill_in_threads(nbytes: int, reuse: np.ndarray | None = None) -> float:
     """Seconds to write ``nbytes`` of float64 ones into new memory (or into ``reuse``) on
     numba's threads, with no arithmetic: what storing a batch's output costs at least."""
-    import numba
-    from concurrent.futures import ThreadPoolExecutor
-
-    @numba.njit(nogil=True, cache=False)
-    def fill(a, lo, hi):
-        for i in range(lo, hi):
-            a[i] = 1.0
-    fill(np.empty(2), 0, 2)
     threads = numba.get_num_threads()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(fill, [np.empty(2)] * threads, [0] * threads, [2] * threads))  # started
+        list(pool.map(fill_ones, [np.empty(2)] * threads, [0] * threads, [2] * threads))
         start = time.perf_counter()
         a = np.empty(nbytes // 8) if reuse is None else reuse
         cuts = np.linspace(0, a.size, threads + 1).astype(int)
-        list(pool.map(fill, [a] * threads, cuts[:-1], cuts[1:]))
+        list(pool.map(fill_ones, [a] * threads, cuts[:-1], cuts[1:]))
         return time.perf_counter() - start
 
 
