@@ -66,6 +66,28 @@ def two_cells():
                       protocols={"p": ns.Protocol(5.0)})
 
 
+@pytest.mark.parametrize("integrator,options", [("dopri5", {}), ("rosenbrock23", {}),
+                                                ("rk4", {"dt": 0.05})])
+def test_a_failed_run_keeps_in_a_batch_the_rows_it_keeps_alone(integrator, options):
+    """A run that leaves the potential bound keeps the samples up to its last good state,
+    not those the failing step's interpolant wrote: the same rows as the single run."""
+    c = ns.Circuit("bound", (ns.Neuron("A", C=10.0, g_L=1.0, E_L=-70.0, V0=-70.0),
+                             ns.Neuron("B", C=10.0, g_L=1.0, E_L=-70.0, V0=-70.0)),
+                   (ns.Synapse("A", "B", w=1.0, E=0.0, mu=-40.0, nu=0.1),),
+                   stimuli={"kick": ns.Stimulus("step", ("A",), amplitude=100.0, start=5.0)},
+                   protocols={"p": ns.Protocol(60.0, ("kick",))})
+    theta = np.tile(compile_circuit(c).theta, (5, 1))
+    theta[::2, compile_circuit(c).layout.index("neurons[A].g_L")] = 0.2  # A rises past 100 mV
+    options = dict(integrator=integrator, dt_out=0.7, initial="as_given", v_bound=100.0,
+                   **options)
+    batch = ns.simulate_batch(c, theta, "p", **options)
+    assert list(batch.status[0]) == ["failed", "complete"] * 2 + ["failed"]
+    for k in range(5):
+        one = ns.simulate(c, "p", theta=theta[k], raise_on_failure=False, **options)
+        np.testing.assert_array_equal(batch.result(0, k).V, one.V)
+    assert np.nanmax(batch.V) <= 100.0
+
+
 @pytest.mark.parametrize("column,value,match", [
     ("neurons[A].C", -1.0, r"neurons\[A\].C: must be > 0, got -1.0 \(parameter set 1\)"),
     ("neurons[B].g_L", np.nan, r"neurons\[B\].g_L: must be a finite number"),

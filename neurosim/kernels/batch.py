@@ -11,7 +11,7 @@ import numpy as np
 
 from neurosim.kernels.adaptive import run_rosenbrock23
 from neurosim.kernels.constants import (CARRY_ROWS, N_SOLVER_STATE, S_FAIL_STEP, WORK_ROWS, X_ERR_OLD,
-                                        X_FAIL_T, X_H)
+                                        X_FAIL_T, X_H, X_T)
 from neurosim.kernels.fixed import impose_clamps, run_fixed
 from neurosim.kernels.jit import kernel_njit
 
@@ -67,6 +67,11 @@ def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_r
                                              drive, rtol, atol, max_step, adaptive, max_steps,
                                              record, v_bound, state, carry, stats[b], out)
                 fail_t[b] = state[X_FAIL_T]
+                if status[b] != 0:  # as a single run: the rows up to its last good state
+                    for r in range(m):
+                        if out_times[r] > state[X_T]:
+                            for c in range(record.shape[0]):
+                                out[r, c] = np.nan
             else:
                 status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride,
                                       thetas[b:b + 1], 1, net, drive, tstops, record, v_bound,

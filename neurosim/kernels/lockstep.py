@@ -328,6 +328,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
     state = np.zeros((lanes, N_SOLVER_STATE))
     # the dense output of all lanes (dense_output_lanes): rows due, in float64
     dense_end = np.zeros(lanes, dtype=np.int64)
+    step_first = np.zeros(lanes, dtype=np.int64)  # the first row of each lane's step
     poly = np.zeros((4, record.shape[0], lanes))
     fracs = np.zeros(STAGED_ROWS)
     stage = np.zeros((record.shape[0], STAGED_ROWS))
@@ -413,6 +414,7 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
             moves[lane] = False
             takes_last_stage[lane] = False
             dense_end[lane] = next_out[lane]
+            step_first[lane] = next_out[lane]
             b = item[lane]
             if b < 0:
                 continue
@@ -454,7 +456,9 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                     col_new[i] = V_new[i, lane]
                 status[b] = count_accepted_step(col_new, v_bound, stats[b], state[lane], t_new)
                 fail_t[b] = state[lane, X_FAIL_T]
-                pad_rows(out_V, b, 1 + next_out[lane])
+                # a single run keeps the rows up to the step's start, its last good state,
+                # not those the failed step's interpolant wrote
+                pad_rows(out_V, b, 1 + step_first[lane])
                 item[lane] = -1
                 moves[lane] = False
                 continue
