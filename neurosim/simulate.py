@@ -944,14 +944,15 @@ class BatchPlan:
         compiled, method = self.compiled, self.method
         n_p, n_sets = len(self.protocols), thetas.shape[0]
         t = np.arange(int(self.rows.max()) + 1) * self.dt_out
-        unit = lockstep_unit() if method.float32_lanes else 1
-        per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit)
+        itemsize = np.dtype(self.precision).itemsize
+        unit = lockstep_unit(compiled.n_neurons, itemsize) if method.float32_lanes else 1
+        per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit, itemsize)
         metadata = {**self._metadata(), "precision": self.precision}
         recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
                                   compiled.n_neurons, N_REPORT, metadata, self.circuit, thetas,
-                                  tuple(self.layout.names)), per_call)
+                                  tuple(self.layout.names)))
         blank = [np.flatnonzero(self.ablated[p, self.record]) for p in range(n_p)]
-        started, unstable, done = running_clock(), 0, 0
+        started, unstable = running_clock(), 0
         try:
             for first in range(0, n_sets, per_call):
                 m = min(per_call, n_sets - first)
@@ -976,10 +977,8 @@ class BatchPlan:
                                               finished)
                 recorder.release(out_V)
                 unstable += self._unstable(reports)
-                done = first + m
         except BaseException as exc:
-            kept = recorder.close("interrupted", f"interrupted after {done} of {n_sets} "
-                                                 f"parameter sets ({type(exc).__name__})")
+            kept = recorder.close("interrupted", f"interrupted ({type(exc).__name__})")
             if kept is not None and kept != recorder.target:
                 warnings.warn(f"the interrupted batch is in {kept}; {recorder.path} is left as "
                               "it was (a complete batch only replaces a file)", stacklevel=stacklevel)

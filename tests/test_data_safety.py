@@ -315,6 +315,50 @@ def test_an_interrupt_is_answered_within_a_call(tmp_path):
     assert kept.status == "interrupted" and kept.t.size >= 2
 
 
+def test_a_second_ctrl_c_while_closing_waits_for_the_file(tmp_path, monkeypatch):
+    """Ctrl-C pressed again while the file is finished once left a locked partial marked
+    "running": the file is finished and named first, then KeyboardInterrupt goes on."""
+    real = hdf5.HDF5Recorder._finish
+
+    def and_ctrl_c(self, *args):
+        signal.raise_signal(signal.SIGINT)
+        return real(self, *args)
+
+    monkeypatch.setattr(hdf5.HDF5Recorder, "_finish", and_ctrl_c)
+    recorder = ns.HDF5Recorder(tmp_path / "r.h5")
+    recorder.open(ns.record.RunHeader(("A",), 1000, 1.0, {}, one_neuron()))
+    recorder.append(np.arange(10.0), np.ones((10, 1)))
+    with pytest.raises(KeyboardInterrupt):
+        recorder.close("interrupted", "interrupted at t = 9 ms (KeyboardInterrupt)", {})
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]  # named, lock released
+    kept = ns.load_result(tmp_path / "r.h5")
+    assert kept.status == "interrupted" and kept.t.size == 10
+
+
+def test_another_program_filling_the_disk_leaves_a_file_that_closes(small_disk):
+    """The disk filled to the last byte by another process in the middle of a run: the
+    run stops at its next chunk, and the file closes with every whole chunk before."""
+    c = one_neuron(20000.0)
+    calls = []
+
+    def filled_at_the_third_call(advanced_ms):
+        calls.append(advanced_ms)
+        if len(calls) == 3:
+            subprocess.run([sys.executable, "-c", "import sys\nf = open(sys.argv[1], 'wb')\n"
+                            "try:\n    while True:\n        f.write(b'x' * 4096)\n"
+                            "        f.flush()\nexcept OSError:\n    pass",
+                            str(small_disk / "filler")], check=True)
+
+    with pytest.raises(StorageError, match="No space left on device.*written before are in"):
+        ns.simulate(c, "p", dt_out=0.05, progress=filled_at_the_third_call,
+                    recorder=ns.HDF5Recorder(small_disk / "a.h5"))
+    kept = ns.load_result(small_disk / "a.h5")
+    assert kept.status == "failed" and kept.t.size >= hdf5.CHUNK_VALUES
+    memory = ns.simulate(c, "p", dt_out=0.05)
+    np.testing.assert_array_equal(kept.V, memory.V[:kept.t.size])
+
+
 # ---------------------------------------------------------------- size
 
 def test_thousands_of_recorded_neurons(tmp_path):

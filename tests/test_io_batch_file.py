@@ -5,6 +5,10 @@ the in-memory batch bit for bit; and the data-safety rules of result files hold 
 import errno
 import importlib
 import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -52,7 +56,7 @@ def test_the_file_holds_the_batch_bit_for_bit(tw_batch, tmp_path):
                             **OPTIONS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"]
     with h5py.File(tmp_path / "b.h5", "r") as f:
-        assert f["V"].shape == memory.V.shape and f["V"].chunks == (1, 16) + memory.V.shape[2:]
+        assert f["V"].shape == memory.V.shape and f["V"].chunks is None  # contiguous
         np.testing.assert_array_equal(f["V"][()], memory.V)  # NaN where AVA is ablated
         np.testing.assert_array_equal(f["time"][()], memory.t)
         np.testing.assert_array_equal(f["stats"][()], memory.stats)
@@ -136,6 +140,10 @@ def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch
         assert names == list(compile_circuit(circuit).layout.names)
         assert not f.attrs["complete"] and f.attrs["status"] == "interrupted"
         assert f.attrs["runs_written"] == 2 * 32
+        # the runs in the file, not the parameter sets of the calls finished (it said 0
+        # of 6000 sets with 1,152 runs written)
+        assert f.attrs["message"] == ("interrupted (KeyboardInterrupt): 64 of 140 runs are "
+                                      "in the file")
         status = f["status"][()]
     assert (status[:, :32] >= 0).all() and (status[:, 32:] == batch_file.NOT_RUN).all()
     V = batch_file.load_batch_V(tmp_path / "b.h5")
@@ -401,3 +409,143 @@ def test_run_items_fills_a_given_output_in_place_and_refuses_a_wrong_one(tw_batc
     for wrong in (given[:-1], given.astype(np.float32), given.transpose(0, 2, 1).copy().T):
         with pytest.raises(ValueError, match="out_V must be"):
             plan._grid(params[:9], "float64", wrong)
+
+
+def fill_from_another_process(folder):
+    """Fill the disk of ``folder`` to the last byte, from a process of its own."""
+    subprocess.run([sys.executable, "-c", "import sys\nf = open(sys.argv[1], 'wb')\ntry:\n"
+                    "    while True:\n        f.write(b'x' * 4096)\n        f.flush()\n"
+                    "except OSError:\n    pass", str(folder / "filler")], check=True)
+
+
+def test_calls_and_the_memory_kept_stay_within_call_bytes(tw_batch, tmp_path, monkeypatch):
+    """A set whose traces are large (the whole worm recorded every 1 ms: 2.4 MB) once got
+    a call of a whole lockstep unit of sets (1.2 GB), and the spares kept 2.8 GB after
+    the batch: a call now takes at most CALL_BYTES, idle lanes or not, and the memory
+    kept for the next batch at most SPARE_CALLS x CALL_BYTES."""
+    from neurosim.integrators.runs import lockstep_unit
+    import numba
+    # lanes that fit the circuit: 8 for 302 neurons in float64, not 64
+    assert lockstep_unit(302, 8) == 4 * numba.get_num_threads() * 8
+    circuit, params, memory = tw_batch
+    call_bytes = 200_000  # a TW set under two protocols takes 53 KB at dt_out 5 ms
+    monkeypatch.setattr(batch_file, "CALL_BYTES", call_bytes)
+    taken = []
+    real = batch_file.HDF5BatchRecorder.buffer
+
+    def counted(self, shape, dtype):
+        out = real(self, shape, dtype)
+        taken.append(out.nbytes)
+        return out
+
+    monkeypatch.setattr(batch_file.HDF5BatchRecorder, "buffer", counted)
+    options = {**OPTIONS, "dt_out": 5.0}
+    expected = ns.simulate_batch(circuit, params[:20], PROTOCOLS, **options)
+    for k in range(3):
+        ns.simulate_batch(circuit, params[:20], PROTOCOLS,
+                          recorder=ns.HDF5BatchRecorder(tmp_path / f"b{k}.h5"), **options)
+        assert sum(memory.nbytes for memory in batch_file._spares) <= 2 * call_bytes
+    assert len(taken) == 3 * 7 and max(taken) <= call_bytes  # 3 sets a call
+    np.testing.assert_array_equal(batch_file.load_batch_V(tmp_path / "b2.h5"), expected.V)
+
+
+def test_the_file_is_its_data_without_padding(tw_batch, tmp_path):
+    """513 sets in calls of 512 once took a second chunk of 512 sets for the last one."""
+    circuit, params, memory = tw_batch
+    many = np.repeat(params[:1], 513, axis=0)
+    ns.simulate_batch(circuit, many, "tap", recorder=recorder(tmp_path / "b.h5", 512),
+                      **OPTIONS)
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        data = sum(f[name].nbytes for name in ("V", "status", "stats", "initial_V",
+                                               "rest_reports", "theta"))
+        np.testing.assert_array_equal(f["V"][0, 512], memory.V[0, 0])
+    size = os.stat(tmp_path / "b.h5")
+    assert data < size.st_size < data + (64 << 10)
+    assert size.st_blocks * 512 < data + (64 << 10)  # the reserve for closing given back
+
+
+def test_a_disk_too_small_is_refused_before_any_run_and_one_that_fits_is_enough(
+        tw_batch, small_disk, monkeypatch):
+    """The file takes what the space check counts, no more: a batch that fits runs on a
+    disk it nearly fills (513 sets in calls of 512 once needed twice the space, and
+    failed after the check), one that does not is refused before any kernel runs."""
+    circuit, params, memory = tw_batch
+    options = dict(rtol=1e-6, atol=1e-6, dt_out=13.0)  # 10 KB a run: 5.3 MB, 8 MB free
+    ns.simulate_batch(circuit, np.repeat(params[:1], 513, axis=0), "tap",
+                      recorder=recorder(small_disk / "fits.h5", 512), **options)
+    with h5py.File(small_disk / "fits.h5", "r") as f:
+        assert f.attrs["complete"] and f.attrs["runs_written"] == 513
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the batch ran before its file was refused")
+
+    monkeypatch.setattr(simulate_module.BatchPlan, "_grid", no_work)
+    with pytest.raises(ResourceError, match=r"b\.h5 \(200 runs .* would take [\d.]+ MB, but "
+                                            r"only [\d.]+ MB are free.*float32"):
+        ns.simulate_batch(circuit, np.repeat(params[:1], 200, axis=0), "tap",
+                          recorder=recorder(small_disk / "b.h5", 512), **options)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["fits.h5"]
+
+
+@pytest.mark.parametrize("step", ["writer", "finish"])
+@pytest.mark.parametrize("ending", ["complete", "interrupted"])
+def test_a_second_ctrl_c_while_closing_waits_for_the_file(tw_batch, tmp_path, monkeypatch,
+                                                          step, ending):
+    """Ctrl-C pressed again while the file is finished (waiting for the writer thread, or
+    writing the summaries) once left a locked partial marked "running", every run lost:
+    the file is finished and named first, then KeyboardInterrupt goes on."""
+    circuit, params, memory = tw_batch
+    names = {"writer": (batch_file.WriterThread, "finish"),
+             "finish": (batch_file.HDF5BatchRecorder, "_finish")}
+    owner, name = names[step]
+    real = getattr(owner, name)
+
+    def and_ctrl_c(*args):
+        signal.raise_signal(signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, and_ctrl_c)
+    if ending == "interrupted":
+        run_grid = simulate_module.BatchPlan._grid
+        calls = []
+
+        def interrupted_at_the_third_call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return run_grid(*args, **kwargs)
+
+        monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted_at_the_third_call)
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 32),
+                          **OPTIONS)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"]  # named, lock released
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert f.attrs["status"] == ending
+        assert f.attrs["runs_written"] == (140 if ending == "complete" else 2 * 2 * 32)
+    V = batch_file.load_batch_V(tmp_path / "b.h5")
+    np.testing.assert_array_equal(V[:, :64], memory.V[:, :64])
+
+
+def test_another_program_filling_the_disk_stops_nothing(tw_batch, small_disk, monkeypatch):
+    """Every block of the file, and the room for closing it, is taken when the file is
+    created: another process filling the disk mid-batch once made closing impossible,
+    and the partial with every run written was deleted."""
+    circuit, params, memory = tw_batch
+    real = batch_file.HDF5BatchRecorder.append
+    handed = []
+
+    def filled_at_the_third_group(self, *args):
+        handed.append(1)
+        if len(handed) == 3:
+            fill_from_another_process(small_disk)
+            assert shutil.disk_usage(small_disk).free == 0
+        real(self, *args)
+
+    monkeypatch.setattr(batch_file.HDF5BatchRecorder, "append", filled_at_the_third_group)
+    ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(small_disk / "b.h5", 32),
+                      **OPTIONS)
+    with h5py.File(small_disk / "b.h5", "r") as f:
+        assert f.attrs["complete"] and f.attrs["runs_written"] == 140
+    np.testing.assert_array_equal(batch_file.load_batch_V(small_disk / "b.h5"), memory.V)

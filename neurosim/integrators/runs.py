@@ -118,11 +118,19 @@ MAX_LANES = 64
 LANE_STATE_BYTES = 1 << 19
 
 
-def lockstep_unit() -> int:
-    """Runs a call of the lockstep kernel takes at full width: a group of MAX_LANES runs
-    per lane, four groups per thread (see :func:`lockstep_plan`); calls of a multiple of
-    it leave no lanes idle at the end of their groups."""
-    return 4 * numba.get_num_threads() * MAX_LANES
+def lockstep_lanes(n_neurons: int, itemsize: int = 8) -> int:
+    """Lanes of a lockstep group of a circuit of ``n_neurons`` (see MAX_LANES): as many
+    as fill the SIMD registers of ``itemsize``-byte numbers while the lane state fits."""
+    per_register = 8 // itemsize
+    fit = max(8, LANE_STATE_BYTES // (16 * itemsize * n_neurons) // 8 * 8)
+    return min(MAX_LANES * per_register, fit)
+
+
+def lockstep_unit(n_neurons: int, itemsize: int = 8) -> int:
+    """Runs a call of the lockstep kernel takes at full width: a group of
+    :func:`lockstep_lanes` runs, four groups per thread (see :func:`lockstep_plan`);
+    calls of a multiple of it leave no lanes idle at the end of their groups."""
+    return 4 * numba.get_num_threads() * lockstep_lanes(n_neurons, itemsize)
 
 
 def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: int,
@@ -130,8 +138,8 @@ def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: i
     """(group boundaries, lanes) for :func:`~neurosim.kernels.lockstep.run_lockstep`.
 
     Groups are runs of one protocol and length, about four per thread so that a thread
-    finishing early takes another; lanes are as many as fit (see MAX_LANES) but no more
-    than a group's items, which would only compute idle lanes.
+    finishing early takes another; lanes are as many as fit (:func:`lockstep_lanes`) but
+    no more than a group's items, which would only compute idle lanes.
     """
     threads = numba.get_num_threads()
     size = math.ceil(item_protocol.size / (4 * threads))
@@ -141,6 +149,4 @@ def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: i
         cuts.extend(range(start + size, end, size))
         cuts.append(end)
     groups = np.array(cuts, dtype=np.int64)
-    per_register = 8 // itemsize
-    fit = max(8, LANE_STATE_BYTES // (16 * itemsize * n_neurons) // 8 * 8)
-    return groups, int(min(MAX_LANES * per_register, fit, np.diff(groups).max()))
+    return groups, int(min(lockstep_lanes(n_neurons, itemsize), np.diff(groups).max()))

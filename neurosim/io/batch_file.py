@@ -13,19 +13,23 @@ Layout (format ``neurosim-batch``, version 1, readable by any HDF5 tool)::
     attributes: format, complete, status, message, runs_written, messages (JSON),
                 metadata (JSON), circuit_yaml, circuit_sha256
 
-/V is chunked as (1, sets per kernel call, samples, recorded): the recorder says how many
-parameter sets each kernel call of :func:`~neurosim.simulate.simulate_batch` runs
-(:meth:`HDF5BatchRecorder.sets_per_call`), so every call fills whole chunks.  The
-kernels fill a buffer of the recorder's (:meth:`HDF5BatchRecorder.buffer`: page-aligned,
-reused from call to call), and each lockstep group's runs go to their place in the file
-as soon as the group finishes (on a writer thread, while the other groups compute): the
-whole pages with O_DIRECT, around the page cache, which cost this 2-core machine ~1 ms
-of CPU per 4 MB taken from the kernels; the fragments at their ends through the page
-cache (and everything where the file system refuses O_DIRECT).  A run's status says
-"written" only once its bytes are.  Every block of /V is placed and taken on the disk
-when the file is created, so a disk too small refuses the batch before it starts, never
-in the middle.  Runs not written (an interrupted or failed batch) keep status -1:
-:func:`load_batch_V` shows NaN there, never the undefined bytes of the file.
+/V is one contiguous block starting on a page, placed when the file is created: run
+(p, k) lies at its start + (p·sets + k)·samples·recorded values, so the file holds the
+traces and no padding.  The recorder says how many parameter sets each kernel call of
+:func:`~neurosim.simulate.simulate_batch` runs (:meth:`HDF5BatchRecorder.sets_per_call`:
+about CALL_BYTES of traces, never more).  The kernels fill a buffer of the recorder's
+(:meth:`HDF5BatchRecorder.buffer`: page-aligned, reused from call to call), and each
+lockstep group's runs go to their place in the file as soon as the group finishes (on a
+writer thread, while the other groups compute): the whole pages with O_DIRECT, around
+the page cache, which cost this 2-core machine ~1 ms of CPU per 4 MB taken from the
+kernels; the fragments at their ends through the page cache (and everything where the
+file system refuses O_DIRECT).  A run's status says "written" only once its bytes are.
+Every block of the file's datasets is taken on the disk when the file is created, and
+METADATA_RESERVE beyond its end for closing it (on Linux; elsewhere that much must stay
+free), so a disk too small refuses the batch before any run, and a disk that another
+program fills meanwhile stops nothing.  Runs not written (an interrupted or failed
+batch) keep status -1: :func:`load_batch_V` shows NaN there, never the undefined bytes
+of the file.
 
 The file follows :mod:`neurosim.io.hdf5`'s rules: written as ``OUT.h5.partial``,
 created and locked (one writer), renamed when the batch ends; an existing file is
@@ -49,8 +53,9 @@ import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, WriterThread, _claim, _close_quietly,
-                              _holds, _identity, _preallocated_full, _pwrite_all, abandon_open,
-                              check_target, publish, start_writeback, write_failure_reason)
+                              _holds, _identity, _pwrite_all, abandon_open, check_target,
+                              interrupts_deferred, publish, release_reserve, reserve_beyond,
+                              start_writeback, write_failure_reason)
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import BatchHeader
 from neurosim.resources import require_disk
@@ -58,18 +63,18 @@ from neurosim.resources import require_disk
 FORMAT = "neurosim-batch"
 FORMAT_VERSION = 1
 NOT_RUN, COMPLETED, FAILED = -1, 0, 1
-#: bytes of traces per kernel call the recorder asks for (one HDF5 chunk of /V per
-#: protocol).  The runs are written as the kernels finish them, so a call's size is not
-#: its write's: it is the memory in flight, and calls of it run at full width with few
-#: pauses between calls (2,000 runs, 53 MB: one call of 64 MB ran 4 ms (6 %) faster than
-#: two of 32 MB)
+#: bytes of traces per kernel call the recorder asks for, at most.  The runs are written
+#: as the kernels finish them, so a call's size is not its write's: it is the memory in
+#: flight, and calls of it run at full width with few pauses between calls (2,000 runs,
+#: 53 MB: one call of 64 MB ran 4 ms (6 %) faster than two of 32 MB)
 CALL_BYTES = 64 << 20
 #: kernel-call output buffers per batch: one filled by the kernels while the other's last
 #: rows are written
 BUFFERS = 2
-#: buffers a finished batch leaves for the next one (the largest): at most about
-#: 2 x CALL_BYTES stay in the process
-SPARES = 2
+#: memory a finished batch leaves for the next one, in CALL_BYTES: its largest buffers
+#: that fit in all (a loop of batches then pays no page faults; no more stays in the
+#: process)
+SPARE_CALLS = 2
 #: bytes of a memory page and the alignment O_DIRECT asks of memory, file offsets and sizes
 PAGE = 4096
 HUGE_PAGE = 2 << 20
@@ -103,18 +108,23 @@ class HDF5BatchRecorder:
         self._opened = False
 
     def sets_per_call(self, n_protocols: int, n_samples: int, n_recorded: int,
-                      unit: int = 1) -> int:
-        """Parameter sets per kernel call (and per HDF5 chunk of /V): about CALL_BYTES of
-        traces, in whole ``unit``s of sets (what the kernels run at full width: whole
-        groups of lockstep lanes on every thread; a call of 633 sets left a quarter of
-        the lanes idle, one of 512 none)."""
-        per_set = max(1, n_protocols * n_samples * n_recorded * self.dtype.itemsize)
-        return unit * max(1, round(CALL_BYTES / (per_set * unit)))
+                      unit: int = 1, itemsize: int = 8) -> int:
+        """Parameter sets per kernel call: as many whole ``unit``s of sets as fit in
+        CALL_BYTES of traces (a unit is what the kernels run at full width: whole groups
+        of lockstep lanes on every thread; a call of 633 sets left a quarter of the lanes
+        idle, one of 512 none), counted in ``itemsize``-byte values (the call's buffer)
+        or the stored ones, whichever are larger.  Where even one unit does not fit, as
+        many sets as do, at least one: lanes then idle, but memory stays bounded (a unit
+        of the whole worm recorded every 1 ms took 1.2 GB)."""
+        per_set = max(1, n_protocols * n_samples * n_recorded
+                      * max(itemsize, self.dtype.itemsize))
+        units = CALL_BYTES // (per_set * unit)
+        return unit * units if units else max(1, CALL_BYTES // per_set)
 
     def _reason(self, exc: BaseException) -> str:
         return write_failure_reason(exc, self.target.parent, METADATA_RESERVE)
 
-    def open(self, header: BatchHeader, sets_per_call: int) -> None:
+    def open(self, header: BatchHeader) -> None:
         if self._opened:
             raise ResultFileError(f"this recorder has recorded a batch to {self.path} already; "
                                   "a recorder writes one batch: make a new one")
@@ -122,16 +132,20 @@ class HDF5BatchRecorder:
         self.header = header
         n_p, n_sets = len(header.protocols), header.n_sets
         samples, n_rec = header.time.size, len(header.neuron_names)
-        self._chunk = (1, max(1, min(sets_per_call, n_sets)), samples, max(1, n_rec))
-        # the traces, and what is known of each run (status, stats, start, rest report),
-        # whose datasets are placed now too: closing then needs no more than METADATA_RESERVE
+        self._circuit_text = dump_circuit(header.circuit) if header.circuit is not None else ""
+        # every byte the file takes: the traces and what is known of each run (status,
+        # stats, start, rest report), placed now; the header; a page of alignment per
+        # dataset; and the reserve for closing it
         per_run = 1 + 4 * 8 + header.n_neurons * 8 + header.n_report * 8
         size = n_p * n_sets * (samples * n_rec * self.dtype.itemsize + per_run)
+        strings = (*header.neuron_names, *header.protocols, *header.parameter_names)
+        size += (header.time.nbytes + sum(16 + len(name.encode()) for name in strings)
+                 + len(self._circuit_text.encode()) + 8 * PAGE + METADATA_RESERVE)
         if header.theta is not None:
             size += header.theta.nbytes
         self._fd = _claim(self.partial, self.overwrite, self.path)
         try:
-            require_disk(size + METADATA_RESERVE, self.target.parent,
+            require_disk(size, self.target.parent,
                          f"{self.path} ({n_p * n_sets:,} runs x {samples:,} samples x "
                          f"{n_rec:,} neurons)",
                          "record fewer neurons (record=), sample less often (dt_out=), store "
@@ -159,21 +173,15 @@ class HDF5BatchRecorder:
             self._writer.put((self._write_stored, header.theta, self._theta_offset, np.float64))
 
     def _create(self, header: BatchHeader):
-        # chunks of /V start on page boundaries, so their whole pages go straight from
-        # the kernels' (page-aligned) output to the disk (O_DIRECT: no page cache)
-        chunk_bytes = int(np.prod(self._chunk)) * self.dtype.itemsize
-        self.file = h5py.File(self.partial, "w", locking=False, alignment_interval=PAGE,
-                              alignment_threshold=max(PAGE, min(chunk_bytes, ALIGN_FROM)))
+        # /V starts on a page boundary, so the whole pages of runs go straight from the
+        # kernels' (page-aligned) output to the disk (O_DIRECT: no page cache)
         n_p, n_sets = len(header.protocols), header.n_sets
         shape = (n_p, n_sets, header.time.size, len(header.neuron_names))
-        self.V = _preallocated_full(self.file, "V", shape, self._chunk, self.dtype)
-        # every block of /V taken now: a full disk refuses the batch here
-        self._chunk_offsets = np.zeros((n_p, -(-n_sets // self._chunk[1])), dtype=np.int64)
-        for p in range(n_p):
-            for c in range(self._chunk_offsets.shape[1]):
-                info = self.V.id.get_chunk_info_by_coord((p, c * self._chunk[1], 0, 0))
-                _reserve(self._fd, info.byte_offset, info.size)
-                self._chunk_offsets[p, c] = info.byte_offset
+        V_bytes = int(np.prod(shape)) * self.dtype.itemsize
+        self.file = h5py.File(self.partial, "w", locking=False, alignment_interval=PAGE,
+                              alignment_threshold=max(PAGE, min(V_bytes, ALIGN_FROM)))
+        self.V = _placed(self.file, "V", shape, self.dtype)
+        self._V_at = self.V.id.get_offset()
         # what is known of each run goes straight to its place when the file closes; until
         # then every status says "not run" (the rest's bytes mean nothing)
         self._summary_at = {
@@ -182,14 +190,18 @@ class HDF5BatchRecorder:
                                        ("stats", (n_p, n_sets, 4), np.int64),
                                        ("initial_V", (n_p, n_sets, header.n_neurons), np.float64),
                                        ("rest_reports", (n_p, n_sets, header.n_report), np.float64))}
-        _pwrite_all(self._fd, np.full((n_p, n_sets), NOT_RUN, dtype=np.int8),
-                    self._summary_at["status"])
+        placed = [self.V, *(self.file[name] for name in self._summary_at)]
         if header.theta is not None:  # what each run ran: a batch reruns from its file
             # written on the writer thread, while the first call computes
-            self._theta_offset = _placed(self.file, "theta", header.theta.shape,
-                                         np.float64).id.get_offset()
+            placed.append(_placed(self.file, "theta", header.theta.shape, np.float64))
+            self._theta_offset = placed[-1].id.get_offset()
             self.file.create_dataset("parameter_names",
                                      data=np.array(header.parameter_names, dtype=h5py.string_dtype()))
+        # every block of them taken now: a full disk refuses the batch here, before any run
+        for dataset in placed:
+            _reserve(self._fd, dataset.id.get_offset(), dataset.id.get_storage_size())
+        _pwrite_all(self._fd, np.full((n_p, n_sets), NOT_RUN, dtype=np.int8),
+                    self._summary_at["status"])
         self.file.create_dataset("time", data=header.time).attrs["units"] = "ms"
         self.V.attrs["units"] = "mV"
         strings = h5py.string_dtype()
@@ -203,10 +215,19 @@ class HDF5BatchRecorder:
         attrs["runs_written"] = 0
         attrs["metadata"] = json.dumps(header.metadata)
         if header.circuit is not None:
-            text = dump_circuit(header.circuit)
-            attrs["circuit_yaml"] = text
-            attrs["circuit_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            attrs["circuit_yaml"] = self._circuit_text
+            attrs["circuit_sha256"] = hashlib.sha256(
+                self._circuit_text.encode("utf-8")).hexdigest()
         self.file.flush()
+        # the room closing needs, beyond the end (or, where it cannot be taken, free now)
+        end = max(os.fstat(self._fd).st_size, self.file.id.get_filesize())
+        self._keeps_reserve = reserve_beyond(self._fd, end, METADATA_RESERVE)
+        if not self._keeps_reserve and self._too_full():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def _too_full(self) -> bool:
+        """Whether less than METADATA_RESERVE is free (where it cannot be taken ahead)."""
+        return shutil.disk_usage(self.target.parent).free < METADATA_RESERVE
 
     def _report(self, exc: BaseException) -> None:
         self._error = self._error or exc
@@ -272,20 +293,15 @@ class HDF5BatchRecorder:
 
     def _write_runs(self, protocol, first, V, summary):
         """On the writer thread: the traces of runs first… of ``protocol`` straight to their
-        place in their chunks, then (once they are written) their statuses in memory, for
-        close to store.  A disk filled (by anyone) below METADATA_RESERVE stops the
-        recording here, so that closing the file keeps what was written."""
-        if shutil.disk_usage(self.target.parent).free < METADATA_RESERVE:
+        place in /V, then (once they are written) their statuses in memory, for close to
+        store.  Where the room for closing the file could not be taken ahead, a disk
+        filled (by anyone) below METADATA_RESERVE stops the recording here, so that
+        closing the file keeps what was written."""
+        if not self._keeps_reserve and self._too_full():
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        m, per_chunk = V.shape[0], self._chunk[1]
-        run_bytes = V[0].size * self.dtype.itemsize
-        a = 0
-        while a < m:  # the runs of each chunk they fall in
-            chunk, within = divmod(first + a, per_chunk)
-            b = min(m, a + per_chunk - within)
-            offset = int(self._chunk_offsets[protocol, chunk]) + within * run_bytes
-            self._write_stored(V[a:b], offset, self.dtype)
-            a = b
+        m, n_sets = V.shape[0], self._status.shape[1]
+        offset = self._V_at + (protocol * n_sets + first) * V[0].size * self.dtype.itemsize
+        self._write_stored(V, offset, self.dtype)
         status, stats, initial_V, rest_reports, messages = summary
         rows = slice(first, first + m)
         self._stats[protocol, rows] = stats
@@ -344,19 +360,27 @@ class HDF5BatchRecorder:
 
     def close(self, status: str, message: str) -> Path | None:
         """Finish the file and give it its final name; returns where the batch is (None
-        when nothing could be kept).  After a write error the file is finished where
-        possible (status ``failed``, the sets written before kept) and StorageError
-        raised.  A second call returns the first's answer."""
+        when nothing could be kept).  An interrupted batch's ``message`` gets how many runs
+        the file holds.  After a write error the file is finished where possible (status
+        ``failed``, the sets written before kept) and StorageError raised.  A Ctrl-C
+        meanwhile waits until the file is finished and named.  A second call returns the
+        first's answer."""
         if self._closed:
             return self._stored
         self._closed = True
+        with interrupts_deferred():
+            return self._close(status, message)
+
+    def _close(self, status: str, message: str) -> Path | None:
         self._writer.finish()
         self._let_go_of_memory()
         written = int((self._status != NOT_RUN).sum())
         if self._error is not None:
             status = "failed"
-            message = (f"recording stopped after {written} runs: writing "
+            message = (f"recording stopped after {written:,} runs: writing "
                        f"failed: {self._reason(self._error)}")
+        elif status == "interrupted":
+            message = f"{message}: {written:,} of {self._status.size:,} runs are in the file"
         finished = self._finish(status, message)
         stored = None
         if finished and status != "complete" and self.target.exists():
@@ -375,7 +399,7 @@ class HDF5BatchRecorder:
         os.close(self._fd)
         self._stored = stored
         if self._error is not None:
-            where = (f"the {written} runs written before are in {stored}"
+            where = (f"the {written:,} runs written before are in {stored}"
                      if stored is not None else "nothing could be kept")
             error = StorageError(f"writing {self.path} failed: {self._reason(self._error)}; {where}")
             error.path = stored
@@ -405,6 +429,7 @@ class HDF5BatchRecorder:
             f.flush()
             attrs["complete"] = status == "complete" and self._error is None
             f.close()
+            release_reserve(self._fd)
             os.fsync(self._fd)  # on the disk before the final name points at it
             return True
         except Exception as exc:  # noqa: BLE001 - becomes the StorageError of close()
@@ -445,12 +470,15 @@ def _spare_buffer(nbytes: int) -> np.ndarray:
 
 def _keep_spare(buffers: list) -> None:
     """Keep a finished batch's buffers (its call buffers and its aligned scratch memory)
-    for the next batch: the SPARES largest of them and of those kept before."""
+    for the next batch: the largest of them and of those kept before that fit in
+    SPARE_CALLS x CALL_BYTES in all; the others are dropped (their memory goes back)."""
     with _spares_lock:
-        _spares.extend(buffers)
-        _spares.sort(key=lambda memory: memory.nbytes, reverse=True)
-        del _spares[SPARES:]
-        _spares.reverse()  # smallest first: a request takes the smallest that fits
+        kept, total = [], 0
+        for memory in sorted(_spares + buffers, key=lambda memory: memory.nbytes, reverse=True):
+            if total + memory.nbytes <= SPARE_CALLS * CALL_BYTES:
+                kept.append(memory)
+                total += memory.nbytes
+        _spares[:] = kept[::-1]  # smallest first: a request takes the smallest that fits
 
 
 def _page_aligned(nbytes: int) -> np.ndarray:

@@ -35,11 +35,15 @@ What the recorder guarantees about ``OUT.h5``:
   the file's own metadata, so recording stops between chunks with the file still
   readable: status ``failed``, every sample written before kept, and the error
   (:class:`~neurosim.errors.StorageError`) says where they are.
+* A second Ctrl-C while the file is being finished is held until it is finished and
+  named.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import hashlib
 import json
@@ -47,6 +51,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import stat
 import threading
 import time
@@ -70,9 +75,12 @@ except ImportError:  # Windows: one writer per output is then the user's care
 CHUNK_VALUES = 1 << 17
 #: seconds between flushes of a file being written (a flush per chunk cost ~10 % of a run)
 FLUSH_INTERVAL_S = 1.0
-#: free bytes kept for the file's own metadata (chunk index, attributes) when the disk
-#: fills: recording stops before the disk is full, so the file can still be closed (the
-#: metadata written at close is a few KB; tests/test_io_hdf5.py fills real disks)
+#: bytes kept for the file's own metadata (chunk index, attributes) when the disk fills,
+#: so that the file can still be closed (the metadata written at close is a few KB;
+#: tests/test_data_safety.py fills real disks, from the run and from another process).
+#: A run's file leaves them free (recording stops before the disk is full); a batch file,
+#: whose runs are all written to blocks taken at the start, takes them on the disk
+#: beyond its end when it is created (:func:`reserve_beyond`)
 METADATA_RESERVE = 1 << 20
 
 FORMAT_VERSION = 2
@@ -202,21 +210,23 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
         offset += written
 
 
-def _load_sync_file_range():
-    """libc's sync_file_range (Linux), or None: Python's os module lacks it."""
+def _load_libc_call(name: str, argtypes: tuple):
+    """A function of libc (Linux) that Python's os module lacks, or None."""
     try:
-        import ctypes
-        import ctypes.util
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        call = libc.sync_file_range
+        call = getattr(libc, name)
     except (OSError, AttributeError):
         return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.argtypes = argtypes
     call.restype = ctypes.c_int
     return call
 
 
-_sync_file_range = _load_sync_file_range()
+_sync_file_range = _load_libc_call(
+    "sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
+_fallocate = _load_libc_call("fallocate64",
+                             (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64))
+FALLOC_FL_KEEP_SIZE = 1
 SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -230,6 +240,46 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
     finds little left.  Nothing happens where the call is missing (not Linux)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)
+
+
+def reserve_beyond(fd: int, offset: int, nbytes: int) -> bool:
+    """Take the disk blocks of bytes offset…offset+nbytes of ``fd`` without changing its
+    size (Linux's fallocate with FALLOC_FL_KEEP_SIZE): the file's later appends there
+    (HDF5's metadata at close) use them, so another program filling the disk cannot take
+    that room.  True if taken; False where the system or file system cannot (the caller
+    then checks the free space instead); OSError (ENOSPC) where the disk has no room."""
+    if _fallocate is None or _fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, nbytes) == 0:
+        return _fallocate is not None
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
+def release_reserve(fd: int) -> None:
+    """Give back the blocks :func:`reserve_beyond` took past the end of a finished file
+    (truncating a file to its own size frees them on ext4, XFS and tmpfs)."""
+    os.ftruncate(fd, os.fstat(fd).st_size)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Finish what is inside even if Ctrl-C comes again (a second one used to leave a
+    locked partial marked "running"): on the main thread, SIGINT is noted meanwhile and
+    given to its own handler after (KeyboardInterrupt, once the file is finished and
+    named).  An exception raised inside goes on as it is."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    noted = []
+    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        previous(signal.SIGINT, None)
 
 
 def _close_quietly(file: h5py.File) -> None:
@@ -544,6 +594,10 @@ class HDF5Recorder(Recorder):
         first's Result."""
         if self._result is not None:
             return self._result
+        with interrupts_deferred():
+            return self._close(status, message, stats)
+
+    def _close(self, status, message, stats):
         self._writer.finish()
         try:
             if self._error is None:
@@ -638,8 +692,8 @@ class HDF5Recorder(Recorder):
         return None
 
 
-def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype,
-                  extendable: bool = True) -> h5py.Dataset:
+def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple,
+                  dtype) -> h5py.Dataset:
     """A chunked dataset of ``shape`` (extendable in rows) whose chunks are placed in the
     file when the dataset is created or extended, and never filled, so that rows can be
     written to known offsets."""
@@ -647,17 +701,10 @@ def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple, dtype
     dcpl.set_chunk(chunks)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:] if extendable
-                                   else shape)
+    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:])
     dataset_id = h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
                                  space, dcpl=dcpl)
     return h5py.Dataset(dataset_id)
-
-
-def _preallocated_full(file: h5py.File, name: str, shape: tuple, chunks: tuple,
-                       dtype) -> h5py.Dataset:
-    """:func:`_preallocated` of a fixed shape, every chunk placed at once."""
-    return _preallocated(file, name, shape, chunks, dtype, extendable=False)
 
 
 def _text(value) -> str:
