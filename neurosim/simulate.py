@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,11 +33,11 @@ from neurosim.integrators import (METHODS, N_REPORT, OK, R_ITERATIONS, R_MAX_REA
                                   R_METHOD, R_OTHER_RESTS, R_PRERUN_MS, R_RESIDUAL,
                                   SENSITIVITY_METHODS, STABLE_RESTS, STATS_NAMES,
                                   check_precision, check_step_stability, chunk_rows,
-                                  compile_seconds, describe_failure, failure_message,
+                                  compile_seconds, describe_failure,
                                   find_rest_state, find_rest_states, integrate_with_sensitivity,
                                   lockstep_unit, make_integrator, one_compile_notice, rest_start,
-                                  run_items,
-                                  running_clock, status_sentence)
+                                  run_failure_message, run_items, running_clock,
+                                  status_sentence)
 from neurosim.io.batch_file import HDF5BatchRecorder, batch_identity, load_batch_V
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
@@ -885,7 +885,7 @@ class BatchPlan:
                           "(BatchResult.start(protocol, index) says what each starts from)",
                           RestWarning, stacklevel=_stacklevel)
         self._blank_ablated(out_V)
-        messages = self._failures(status, stats, fail_t, n_sets)
+        messages = self._failures(status, stats, fail_t, thetas)
         labels = np.where(status.reshape(n_p, n_sets) == OK, "complete", "failed")
         metadata = {**self._metadata(), "wall_time_s": wall}
         t = np.arange(out_V.shape[2]) * self.dt_out
@@ -927,12 +927,18 @@ class BatchPlan:
         protocols, columns = np.nonzero(self.ablated[:, self.record])
         out_V[protocols, :, :, columns] = np.nan
 
-    def _failures(self, status, stats, fail_t, n_sets: int, first: int = 0) -> dict:
-        """(protocol, set) -> the sentence of each failed run of a grid of n_sets sets, the
-        items of ``status`` being first, first + 1, …"""
-        return {divmod(first + int(item), n_sets): failure_message(
-                    int(status[item]), self.method, self.compiled.neuron_names, stats[item],
-                    float(fail_t[item]), self.v_bound) for item in np.flatnonzero(status)}
+    def _failures(self, status, stats, fail_t, thetas, first: int = 0) -> dict:
+        """(protocol, set) -> the sentence of each failed run of a grid of the parameter
+        sets ``thetas``, the items of ``status`` being first, first + 1, …: the sentence a
+        single run of that set and protocol gives (its fastest time constant included)."""
+        messages = {}
+        for item in np.flatnonzero(status):
+            p, k = divmod(first + int(item), thetas.shape[0])
+            ran = replace(self.compiled, theta=self.factors[p] * thetas[k])
+            messages[p, k] = run_failure_message(int(status[item]), self.method, ran,
+                                                 stats[item], float(fail_t[item, 0]),
+                                                 float(fail_t[item, 1]), self.v_bound)
+        return messages
 
     def _stream(self, thetas, recorder, stacklevel: int) -> BatchResult:
         """:meth:`run` into ``recorder``, the parameter sets cut into the kernel calls it
@@ -965,7 +971,7 @@ class BatchPlan:
                         if blank[p].size:  # ablated neurons have no potential
                             out_V[a:end, :, blank[p]] = np.nan
                         messages = self._failures(status[a:end], stats[a:end], fail_t[a:end],
-                                                  m, a)
+                                                  thetas[first:first + m], a)
                         recorder.append(p, first + a - p * m, out_V[a:end], status[a:end],
                                         stats[a:end, :len(STATS_NAMES)], initial_V[a:end],
                                         reports[a:end], {(q, first + k): text for (q, k), text

@@ -70,7 +70,8 @@ def two_cells():
                                                 ("rk4", {"dt": 0.05})])
 def test_a_failed_run_keeps_in_a_batch_the_rows_it_keeps_alone(integrator, options):
     """A run that leaves the potential bound keeps the samples up to its last good state,
-    not those the failing step's interpolant wrote: the same rows as the single run."""
+    not those the failing step's interpolant wrote: the same rows as the single run, and
+    the same sentence."""
     c = ns.Circuit("bound", (ns.Neuron("A", C=10.0, g_L=1.0, E_L=-70.0, V0=-70.0),
                              ns.Neuron("B", C=10.0, g_L=1.0, E_L=-70.0, V0=-70.0)),
                    (ns.Synapse("A", "B", w=1.0, E=0.0, mu=-40.0, nu=0.1),),
@@ -85,6 +86,7 @@ def test_a_failed_run_keeps_in_a_batch_the_rows_it_keeps_alone(integrator, optio
     for k in range(5):
         one = ns.simulate(c, "p", theta=theta[k], raise_on_failure=False, **options)
         np.testing.assert_array_equal(batch.result(0, k).V, one.V)
+        assert batch.result(0, k).message == one.message
     assert np.nanmax(batch.V) <= 100.0
 
 

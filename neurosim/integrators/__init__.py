@@ -43,7 +43,8 @@ compilation is announced on the ``neurosim`` logger.
 from neurosim.integrators.controller import NO_STEP_CONTROL, StepController
 from neurosim.integrators.diagnostics import (STATS_NAMES, STATUS_MESSAGES, check_step_stability,
                                               describe_failure, failure_message,
-                                              fastest_time_constant, status_sentence)
+                                              fastest_time_constant, run_failure_message,
+                                              status_sentence)
 from neurosim.integrators.loading import (call_kernel, compile_seconds, count_compile_wait,
                                           running_clock,
                                           load_kernels, logger,
@@ -77,7 +78,8 @@ __all__ = [
     "run_items", "lockstep_plan", "lockstep_unit", "chunk_rows", "check_precision", "PRECISIONS",
     "FLOAT32_MIN_RTOL", "MAX_LANES", "LANE_STATE_BYTES",
     # failures and warnings
-    "OK", "STATUS_MESSAGES", "STATS_NAMES", "failure_message", "describe_failure", "status_sentence",
+    "OK", "STATUS_MESSAGES", "STATS_NAMES", "failure_message", "run_failure_message", "describe_failure",
+    "status_sentence",
     "check_step_stability", "fastest_time_constant",
     # sensitivities and rests
     "free_parameter_codes", "integrate_with_sensitivity", "REST_TOL", "stimulus_free",

@@ -67,16 +67,24 @@ def failure_message(status: int, method, neuron_names, stats, t_fail: float,
             f"with integrator '{method.name}'; {method.hint()}")
 
 
-def describe_failure(status: int, stepper) -> str:
-    """:func:`failure_message` for a single run, with the circuit's fastest time constant."""
-    message = failure_message(status, stepper.method, stepper.compiled.neuron_names,
-                              stepper.stats, stepper.failure_time(), stepper.v_bound,
-                              stepper.last_good_time())
-    tau, neuron = fastest_time_constant(stepper.compiled)
+def run_failure_message(status: int, method, compiled, stats, t_fail: float, t_good: float,
+                        v_bound: float) -> str:
+    """:func:`failure_message` for a run of ``compiled`` (with the parameters it ran),
+    with the circuit's fastest time constant: one sentence for a single run and for a
+    batch's run alike."""
+    message = failure_message(status, method, compiled.neuron_names, stats, t_fail, v_bound,
+                              t_good)
+    tau, neuron = fastest_time_constant(compiled)
     if np.isfinite(tau):
         message += (f" (the fastest time constant is {tau:.3g} ms, neuron '{neuron}'"
                     f"{': stiff' if tau < 1e-2 else ''})")
     return message
+
+
+def describe_failure(status: int, stepper) -> str:
+    """:func:`run_failure_message` for a single run."""
+    return run_failure_message(status, stepper.method, stepper.compiled, stepper.stats,
+                               stepper.failure_time(), stepper.last_good_time(), stepper.v_bound)
 
 
 def check_step_stability(method, compiled) -> str | None:

@@ -49,7 +49,8 @@ def check_precision(precision, method) -> None:
 
 def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_out, record,
               v_bound, precision="float64", out_V=None, on_done=None):
-    """Run every item of a batch in parallel; returns (status, stats, fail_t, out_V).
+    """Run every item of a batch in parallel; returns (status, stats, fail_t, out_V), with
+    fail_t (items, 2) the time a failed item's failure was found and its last good time.
 
     ``out_V`` has shape (n_items, max(item_rows) + 1, len(record)) and the dtype named by
     ``precision``, which the caller has checked (:func:`check_precision`); rows after a
@@ -81,7 +82,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
             out_V.fill(np.nan)
     status = np.zeros(n_items, dtype=np.int64)
     stats = np.zeros((n_items, kc.N_STATS), dtype=np.int64)
-    fail_t = np.zeros(n_items)
+    fail_t = np.zeros((n_items, 2))  # a failure's time, and the last good time before it
     adaptive_family = method.controller is not None
     dt = (method.dt or 0.0) if adaptive_family else method.dt
     rows_per_call = chunk_rows(int(item_rows.max()), record.shape[0])

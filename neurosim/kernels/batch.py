@@ -39,7 +39,8 @@ def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_r
     holding potentials hold[p] and breakpoints bp_ptr[p]:bp_ptr[p+1].  Row 0 of
     out_V[b] is the initial state; rows 1..item_rows[b] follow every dt_out.  Each item
     runs the kernel a single run executes, so batched and one-by-one results agree bit
-    for bit (test_batch_equals_one_by_one).
+    for bit (test_batch_equals_one_by_one).  A failed item's fail_t[b] holds the time
+    the failure was found and the last time whose state passed the checks.
     """
     n = V.shape[1]
     for b in range(first, last):
@@ -66,7 +67,8 @@ def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_r
                 status[b] = run_rosenbrock23(Vb, out_times, rows * dt_out, tstops, thetas[b], net,
                                              drive, rtol, atol, max_step, adaptive, max_steps,
                                              record, v_bound, state, carry, stats[b], out)
-                fail_t[b] = state[X_FAIL_T]
+                fail_t[b, 0] = state[X_FAIL_T]
+                fail_t[b, 1] = state[X_T]
                 if status[b] != 0:  # as a single run: the rows up to its last good state
                     for r in range(m):
                         if out_times[r] > state[X_T]:
@@ -76,5 +78,6 @@ def run_batch(first, last, is_adaptive, method, V, thetas, item_protocol, item_r
                 status[b] = run_fixed(method, Vb, 0.0, done * stride, dt, m, stride,
                                       thetas[b:b + 1], 1, net, drive, tstops, record, v_bound,
                                       stats[b], out)
-                fail_t[b] = stats[b][S_FAIL_STEP] * dt
+                fail_t[b, 0] = stats[b][S_FAIL_STEP] * dt
+                fail_t[b, 1] = (stats[b][S_FAIL_STEP] - 1) * dt
             done += m

@@ -389,7 +389,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 continue
             if stats[b, S_STEPS] + stats[b, S_REJECTED] >= max_steps:
                 status[b] = TOO_MANY_STEPS
-                fail_t[b] = t[lane]
+                fail_t[b, 0] = t[lane]
+                fail_t[b, 1] = t[lane]
                 pad_rows(out_V, b, 1 + next_out[lane])
                 item[lane] = -1
                 continue
@@ -426,7 +427,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 h[lane] = after_rejection(err_now, h_try[lane], DP_ERROR_ORDER, t[lane], stats[b], state[lane])
                 if h[lane] == 0.0:
                     status[b] = STEP_UNDERFLOW
-                    fail_t[b] = state[lane, X_FAIL_T]
+                    fail_t[b, 0] = state[lane, X_FAIL_T]
+                    fail_t[b, 1] = t[lane]
                     pad_rows(out_V, b, 1 + next_out[lane])
                     item[lane] = -1
                 continue
@@ -455,7 +457,8 @@ def run_group(first, last, V0, thetas, rows, chunk_rows, dt, dt_out, net, drive,
                 for i in range(n):
                     col_new[i] = V_new[i, lane]
                 status[b] = count_accepted_step(col_new, v_bound, stats[b], state[lane], t_new)
-                fail_t[b] = state[lane, X_FAIL_T]
+                fail_t[b, 0] = state[lane, X_FAIL_T]
+                fail_t[b, 1] = t[lane]
                 # a single run keeps the rows up to the step's start, its last good state,
                 # not those the failed step's interpolant wrote
                 pad_rows(out_V, b, 1 + step_first[lane])
