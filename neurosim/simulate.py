@@ -770,14 +770,13 @@ class BatchPlan:
                     compiled, effective[items], V0[items], item_protocol[items],
                     batch.arrays[8], batch.arrays[9])
             initial = V0.copy()  # the kernels advance V0 in place
-            finished = None
-            if on_done is not None:
-                def finished(first, last, status, stats, fail_t, out_V):
-                    on_done(first, last, status, stats, fail_t, out_V, initial, rests)
+
+            def finished(first, last, status, stats, fail_t, out_V):
+                on_done(first, last, status, stats, fail_t, out_V, initial, rests)
             status, stats, fail_t, out_V = run_items(
                 self.method, compiled, batch, V0, effective, item_protocol,
                 self.rows[item_protocol], self.dt_out, self.record, self.v_bound, precision,
-                out_V, finished)
+                out_V, finished if on_done is not None else None)
         return (status, stats, fail_t, out_V.reshape(n_p, n_sets, out_V.shape[1], -1),
                 (initial.reshape(n_p, n_sets, n), rests.reshape(n_p, n_sets, -1)))
 

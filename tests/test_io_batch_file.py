@@ -118,8 +118,8 @@ def test_a_second_writer_is_refused_and_touches_nothing(tw_batch, tmp_path):
         assert f.attrs["complete"] and f["V"].shape[1] == 20
 
 
-def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch):
-    circuit, params, memory = tw_batch
+def interrupt_the_third_call(monkeypatch):
+    """A batch's third kernel call raises KeyboardInterrupt (as Ctrl-C there would)."""
     run_grid = simulate_module.BatchPlan._grid
     calls = []
 
@@ -130,6 +130,11 @@ def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch
         return run_grid(*args, **kwargs)
 
     monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted_at_the_third_call)
+
+
+def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch):
+    circuit, params, memory = tw_batch
+    interrupt_the_third_call(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"),
                           **OPTIONS)
@@ -506,16 +511,7 @@ def test_a_second_ctrl_c_while_closing_waits_for_the_file(tw_batch, tmp_path, mo
 
     monkeypatch.setattr(owner, name, and_ctrl_c)
     if ending == "interrupted":
-        run_grid = simulate_module.BatchPlan._grid
-        calls = []
-
-        def interrupted_at_the_third_call(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return run_grid(*args, **kwargs)
-
-        monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted_at_the_third_call)
+        interrupt_the_third_call(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 32),
                           **OPTIONS)

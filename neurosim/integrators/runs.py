@@ -88,25 +88,21 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     rows_per_call = chunk_rows(int(item_rows.max()), record.shape[0])
     net = compiled.net_for(thetas)
     control = method.controller.kernel_args() if adaptive_family else NO_STEP_CONTROL
-    finished = None
     if method.float32_lanes:
         groups, lanes = lockstep_plan(item_protocol, item_rows, compiled.n_neurons, out_V.itemsize)
-        if on_done is not None:
-            def finished(first, last):  # a range of groups: their items
-                on_done(int(groups[first]), int(groups[last]), status, stats, fail_t, out_V)
-        run_in_threads(run_lockstep, groups.size - 1,
-                       (V, thetas, item_protocol, item_rows, groups, lanes, rows_per_call, dt,
-                        dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr, *control,
-                        record, v_bound, status, stats, fail_t, out_V), finished)
+        kernel, ranges_of, args = run_lockstep, groups, (
+            V, thetas, item_protocol, item_rows, groups, lanes, rows_per_call, dt, dt_out, net,
+            *batch.arrays, batch.breakpoints, batch.bp_ptr, *control, record, v_bound, status,
+            stats, fail_t, out_V)
     else:
-        if on_done is not None:
-            def finished(first, last):
-                on_done(first, last, status, stats, fail_t, out_V)
-        run_in_threads(run_batch, n_items,
-                       (adaptive_family, method.code, V, thetas, item_protocol, item_rows,
-                        rows_per_call, dt, dt_out, net, *batch.arrays, batch.breakpoints,
-                        batch.bp_ptr, *control, record, v_bound, status, stats, fail_t, out_V),
-                       finished)
+        kernel, ranges_of, args = run_batch, np.arange(n_items + 1), (
+            adaptive_family, method.code, V, thetas, item_protocol, item_rows, rows_per_call, dt,
+            dt_out, net, *batch.arrays, batch.breakpoints, batch.bp_ptr, *control, record,
+            v_bound, status, stats, fail_t, out_V)
+
+    def finished(first, last):  # a range of the kernel's units (lockstep groups or items)
+        on_done(int(ranges_of[first]), int(ranges_of[last]), status, stats, fail_t, out_V)
+    run_in_threads(kernel, ranges_of.size - 1, args, finished if on_done is not None else None)
     return status, stats, fail_t, out_V
 
 
