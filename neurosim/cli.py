@@ -245,8 +245,33 @@ def cmd_validate(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from neurosim.io.batch_file import batch_summary, is_batch_file
     from neurosim.io.hdf5 import result_summary
     from neurosim.io.sweep_file import is_sweep_file, load_sweep
+
+    if is_batch_file(args.result):
+        info = batch_summary(args.result)
+        if args.json:
+            print(json.dumps(_json_safe(info), indent=2, allow_nan=False))
+            return EXIT_OK
+        print(f"{args.result}: batch, {info['status']}"
+              f"{'' if info['complete'] else ' (INCOMPLETE)'}")
+        runs = len(info["protocols"]) * info["sets"]
+        counted = (f"{info['completed']:,} completed, {info['failed']:,} failed, "
+                   f"{info['not_run']:,} not written" if info["completed"] is not None
+                   else "which were written was never recorded (read as NaN)")
+        print(f"  runs      {info['sets']:,} parameter sets x {len(info['protocols'])} "
+              f"protocols = {runs:,}: {counted}")
+        print(f"  protocols {', '.join(info['protocols'])}")
+        print(f"  samples   {info['samples']} up to t = {info['t_end_ms']:g} ms, {info['dtype']}")
+        print(f"  neurons   {len(info['neurons'])}: {', '.join(info['neurons'])}")
+        print(f"  circuit   {info['circuit']} (sha256 {info['circuit_sha256'][:12]}...)")
+        opts = ", ".join(f"{k}={v}" for k, v in info["integrator_options"].items())
+        print(f"  integrator {info['integrator']} ({opts})")
+        if info["message"]:
+            print(f"  message   {info['message']}")
+        print(f"  neurosim  {info['neurosim_version']}")
+        return EXIT_OK
 
     if is_sweep_file(args.result):
         info = load_sweep(args.result, traces=False).summary()
@@ -697,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("circuit")
     validate.set_defaults(func=cmd_validate)
 
-    info = sub.add_parser("info", help="describe a result file")
+    info = sub.add_parser("info", help="describe a result, batch or sweep file")
     info.add_argument("result")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=cmd_info)

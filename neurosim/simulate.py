@@ -953,11 +953,13 @@ class BatchPlan:
         unit = lockstep_unit(compiled.n_neurons, itemsize) if method.float32_lanes else 1
         per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit, itemsize)
         metadata = {**self._metadata(), "precision": self.precision}
+        blank = [np.flatnonzero(self.ablated[p, self.record]) for p in range(n_p)]
+        started, unstable = running_clock(), 0
+        # nothing between open and the try: an interrupt there would leave the file open
+        # and locked (close() is what finishes and unlocks it)
         recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
                                   compiled.n_neurons, N_REPORT, metadata, self.circuit, thetas,
                                   tuple(self.layout.names)))
-        blank = [np.flatnonzero(self.ablated[p, self.record]) for p in range(n_p)]
-        started, unstable = running_clock(), 0
         try:
             for first in range(0, n_sets, per_call):
                 m = min(per_call, n_sets - first)

@@ -4,6 +4,7 @@ the in-memory batch bit for bit; and the data-safety rules of result files hold 
 
 import errno
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import neurosim as ns
 from neurosim.compile import compile_circuit
 from neurosim.errors import ResourceError, ResultFileError, StorageError
 from neurosim.io import batch_file
-from helpers import TW
+from helpers import TW, run_main
 
 # the module, not the function neurosim.simulate that the package exports under its name
 simulate_module = importlib.import_module("neurosim.simulate")
@@ -545,3 +546,65 @@ def test_another_program_filling_the_disk_stops_nothing(tw_batch, small_disk, mo
     with h5py.File(small_disk / "b.h5", "r") as f:
         assert f.attrs["complete"] and f.attrs["runs_written"] == 140
     np.testing.assert_array_equal(batch_file.load_batch_V(small_disk / "b.h5"), memory.V)
+
+
+def test_neurosim_info_summarises_a_batch_file_and_one_left_by_a_killed_batch(
+        tw_batch, tmp_path, monkeypatch):
+    circuit, params, memory = tw_batch
+    ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"), **OPTIONS)
+    code, out, _ = run_main(monkeypatch, tmp_path, "info", "b.h5")
+    failed = int((memory.status == "failed").sum())
+    assert code == 0 and "b.h5: batch, complete" in out
+    assert (f"70 parameter sets x 2 protocols = 140: {140 - failed} completed, {failed} "
+            "failed, 0 not written") in out
+    assert "protocols tap, tap_no_AVA" in out and "up to t = 1500 ms" in out
+    code, out, _ = run_main(monkeypatch, tmp_path, "info", "b.h5", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["sets"] == 70 and info["failed"] == failed
+    assert info["neurons"] == list(memory.neuron_names) and info["integrator"] == "dopri5"
+    with h5py.File(tmp_path / "b.h5", "r+") as f:  # as a batch killed while it ran leaves it
+        f.attrs["status"] = "running"
+        f.attrs["complete"] = False
+    code, out, _ = run_main(monkeypatch, tmp_path, "info", "b.h5")
+    assert code == 0 and "batch, killed while running (INCOMPLETE)" in out
+    assert "which were written was never recorded" in out
+
+
+def test_an_interrupt_as_the_batch_starts_leaves_no_locked_file(tw_batch, tmp_path,
+                                                                monkeypatch):
+    """Ctrl-C between opening the file and the loop that closes it on any exit (the
+    outside tester's window): nothing is left locked, and the next batch to the same path
+    runs."""
+    circuit, params, memory = tw_batch
+    clock = simulate_module.running_clock
+    ticks = []
+
+    def interrupted_once():
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise KeyboardInterrupt
+        return clock()
+
+    monkeypatch.setattr(simulate_module, "running_clock", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"),
+                          **OPTIONS)
+    assert not list(tmp_path.iterdir())
+    again = ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"),
+                              **OPTIONS)
+    np.testing.assert_array_equal(again.V, memory.V)
+
+
+def test_a_disk_too_small_for_the_file_is_not_called_full(tmp_path, monkeypatch):
+    """ENOSPC with room left (a file larger than the free space, the check skipped) says
+    how much is free, not that the disk is full; below the reserve it is full."""
+    from neurosim.io.hdf5 import write_failure_reason
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda folder: usage._replace(free=21_000_000))
+    assert write_failure_reason(enospc, tmp_path, 1 << 20) == (
+        f"No space left on device (only 21.0 MB free in {tmp_path})")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=0))
+    assert write_failure_reason(enospc, tmp_path, 1 << 20) == (
+        f"No space left on device (the disk is full: only 0 B free in {tmp_path})")

@@ -585,3 +585,42 @@ def read_batch_parts(path) -> dict:
         parts = {name: f[name][()] for name in ("status", "stats", "initial_V", "rest_reports")}
         parts["messages"] = {(p, k): text for p, k, text in json.loads(f.attrs["messages"])}
     return parts
+
+
+def is_batch_file(path) -> bool:
+    """Whether ``path`` is a batch file (or the partial of one)."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return f.attrs.get("format") == FORMAT
+    except OSError:
+        return False
+
+
+def batch_summary(path) -> dict:
+    """What a batch file holds, without its traces: status and message, the grid
+    (protocols, sets, samples, recorded neurons), how many runs completed, failed and
+    were not written, the integrator and the circuit.  A file left by a killed batch says
+    so (which of its runs were written was never recorded)."""
+    with h5py.File(path, "r", locking=False) as f:
+        if f.attrs.get("format") != FORMAT:
+            raise ResultFileError(f"{path} is not a neurosim batch file")
+        attrs = f.attrs
+        metadata = json.loads(attrs.get("metadata", "{}"))
+        killed = attrs.get("status") == "running"
+        status = None if killed else f["status"][()]
+        time = f["time"][()]
+        return {"format": FORMAT, "status": "killed while running" if killed
+                else str(attrs["status"]), "complete": bool(attrs["complete"]),
+                "message": "" if killed else str(attrs.get("message", "")),
+                "protocols": [str(p) for p in f["protocols"].asstr()[()]],
+                "sets": int(f["V"].shape[1]), "samples": int(f["V"].shape[2]),
+                "t_end_ms": float(time[-1]) if time.size else 0.0,
+                "neurons": [str(n) for n in f["neuron_names"].asstr()[()]],
+                "completed": None if killed else int((status == COMPLETED).sum()),
+                "failed": None if killed else int((status == FAILED).sum()),
+                "not_run": None if killed else int((status == NOT_RUN).sum()),
+                "dtype": str(f["V"].dtype), "integrator": metadata.get("integrator", ""),
+                "integrator_options": metadata.get("integrator_options", {}),
+                "circuit": metadata.get("circuit", ""),
+                "circuit_sha256": str(attrs.get("circuit_sha256", "")),
+                "neurosim_version": metadata.get("neurosim_version", "")}

@@ -343,7 +343,9 @@ def write_failure_reason(exc: BaseException, folder: Path, reserve: int = 0) -> 
     except OSError:
         return reason
     if code in (errno.ENOSPC, errno.EDQUOT) or free < reserve:
-        return f"{reason} (the disk is full: only {format_bytes(free)} free in {folder})"
+        # "full" only where it is: a disk too small for the file has room left
+        state = "the disk is full: " if free < reserve else ""
+        return f"{reason} ({state}only {format_bytes(free)} free in {folder})"
     return reason
 
 
