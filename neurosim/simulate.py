@@ -598,7 +598,8 @@ class BatchResult:
 
     def __init__(self, t, V, protocols, neuron_names, status, messages, stats, layout,
                  metadata, initial_V=None, rest_reports=None, circuit_names=()):
-        # V may be a function returning it: a batch streamed to disk reads it when used
+        # V may be a function returning it (or one run's, given (protocol, set)): a batch
+        # streamed to disk reads it when used
         self.t, self._V, self.protocols, self.neuron_names = t, V, protocols, neuron_names
         self.status, self.messages, self.stats = status, messages, stats
         self.layout, self.metadata = layout, metadata
@@ -633,7 +634,10 @@ class BatchResult:
     def result(self, protocol, index: int = 0) -> Result:
         """One run as a :class:`Result` (ablated neurons left out, NaN padding cut)."""
         p = self.protocols.index(protocol) if isinstance(protocol, str) else int(protocol)
-        V = self.V[p, index]
+        # one run of a batch on disk is read alone, not the whole file (positions as NumPy
+        # takes them, negative ones included)
+        p, index = range(len(self.protocols))[p], range(self.status.shape[1])[index]
+        V = self._V((p, index)) if callable(self._V) else self._V[p, index]
         rows = np.isfinite(self.t) & ~np.all(np.isnan(V), axis=1)
         keep = [c for c in range(V.shape[1]) if not np.all(np.isnan(V[:, c]))]
         stats = dict(zip(STATS_NAMES, map(int, self.stats[p, index])))
@@ -1000,7 +1004,7 @@ class BatchPlan:
         identity = batch_identity(path)
         labels = np.select([parts["status"] == 0, parts["status"] == 1],
                            ["complete", "failed"], "not run")
-        return BatchResult(t, lambda: load_batch_V(path, identity), self.protocols,
+        return BatchResult(t, lambda run=None: load_batch_V(path, identity, run), self.protocols,
                            self.neuron_names,
                            labels, parts["messages"], parts["stats"], compiled.layout, metadata,
                            parts["initial_V"], parts["rest_reports"], compiled.neuron_names)

@@ -608,3 +608,19 @@ def test_a_disk_too_small_for_the_file_is_not_called_full(tmp_path, monkeypatch)
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=0))
     assert write_failure_reason(enospc, tmp_path, 1 << 20) == (
         f"No space left on device (the disk is full: only 0 B free in {tmp_path})")
+
+
+def test_one_run_of_a_batch_on_disk_is_read_alone(tw_batch, tmp_path):
+    """result(p, k) of a streamed batch reads that run, not the whole file (the tester saw
+    650 MB read for one 19 KB run), and equals the in-memory batch's, failures included."""
+    circuit, params, memory = tw_batch
+    stored = ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"),
+                               **OPTIONS)
+    for p, k in ((0, 0), (1, 5), ("tap_no_AVA", -1), (-2, 69)):
+        got, expected = stored.result(p, k), memory.result(p, k)
+        np.testing.assert_array_equal(got.V, expected.V)
+        np.testing.assert_array_equal(got.t, expected.t)
+        assert (got.status, got.message) == (expected.status, expected.message)
+    assert callable(stored._V)  # no run read the whole /V
+    with pytest.raises(IndexError):
+        stored.result(0, 70)

@@ -550,10 +550,11 @@ def batch_identity(path) -> tuple:
     return _identity(os.stat(path))
 
 
-def load_batch_V(path, identity: tuple | None = None) -> np.ndarray:
+def load_batch_V(path, identity: tuple | None = None, run: tuple | None = None) -> np.ndarray:
     """/V of a batch file (protocols, sets, samples, recorded) as float64, NaN for the
-    runs that were not written; with ``identity`` (:func:`batch_identity`), refused if
-    the file has been removed, replaced or rewritten since."""
+    runs that were not written; with ``run`` = (protocol, set) only that run's traces
+    (samples, recorded), read alone; with ``identity`` (:func:`batch_identity`), refused
+    if the file has been removed, replaced or rewritten since."""
     if identity is not None:
         try:
             same = batch_identity(path) == identity
@@ -562,14 +563,15 @@ def load_batch_V(path, identity: tuple | None = None) -> np.ndarray:
         if not same:
             raise ResultFileError(f"{path} was removed, replaced or rewritten after this batch "
                                   "was recorded to it; its traces are no longer there")
+    where = (slice(None),) if run is None else tuple(run)
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ResultFileError(f"{path} is not a neurosim batch file")
-        V = f["V"][()].astype(np.float64)
-        if "status" in f:
-            V[f["status"][()] == NOT_RUN] = np.nan
+        V = f["V"][where].astype(np.float64)
+        if "status" in f and f.attrs.get("status") != "running":
+            V[f["status"][where] == NOT_RUN] = np.nan
         else:  # left by a killed batch: nothing says which runs are there
-            V[:] = np.nan
+            V[...] = np.nan
         return V
 
 
