@@ -14,8 +14,6 @@ protocol's lesions (``scale``), which multiply it as they multiply the circuit's
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -42,6 +40,7 @@ from neurosim.io.batch_file import HDF5BatchRecorder, batch_identity, load_batch
 from neurosim.model import INITIAL_STATES, Circuit, Protocol
 from neurosim.record import BatchHeader, MemoryRecorder, Recorder, Result, RunHeader
 from neurosim.resources import require_memory
+from neurosim.signals import HeldSignals
 
 #: default bound on |V| (mV); beyond it a run is declared diverged
 DEFAULT_V_BOUND = 1e4
@@ -531,45 +530,6 @@ def sensitivities(circuit: Circuit, protocol=None, parameters=(), *, integrator=
     out_S *= connection_factors(compiled, proto.scale)[free]
     return Sensitivities(np.arange(n_rows + 1) * dt_out, out_V, out_S,
                          tuple(compiled.neuron_names[i] for i in record_idx), tuple(names), how)
-
-
-class HeldSignals:
-    """Holds Ctrl-C (SIGINT), and SIGTERM where the program handles it, until the kernel
-    call in flight returns: the rows it computed are recorded, then the run stops and
-    the signal goes on to its handler.  Only the main thread receives signals; elsewhere
-    this does nothing."""
-
-    def __enter__(self):
-        self.signum, self.previous = 0, {}
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handler = signal.getsignal(sig)
-            if callable(handler):  # a Python handler (SIGINT's raises KeyboardInterrupt)
-                self.previous[sig] = signal.signal(sig, self._hold)
-        return self
-
-    def _hold(self, signum, frame):
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    def deliver(self):
-        """Restore the handlers and pass a held signal on to its own."""
-        handler = self.previous.get(self.signum)
-        self.__exit__()
-        if not self.signum:
-            return
-        if handler is not None:
-            handler(self.signum, None)
-        raise KeyboardInterrupt(self.name)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
 
 
 class BatchResult:

@@ -10,6 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "neurosim"
 # module prefix -> rank; a module may import only neurosim modules of lower or equal rank
 RANKS = {
     "neurosim._version": 0, "neurosim.units": 0, "neurosim.errors": 0, "neurosim.resources": 0,
+    "neurosim.signals": 0,
     "neurosim.model": 1, "neurosim.record": 1, "neurosim.io": 2, "neurosim.compile": 3, "neurosim.kernels": 3,
     "neurosim.integrators": 4, "neurosim.simulate": 5,
     "neurosim.ml": 6, "neurosim.behaviour": 6, "neurosim.fit": 6, "neurosim.explain": 6,

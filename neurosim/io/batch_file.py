@@ -54,11 +54,12 @@ import numpy as np
 from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, WriterThread, _claim, _close_quietly,
                               _holds, _identity, _pwrite_all, abandon_open, check_target,
-                              interrupts_deferred, publish, release_reserve, reserve_beyond,
+                              publish, release_reserve, reserve_beyond,
                               start_writeback, write_failure_reason)
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import BatchHeader
 from neurosim.resources import require_disk
+from neurosim.signals import HeldSignals
 
 FORMAT = "neurosim-batch"
 FORMAT_VERSION = 1
@@ -368,8 +369,10 @@ class HDF5BatchRecorder:
         if self._closed:
             return self._stored
         self._closed = True
-        with interrupts_deferred():
-            return self._close(status, message)
+        with HeldSignals() as held:  # a second Ctrl-C would leave a locked partial
+            stored = self._close(status, message)
+            held.deliver()
+        return stored
 
     def _close(self, status: str, message: str) -> Path | None:
         self._writer.finish()

@@ -51,7 +51,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import stat
 import threading
 import time
@@ -64,6 +63,7 @@ from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import Recorder, Result, RunHeader
 from neurosim.resources import format_bytes, require_disk
+from neurosim.signals import HeldSignals
 
 try:
     import fcntl
@@ -260,26 +260,6 @@ def release_reserve(fd: int) -> None:
     """Give back the blocks :func:`reserve_beyond` took past the end of a finished file
     (truncating a file to its own size frees them on ext4, XFS and tmpfs)."""
     os.ftruncate(fd, os.fstat(fd).st_size)
-
-
-@contextlib.contextmanager
-def interrupts_deferred():
-    """Finish what is inside even if Ctrl-C comes again (a second one used to leave a
-    locked partial marked "running"): on the main thread, SIGINT is noted meanwhile and
-    given to its own handler after (KeyboardInterrupt, once the file is finished and
-    named).  An exception raised inside goes on as it is."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield
-        return
-    noted = []
-    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if noted:
-        previous(signal.SIGINT, None)
 
 
 def _close_quietly(file: h5py.File) -> None:
@@ -596,8 +576,10 @@ class HDF5Recorder(Recorder):
         first's Result."""
         if self._result is not None:
             return self._result
-        with interrupts_deferred():
-            return self._close(status, message, stats)
+        with HeldSignals() as held:  # a second Ctrl-C would leave a locked partial
+            result = self._close(status, message, stats)
+            held.deliver()
+        return result
 
     def _close(self, status, message, stats):
         self._writer.finish()
