@@ -245,12 +245,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from neurosim.io.batch_file import batch_summary, is_batch_file
-    from neurosim.io.hdf5 import result_summary
-    from neurosim.io.sweep_file import is_sweep_file, load_sweep
+    from neurosim.io import batch_file, sweep_file
+    from neurosim.io.hdf5 import file_format, result_summary
 
-    if is_batch_file(args.result):
-        info = batch_summary(args.result)
+    kind = file_format(args.result)
+    if kind == batch_file.FORMAT:
+        info = batch_file.batch_summary(args.result)
         if args.json:
             print(json.dumps(_json_safe(info), indent=2, allow_nan=False))
             return EXIT_OK
@@ -273,8 +273,8 @@ def cmd_info(args) -> int:
         print(f"  neurosim  {info['neurosim_version']}")
         return EXIT_OK
 
-    if is_sweep_file(args.result):
-        info = load_sweep(args.result, traces=False).summary()
+    if kind == sweep_file.FORMAT:
+        info = sweep_file.load_sweep(args.result, traces=False).summary()
         if args.json:
             print(json.dumps(info, indent=2))
             return EXIT_OK

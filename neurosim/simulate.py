@@ -847,7 +847,8 @@ class BatchPlan:
             warnings.warn(f"{unstable} of {n_p * n_sets} runs found no stable rest "
                           "(BatchResult.start(protocol, index) says what each starts from)",
                           RestWarning, stacklevel=_stacklevel)
-        self._blank_ablated(out_V)
+        for p in range(n_p):
+            self._blank_ablated(out_V[p], p)
         messages = self._failures(status, stats, fail_t, thetas)
         labels = np.where(status.reshape(n_p, n_sets) == OK, "complete", "failed")
         metadata = {**self._metadata(), "wall_time_s": wall}
@@ -885,10 +886,12 @@ class BatchPlan:
         return int(np.sum(~np.isin(rest_reports[..., R_METHOD], STABLE_RESTS)
                           & self.at_rest[:, None]))
 
-    def _blank_ablated(self, out_V) -> None:
-        """NaN in the columns of neurons a protocol ablates (they have no potential)."""
-        protocols, columns = np.nonzero(self.ablated[:, self.record])
-        out_V[protocols, :, :, columns] = np.nan
+    def _blank_ablated(self, V, protocol: int) -> None:
+        """NaN in the columns of neurons ``protocol`` ablates (they have no potential), in
+        traces V (..., samples, recorded) of its runs."""
+        columns = np.flatnonzero(self.ablated[protocol, self.record])
+        if columns.size:
+            V[..., columns] = np.nan
 
     def _failures(self, status, stats, fail_t, thetas, first: int = 0) -> dict:
         """(protocol, set) -> the sentence of each failed run of a grid of the parameter
@@ -917,7 +920,6 @@ class BatchPlan:
         unit = lockstep_unit(compiled.n_neurons, itemsize) if method.float32_lanes else 1
         per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit, itemsize)
         metadata = {**self._metadata(), "precision": self.precision}
-        blank = [np.flatnonzero(self.ablated[p, self.record]) for p in range(n_p)]
         started, unstable = running_clock(), 0
         # nothing between open and the try: an interrupt there would leave the file open
         # and locked (close() is what finishes and unlocks it)
@@ -933,8 +935,7 @@ class BatchPlan:
                     while a < b:  # the runs of each protocol among items a..b-1
                         p = a // m
                         end = min(b, (p + 1) * m)
-                        if blank[p].size:  # ablated neurons have no potential
-                            out_V[a:end, :, blank[p]] = np.nan
+                        self._blank_ablated(out_V[a:end], p)
                         messages = self._failures(status[a:end], stats[a:end], fail_t[a:end],
                                                   thetas[first:first + m], a)
                         recorder.append(p, first + a - p * m, out_V[a:end], status[a:end],

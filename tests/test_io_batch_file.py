@@ -69,6 +69,10 @@ def test_the_file_holds_the_batch_bit_for_bit(tw_batch, tmp_path):
     np.testing.assert_array_equal(out.V, memory.V)
     assert out.messages == memory.messages and (out.status == memory.status).all()
     np.testing.assert_array_equal(out.result("tap", 7).V, memory.result("tap", 7).V)
+    parts = batch_file.read_batch_parts(tmp_path / "b.h5")  # a later process reads them so
+    assert parts["messages"] == memory.messages
+    np.testing.assert_array_equal(parts["stats"], memory.stats)
+    np.testing.assert_array_equal(parts["rest_reports"], memory.rest_reports)
 
 
 def test_float32_storage_is_the_batch_rounded_once(tw_batch, tmp_path):
@@ -119,23 +123,24 @@ def test_a_second_writer_is_refused_and_touches_nothing(tw_batch, tmp_path):
         assert f.attrs["complete"] and f["V"].shape[1] == 20
 
 
-def interrupt_the_third_call(monkeypatch):
-    """A batch's third kernel call raises KeyboardInterrupt (as Ctrl-C there would)."""
+def interrupt_kernel_call(monkeypatch, number):
+    """A batch's kernel call ``number`` (1, 2, …) raises KeyboardInterrupt (as Ctrl-C
+    there would)."""
     run_grid = simulate_module.BatchPlan._grid
     calls = []
 
-    def interrupted_at_the_third_call(*args, **kwargs):
+    def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == number:
             raise KeyboardInterrupt
         return run_grid(*args, **kwargs)
 
-    monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted_at_the_third_call)
+    monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted)
 
 
 def test_an_interrupt_leaves_a_file_that_says_so(tw_batch, tmp_path, monkeypatch):
     circuit, params, memory = tw_batch
-    interrupt_the_third_call(monkeypatch)
+    interrupt_kernel_call(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5"),
                           **OPTIONS)
@@ -165,16 +170,7 @@ def test_an_interrupted_batch_does_not_replace_a_finished_file(tw_batch, tmp_pat
     path = tmp_path / "b.h5"
     ns.simulate_batch(circuit, params[:4], "tap", recorder=recorder(path), **OPTIONS)
     before = path.read_bytes()
-    run_grid = simulate_module.BatchPlan._grid
-    calls = []
-
-    def interrupted_at_the_second_call(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return run_grid(*args, **kwargs)
-
-    monkeypatch.setattr(simulate_module.BatchPlan, "_grid", interrupted_at_the_second_call)
+    interrupt_kernel_call(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="left as it was"):
         ns.simulate_batch(circuit, params, PROTOCOLS,
                           recorder=recorder(path, overwrite=True), **OPTIONS)
@@ -512,7 +508,7 @@ def test_a_second_ctrl_c_while_closing_waits_for_the_file(tw_batch, tmp_path, mo
 
     monkeypatch.setattr(owner, name, and_ctrl_c)
     if ending == "interrupted":
-        interrupt_the_third_call(monkeypatch)
+        interrupt_kernel_call(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 32),
                           **OPTIONS)

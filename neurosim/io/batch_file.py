@@ -54,7 +54,7 @@ import numpy as np
 from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, WriterThread, _claim, _close_quietly,
                               _holds, _identity, _pwrite_all, abandon_open, check_target,
-                              publish, release_reserve, reserve_beyond,
+                              placed_dataset, publish, release_reserve, reserve_beyond,
                               start_writeback, write_failure_reason)
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import BatchHeader
@@ -181,12 +181,12 @@ class HDF5BatchRecorder:
         V_bytes = int(np.prod(shape)) * self.dtype.itemsize
         self.file = h5py.File(self.partial, "w", locking=False, alignment_interval=PAGE,
                               alignment_threshold=max(PAGE, min(V_bytes, ALIGN_FROM)))
-        self.V = _placed(self.file, "V", shape, self.dtype)
+        self.V = placed_dataset(self.file, "V", shape, self.dtype)
         self._V_at = self.V.id.get_offset()
         # what is known of each run goes straight to its place when the file closes; until
         # then every status says "not run" (the rest's bytes mean nothing)
         self._summary_at = {
-            name: _placed(self.file, name, shape, dtype).id.get_offset()
+            name: placed_dataset(self.file, name, shape, dtype).id.get_offset()
             for name, shape, dtype in (("status", (n_p, n_sets), np.int8),
                                        ("stats", (n_p, n_sets, 4), np.int64),
                                        ("initial_V", (n_p, n_sets, header.n_neurons), np.float64),
@@ -194,7 +194,7 @@ class HDF5BatchRecorder:
         placed = [self.V, *(self.file[name] for name in self._summary_at)]
         if header.theta is not None:  # what each run ran: a batch reruns from its file
             # written on the writer thread, while the first call computes
-            placed.append(_placed(self.file, "theta", header.theta.shape, np.float64))
+            placed.append(placed_dataset(self.file, "theta", header.theta.shape, np.float64))
             self._theta_offset = placed[-1].id.get_offset()
             self.file.create_dataset("parameter_names",
                                      data=np.array(header.parameter_names, dtype=h5py.string_dtype()))
@@ -444,17 +444,6 @@ class HDF5BatchRecorder:
             self.file = None
 
 
-def _placed(file: h5py.File, name: str, shape: tuple, dtype) -> h5py.Dataset:
-    """A contiguous dataset whose bytes are placed in the file now and never filled (its
-    values are written later, or go straight to its offset)."""
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    dataset_id = h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
-                                 h5py.h5s.create_simple(shape), dcpl=dcpl)
-    return h5py.Dataset(dataset_id)
-
-
 _spares: list[np.ndarray] = []
 _spares_lock = threading.Lock()
 
@@ -553,6 +542,16 @@ def batch_identity(path) -> tuple:
     return _identity(os.stat(path))
 
 
+def _open_batch(path) -> h5py.File:
+    """``path`` opened for reading (without HDF5's lock: the partial of a batch still
+    running is readable), refused unless it is a batch file."""
+    f = h5py.File(path, "r", locking=False)
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise ResultFileError(f"{path} is not a neurosim batch file")
+    return f
+
+
 def load_batch_V(path, identity: tuple | None = None, run: tuple | None = None) -> np.ndarray:
     """/V of a batch file (protocols, sets, samples, recorded) as float64, NaN for the
     runs that were not written; with ``run`` = (protocol, set) only that run's traces
@@ -567,9 +566,7 @@ def load_batch_V(path, identity: tuple | None = None, run: tuple | None = None) 
             raise ResultFileError(f"{path} was removed, replaced or rewritten after this batch "
                                   "was recorded to it; its traces are no longer there")
     where = (slice(None),) if run is None else tuple(run)
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ResultFileError(f"{path} is not a neurosim batch file")
+    with _open_batch(path) as f:
         V = f["V"][where].astype(np.float64)
         if "status" in f and f.attrs.get("status") != "running":
             V[f["status"][where] == NOT_RUN] = np.nan
@@ -581,9 +578,7 @@ def load_batch_V(path, identity: tuple | None = None, run: tuple | None = None) 
 def read_batch_parts(path) -> dict:
     """Everything of a batch file but its traces: status (-1 not run, 0 completed, 1
     failed), stats, initial_V, rest_reports, and messages {(protocol, set): sentence}."""
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ResultFileError(f"{path} is not a neurosim batch file")
+    with _open_batch(path) as f:
         if f.attrs.get("status") == "running":
             raise ResultFileError(f"{path} was left by a batch that was killed: which runs it "
                                   "holds was never written (load_batch_V reads it as NaN)")
@@ -592,23 +587,12 @@ def read_batch_parts(path) -> dict:
     return parts
 
 
-def is_batch_file(path) -> bool:
-    """Whether ``path`` is a batch file (or the partial of one)."""
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            return f.attrs.get("format") == FORMAT
-    except OSError:
-        return False
-
-
 def batch_summary(path) -> dict:
     """What a batch file holds, without its traces: status and message, the grid
     (protocols, sets, samples, recorded neurons), how many runs completed, failed and
     were not written, the integrator and the circuit.  A file left by a killed batch says
     so (which of its runs were written was never recorded)."""
-    with h5py.File(path, "r", locking=False) as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ResultFileError(f"{path} is not a neurosim batch file")
+    with _open_batch(path) as f:
         attrs = f.attrs
         metadata = json.loads(attrs.get("metadata", "{}"))
         killed = attrs.get("status") == "running"

@@ -676,6 +676,26 @@ class HDF5Recorder(Recorder):
         return None
 
 
+def placed_dataset(file: h5py.File, name: str, shape: tuple, dtype, fill=None, chunks=None):
+    """A dataset whose blocks are allocated in the file when it is created (early), so
+    that writing it later needs no new space; filled with ``fill`` where given, never
+    written otherwise."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    if chunks is not None:
+        dcpl.set_chunk(chunks)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    if fill is None:
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    else:
+        if np.any(np.array(fill, dtype=dtype) != np.zeros((), dtype=dtype)):
+            dcpl.set_fill_value(np.array(fill, dtype=dtype))  # HDF5's own default is zeros
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    space = h5py.h5s.create_simple(shape)
+    type_id = h5py.h5t.py_create(np.dtype(dtype), logical=True)
+    dataset = h5py.h5d.create(file.id, name.encode(), type_id, space, dcpl=dcpl)
+    return h5py.Dataset(dataset)
+
+
 def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple,
                   dtype) -> h5py.Dataset:
     """A chunked dataset of ``shape`` (extendable in rows) whose chunks are placed in the
@@ -693,6 +713,17 @@ def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple,
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def file_format(path) -> str | None:
+    """The ``format`` a neurosim HDF5 file says it has (``neurosim-result``,
+    ``neurosim-batch``, ``neurosim-sweep``; its partial's too), or None for anything
+    else, a file that does not open included."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return _text(f.attrs.get("format", "")) or None
+    except OSError:
+        return None
 
 
 def _open_result(path: Path) -> h5py.File:

@@ -35,7 +35,8 @@ import h5py
 import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
-from neurosim.io.hdf5 import METADATA_RESERVE, _claim, _close_quietly, publish
+from neurosim.io.hdf5 import (METADATA_RESERVE, _claim, _close_quietly, placed_dataset,
+                              publish)
 from neurosim.resources import require_disk
 
 FORMAT = "neurosim-sweep"
@@ -168,16 +169,16 @@ class SweepWriter:
         f.create_dataset("parameters", data=h.parameters)
         f["parameters"].attrs["names"] = json.dumps(list(h.parameter_names))
         f.create_dataset("time", data=h.time).attrs["units"] = "ms"
-        _placed(f, "status", (n_p, h.n_runs), "i1", fill=NOT_RUN)
-        _placed(f, "message", (n_p, h.n_runs), f"S{MESSAGE_BYTES}", fill=b"")  # UTF-8
-        _placed(f, "stats", (n_p, h.n_runs, 4), "i8", fill=0)
+        placed_dataset(f, "status", (n_p, h.n_runs), "i1", fill=NOT_RUN)
+        placed_dataset(f, "message", (n_p, h.n_runs), f"S{MESSAGE_BYTES}", fill=b"")  # UTF-8
+        placed_dataset(f, "stats", (n_p, h.n_runs, 4), "i8", fill=0)
         if h.traces:
             samples, rec = h.time.size, len(h.neuron_names)
-            _placed(f, "V", (n_p, h.n_runs, samples, rec), h.dtype,
+            placed_dataset(f, "V", (n_p, h.n_runs, samples, rec), h.dtype,
                     chunks=(1, min(h.chunk, h.n_runs), samples, max(rec, 1))).attrs["units"] = "mV"
         if h.scores:
-            _placed(f, "score", (n_p, h.n_runs), "f8", fill=np.nan)
-        _placed(f, "done", (h.n_chunks,), bool, fill=False)
+            placed_dataset(f, "score", (n_p, h.n_runs), "f8", fill=np.nan)
+        placed_dataset(f, "done", (h.n_chunks,), bool, fill=False)
         f.flush()
         # take every block now, and room for the metadata written later (attributes)
         try:
@@ -252,35 +253,6 @@ class SweepWriter:
         finally:
             _close_quietly(self.file)
             os.close(self._fd)
-
-
-def _placed(file: h5py.File, name: str, shape: tuple, dtype, fill=None, chunks=None):
-    """A dataset whose blocks are allocated in the file when it is created (early), so
-    that writing it later needs no new space; filled with ``fill`` where given, never
-    written otherwise."""
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    if chunks is not None:
-        dcpl.set_chunk(chunks)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    if fill is None:
-        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    else:
-        if np.any(np.array(fill, dtype=dtype) != np.zeros((), dtype=dtype)):
-            dcpl.set_fill_value(np.array(fill, dtype=dtype))  # HDF5's own default is zeros
-        dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
-    space = h5py.h5s.create_simple(shape)
-    type_id = h5py.h5t.py_create(np.dtype(dtype), logical=True)
-    dataset = h5py.h5d.create(file.id, name.encode(), type_id, space, dcpl=dcpl)
-    return h5py.Dataset(dataset)
-
-
-def is_sweep_file(path) -> bool:
-    """Whether ``path`` is a sweep file (or its partial)."""
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            return f.attrs.get("format") == FORMAT
-    except OSError:
-        return False
 
 
 
