@@ -134,11 +134,14 @@ class HDF5BatchRecorder:
         n_p, n_sets = len(header.protocols), header.n_sets
         samples, n_rec = header.time.size, len(header.neuron_names)
         self._circuit_text = dump_circuit(header.circuit) if header.circuit is not None else ""
-        # every byte the file takes: the traces and what is known of each run (status,
-        # stats, start, rest report), placed now; the header; a page of alignment per
-        # dataset; and the reserve for closing it
-        per_run = 1 + 4 * 8 + header.n_neurons * 8 + header.n_report * 8
-        size = n_p * n_sets * (samples * n_rec * self.dtype.itemsize + per_run)
+        # what is known of each run (status, stats, start, rest report), in memory until
+        # the file closes, when it goes straight to its datasets' places
+        self._parts = {name: np.full(shape, fill, dtype)
+                       for name, shape, dtype, fill in _summaries(header)}
+        # every byte the file takes: the traces and the summaries, placed now; the header;
+        # a page of alignment per dataset; and the reserve for closing it
+        size = (n_p * n_sets * samples * n_rec * self.dtype.itemsize
+                + sum(values.nbytes for values in self._parts.values()))
         strings = (*header.neuron_names, *header.protocols, *header.parameter_names)
         size += (header.time.nbytes + sum(16 + len(name.encode()) for name in strings)
                  + len(self._circuit_text.encode()) + 8 * PAGE + METADATA_RESERVE)
@@ -156,10 +159,6 @@ class HDF5BatchRecorder:
         except BaseException as exc:
             abandon_open(self, exc, self._reason(exc))
             raise
-        self._status = np.full((n_p, n_sets), NOT_RUN, dtype=np.int8)
-        self._stats = np.zeros((n_p, n_sets, 4), dtype=np.int64)
-        self._initial = np.full((n_p, n_sets, header.n_neurons), np.nan)
-        self._rests = np.full((n_p, n_sets, header.n_report), np.nan)
         self._messages: dict = {}
         self._error: BaseException | None = None
         self._direct_fd = _open_direct(self.partial, self._fd)
@@ -183,14 +182,11 @@ class HDF5BatchRecorder:
                               alignment_threshold=max(PAGE, min(V_bytes, ALIGN_FROM)))
         self.V = placed_dataset(self.file, "V", shape, self.dtype)
         self._V_at = self.V.id.get_offset()
-        # what is known of each run goes straight to its place when the file closes; until
-        # then every status says "not run" (the rest's bytes mean nothing)
+        # the summaries go straight to their places when the file closes; until then every
+        # status says "not run" (the rest's bytes mean nothing)
         self._summary_at = {
             name: placed_dataset(self.file, name, shape, dtype).id.get_offset()
-            for name, shape, dtype in (("status", (n_p, n_sets), np.int8),
-                                       ("stats", (n_p, n_sets, 4), np.int64),
-                                       ("initial_V", (n_p, n_sets, header.n_neurons), np.float64),
-                                       ("rest_reports", (n_p, n_sets, header.n_report), np.float64))}
+            for name, shape, dtype, _ in _summaries(header)}
         placed = [self.V, *(self.file[name] for name in self._summary_at)]
         if header.theta is not None:  # what each run ran: a batch reruns from its file
             # written on the writer thread, while the first call computes
@@ -201,8 +197,7 @@ class HDF5BatchRecorder:
         # every block of them taken now: a full disk refuses the batch here, before any run
         for dataset in placed:
             _reserve(self._fd, dataset.id.get_offset(), dataset.id.get_storage_size())
-        _pwrite_all(self._fd, np.full((n_p, n_sets), NOT_RUN, dtype=np.int8),
-                    self._summary_at["status"])
+        _pwrite_all(self._fd, self._parts["status"], self._summary_at["status"])
         self.file.create_dataset("time", data=header.time).attrs["units"] = "ms"
         self.V.attrs["units"] = "mV"
         strings = h5py.string_dtype()
@@ -300,16 +295,16 @@ class HDF5BatchRecorder:
         closing the file keeps what was written."""
         if not self._keeps_reserve and self._too_full():
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        m, n_sets = V.shape[0], self._status.shape[1]
+        m, n_sets = V.shape[0], self._parts["status"].shape[1]
         offset = self._V_at + (protocol * n_sets + first) * V[0].size * self.dtype.itemsize
         self._write_stored(V, offset, self.dtype)
         status, stats, initial_V, rest_reports, messages = summary
         rows = slice(first, first + m)
-        self._stats[protocol, rows] = stats
-        self._initial[protocol, rows] = initial_V
-        self._rests[protocol, rows] = rest_reports
+        self._parts["stats"][protocol, rows] = stats
+        self._parts["initial_V"][protocol, rows] = initial_V
+        self._parts["rest_reports"][protocol, rows] = rest_reports
         self._messages.update(messages)
-        self._status[protocol, rows] = np.where(status == 0, COMPLETED, FAILED)
+        self._parts["status"][protocol, rows] = np.where(status == 0, COMPLETED, FAILED)
 
     def _write_stored(self, data: np.ndarray, offset: int, dtype) -> None:
         """``data`` stored as ``dtype`` at ``offset``, through memory aligned as the file is
@@ -356,8 +351,7 @@ class HDF5BatchRecorder:
 
     def parts(self) -> dict:
         """What :func:`read_batch_parts` reads from the finished file, from memory."""
-        return {"status": self._status, "stats": self._stats, "initial_V": self._initial,
-                "rest_reports": self._rests, "messages": dict(self._messages)}
+        return {**self._parts, "messages": dict(self._messages)}
 
     def close(self, status: str, message: str) -> Path | None:
         """Finish the file and give it its final name; returns where the batch is (None
@@ -377,14 +371,15 @@ class HDF5BatchRecorder:
     def _close(self, status: str, message: str) -> Path | None:
         self._writer.finish()
         self._let_go_of_memory()
-        written = int((self._status != NOT_RUN).sum())
+        written = int((self._parts["status"] != NOT_RUN).sum())
         if self._error is not None:
             status = "failed"
             message = (f"recording stopped after {written:,} runs: writing "
                        f"failed: {self._reason(self._error)}")
         elif status == "interrupted":
-            message = f"{message}: {written:,} of {self._status.size:,} runs are in the file"
-        finished = self._finish(status, message)
+            runs = self._parts["status"].size
+            message = f"{message}: {written:,} of {runs:,} runs are in the file"
+        finished = self._finish(status, message, written)
         stored = None
         if finished and status != "complete" and self.target.exists():
             # overwrite replaces a file with a complete batch only: an interrupted or
@@ -417,16 +412,15 @@ class HDF5BatchRecorder:
         _keep_spare(self._free + ([self._scratch] if self._scratch is not None else []))
         self._free, self._scratch = [], None
 
-    def _finish(self, status: str, message: str) -> bool:
+    def _finish(self, status: str, message: str, written: int) -> bool:
         try:
             f = self.file
-            for name, values in (("status", self._status), ("stats", self._stats),
-                                 ("initial_V", self._initial), ("rest_reports", self._rests)):
+            for name, values in self._parts.items():
                 _pwrite_all(self._fd, values, self._summary_at[name])
             attrs = f.attrs
             attrs["messages"] = json.dumps([[p, k, text] for (p, k), text
                                             in sorted(self._messages.items())])
-            attrs["runs_written"] = int((self._status != NOT_RUN).sum())
+            attrs["runs_written"] = written
             attrs["status"] = status
             attrs["message"] = message
             f.flush()
@@ -442,6 +436,14 @@ class HDF5BatchRecorder:
             return False
         finally:
             self.file = None
+
+
+def _summaries(header: BatchHeader) -> tuple:
+    """(name, shape, dtype, value before the run) of each per-run dataset of the file."""
+    grid = (len(header.protocols), header.n_sets)
+    return (("status", grid, np.int8, NOT_RUN), ("stats", (*grid, 4), np.int64, 0),
+            ("initial_V", (*grid, header.n_neurons), np.float64, np.nan),
+            ("rest_reports", (*grid, header.n_report), np.float64, np.nan))
 
 
 _spares: list[np.ndarray] = []
