@@ -6,10 +6,10 @@ import threading
 
 
 class HeldSignals:
-    """Holds Ctrl-C (SIGINT), and SIGTERM where the program handles it, until the kernel
-    call in flight returns: the rows it computed are recorded, then the run stops and
-    the signal goes on to its handler.  Only the main thread receives signals; elsewhere
-    this does nothing."""
+    """Holds Ctrl-C (SIGINT), and SIGTERM where the program handles it, until what runs
+    inside has finished (the kernel call in flight, whose rows are then recorded; a file
+    being finished and named); :meth:`deliver` then passes the signal on to its handler.
+    Only the main thread receives signals; elsewhere this does nothing."""
 
     def __enter__(self):
         self.signum, self.previous = 0, {}
