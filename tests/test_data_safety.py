@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -44,12 +45,15 @@ def test_a_second_writer_is_refused_and_touches_nothing(tmp_path):
     first = ns.HDF5Recorder(tmp_path / "out.h5")
     first.open(ns.record.RunHeader(("A",), 3, 1.0, {}, c))
     first.append(np.array([0.0, 1.0]), np.array([[1.0], [2.0]]))
-    size = os.path.getsize(tmp_path / "out.h5.partial")
+    # (the first's file is still being created on its writer thread: its size may change;
+    # what the second must not do is replace it, or cut or write it, which the rows read
+    # back below would show)
+    inode = os.stat(tmp_path / "out.h5.partial").st_ino
     for overwrite in (False, True):
         second = ns.HDF5Recorder(tmp_path / "out.h5", overwrite=overwrite)
         with pytest.raises(ResultFileError, match="being written by another run"):
             second.open(ns.record.RunHeader(("A",), 3, 1.0, {}, c))
-    assert os.path.getsize(tmp_path / "out.h5.partial") == size
+    assert os.stat(tmp_path / "out.h5.partial").st_ino == inode
     first.append(np.array([2.0]), np.array([[3.0]]))
     result = first.close("complete", "completed", {})
     assert result.complete
@@ -79,6 +83,67 @@ def test_two_processes_writing_one_output(tmp_path):
     result = ns.load_result(tmp_path / "out.h5")
     assert result.status == "interrupted" and result.t.size > 10
     np.testing.assert_array_equal(result.t, np.arange(result.t.size) * 1.0)
+
+
+def test_a_file_that_cannot_be_created_stops_the_run_at_once(tmp_path, monkeypatch):
+    """The file is created on the writer thread while the first calls compute: where that
+    fails, the run stops within its first calls, says why in one line, and leaves
+    nothing behind (no partial, no lock: the same output can be written next)."""
+    c = one_neuron(2000.0)
+    real = h5py.File
+
+    def unwritable(name, mode="r", **options):
+        if mode == "w":
+            raise OSError(errno.EIO, "Input/output error")
+        return real(name, mode, **options)
+
+    monkeypatch.setattr(h5py, "File", unwritable)
+    advanced = []
+    with pytest.raises(StorageError) as info:
+        ns.simulate(c, "p", dt_out=0.01, progress=advanced.append,
+                    recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+    assert re.fullmatch(r"cannot write \S*r\.h5: Input/output error", str(info.value))
+    assert sum(advanced) < 100.0  # of 2000 ms: calls grow 8-fold from one row
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(h5py, "File", real)
+    assert ns.simulate(c, "p", dt_out=1.0, recorder=ns.HDF5Recorder(tmp_path / "r.h5")).complete
+
+
+def test_runs_recorded_at_once_from_threads_and_a_forked_child(tmp_path):
+    """Writers run on pooled threads: runs recording at the same time get one each, and a
+    child forked while pooled threads wait (which the child does not have) records too."""
+    c = one_neuron(2000.0)
+    memory = ns.simulate(c, "p", dt_out=0.1)
+    results = {}
+
+    def record(k):
+        results[k] = ns.simulate(c, "p", dt_out=0.1,
+                                 recorder=ns.HDF5Recorder(tmp_path / f"t{k}.h5"))
+    threads = [threading.Thread(target=record, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for k in range(3):
+        np.testing.assert_array_equal(ns.load_result(tmp_path / f"t{k}.h5").V, memory.V)
+    with warnings.catch_warnings():  # fork in a process with threads: what this tests
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only for a whole file
+        try:
+            child = ns.simulate(c, "p", dt_out=0.1, recorder=ns.HDF5Recorder(tmp_path / "c.h5"))
+            os._exit(0 if child.complete else 1)
+        except BaseException:  # noqa: BLE001 - any failure is the test's failure
+            os._exit(1)
+    deadline = time.monotonic() + 120
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ended[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("a forked child waited for a writer thread it does not have")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    np.testing.assert_array_equal(ns.load_result(tmp_path / "c.h5").V, memory.V)
 
 
 def test_a_partial_left_by_a_killed_run_is_replaced_only_when_asked(tmp_path):

@@ -497,7 +497,7 @@ def test_a_second_ctrl_c_while_closing_waits_for_the_file(tw_batch, tmp_path, mo
     writing the summaries) once left a locked partial marked "running", every run lost:
     the file is finished and named first, then KeyboardInterrupt goes on."""
     circuit, params, memory = tw_batch
-    names = {"writer": (batch_file.WriterThread, "finish"),
+    names = {"writer": (batch_file.BackgroundWriter, "finish"),
              "finish": (batch_file.HDF5BatchRecorder, "_finish")}
     owner, name = names[step]
     real = getattr(owner, name)

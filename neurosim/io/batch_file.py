@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
-from neurosim.io.hdf5 import (METADATA_RESERVE, WriterThread, _claim, _close_quietly,
+from neurosim.io.hdf5 import (METADATA_RESERVE, BackgroundWriter, _claim, _close_quietly,
                               _holds, _identity, _pwrite_all, abandon_open, check_target,
                               placed_dataset, publish, release_reserve, reserve_beyond,
                               start_writeback, write_failure_reason)
@@ -167,8 +167,7 @@ class HDF5BatchRecorder:
         self._lent: dict[int, np.ndarray] = {}   # address of a buffer's memory -> it
         self._buffers_changed = threading.Condition()
         # no bound on the queue: what it holds are rows of the (at most BUFFERS) buffers
-        self._writer = WriterThread(self._write_item, self._report, depth=0,
-                                    name="neurosim-hdf5-batch")
+        self._writer = BackgroundWriter(self._write_item, self._report, depth=0)
         if header.theta is not None:
             self._writer.put((self._write_stored, header.theta, self._theta_offset, np.float64))
 

@@ -270,20 +270,50 @@ def _close_quietly(file: h5py.File) -> None:
         pass
 
 
-class WriterThread(threading.Thread):
-    """A thread that writes queued items in order while the run computes (the kernels
+class _PooledThread(threading.Thread):
+    """A daemon thread that runs the jobs given to it, one at a time, and waits idle in
+    between.  Starting a thread for each run cost 0.75 ms of a 22 ms run (``start`` waits
+    until the new thread, busy creating the file with the GIL held, lets it go)."""
+
+    _idle: list[_PooledThread] = []
+    _idle_lock = threading.Lock()
+
+    def __init__(self):
+        super().__init__(name="neurosim-writer", daemon=True)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.start()
+
+    @classmethod
+    def run_job(cls, job) -> None:
+        """Run ``job()`` on an idle pooled thread (a new one where none is idle)."""
+        with cls._idle_lock:
+            thread = cls._idle.pop() if cls._idle else None
+        (thread or cls())._jobs.put(job)
+
+    def run(self):
+        while True:
+            self._jobs.get()()
+            with self._idle_lock:
+                self._idle.append(self)
+
+
+if hasattr(os, "register_at_fork"):  # a child forked while threads idle has none of them
+    os.register_at_fork(after_in_child=_PooledThread._idle.clear)
+
+
+class BackgroundWriter:
+    """Writes queued items in order on a pooled thread while the run computes (the kernels
     release the GIL): ``first()`` once, then ``write(*item)`` and ``between()`` for each
     item :meth:`put` (at most ``depth`` waiting: memory stays bounded), until
     :meth:`finish`.  The first exception goes to ``report`` and the items after it are
     dropped; the recorder says so at its next append or close."""
 
-    def __init__(self, write, report, *, first=None, between=None, depth: int = 8,
-                 name: str = "neurosim-hdf5"):
-        super().__init__(name=name, daemon=True)
+    def __init__(self, write, report, *, first=None, between=None, depth: int = 8):
         self._write, self._report, self._first, self._between = write, report, first, between
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._done = threading.Event()
         self.failed = False
-        self.start()
+        _PooledThread.run_job(self._run)
 
     def put(self, item: tuple) -> None:
         self._queue.put(item)
@@ -291,16 +321,19 @@ class WriterThread(threading.Thread):
     def finish(self) -> None:
         """Wait until every item put is written (or dropped after a failure)."""
         self._queue.put(None)
-        self.join()
+        self._done.wait()
 
-    def run(self):
-        if self._first is not None:
-            self._call(self._first)
-        while (item := self._queue.get()) is not None:
-            if not self.failed:
-                self._call(self._write, *item)
-                if not self.failed and self._between is not None:
-                    self._call(self._between)
+    def _run(self):
+        try:
+            if self._first is not None:
+                self._call(self._first)
+            while (item := self._queue.get()) is not None:
+                if not self.failed:
+                    self._call(self._write, *item)
+                    if not self.failed and self._between is not None:
+                        self._call(self._between)
+        finally:
+            self._done.set()
 
     def _call(self, function, *args):
         try:
@@ -391,21 +424,28 @@ class HDF5Recorder(Recorder):
                              "record fewer neurons (--record), sample less often (--dt-out), "
                              "store float32 (--float32), or pass check_space=False "
                              "(--no-space-check)", check=self.check_space)
-            self._create(header)
-        except BaseException as exc:  # refused, or a full disk or an I/O error at the start
+        except BaseException as exc:  # refused, or an I/O error at the start
             abandon_open(self, exc, self._reason(exc))
             raise
-
-        # A writer thread overlaps disk I/O, and the circuit's YAML text, with the run
-        # (the time loops release the GIL); the queue bound keeps 8 chunks in flight.
         self._error: BaseException | None = None
+        self._written = 0
+        self._created = False
         self._flushed = time.monotonic()
-        self._writer = WriterThread(self._write_rows, self._report, first=self._write_header,
-                                    between=self._flush_now_and_then)
+        # The writer thread creates the file while the first calls compute (creating it,
+        # with the circuit's YAML text, took 3 ms of a 22 ms run), then overlaps disk
+        # I/O with the run (the time loops release the GIL); the queue bound keeps 8
+        # chunks in flight.  A file that cannot be created stops the run at its next
+        # append, before the kernels have done more than one row.
+        self._writer = BackgroundWriter(self._write_rows, self._report, first=self._start_file,
+                                        between=self._flush_now_and_then)
+
+    def _start_file(self):
+        self._create(self.header)
+        self._write_header()
 
     def _create(self, header: RunHeader):
         """The file with its datasets placed and what a reader needs to tell a file left by
-        a killed run; the rest of the header goes in on the writer thread."""
+        a killed run."""
         # our own flock guards the partial; HDF5's lock on a second descriptor would clash
         self.file = h5py.File(self.partial, "w", locking=False)
         n_rec = len(header.neuron_names)
@@ -414,12 +454,11 @@ class HDF5Recorder(Recorder):
         self._t_buffer = np.empty(rows)
         self._V_buffer = np.empty((rows, n_rec), dtype=self.dtype)
         self._buffered = 0
-        self._written = 0
         self._reserved = 0  # rows whose blocks are taken on the disk
         self._circuit_text = {}
         if self._raw:
-            self.time = _preallocated(self.file, "time", (rows,), (rows,), "f8")
-            self.V = _preallocated(self.file, "V", (rows, n_rec), (rows, n_rec), self.dtype)
+            self.time = _preallocated(self.file, "time", (0,), (rows,), "f8")
+            self.V = _preallocated(self.file, "V", (0, n_rec), (rows, n_rec), self.dtype)
             self._place_chunk(0)
         else:
             self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,),
@@ -437,6 +476,7 @@ class HDF5Recorder(Recorder):
         attrs["samples_written"] = 0
         self.file.flush()
         self._names = names
+        self._created = True
 
     def _write_header(self):
         header, meta, attrs = self.header, self.header.metadata, self.file.attrs
@@ -526,11 +566,13 @@ class HDF5Recorder(Recorder):
         """Give /time and /V a chunk from row ``n0`` on and take its blocks on the disk now,
         leaving METADATA_RESERVE free: a filling disk stops recording between chunks,
         never inside one, and closing the file (which fills the unused end of the last
-        chunk) needs no more space than the metadata."""
+        chunk) needs no more space than the metadata.  The last chunk ends the datasets at
+        the run's last row, so a finished file needs no cutting."""
         rows = self._t_buffer.shape[0]
-        if n0 + rows > self.time.shape[0]:
-            self.time.resize((n0 + rows,))
-            self.V.resize((n0 + rows, self.V.shape[1]))
+        end = min(n0 + rows, self.header.n_samples) if self.header.n_samples > n0 else n0 + rows
+        if end > self.time.shape[0]:
+            self.time.resize((end,))
+            self.V.resize((end, self.V.shape[1]))
         for dataset, start in ((self.time, (n0,)), (self.V, (n0, 0))):
             nbytes = rows * dataset.dtype.itemsize * (dataset.shape[1] if dataset.ndim > 1 else 1)
             if shutil.disk_usage(self.target.parent).free < nbytes + self._metadata_reserve:
@@ -543,7 +585,7 @@ class HDF5Recorder(Recorder):
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
-        self._reserved = n0 + rows
+        self._reserved = end
 
     def _write_what_fits(self):
         """After a failed write: the gathered rows, if their chunk's blocks are taken."""
@@ -583,6 +625,13 @@ class HDF5Recorder(Recorder):
 
     def _close(self, status, message, stats):
         self._writer.finish()
+        if not self._created:  # the writer thread could not create the file: nothing is kept
+            names = tuple(self.header.neuron_names)
+            self._result = Result(np.empty(0), np.empty((0, len(names))), names, "failed",
+                                  message, stats, {})
+            reason = self._reason(self._error)
+            abandon_open(self, self._error, reason)
+            raise StorageError(f"cannot write {self.path}: {reason}")
         try:
             if self._error is None:
                 self._write_buffer()
@@ -625,7 +674,7 @@ class HDF5Recorder(Recorder):
         """Cut the datasets to the rows written, store how the run ended, close the file;
         False if the file could not be finished (a full disk, an I/O error)."""
         try:
-            if self._raw:
+            if self._raw and self.time.shape[0] != self._written:
                 self.time.resize((self._written,))
                 self.V.resize((self._written, self.V.shape[1]))
             attrs = self.file.attrs
