@@ -208,7 +208,8 @@ def test_a_real_full_disk(tw_batch, small_disk):
         ns.simulate_batch(circuit, many, "tap", rtol=1e-6, atol=1e-6, dt_out=1.0,
                           recorder=recorder(small_disk / "b.h5"))
     assert list(small_disk.iterdir()) == []
-    # past the free-space check, the blocks are taken before any run: refused at once
+    # past the free-space check, the blocks are taken while the first call computes:
+    # refused there, nothing left
     with pytest.raises(StorageError, match="cannot write .*No space left on device"):
         ns.simulate_batch(circuit, many, "tap", rtol=1e-6, atol=1e-6, dt_out=1.0,
                           recorder=recorder(small_disk / "b.h5", check_space=False))
@@ -449,6 +450,59 @@ def test_calls_and_the_memory_kept_stay_within_call_bytes(tw_batch, tmp_path, mo
         assert sum(memory.nbytes for memory in batch_file._spares) <= 2 * call_bytes
     assert len(taken) == 3 * 7 and max(taken) <= call_bytes  # 3 sets a call
     np.testing.assert_array_equal(batch_file.load_batch_V(tmp_path / "b2.h5"), expected.V)
+
+
+def test_a_file_that_cannot_be_created_stops_the_batch_in_its_first_call(tw_batch, tmp_path,
+                                                                         monkeypatch):
+    """The file is created on the writer thread while the first call computes: where that
+    fails, the batch stops there, in one line, and leaves nothing (the same output can
+    be written next)."""
+    circuit, params, memory = tw_batch
+    real = h5py.File
+
+    def unwritable(name, mode="r", **options):
+        if mode == "w":
+            raise OSError(errno.EIO, "Input/output error")
+        return real(name, mode, **options)
+
+    calls = []
+    run_grid = simulate_module.BatchPlan._grid
+    monkeypatch.setattr(simulate_module.BatchPlan, "_grid",
+                        lambda *args, **kwargs: (calls.append(1), run_grid(*args, **kwargs))[1])
+    monkeypatch.setattr(h5py, "File", unwritable)
+    with pytest.raises(StorageError) as info:
+        ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 16),
+                          **OPTIONS)
+    assert str(info.value) == f"cannot write {tmp_path / 'b.h5'}: Input/output error"
+    assert len(calls) == 1 and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(h5py, "File", real)
+    ns.simulate_batch(circuit, params, PROTOCOLS, recorder=recorder(tmp_path / "b.h5", 16),
+                      **OPTIONS)
+    np.testing.assert_array_equal(batch_file.load_batch_V(tmp_path / "b.h5"), memory.V)
+
+
+def test_streamed_lockstep_groups_taper_so_little_is_left_to_write_at_the_end():
+    """Runs streamed as their groups finish come in groups of a shrinking share of the runs
+    left, down to one group of lanes: every run once, in order, within one protocol and
+    length each; 2,000 runs end with groups of 64, not of 250."""
+    from neurosim.integrators.runs import lockstep_lanes, lockstep_plan
+    import numba
+    threads = numba.get_num_threads()
+    protocol = np.repeat([0, 1, 1], [700, 650, 650])
+    rows = np.repeat([300, 300, 150], [700, 650, 650])
+    lanes = lockstep_lanes(11, 8)
+    even, even_lanes = lockstep_plan(protocol, rows, 11, 8)
+    tapered, tapered_lanes = lockstep_plan(protocol, rows, 11, 8, tapering=True)
+    for groups in (even, tapered):
+        assert groups[0] == 0 and groups[-1] == 2000 and (np.diff(groups) > 0).all()
+        for a, b in zip(groups[:-1], groups[1:]):  # one protocol and length each
+            assert len(set(zip(protocol[a:b], rows[a:b]))) == 1
+    assert tapered_lanes == even_lanes == lanes
+    sizes = np.diff(tapered)
+    assert sizes[0] == int(np.ceil(2000 / (4 * threads)))
+    assert sizes[-1] <= lanes and sizes.max() <= sizes[0]
+    whole = sizes[np.isin(tapered[1:], [700, 1350, 2000], invert=True)]  # not cut by a change
+    assert (whole >= lanes).all() and (np.diff(whole) <= 0).all()
 
 
 def test_the_file_is_its_data_without_padding(tw_batch, tmp_path):

@@ -155,21 +155,32 @@ class HDF5BatchRecorder:
                          "record fewer neurons (record=), sample less often (dt_out=), store "
                          "float32 (dtype='float32'), or free some space",
                          check=self.check_space)
-            self._create(header)
         except BaseException as exc:
             abandon_open(self, exc, self._reason(exc))
             raise
         self._messages: dict = {}
         self._error: BaseException | None = None
-        self._direct_fd = _open_direct(self.partial, self._fd)
+        self._created = False
+        self._direct_fd = None
         self._scratch = None     # aligned memory for what must be converted or copied first
         self._free: list[np.ndarray] = []    # call buffers whose rows are all written
         self._lent: dict[int, np.ndarray] = {}   # address of a buffer's memory -> it
         self._buffers_changed = threading.Condition()
-        # no bound on the queue: what it holds are rows of the (at most BUFFERS) buffers
-        self._writer = BackgroundWriter(self._write_item, self._report, depth=0)
-        if header.theta is not None:
-            self._writer.put((self._write_stored, header.theta, self._theta_offset, np.float64))
+        # The writer thread creates the file (3 ms) while the first call computes, then
+        # writes each lockstep group's runs as it finishes.  Where the file cannot be
+        # created (the disk filled since the check above, an I/O error), the batch stops
+        # at its next buffer or group.  No bound on the queue: what it holds are rows of
+        # the (at most BUFFERS) buffers.
+        self._writer = BackgroundWriter(self._write_item, self._report, depth=0,
+                                        first=self._start_file)
+
+    def _start_file(self):
+        """On the writer thread: the file, its O_DIRECT descriptor, the parameter sets."""
+        self._create(self.header)
+        self._direct_fd = _open_direct(self.partial, self._fd)
+        self._created = True
+        if self.header.theta is not None:
+            self._write_stored(self.header.theta, self._theta_offset, np.float64)
 
     def _create(self, header: BatchHeader):
         # /V starts on a page boundary, so the whole pages of runs go straight from the
@@ -370,6 +381,11 @@ class HDF5BatchRecorder:
     def _close(self, status: str, message: str) -> Path | None:
         self._writer.finish()
         self._let_go_of_memory()
+        if not self._created:  # the writer thread could not create the file: nothing is kept
+            self._stored = None
+            reason = self._reason(self._error)
+            abandon_open(self, self._error, reason)
+            raise StorageError(f"cannot write {self.path}: {reason}")
         written = int((self._parts["status"] != NOT_RUN).sum())
         if self._error is not None:
             status = "failed"
