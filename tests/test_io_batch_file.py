@@ -481,30 +481,6 @@ def test_a_file_that_cannot_be_created_stops_the_batch_in_its_first_call(tw_batc
     np.testing.assert_array_equal(batch_file.load_batch_V(tmp_path / "b.h5"), memory.V)
 
 
-def test_streamed_lockstep_groups_taper_so_little_is_left_to_write_at_the_end():
-    """Runs streamed as their groups finish come in groups of a shrinking share of the runs
-    left, down to one group of lanes: every run once, in order, within one protocol and
-    length each; 2,000 runs end with groups of 64, not of 250."""
-    from neurosim.integrators.runs import lockstep_lanes, lockstep_plan
-    import numba
-    threads = numba.get_num_threads()
-    protocol = np.repeat([0, 1, 1], [700, 650, 650])
-    rows = np.repeat([300, 300, 150], [700, 650, 650])
-    lanes = lockstep_lanes(11, 8)
-    even, even_lanes = lockstep_plan(protocol, rows, 11, 8)
-    tapered, tapered_lanes = lockstep_plan(protocol, rows, 11, 8, tapering=True)
-    for groups in (even, tapered):
-        assert groups[0] == 0 and groups[-1] == 2000 and (np.diff(groups) > 0).all()
-        for a, b in zip(groups[:-1], groups[1:]):  # one protocol and length each
-            assert len(set(zip(protocol[a:b], rows[a:b]))) == 1
-    assert tapered_lanes == even_lanes == lanes
-    sizes = np.diff(tapered)
-    assert sizes[0] == int(np.ceil(2000 / (4 * threads)))
-    assert sizes[-1] <= lanes and sizes.max() <= sizes[0]
-    whole = sizes[np.isin(tapered[1:], [700, 1350, 2000], invert=True)]  # not cut by a change
-    assert (whole >= lanes).all() and (np.diff(whole) <= 0).all()
-
-
 def test_the_file_is_its_data_without_padding(tw_batch, tmp_path):
     """513 sets in calls of 512 once took a second chunk of 512 sets for the last one."""
     circuit, params, memory = tw_batch

@@ -112,11 +112,10 @@ def call_kernel(kernel, *args):
     return kernel(*args)
 
 
-def run_in_threads(kernel, n: int, args: tuple, on_done=None, size: int | None = None) -> None:
-    """``kernel(first, last, *args)`` over items 0..n-1, cut into ranges of ``size`` items
-    (by default about four per thread, so that a thread finishing early takes another) on
-    ``numba.get_num_threads()`` threads; the kernels release the GIL and write disjoint
-    rows of their outputs.
+def run_in_threads(kernel, n: int, args: tuple, on_done=None) -> None:
+    """``kernel(first, last, *args)`` over items 0..n-1, cut into ranges (about four per
+    thread, so that a thread finishing early takes another) on ``numba.get_num_threads()``
+    threads; the kernels release the GIL and write disjoint rows of their outputs.
 
     ``on_done(first, last)``, if given, is called on this thread as each range finishes,
     in the order they finish: a caller streams each range's rows while the others compute.
@@ -128,7 +127,7 @@ def run_in_threads(kernel, n: int, args: tuple, on_done=None, size: int | None =
         if on_done is not None:
             on_done(0, n)
         return
-    size = size or math.ceil(n / (4 * threads))
+    size = math.ceil(n / (4 * threads))
     ranges = {_pool(threads).submit(kernel, first, min(first + size, n), *args):
               (first, min(first + size, n)) for first in range(0, n, size)}
     try:

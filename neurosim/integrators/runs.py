@@ -89,8 +89,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
     net = compiled.net_for(thetas)
     control = method.controller.kernel_args() if adaptive_family else NO_STEP_CONTROL
     if method.float32_lanes:
-        groups, lanes = lockstep_plan(item_protocol, item_rows, compiled.n_neurons,
-                                      out_V.itemsize, tapering=on_done is not None)
+        groups, lanes = lockstep_plan(item_protocol, item_rows, compiled.n_neurons, out_V.itemsize)
         kernel, ranges_of, args = run_lockstep, groups, (
             V, thetas, item_protocol, item_rows, groups, lanes, rows_per_call, dt, dt_out, net,
             *batch.arrays, batch.breakpoints, batch.bp_ptr, *control, record, v_bound, status,
@@ -103,9 +102,7 @@ def run_items(method, compiled, batch, V, thetas, item_protocol, item_rows, dt_o
 
     def finished(first, last):  # a range of the kernel's units (lockstep groups or items)
         on_done(int(ranges_of[first]), int(ranges_of[last]), status, stats, fail_t, out_V)
-    # lockstep groups are their own schedule (four or more per thread): one per range
-    run_in_threads(kernel, ranges_of.size - 1, args, finished if on_done is not None else None,
-                   size=1 if method.float32_lanes else None)
+    run_in_threads(kernel, ranges_of.size - 1, args, finished if on_done is not None else None)
     return status, stats, fail_t, out_V
 
 
@@ -134,30 +131,19 @@ def lockstep_unit(n_neurons: int, itemsize: int = 8) -> int:
 
 
 def lockstep_plan(item_protocol: np.ndarray, item_rows: np.ndarray, n_neurons: int,
-                  itemsize: int = 8, tapering: bool = False) -> tuple[np.ndarray, int]:
+                  itemsize: int = 8) -> tuple[np.ndarray, int]:
     """(group boundaries, lanes) for :func:`~neurosim.kernels.lockstep.run_lockstep`.
 
     Groups are runs of one protocol and length, about four per thread so that a thread
     finishing early takes another; lanes are as many as fit (:func:`lockstep_lanes`) but
     no more than a group's items, which would only compute idle lanes.
-
-    ``tapering`` (for runs streamed as their groups finish): groups of a share of the runs
-    left, a quarter per thread, down to one group of lanes (or the untapered size where
-    that is smaller), so that what is left to write
-    when the last group finishes is small (eight equal groups of 2,000 tap-withdrawal
-    runs left 3 ms of writing after the arithmetic).
     """
     threads = numba.get_num_threads()
-    n = item_protocol.size
-    size = math.ceil(n / (4 * threads))
-    lanes = lockstep_lanes(n_neurons, itemsize)
+    size = math.ceil(item_protocol.size / (4 * threads))
     cuts = [0]
     change = np.flatnonzero((np.diff(item_protocol) != 0) | (np.diff(item_rows) != 0)) + 1
-    for start, end in zip([0, *change], [*change, n]):
-        cut = start
-        while cut < end:
-            cut = min(end, cut + (max(min(lanes, size), math.ceil((n - cut) / (4 * threads)))
-                                  if tapering else size))
-            cuts.append(cut)
+    for start, end in zip([0, *change], [*change, item_protocol.size]):
+        cuts.extend(range(start + size, end, size))
+        cuts.append(end)
     groups = np.array(cuts, dtype=np.int64)
     return groups, int(min(lockstep_lanes(n_neurons, itemsize), np.diff(groups).max()))
