@@ -24,10 +24,12 @@ writer thread, while the other groups compute): the whole pages with O_DIRECT, a
 the page cache, which cost this 2-core machine ~1 ms of CPU per 4 MB taken from the
 kernels; the fragments at their ends through the page cache (and everything where the
 file system refuses O_DIRECT).  A run's status says "written" only once its bytes are.
-Every block of the file's datasets is taken on the disk when the file is created, and
-METADATA_RESERVE beyond its end for closing it (on Linux; elsewhere that much must stay
-free), so a disk too small refuses the batch before any run, and a disk that another
-program fills meanwhile stops nothing.  Runs not written (an interrupted or failed
+The space the file takes is checked before any run (a disk too small refuses the batch
+there); the file is created on the writer thread while the first call computes, every
+block of its datasets taken on the disk then, and METADATA_RESERVE beyond its end for
+closing it (on Linux; elsewhere that much must stay free), so a disk filled since the
+check stops the batch in its first call, and one that another program fills later stops
+nothing.  Runs not written (an interrupted or failed
 batch) keep status -1: :func:`load_batch_V` shows NaN there, never the undefined bytes
 of the file.
 
@@ -204,7 +206,8 @@ class HDF5BatchRecorder:
             self._theta_offset = placed[-1].id.get_offset()
             self.file.create_dataset("parameter_names",
                                      data=np.array(header.parameter_names, dtype=h5py.string_dtype()))
-        # every block of them taken now: a full disk refuses the batch here, before any run
+        # every block of them taken now: a disk filled since the space check stops the
+        # batch here, in its first call
         for dataset in placed:
             _reserve(self._fd, dataset.id.get_offset(), dataset.id.get_storage_size())
         _pwrite_all(self._fd, self._parts["status"], self._summary_at["status"])
