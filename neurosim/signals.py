@@ -12,13 +12,14 @@ class HeldSignals:
     Only the main thread receives signals; elsewhere this does nothing."""
 
     def __enter__(self):
-        self.signum, self.previous = 0, {}
+        self.signum, self.handlers, self.holding = 0, {}, False
         if threading.current_thread() is not threading.main_thread():
             return self
         for sig in (signal.SIGINT, signal.SIGTERM):
             handler = signal.getsignal(sig)
             if callable(handler):  # a Python handler (SIGINT's raises KeyboardInterrupt)
-                self.previous[sig] = signal.signal(sig, self._hold)
+                self.handlers[sig] = signal.signal(sig, self._hold)
+        self.holding = True
         return self
 
     def _hold(self, signum, frame):
@@ -29,16 +30,19 @@ class HeldSignals:
         return signal.Signals(self.signum).name
 
     def deliver(self):
-        """Restore the handlers and pass a held signal on to its own."""
-        handler = self.previous.get(self.signum)
+        """Restore the handlers (where still held) and pass a held signal on to its own;
+        also after the ``with`` block, so that a signal held there goes on where its
+        caller is ready to clean up."""
         self.__exit__()
         if not self.signum:
             return
+        handler = self.handlers.get(self.signum)
         if handler is not None:
             handler(self.signum, None)
         raise KeyboardInterrupt(self.name)
 
     def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
+        if self.holding:
+            for sig, handler in self.handlers.items():
+                signal.signal(sig, handler)
+            self.holding = False

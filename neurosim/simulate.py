@@ -368,21 +368,24 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
         "record": list(names), "v_bound_mV": v_bound, "initial": start.to_dict(),
         "neurosim_version": __version__}
     recorder = MemoryRecorder() if recorder is None else recorder
-    recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
     calls = _CallSizes(n_rows, len(names), recorder.chunk_values)
     advance_progress, close_progress = _progress_bar(progress, proto.duration)
     started = time.perf_counter()
-    status, row = OK, 0
+    status, row, opened = OK, 0, False
 
     def stats():
         out = {k: int(v) for k, v in zip(STATS_NAMES, stepper.stats)}
         out["wall_time_s"] = time.perf_counter() - started
         return out
 
-    # everything after open() runs inside the try: an interrupt must close (and so rename
-    # and mark) the recorder's file
+    # the recorder opens with Ctrl-C held, and everything after runs inside the try: an
+    # interrupt must close (and so rename and mark) the recorder's file.  Opening takes
+    # the file's lock and starts its writer thread; Ctrl-C there once left an empty,
+    # unnamed partial that every later run refused.
     try:
         with HeldSignals() as held:
+            recorder.open(RunHeader(names, n_rows + 1, dt_out, metadata, circuit))
+            opened = True
             recorder.append(np.zeros(1), stepper.V[record_idx][None, :])
             while row < n_rows and status == OK and not held.signum:
                 m = calls.next(row)
@@ -409,12 +412,14 @@ def simulate(circuit: Circuit, protocol=None, *, duration: float | None = None, 
             held.deliver()  # a signal held during the last call goes on, the run closed
     except StorageError:
         close_progress()
-        recorder.close("failed", "", stats())  # raises the StorageError, saying what was kept
+        if opened:  # raises the StorageError, saying what was kept
+            recorder.close("failed", "", stats())
         raise
     except BaseException as exc:
         close_progress()
-        recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
-                                      f"({type(exc).__name__})", stats())
+        if opened:
+            recorder.close("interrupted", f"interrupted at t = {row * dt_out:g} ms "
+                                          f"({type(exc).__name__})", stats())
         raise
     if status != OK and raise_on_failure:
         error = SimulationError(result.message)
@@ -921,12 +926,16 @@ class BatchPlan:
         per_call = recorder.sets_per_call(n_p, t.size, len(self.neuron_names), unit, itemsize)
         metadata = {**self._metadata(), "precision": self.precision}
         started, unstable = running_clock(), 0
-        # nothing between open and the try: an interrupt there would leave the file open
-        # and locked (close() is what finishes and unlocks it)
-        recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
-                                  compiled.n_neurons, N_REPORT, metadata, self.circuit, thetas,
-                                  tuple(self.layout.names)))
+        # opened with Ctrl-C held (it takes the file's lock and starts the writer thread: an
+        # interrupt there once left an empty, unnamed partial), and nothing between open
+        # and the try, where a held interrupt goes on: the file is then closed, and so
+        # finished and unlocked
+        with HeldSignals() as opening:
+            recorder.open(BatchHeader(self.protocols, n_sets, self.neuron_names, t,
+                                      compiled.n_neurons, N_REPORT, metadata, self.circuit,
+                                      thetas, tuple(self.layout.names)))
         try:
+            opening.deliver()
             for first in range(0, n_sets, per_call):
                 m = min(per_call, n_sets - first)
 

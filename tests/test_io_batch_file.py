@@ -227,6 +227,9 @@ def test_a_recorder_writes_one_batch_and_a_replaced_file_is_not_read_as_its_trac
     first = ns.simulate_batch(circuit, params[:3], "tap", recorder=used, **OPTIONS)
     with pytest.raises(ResultFileError, match="writes one batch"):
         ns.simulate_batch(circuit, params[:2], "tap_no_PLM", recorder=used, **OPTIONS)
+    with pytest.raises(ResultFileError, match=r"b\.h5 is closed"):  # it once dropped them
+        used.append(0, 0, np.zeros((1, 1, 1)), np.zeros(1), np.zeros((1, 4)),
+                    np.zeros((1, 11)), np.zeros((1, 1)), {})
     ns.simulate_batch(circuit, params[:3], "tap", recorder=recorder(path, overwrite=True),
                       **OPTIONS)
     with pytest.raises(ResultFileError, match="replaced or rewritten"):

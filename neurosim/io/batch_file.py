@@ -177,12 +177,13 @@ class HDF5BatchRecorder:
                                         first=self._start_file)
 
     def _start_file(self):
-        """On the writer thread: the file, its O_DIRECT descriptor, the parameter sets."""
+        """On the writer thread: the file, its O_DIRECT descriptor, the parameter sets;
+        where any of them fails, the batch stops and nothing is kept (see :meth:`_close`)."""
         self._create(self.header)
         self._direct_fd = _open_direct(self.partial, self._fd)
-        self._created = True
         if self.header.theta is not None:
             self._write_stored(self.header.theta, self._theta_offset, np.float64)
+        self._created = True
 
     def _create(self, header: BatchHeader):
         # /V starts on a page boundary, so the whole pages of runs go straight from the
@@ -289,7 +290,9 @@ class HDF5BatchRecorder:
         (m,) of 0/1, stats (m, 4), initial_V, rest_reports; ``messages`` maps (protocol,
         set) to a failure's sentence.  V is written on the writer thread: it must stay as
         it is until then (rows of a :meth:`buffer`, released after).  Raises StorageError
-        once a write has failed."""
+        once a write has failed, ResultFileError once the file is closed."""
+        if self._closed:
+            raise ResultFileError(f"{self.path} is closed; a recorder writes one batch")
         if self._error is not None:
             raise self._failed()
         self._writer.put((self._write_runs, protocol, first, V,

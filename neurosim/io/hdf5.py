@@ -41,6 +41,7 @@ What the recorder guarantees about ``OUT.h5``:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -50,10 +51,12 @@ import json
 import os
 import queue
 import re
+import secrets
 import shutil
 import stat
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import h5py
@@ -83,47 +86,52 @@ FLUSH_INTERVAL_S = 1.0
 #: beyond its end when it is created (:func:`reserve_beyond`)
 METADATA_RESERVE = 1 << 20
 
+#: seconds that interpreter exit waits for the writer of a recorder never closed
+EXIT_WAIT_S = 30.0
+
 FORMAT_VERSION = 2
 
 
 def _claim(partial: Path, overwrite: bool, shown: Path) -> int:
     """A descriptor of ``partial`` holding an exclusive lock on it.
 
-    The partial is created if absent.  One that exists is either being written (locked:
-    refused) or was left by a killed run (replaced only with ``overwrite``).  The lock is
-    taken on the file that is at the name after locking, never on one a finishing writer
-    has just renamed away."""
+    The partial is created if absent, already locked (:func:`_create_locked`), so that a
+    partial that exists unlocked is one left by a killed run, never one that a writer
+    has just created: a second writer finds it locked (refused) or, once the first has
+    finished, finds none.  One left by a killed run is replaced only with ``overwrite``.
+    The lock is taken on the file that is at the name after locking, never on one a
+    finishing writer has just renamed away."""
+    target = partial.with_name(partial.name[:-len(".partial")])
     for _ in range(100):
-        created = True
+        fd = _create_locked(partial, shown)
+        if fd is not None:
+            if overwrite or not target.exists():
+                return fd
+            # another run finished this output since it was checked: nothing to write to
+            partial.unlink()
+            os.close(fd)
+            raise ResultFileError(f"{shown} exists; pass overwrite=True (--overwrite) to "
+                                  "replace it")
         try:
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-        except FileExistsError:
-            created = False
-            try:
-                fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except FileNotFoundError:  # its writer renamed it just now
-                continue
-            except OSError as exc:
-                raise ResultFileError(f"cannot write {shown}: {partial} is in the way "
-                                      f"({exc.strerror}); move it away") from None
-        except OSError as exc:  # a read-only or pseudo file system, no permission
-            raise ResultFileError(f"cannot write {shown}: {exc.strerror}") from None
+            fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:  # its writer renamed it just now
+            continue
+        except OSError as exc:
+            raise ResultFileError(f"cannot write {shown}: {partial} is in the way "
+                                  f"({exc.strerror}); move it away") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise ResultFileError(f"cannot write {shown}: {partial} is not a regular file; "
                                   "move it away")
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise ResultFileError(f"{shown} is being written by another run (its "
-                                      f"{partial.name} is locked); wait for that run to end "
-                                      "or choose another output") from None
+        if not _lock(fd):
+            os.close(fd)
+            raise ResultFileError(f"{shown} is being written by another run (its "
+                                  f"{partial.name} is locked); wait for that run to end "
+                                  "or choose another output")
         if not _holds(fd, partial):  # renamed or replaced between open and lock: look again
             os.close(fd)
             continue
-        if not created and not overwrite:
+        if not overwrite:
             os.close(fd)
             raise ResultFileError(f"{partial} was left by an earlier run that did not finish "
                                   "it (killed, or its output appeared meanwhile; neurosim info "
@@ -131,6 +139,51 @@ def _claim(partial: Path, overwrite: bool, shown: Path) -> int:
                                   "(--overwrite) to replace it")
         return fd
     raise ResultFileError(f"cannot write {shown}: {partial} keeps changing")
+
+
+def _lock(fd: int) -> bool:
+    """Take the exclusive lock of ``fd`` without waiting; False if another holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _create_locked(partial: Path, shown: Path) -> int | None:
+    """``partial`` created and locked in one step, or None where it exists: a new file
+    under a name of its own is locked, then linked to the partial's name (which fails
+    where the name is taken).  Two writers once both lost a race: the second locked the
+    first's new partial before the first did, and took it for a killed run's.  Where
+    the file system has no hard links, the partial is created and then locked."""
+    claim = partial.with_name(f".{partial.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(claim, flags, 0o666)
+    except OSError as exc:  # a read-only or pseudo file system, no permission
+        raise ResultFileError(f"cannot write {shown}: {exc.strerror}") from None
+    try:
+        _lock(fd)  # a file nobody else has seen
+        try:
+            os.link(claim, partial, follow_symlinks=False)
+            return fd
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except OSError:  # no hard links here
+            os.close(fd)
+        try:
+            fd = os.open(partial, flags, 0o666)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise ResultFileError(f"cannot write {shown}: {exc.strerror}") from None
+        _lock(fd)
+        return fd
+    finally:
+        claim.unlink(missing_ok=True)
 
 
 def publish(fd: int, partial: Path, target: Path, shown, overwrite: bool) -> Path:
@@ -297,8 +350,16 @@ class _PooledThread(threading.Thread):
                 self._idle.append(self)
 
 
-if hasattr(os, "register_at_fork"):  # a child forked while threads idle has none of them
-    os.register_at_fork(after_in_child=_PooledThread._idle.clear)
+def _forget_pooled_threads() -> None:
+    """In a child process just forked: none of the parent's threads is there, and the
+    pool's lock may have been held by one of them when the process forked."""
+    _PooledThread._idle = []
+    _PooledThread._idle_lock = threading.Lock()
+    BackgroundWriter.running = weakref.WeakSet()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pooled_threads)
 
 
 class BackgroundWriter:
@@ -308,20 +369,25 @@ class BackgroundWriter:
     :meth:`finish`.  The first exception goes to ``report`` and the items after it are
     dropped; the recorder says so at its next append or close."""
 
+    #: writers whose items are not all written yet (see :func:`_finish_writers_at_exit`)
+    running: weakref.WeakSet = weakref.WeakSet()
+
     def __init__(self, write, report, *, first=None, between=None, depth: int = 8):
         self._write, self._report, self._first, self._between = write, report, first, between
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._done = threading.Event()
         self.failed = False
+        self.running.add(self)
         _PooledThread.run_job(self._run)
 
     def put(self, item: tuple) -> None:
         self._queue.put(item)
 
-    def finish(self) -> None:
-        """Wait until every item put is written (or dropped after a failure)."""
-        self._queue.put(None)
-        self._done.wait()
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait until every item put is written (or dropped after a failure), or for
+        ``timeout`` seconds."""
+        self._queue.put(None, timeout=timeout)
+        self._done.wait(timeout)
 
     def _run(self):
         try:
@@ -333,6 +399,7 @@ class BackgroundWriter:
                     if not self.failed and self._between is not None:
                         self._call(self._between)
         finally:
+            self.running.discard(self)
             self._done.set()
 
     def _call(self, function, *args):
@@ -341,6 +408,18 @@ class BackgroundWriter:
         except BaseException as exc:  # noqa: BLE001 - reported by the next append or close
             self.failed = True
             self._report(exc)
+
+
+@atexit.register
+def _finish_writers_at_exit() -> None:
+    """At interpreter exit, let writers of recorders never closed (a script that failed
+    between a recorder's open and close) write what they were given and stop: a pooled
+    thread frozen inside an HDF5 call at finalization kept HDF5's lock, and the exit hung
+    on it or crashed.  The file is then what a killed run leaves: readable, marked
+    running, its partial name kept."""
+    for writer in list(BackgroundWriter.running):
+        with contextlib.suppress(queue.Full):  # a writer stuck this long is left as it is
+            writer.finish(timeout=EXIT_WAIT_S)
 
 
 def write_failure_reason(exc: BaseException, folder: Path, reserve: int = 0) -> str:
@@ -408,8 +487,13 @@ class HDF5Recorder(Recorder):
         self.check_space = check_space
         self.file = None
         self._result = None
+        self._opened = False
 
     def open(self, header: RunHeader):
+        if self._opened:
+            raise ResultFileError(f"this recorder has recorded a run to {self.path} already; "
+                                  "a recorder writes one run: make a new one")
+        self._opened = True
         self.header = header
         n_rec = len(header.neuron_names)
         self._raw = self.compression is None
@@ -440,8 +524,11 @@ class HDF5Recorder(Recorder):
                                         between=self._flush_now_and_then)
 
     def _start_file(self):
+        """On the writer thread: the file and its header; where either fails, the run
+        stops and nothing is kept (see :meth:`_close`)."""
         self._create(self.header)
         self._write_header()
+        self._created = True
 
     def _create(self, header: RunHeader):
         """The file with its datasets placed and what a reader needs to tell a file left by
@@ -476,7 +563,6 @@ class HDF5Recorder(Recorder):
         attrs["samples_written"] = 0
         self.file.flush()
         self._names = names
-        self._created = True
 
     def _write_header(self):
         header, meta, attrs = self.header, self.header.metadata, self.file.attrs
@@ -604,7 +690,10 @@ class HDF5Recorder(Recorder):
     def append(self, t, V):
         """Queue rows for writing; the recorder owns ``t`` and ``V`` from now on.
 
-        Raises StorageError once a write has failed (the run should then stop and close)."""
+        Raises StorageError once a write has failed (the run should then stop and close),
+        ResultFileError once the file is closed."""
+        if self._result is not None:
+            raise ResultFileError(f"{self.path} is closed; a recorder writes one run")
         if self._error is not None:
             raise StorageError(f"writing {self.path} failed: {self._reason(self._error)}")
         self._writer.put((t, V))
