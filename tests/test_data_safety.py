@@ -270,6 +270,32 @@ def test_a_recorder_writes_one_run(tmp_path):
     np.testing.assert_array_equal(ns.load_result(tmp_path / "r.h5").V, first.V)
 
 
+@pytest.mark.parametrize("kind", ["run", "batch"])
+def test_ctrl_c_while_the_recorder_opens_leaves_a_named_file(tmp_path, monkeypatch, kind):
+    """Ctrl-C while the recorder takes its lock and starts its writer thread once left an
+    empty partial, unlocked and unnamed, which every later run refused: now it is held
+    until the recorder is open, and the run or batch stops before its first call with
+    its file finished and named."""
+    owner = ns.HDF5Recorder if kind == "run" else ns.HDF5BatchRecorder
+    real = owner.open
+
+    def ctrl_c_inside(self, header):
+        signal.raise_signal(signal.SIGINT)
+        return real(self, header)
+
+    monkeypatch.setattr(owner, "open", ctrl_c_inside)
+    c = one_neuron()
+    with pytest.raises(KeyboardInterrupt):
+        if kind == "run":
+            ns.simulate(c, "p", recorder=ns.HDF5Recorder(tmp_path / "r.h5"))
+        else:
+            ns.simulate_batch(c, None, "p", recorder=ns.HDF5BatchRecorder(tmp_path / "r.h5"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert f.attrs["status"] == "interrupted"
+
+
 def test_a_partial_left_by_a_killed_run_is_replaced_only_when_asked(tmp_path):
     (tmp_path / "r.h5.partial").write_bytes(b"what a killed run left")
     c = one_neuron()
