@@ -57,7 +57,7 @@ from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, BackgroundWriter, _claim, _close_quietly,
                               _holds, _identity, _pwrite_all, abandon_open, check_target,
                               placed_dataset, publish, release_reserve, reserve_beyond,
-                              start_writeback, write_failure_reason)
+                              start_writeback, take_blocks, write_failure_reason)
 from neurosim.io.yaml import dump_circuit
 from neurosim.record import BatchHeader
 from neurosim.resources import require_disk
@@ -210,7 +210,7 @@ class HDF5BatchRecorder:
         # every block of them taken now: a disk filled since the space check stops the
         # batch here, in its first call
         for dataset in placed:
-            _reserve(self._fd, dataset.id.get_offset(), dataset.id.get_storage_size())
+            take_blocks(self._fd, dataset.id.get_offset(), dataset.id.get_storage_size())
         _pwrite_all(self._fd, self._parts["status"], self._summary_at["status"])
         self.file.create_dataset("time", data=header.time).attrs["units"] = "ms"
         self.V.attrs["units"] = "mV"
@@ -547,17 +547,6 @@ def _pwrite_direct(fd: int, data: memoryview, offset: int) -> int:
         if written % PAGE:
             break
     return done
-
-
-def _reserve(fd: int, offset: int, nbytes: int) -> None:
-    """Take the blocks of a byte range on the disk now (a full disk fails here)."""
-    try:
-        os.posix_fallocate(fd, offset, nbytes)
-    except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
-        pass
-    except OSError as exc:
-        if exc.errno not in (95, 38, 22):  # EOPNOTSUPP, ENOSYS, EINVAL: not supported here
-            raise
 
 
 def batch_identity(path) -> tuple:

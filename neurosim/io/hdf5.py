@@ -295,6 +295,19 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
         _sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)
 
 
+def take_blocks(fd: int, offset: int, nbytes: int) -> None:
+    """Take the disk blocks of bytes offset…offset+nbytes of ``fd`` now (a full disk fails
+    here, with ENOSPC, not in a later write); where the system or file system cannot,
+    nothing happens (the caller's free-space check stands)."""
+    try:
+        os.posix_fallocate(fd, offset, nbytes)
+    except AttributeError:  # no posix_fallocate (macOS)
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
 def reserve_beyond(fd: int, offset: int, nbytes: int) -> bool:
     """Take the disk blocks of bytes offset…offset+nbytes of ``fd`` without changing its
     size (Linux's fallocate with FALLOC_FL_KEEP_SIZE): the file's later appends there
@@ -544,8 +557,10 @@ class HDF5Recorder(Recorder):
         self._reserved = 0  # rows whose blocks are taken on the disk
         self._circuit_text = {}
         if self._raw:
-            self.time = _preallocated(self.file, "time", (0,), (rows,), "f8")
-            self.V = _preallocated(self.file, "V", (0, n_rec), (rows, n_rec), self.dtype)
+            self.time = placed_dataset(self.file, "time", (0,), "f8", chunks=(rows,),
+                                       extendable=True)
+            self.V = placed_dataset(self.file, "V", (0, n_rec), self.dtype,
+                                    chunks=(rows, n_rec), extendable=True)
             self._place_chunk(0)
         else:
             self.time = self.file.create_dataset("time", shape=(0,), maxshape=(None,),
@@ -663,14 +678,7 @@ class HDF5Recorder(Recorder):
             nbytes = rows * dataset.dtype.itemsize * (dataset.shape[1] if dataset.ndim > 1 else 1)
             if shutil.disk_usage(self.target.parent).free < nbytes + self._metadata_reserve:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            offset = dataset.id.get_chunk_info_by_coord(start).byte_offset
-            try:
-                os.posix_fallocate(self._fd, offset, nbytes)
-            except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
-                pass
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                    raise
+            take_blocks(self._fd, dataset.id.get_chunk_info_by_coord(start).byte_offset, nbytes)
         self._reserved = end
 
     def _write_what_fits(self):
@@ -814,10 +822,12 @@ class HDF5Recorder(Recorder):
         return None
 
 
-def placed_dataset(file: h5py.File, name: str, shape: tuple, dtype, fill=None, chunks=None):
+def placed_dataset(file: h5py.File, name: str, shape: tuple, dtype, fill=None, chunks=None,
+                   extendable: bool = False):
     """A dataset whose blocks are allocated in the file when it is created (early), so
     that writing it later needs no new space; filled with ``fill`` where given, never
-    written otherwise."""
+    written otherwise.  ``extendable`` (with ``chunks``): its rows can be added later,
+    the new chunks placed when the dataset is extended, so rows go to known offsets."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     if chunks is not None:
         dcpl.set_chunk(chunks)
@@ -828,25 +838,11 @@ def placed_dataset(file: h5py.File, name: str, shape: tuple, dtype, fill=None, c
         if np.any(np.array(fill, dtype=dtype) != np.zeros((), dtype=dtype)):
             dcpl.set_fill_value(np.array(fill, dtype=dtype))  # HDF5's own default is zeros
         dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
-    space = h5py.h5s.create_simple(shape)
+    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:] if extendable
+                                   else shape)
     type_id = h5py.h5t.py_create(np.dtype(dtype), logical=True)
     dataset = h5py.h5d.create(file.id, name.encode(), type_id, space, dcpl=dcpl)
     return h5py.Dataset(dataset)
-
-
-def _preallocated(file: h5py.File, name: str, shape: tuple, chunks: tuple,
-                  dtype) -> h5py.Dataset:
-    """A chunked dataset of ``shape`` (extendable in rows) whose chunks are placed in the
-    file when the dataset is created or extended, and never filled, so that rows can be
-    written to known offsets."""
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_chunk(chunks)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    space = h5py.h5s.create_simple(shape, (h5py.h5s.UNLIMITED,) + shape[1:])
-    dataset_id = h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
-                                 space, dcpl=dcpl)
-    return h5py.Dataset(dataset_id)
 
 
 def _text(value) -> str:

@@ -25,7 +25,6 @@ are: :mod:`neurosim.io.hdf5`) and renamed when the last chunk is in.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import numpy as np
 
 from neurosim.errors import ResultFileError, StorageError
 from neurosim.io.hdf5 import (METADATA_RESERVE, _claim, _close_quietly, placed_dataset,
-                              publish)
+                              publish, take_blocks)
 from neurosim.resources import require_disk
 
 FORMAT = "neurosim-sweep"
@@ -181,13 +180,7 @@ class SweepWriter:
         placed_dataset(f, "done", (h.n_chunks,), bool, fill=False)
         f.flush()
         # take every block now, and room for the metadata written later (attributes)
-        try:
-            os.posix_fallocate(self._fd, 0, f.id.get_filesize() + METADATA_RESERVE)
-        except AttributeError:  # no posix_fallocate (macOS): the free-space check stands
-            pass
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
+        take_blocks(self._fd, 0, f.id.get_filesize() + METADATA_RESERVE)
 
     def _check_same_plan(self) -> None:
         attrs = self.file.attrs
