@@ -378,14 +378,17 @@ if hasattr(os, "register_at_fork"):
 class BackgroundWriter:
     """Writes queued items in order on a pooled thread while the run computes (the kernels
     release the GIL): ``first()`` once, then ``write(*item)`` and ``between()`` for each
-    item :meth:`put` (at most ``depth`` waiting: memory stays bounded), until
+    item :meth:`put` (at most ``depth`` waiting, 0 for no bound), until
     :meth:`finish`.  The first exception goes to ``report`` and the items after it are
     dropped; the recorder says so at its next append or close."""
 
     #: writers whose items are not all written yet (see :func:`_finish_writers_at_exit`)
     running: weakref.WeakSet = weakref.WeakSet()
+    #: items waiting at most, by default: where writing falls behind (or the first step
+    #: fails late), ``put`` waits, so the caller is never more than DEPTH + 1 items ahead
+    DEPTH = 8
 
-    def __init__(self, write, report, *, first=None, between=None, depth: int = 8):
+    def __init__(self, write, report, *, first=None, between=None, depth: int = DEPTH):
         self._write, self._report, self._first, self._between = write, report, first, between
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._done = threading.Event()
@@ -546,8 +549,10 @@ class HDF5Recorder(Recorder):
     def _create(self, header: RunHeader):
         """The file with its datasets placed and what a reader needs to tell a file left by
         a killed run."""
-        # our own flock guards the partial; HDF5's lock on a second descriptor would clash
-        self.file = h5py.File(self.partial, "w", locking=False)
+        # our own flock guards the partial; HDF5's lock on a second descriptor would clash.
+        # No chunk cache: rows come in whole chunks, and h5py's 8 MiB cache held eight
+        # compressed ones back, to be written at close, where a full disk lost them all.
+        self.file = h5py.File(self.partial, "w", locking=False, rdcc_nbytes=0)
         n_rec = len(header.neuron_names)
         rows = max(1, min(CHUNK_VALUES // max(1, n_rec), header.n_samples))
         # rows gather into whole HDF5 chunks that go to disk as they are (see _write_rows)
@@ -657,11 +662,21 @@ class HDF5Recorder(Recorder):
                 _pwrite_all(self._fd, data, offset)
                 start_writeback(self._fd, offset, data.nbytes)
         else:
+            # a compressed chunk's size is not known ahead, but deflate grows incompressible
+            # data by only a few bytes per block: recording stops while the chunk would
+            # surely fit with the metadata reserve.  A write failing inside HDF5 left a
+            # file it could not close, nothing kept.
+            self._require_room(t.nbytes + V.nbytes + 4096)
             self.time.resize((n0 + m,))
             self.V.resize((n0 + m, self.V.shape[1]))
             self.time[n0:n0 + m] = t
             self.V[n0:n0 + m] = V
         self._written = n0 + m
+
+    def _require_room(self, nbytes: int) -> None:
+        """ENOSPC unless ``nbytes`` fit on the disk with the metadata reserve left over."""
+        if shutil.disk_usage(self.target.parent).free < nbytes + self._metadata_reserve:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def _place_chunk(self, n0: int):
         """Give /time and /V a chunk from row ``n0`` on and take its blocks on the disk now,
@@ -676,8 +691,7 @@ class HDF5Recorder(Recorder):
             self.V.resize((end, self.V.shape[1]))
         for dataset, start in ((self.time, (n0,)), (self.V, (n0, 0))):
             nbytes = rows * dataset.dtype.itemsize * (dataset.shape[1] if dataset.ndim > 1 else 1)
-            if shutil.disk_usage(self.target.parent).free < nbytes + self._metadata_reserve:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._require_room(nbytes)
             take_blocks(self._fd, dataset.id.get_chunk_info_by_coord(start).byte_offset, nbytes)
         self._reserved = end
 
