@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -109,6 +110,44 @@ def test_loads_inside_one_notice_are_announced_once(caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 2 and messages[1].startswith("… compiled in ")
     assert compile_seconds() - before == pytest.approx(float(messages[1].split()[3]), abs=0.06)
+
+
+def test_runs_from_several_threads_share_one_notice(caplog):
+    """Runs started from several threads at once share one notice, and what compiles
+    while any of them is open is announced once.  (A run that read the notice another
+    thread had just ended failed, about one time in a few thousand; the switch interval
+    is made tiny here, so that the threads interleave everywhere.)"""
+    @njit
+    def third(x):
+        return x / 3.0
+
+    failures = []
+    together = threading.Barrier(4)
+
+    def runs(k):
+        try:
+            together.wait()
+            for i in range(1000):
+                with one_compile_notice():
+                    if k == 0 and i == 500:
+                        load_kernels((third, (1.0,)))
+        except Exception as exc:  # noqa: BLE001 - shown by the assertion below
+            failures.append(repr(exc))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with caplog.at_level(logging.INFO, logger="neurosim"):
+            threads = [threading.Thread(target=runs, args=(k,)) for k in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0] == "compiling simulation kernels (first use only) …"
+    assert len(messages) == 2 and messages[1].startswith("… compiled in ")
 
 
 def test_warmup_in_processes_and_ahead():

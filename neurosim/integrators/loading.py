@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -44,6 +45,11 @@ class _CompilationNotice(event.Listener):
 
 _compile_seconds = 0.0
 _notice = None
+_notice_users = 0
+#: guards the three above: runs started from several threads at once share one notice
+#: (a run that read the notice another thread had just ended failed, about one time in
+#: a few thousand)
+_notice_lock = threading.Lock()
 
 
 def compile_seconds() -> float:
@@ -62,27 +68,38 @@ def running_clock() -> float:
 def count_compile_wait(seconds: float) -> None:
     """Count ``seconds`` spent waiting for kernels compiled elsewhere as compiling."""
     global _compile_seconds
-    _compile_seconds += seconds
+    with _notice_lock:
+        _compile_seconds += seconds
 
 
 @contextmanager
 def one_compile_notice():
     """Announce the compilations of every :func:`load_kernels` call inside as one, "… compiled
     in N s" at the end (a run that compiles its rest kernel, rests, then compiles its time
-    loop is one wait for its user, not two)."""
-    global _notice, _compile_seconds
-    if _notice is not None:
-        yield
-        return
-    _notice = _CompilationNotice()
+    loop is one wait for its user, not two).  Calls that overlap, nested or from several
+    threads, share the notice of the first; the last to end announces it."""
+    global _notice, _notice_users
+    with _notice_lock:
+        _notice_users += 1
+        if _notice_users == 1:
+            _notice = _CompilationNotice()
+            event.register("numba:compile", _notice)
     try:
-        with event.install_listener("numba:compile", _notice):
-            yield
+        yield
     finally:
-        seconds, compiled, _notice = _notice.seconds, _notice.started is not None, None
-        if compiled:
-            _compile_seconds += seconds
-            logger.info("… compiled in %.1f s", seconds)
+        with _notice_lock:
+            _notice_users -= 1
+            if _notice_users == 0:
+                event.unregister("numba:compile", _notice)
+                _end_notice(_notice)
+                _notice = None
+
+
+def _end_notice(notice: _CompilationNotice) -> None:
+    global _compile_seconds
+    if notice.started is not None:
+        _compile_seconds += notice.seconds
+        logger.info("… compiled in %.1f s", notice.seconds)
 
 
 def load_kernels(*calls) -> None:
@@ -143,11 +160,13 @@ def run_in_threads(kernel, n: int, args: tuple, on_done=None) -> None:
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """A pool of ``threads`` threads, kept for the next call: starting them anew cost
     about 5 ms a call, which a sweep or a fit pays for every small batch."""
-    if threads not in _pools:
-        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="neurosim")
-    return _pools[threads]
+    with _pools_lock:  # runs started from several threads at once make one pool
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="neurosim")
+        return _pools[threads]
