@@ -34,7 +34,9 @@ What the recorder guarantees about ``OUT.h5``:
   starts; each chunk's blocks are reserved before it is written and a reserve is kept for
   the file's own metadata, so recording stops between chunks with the file still
   readable: status ``failed``, every sample written before kept, and the error
-  (:class:`~neurosim.errors.StorageError`) says where they are.
+  (:class:`~neurosim.errors.StorageError`) says where they are.  A compressed file's
+  sizes are not known ahead: it is not refused up front, and it stops while its next
+  chunk, uncompressed, would still fit with the reserve.
 * A second Ctrl-C while the file is being finished is held until it is finished and
   named.
 """
