@@ -660,7 +660,15 @@ class BatchPlan:
             names = [protocols] if isinstance(protocols, (str, Protocol)) else list(protocols)
             if not names:
                 raise CircuitError("protocols= is empty: name at least one protocol")
+        twice = sorted({p for p in names if isinstance(p, str) and names.count(p) > 1})
+        if twice:
+            raise CircuitError(f"protocols= names {', '.join(map(repr, twice))} more than once; "
+                               "a batch runs each protocol once (its results are found by name)")
         resolved = [resolve_protocol(circuit, p) for p in names]
+        inline = [k for k, (name, _) in enumerate(resolved) if name == "(inline)"]
+        if len(inline) > 1:  # each its own name: "(inline 1)", "(inline 2)", ...
+            for number, k in enumerate(inline, start=1):
+                resolved[k] = (f"(inline {number})", resolved[k][1])
         self.circuit, self.compiled = circuit, compiled
         self.protocols = tuple(name for name, _ in resolved)
         self._batch = compile_batch(compiled, [p for _, p in resolved])

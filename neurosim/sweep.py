@@ -264,6 +264,9 @@ def plan_sweep(circuit: Circuit, spec: SweepSpec) -> SweepPlan:
             circuit.protocol(name)
         except CircuitError as err:
             raise locate(err, f"protocols[{k}]") from None
+        if name in protocols[:k]:
+            raise locate(CircuitError(f"protocol {name!r} is listed twice; a sweep runs each "
+                                      "protocol once"), f"protocols[{k}]")
     readout = None
     options = {key: value for key, value in s.simulation.model_dump().items()
                if value is not None}

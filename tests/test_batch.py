@@ -335,6 +335,12 @@ def test_a_batch_plan_refuses_bad_requests_in_one_line():
     own = plan.compiled.theta
     with pytest.raises(ns.CircuitError, match="protocols= is empty"):
         ns.BatchPlan(circuit, [])
+    with pytest.raises(ns.CircuitError, match="names 'lesion' more than once"):
+        ns.BatchPlan(circuit, ["lesion", "as_given", "lesion"])
+    # Protocol objects have no name of their own: each gets one, so that none is hidden
+    inline = ns.BatchPlan(circuit, [ns.Protocol(5.0), "lesion", ns.Protocol(7.0)])
+    assert inline.protocols == ("(inline 1)", "lesion", "(inline 2)")
+    assert ns.BatchPlan(circuit, [ns.Protocol(5.0)]).protocols == ("(inline)",)
     for protocol in (5, -1, "nope", 0.5):
         with pytest.raises(ns.CircuitError, match="protocol must be one of lesion, as_given"):
             plan.sensitivities(own, [0], protocol)

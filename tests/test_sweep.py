@@ -151,6 +151,8 @@ def test_an_interrupted_sweep_resumes_to_the_same_file(tw, tmp_path):
      ":3: sample", "needs n"),
     ("parameters:\n  - {select: \"synapses[*].w\", values: [1]}\nprotocols: [tapp]\n",
      ":3: protocols[0]", "Did you mean 'tap'"),
+    ("parameters:\n  - {select: \"synapses[*].w\", values: [1]}\nprotocols: [tap, tap]\n",
+     ":3: protocols[1]", "protocol 'tap' is listed twice"),
     ("parameters:\n  - {select: \"synapses[*].w\", values: [1]}\nrecord: [AVX]\n",
      ":3: record[0]", "unknown neuron 'AVX'"),
     ("parameters:\n  - {select: \"synapses[*].w\", values: [1]}\n  - {select: \"synapses[AVD->AVA].w\", values: [2]}\n",
