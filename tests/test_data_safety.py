@@ -724,10 +724,26 @@ def test_a_result_read_lazily_refuses_a_file_replaced_since(tmp_path):
 
 
 def test_info_on_an_output_still_being_written_says_so(tmp_path):
-    (tmp_path / "r.h5.partial").write_bytes(b"")
+    """A partial a run holds is being written; one nobody holds was left by a killed run;
+    an empty one (a run killed before it wrote anything) holds nothing to read."""
+    c = one_neuron()
+    writing = ns.HDF5Recorder(tmp_path / "r.h5")
+    writing.open(ns.record.RunHeader(("A",), 3, 1.0, {}, c))
     with pytest.raises(ResultFileError, match=r"no such result file yet; .*r\.h5\.partial is "
-                                              r"being written"):
+                                              r"being written by a run"):
         hdf5.result_summary(tmp_path / "r.h5")
+    writing.append(np.array([0.0, 1.0, 2.0]), np.ones((3, 1)))
+    writing.close("complete", "completed", {})
+    (tmp_path / "k.h5.partial").write_bytes(b"")
+    with pytest.raises(ResultFileError, match=r"k\.h5: no such result file; .*k\.h5\.partial "
+                                              r"was left by a run that was killed"):
+        ns.load_result(tmp_path / "k.h5")
+    for read in (ns.load_result, hdf5.result_summary):
+        with pytest.raises(ResultFileError, match=r"k\.h5\.partial is empty: left by a run "
+                                                  r"killed before it wrote anything"):
+            read(tmp_path / "k.h5.partial")
+    from neurosim.cli import main
+    assert main(["info", str(tmp_path / "k.h5.partial")]) == 2
 
 
 def test_a_small_output_fits_a_small_disk(small_disk):

@@ -876,16 +876,41 @@ def file_format(path) -> str | None:
         return None
 
 
+def _being_written(path: Path) -> bool:
+    """Whether a run holds ``path``'s lock (a partial nobody holds was left by a killed
+    run)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock, if taken
+
+
 def _open_result(path: Path) -> h5py.File:
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
-        if partial.exists():
+        if partial.exists() and _being_written(partial):
             raise ResultFileError(f"{path}: no such result file yet; {partial} is being "
-                                  "written by a run (or was left by one that was killed: "
-                                  "neurosim info reads it)")
+                                  "written by a run (neurosim info reads what it holds so far)")
+        if partial.exists():
+            raise ResultFileError(f"{path}: no such result file; {partial} was left by a run "
+                                  "that was killed (neurosim info reads it)")
         raise ResultFileError(f"{path}: no such result file")
     if not path.is_file():
         raise ResultFileError(f"{path} is not a regular file, so not a result file")
+    if path.stat().st_size == 0:
+        state = ("a run has just started writing it" if _being_written(path) else
+                 "left by a run killed before it wrote anything; remove it, or write that "
+                 "output again with overwrite=True (--overwrite)")
+        raise ResultFileError(f"{path} is empty: {state}")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
