@@ -436,16 +436,21 @@ def test_a_real_full_disk(small_disk):
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
+def sine_driven(n):
+    """n neurons whose traces compress poorly (so that compressed files fill disks)."""
+    return ns.Circuit("many", tuple(ns.Neuron(f"N{i}", C=1.0 + i, g_L=1.0, E_L=-70.0 + i)
+                                    for i in range(n)),
+                      stimuli={"drive": ns.Stimulus("sine", [f"N{i}" for i in range(n)],
+                                                    amplitude=10.0, frequency=37.0)},
+                      protocols={"p": ns.Protocol(10000.0, ("drive",))})
+
+
 def test_a_compressed_run_on_a_filling_disk_keeps_its_rows(small_disk):
     """Compressed sizes are not known ahead, so nothing is refused up front; recording
     stops while there is still room for the chunks HDF5 holds and the metadata.  (A write
     failing inside HDF5 once left a file it could not close: nothing kept, and HDF5's
     tracebacks printed, which this test would turn into errors.)"""
-    c = ns.Circuit("many", tuple(ns.Neuron(f"N{i}", C=1.0 + i, g_L=1.0, E_L=-70.0 + i)
-                                 for i in range(20)),
-                   stimuli={"drive": ns.Stimulus("sine", [f"N{i}" for i in range(20)],
-                                                 amplitude=10.0, frequency=37.0)},
-                   protocols={"p": ns.Protocol(10000.0, ("drive",))})
+    c = sine_driven(20)
     with pytest.raises(StorageError, match=r"No space left on device.*samples written before "
                                            r"are in \S*z\.h5$"):
         ns.simulate(c, "p", dt_out=0.05, recorder=ns.HDF5Recorder(small_disk / "z.h5",
@@ -587,10 +592,7 @@ def test_another_program_filling_the_disk_leaves_a_file_that_closes(small_disk):
     def filled_at_the_third_call(advanced_ms):
         calls.append(advanced_ms)
         if len(calls) == 3:
-            subprocess.run([sys.executable, "-c", "import sys\nf = open(sys.argv[1], 'wb')\n"
-                            "try:\n    while True:\n        f.write(b'x' * 4096)\n"
-                            "        f.flush()\nexcept OSError:\n    pass",
-                            str(small_disk / "filler")], check=True)
+            fill(small_disk / "filler")
 
     with pytest.raises(StorageError, match="No space left on device.*written before are in"):
         ns.simulate(c, "p", dt_out=0.05, progress=filled_at_the_third_call,
@@ -599,6 +601,35 @@ def test_another_program_filling_the_disk_leaves_a_file_that_closes(small_disk):
     assert kept.status == "failed" and kept.t.size >= hdf5.CHUNK_VALUES
     memory = ns.simulate(c, "p", dt_out=0.05)
     np.testing.assert_array_equal(kept.V, memory.V[:kept.t.size])
+
+
+def test_another_program_filling_the_disk_under_a_compressed_run(small_disk):
+    """A compressed chunk's blocks are taken before HDF5 compresses and writes it: a disk
+    filled by another program meanwhile once made HDF5 fail inside, and the whole file
+    was lost."""
+    c = sine_driven(20)
+    advanced = []
+
+    def filled_after_a_second(advanced_ms):
+        advanced.append(advanced_ms)
+        if sum(advanced) > 1000.0 and sum(advanced) - advanced_ms <= 1000.0:
+            fill(small_disk / "filler")
+
+    with pytest.raises(StorageError, match="No space left on device.*written before are in"):
+        ns.simulate(c, "p", dt_out=0.05, progress=filled_after_a_second,
+                    recorder=ns.HDF5Recorder(small_disk / "z.h5", compression="gzip"))
+    kept = ns.load_result(small_disk / "z.h5")
+    rows = hdf5.CHUNK_VALUES // 20
+    assert kept.status == "failed" and kept.t.size >= rows and kept.t.size % rows == 0
+    np.testing.assert_array_equal(kept.V, ns.simulate(c, "p", dt_out=0.05).V[:kept.t.size])
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "z.h5"]
+
+
+def fill(path):
+    """Fill the disk ``path`` is on to the last byte, from another process."""
+    subprocess.run([sys.executable, "-c", "import sys\nf = open(sys.argv[1], 'wb')\n"
+                    "try:\n    while True:\n        f.write(b'x' * 4096)\n"
+                    "        f.flush()\nexcept OSError:\n    pass", str(path)], check=True)
 
 
 # ---------------------------------------------------------------- size

@@ -532,6 +532,7 @@ class HDF5Recorder(Recorder):
         self._error: BaseException | None = None
         self._written = 0
         self._created = False
+        self._holds_reserve = False  # blocks past the file's end (compressed chunks)
         self._flushed = time.monotonic()
         # The writer thread creates the file while the first calls compute (creating it,
         # with the circuit's YAML text, took 3 ms of a 22 ms run), then overlaps disk
@@ -664,16 +665,25 @@ class HDF5Recorder(Recorder):
                 _pwrite_all(self._fd, data, offset)
                 start_writeback(self._fd, offset, data.nbytes)
         else:
-            # a compressed chunk's size is not known ahead, but deflate grows incompressible
-            # data by only a few bytes per block: recording stops while the chunk would
-            # surely fit with the metadata reserve.  A write failing inside HDF5 left a
-            # file it could not close, nothing kept.
-            self._require_room(t.nbytes + V.nbytes + 4096)
+            self._reserve_for_compressed(t.nbytes + V.nbytes + 4096)
             self.time.resize((n0 + m,))
             self.V.resize((n0 + m, self.V.shape[1]))
             self.time[n0:n0 + m] = t
             self.V[n0:n0 + m] = V
         self._written = n0 + m
+
+    def _reserve_for_compressed(self, nbytes: int) -> None:
+        """Before HDF5 writes a compressed chunk at the file's end: take the blocks it can
+        need (its size is not known ahead, but deflate grows incompressible data by only
+        a few bytes per block: ``nbytes``) and the metadata reserve, past the end, so that
+        another program filling the disk while the chunk compresses cannot take them.  A
+        write failing inside HDF5 left a file it could not close: nothing was kept.  Where
+        blocks cannot be taken this way, the free space is checked instead."""
+        end = max(os.fstat(self._fd).st_size, self.file.id.get_filesize())
+        if reserve_beyond(self._fd, end, nbytes + self._metadata_reserve):
+            self._holds_reserve = True
+        else:
+            self._require_room(nbytes)
 
     def _require_room(self, nbytes: int) -> None:
         """ENOSPC unless ``nbytes`` fit on the disk with the metadata reserve left over."""
@@ -757,6 +767,8 @@ class HDF5Recorder(Recorder):
             message = (f"recording stopped after {self._written} samples: writing failed: "
                        f"{self._reason(self._error)}")
         finished = self._finish(status, message, stats)
+        if self._holds_reserve:  # what HDF5 did not use is given back
+            release_reserve(self._fd)
         stored = self._publish() if finished else self._keep_if_readable()
         identity = _identity(os.fstat(self._fd))
         os.close(self._fd)  # releases the lock, after the rename
