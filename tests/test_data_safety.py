@@ -275,6 +275,22 @@ def test_a_recorder_writes_one_run(tmp_path):
     np.testing.assert_array_equal(ns.load_result(tmp_path / "r.h5").V, first.V)
 
 
+def test_recorder_options_are_checked_before_anything_runs(tmp_path):
+    """A filter name that is not one was once reported after the first call, as a failure
+    to write the file."""
+    for options, match in (({"compression": "bogus"}, "compression must be one of gzip, lzf "
+                                                       "or None, got 'bogus'"),
+                           ({"compression": False}, "got False"),
+                           ({"dtype": "int8"}, "dtype must be float64 or float32")):
+        with pytest.raises(ResultFileError, match=match):
+            ns.HDF5Recorder(tmp_path / "r.h5", **options)
+    assert list(tmp_path.iterdir()) == []
+    lzf = ns.simulate(one_neuron(), "p", recorder=ns.HDF5Recorder(tmp_path / "r.h5",
+                                                                  compression="lzf"))
+    np.testing.assert_array_equal(ns.load_result(tmp_path / "r.h5").V, lzf.V)
+    np.testing.assert_array_equal(lzf.V, ns.simulate(one_neuron(), "p").V)
+
+
 @pytest.mark.parametrize("kind", ["run", "batch"])
 def test_ctrl_c_while_the_recorder_opens_leaves_a_named_file(tmp_path, monkeypatch, kind):
     """Ctrl-C while the recorder takes its lock and starts its writer thread once left an

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -321,18 +322,20 @@ class _StartsJob:
     maxiter: int
 
 
-#: the objective of the job a process last fitted starts of: (job, objective); a worker
-#: gets one job object for all its starts, so it parses and compiles the circuit once
-_last_objective: tuple = (None, None)
+#: the objective of the job a worker thread last fitted starts of (.job, .objective): a
+#: worker gets one job object for all its starts, so it parses and compiles the circuit
+#: once; per thread, since an Objective is not shared (a threaded worker once could read
+#: another thread's between its check and its use)
+_last_objective = threading.local()
 
 
 def _objective(job: _StartsJob) -> Objective:
-    global _last_objective
-    if _last_objective[0] is not job:
+    if getattr(_last_objective, "job", None) is not job:
         circuit = loads_circuit(job.circuit_yaml, "<ensemble>")
-        _last_objective = (job, Objective(Parameterization(circuit, job.free), job.targets,
-                                          **job.options))
-    return _last_objective[1]
+        _last_objective.objective = Objective(Parameterization(circuit, job.free),
+                                              job.targets, **job.options)
+        _last_objective.job = job
+    return _last_objective.objective
 
 
 def _fit_start(job: _StartsJob, k: int | None):

@@ -75,6 +75,8 @@ try:
 except ImportError:  # Windows: one writer per output is then the user's care
     fcntl = None
 
+#: the HDF5 filters a result file may be compressed with (every h5py has them)
+COMPRESSIONS = ("gzip", "lzf")
 #: values per HDF5 chunk of /V: 1 MiB chunks fit h5py's default chunk cache, so appends
 #: never read a chunk back from disk (a 10 MB chunk made recording 8x slower)
 CHUNK_VALUES = 1 << 17
@@ -482,8 +484,8 @@ class HDF5Recorder(Recorder):
         error.
     dtype : {"float64", "float32"}
         Storage type of /V.
-    compression : str, optional
-        An h5py filter such as ``"gzip"``; off by default (it costs time while recording).
+    compression : {"gzip", "lzf"}, optional
+        Compress /V and /time; off by default (it costs time while recording).
     check_space : bool
         Refuse a run whose uncompressed output would not fit in the free disk space.
     """
@@ -498,6 +500,9 @@ class HDF5Recorder(Recorder):
         self.path = Path(path)
         if dtype not in ("float64", "float32"):
             raise ResultFileError(f"dtype must be float64 or float32, got {dtype!r}")
+        if compression not in (None, *COMPRESSIONS):
+            raise ResultFileError(f"compression must be one of {', '.join(COMPRESSIONS)} or "
+                                  f"None, got {compression!r}")
         self.target, self.partial = check_target(self.path, overwrite)
         self.overwrite = overwrite
         self.dtype = dtype
