@@ -145,12 +145,13 @@ def _claim(partial: Path, overwrite: bool, shown: Path) -> int:
     raise ResultFileError(f"cannot write {shown}: {partial} keeps changing")
 
 
-def _lock(fd: int) -> bool:
-    """Take the exclusive lock of ``fd`` without waiting; False if another holds it."""
+def _lock(fd: int, shared: bool = False) -> bool:
+    """Take the exclusive (or a ``shared``) lock of ``fd`` without waiting; False if
+    another holds it exclusively (or, for an exclusive one, at all)."""
     if fcntl is None:
         return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
@@ -537,7 +538,6 @@ class HDF5Recorder(Recorder):
         self._error: BaseException | None = None
         self._written = 0
         self._created = False
-        self._holds_reserve = False  # blocks past the file's end (compressed chunks)
         self._flushed = time.monotonic()
         # The writer thread creates the file while the first calls compute (creating it,
         # with the circuit's YAML text, took 3 ms of a 22 ms run), then overlaps disk
@@ -685,9 +685,7 @@ class HDF5Recorder(Recorder):
         write failing inside HDF5 left a file it could not close: nothing was kept.  Where
         blocks cannot be taken this way, the free space is checked instead."""
         end = max(os.fstat(self._fd).st_size, self.file.id.get_filesize())
-        if reserve_beyond(self._fd, end, nbytes + self._metadata_reserve):
-            self._holds_reserve = True
-        else:
+        if not reserve_beyond(self._fd, end, nbytes + self._metadata_reserve):
             self._require_room(nbytes)
 
     def _require_room(self, nbytes: int) -> None:
@@ -772,7 +770,7 @@ class HDF5Recorder(Recorder):
             message = (f"recording stopped after {self._written} samples: writing failed: "
                        f"{self._reason(self._error)}")
         finished = self._finish(status, message, stats)
-        if self._holds_reserve:  # what HDF5 did not use is given back
+        if not self._raw:  # the blocks HDF5 did not use past the end are given back
             release_reserve(self._fd)
         stored = self._publish() if finished else self._keep_if_readable()
         identity = _identity(os.fstat(self._fd))
@@ -903,10 +901,7 @@ def _being_written(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        return not _lock(fd, shared=True)
     finally:
         os.close(fd)  # releases the shared lock, if taken
 
